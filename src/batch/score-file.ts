@@ -1,0 +1,205 @@
+/**
+ * Batch and ad-hoc scoring of a file (CSV or JSON lines), streamed in chunks so memory
+ * stays constant whatever the file size. Each output row is the input row's columns, in
+ * order, followed by the model's outputs; extra columns (ids, labels) pass through. A bad
+ * row is reported with its line number and reason, and the rest are scored.
+ */
+import { createReadStream, createWriteStream, statSync } from 'node:fs';
+import { once } from 'node:events';
+import type { Readable, Writable } from 'node:stream';
+import { createInterface } from 'node:readline';
+import { parse as parseCsv, type Info } from 'csv-parse';
+import { stringify as stringifyCsv } from 'csv-stringify/sync';
+import type { Bundle } from '../bundle/load.ts';
+import type { FieldError, RawRow } from '../bundle/encoding.ts';
+import { createScorer } from '../pipeline/score.ts';
+
+export type FileFormat = 'csv' | 'jsonl';
+
+export interface RowFailure {
+  /** 1-based line of the file where the row ends (the header is line 1 in CSV). */
+  line: number;
+  errors: (FieldError | { field: null; rule: 'syntax'; message: string })[];
+}
+
+export interface ScoreFileOptions {
+  input: string;
+  output: string;
+  inputFormat?: FileFormat;
+  outputFormat?: FileFormat;
+  /** Rows scored per model call. */
+  chunkSize?: number;
+  onFailure?: (failure: RowFailure) => void;
+  /** Called after each chunk with bytes of input read so far and the total (null for stdin). */
+  onProgress?: (bytesRead: number, totalBytes: number | null, rowsDone: number) => void;
+}
+
+export interface ScoreFileSummary {
+  rows: number;
+  scored: number;
+  failed: number;
+  seconds: number;
+}
+
+export function formatOf(path: string): FileFormat {
+  return /\.(jsonl|ndjson|json)$/i.test(path) ? 'jsonl' : 'csv';
+}
+
+interface SourceRecord {
+  line: number;
+  /** Field values by column name, in file order. */
+  row: Record<string, unknown> | null;
+  syntaxError?: string;
+}
+
+/** Reads CSV records as {column: text}, keeping going past malformed records. */
+async function* csvRecords(stream: Readable, header: { columns: string[] | null }): AsyncGenerator<SourceRecord> {
+  const skipped: SourceRecord[] = [];
+  const parser = stream.pipe(
+    parseCsv({
+      bom: true,
+      info: true,
+      relax_column_count: true,
+      skip_empty_lines: true,
+      skip_records_with_error: true,
+      on_skip: (err: { message: string; lines?: number } | undefined) => {
+        if (err) skipped.push({ line: err.lines ?? 0, row: null, syntaxError: err.message });
+      },
+    }),
+  );
+  for await (const { record, info } of parser as AsyncIterable<{ record: string[]; info: Info }>) {
+    while (skipped.length > 0) yield skipped.shift()!;
+    if (header.columns === null) {
+      header.columns = record.map((c) => c.trim());
+      const dup = header.columns.find((c, i) => header.columns!.indexOf(c) !== i);
+      if (dup !== undefined) throw new Error(`CSV header repeats column ${JSON.stringify(dup)}`);
+      continue;
+    }
+    const columns = header.columns;
+    if (record.length !== columns.length) {
+      yield { line: info.lines, row: null, syntaxError: `has ${record.length} fields, the header has ${columns.length}` };
+      continue;
+    }
+    const row: Record<string, unknown> = Object.create(null);
+    for (let i = 0; i < columns.length; i++) row[columns[i]] = record[i];
+    yield { line: info.lines, row };
+  }
+  while (skipped.length > 0) yield skipped.shift()!;
+}
+
+async function* jsonlRecords(stream: Readable): AsyncGenerator<SourceRecord> {
+  let line = 0;
+  for await (const text of createInterface({ input: stream, crlfDelay: Infinity })) {
+    line++;
+    if (text.trim() === '') continue;
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (err) {
+      yield { line, row: null, syntaxError: `not valid JSON: ${(err as Error).message}` };
+      continue;
+    }
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      yield { line, row: null, syntaxError: 'each line must be a JSON object of feature values' };
+      continue;
+    }
+    yield { line, row: value as Record<string, unknown> };
+  }
+}
+
+async function write(out: Writable, text: string): Promise<void> {
+  if (!out.write(text)) await once(out, 'drain');
+}
+
+export async function scoreFile(bundle: Bundle, options: ScoreFileOptions): Promise<ScoreFileSummary> {
+  const started = performance.now();
+  const inputFormat = options.inputFormat ?? formatOf(options.input);
+  const outputFormat = options.outputFormat ?? formatOf(options.output);
+  const chunkSize = options.chunkSize ?? 2048;
+  const scorer = createScorer(bundle, { fromText: inputFormat === 'csv' });
+  const outputColumns = scorer.outputColumns;
+
+  const totalBytes = options.input === '-' ? null : statSync(options.input).size;
+  const input = options.input === '-' ? process.stdin : createReadStream(options.input, { highWaterMark: 1 << 16 });
+  let bytesRead = 0;
+  input.on('data', (chunk: Buffer | string) => {
+    bytesRead += chunk.length;
+  });
+  const output = options.output === '-' ? process.stdout : createWriteStream(options.output);
+  const outputDone = options.output === '-' ? Promise.resolve() : once(output, 'finish');
+
+  const header = { columns: null as string[] | null };
+  const records = inputFormat === 'csv' ? csvRecords(input, header) : jsonlRecords(input);
+  const summary: ScoreFileSummary = { rows: 0, scored: 0, failed: 0, seconds: 0 };
+  let wroteHeader = false;
+
+  const fail = (failure: RowFailure) => {
+    summary.failed++;
+    options.onFailure?.(failure);
+  };
+
+  const flush = async (chunk: SourceRecord[]) => {
+    const rows = chunk.map((r) => r.row as RawRow);
+    const outcomes = await scorer.scoreRows(rows);
+    const lines: string[] = [];
+    if (outputFormat === 'csv' && !wroteHeader) {
+      const inputColumns = header.columns ?? Object.keys(chunk[0].row ?? {});
+      const clash = inputColumns.find((c) => outputColumns.includes(c));
+      if (clash !== undefined) throw new Error(`the input already has a column named ${JSON.stringify(clash)}, which the model's output would overwrite`);
+      header.columns = inputColumns;
+      lines.push(stringifyCsv([[...inputColumns, ...outputColumns]]));
+      wroteHeader = true;
+    }
+    for (let i = 0; i < chunk.length; i++) {
+      const outcome = outcomes[i];
+      if (!outcome.ok) {
+        fail({ line: chunk[i].line, errors: outcome.errors });
+        continue;
+      }
+      summary.scored++;
+      const row = chunk[i].row!;
+      if (outputFormat === 'csv') {
+        const cells = header.columns!.map((c) => csvCell(row[c]));
+        lines.push(stringifyCsv([[...cells, ...outcome.outputs]]));
+      } else {
+        const record: Record<string, unknown> = { ...row };
+        outputColumns.forEach((c, j) => (record[c] = outcome.outputs[j]));
+        lines.push(JSON.stringify(record) + '\n');
+      }
+    }
+    if (lines.length > 0) await write(output, lines.join(''));
+    options.onProgress?.(bytesRead, totalBytes, summary.rows);
+  };
+
+  try {
+    let chunk: SourceRecord[] = [];
+    for await (const record of records) {
+      summary.rows++;
+      if (record.row === null) {
+        fail({ line: record.line, errors: [{ field: null, rule: 'syntax', message: record.syntaxError ?? 'unreadable row' }] });
+        continue;
+      }
+      chunk.push(record);
+      if (chunk.length >= chunkSize) {
+        await flush(chunk);
+        chunk = [];
+      }
+    }
+    if (chunk.length > 0) await flush(chunk);
+    if (outputFormat === 'csv' && !wroteHeader && header.columns) {
+      await write(output, stringifyCsv([[...header.columns, ...outputColumns]]));
+    }
+  } finally {
+    if (output !== process.stdout) output.end();
+    input.destroy();
+  }
+  await outputDone;
+  summary.seconds = (performance.now() - started) / 1000;
+  return summary;
+}
+
+function csvCell(v: unknown): string {
+  if (v === undefined || v === null) return '';
+  if (typeof v === 'object') return JSON.stringify(v);
+  return String(v);
+}

@@ -1,0 +1,75 @@
+/**
+ * Golden-set parity: score the inputs the training library scored and compare with its own
+ * predictions. This is how a bundle proves the serving path computes what training did.
+ */
+import { createReadStream } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { z } from 'zod';
+import { createScorer } from '../pipeline/score.ts';
+import type { Bundle } from './load.ts';
+
+const goldenLine = z.object({
+  row: z.record(z.string(), z.unknown()),
+  expected: z.array(z.number()).min(1),
+});
+
+export interface GoldenReport {
+  rows: number;
+  /** Largest difference seen, in the bundle's tolerance measure. */
+  maxDiff: number;
+  measure: 'absolute' | 'relative' | 'exact';
+  /** 1-based golden line of the largest difference. */
+  worstLine: number;
+  failures: { line: number; reason: string }[];
+}
+
+/** Relative difference with an absolute floor of 1, so values near zero are compared absolutely. */
+function difference(actual: number, expected: number, measure: GoldenReport['measure']): number {
+  if (Number.isNaN(actual) && Number.isNaN(expected)) return 0;
+  const d = Math.abs(actual - expected);
+  if (measure === 'relative') return d / Math.max(1, Math.abs(expected));
+  if (measure === 'exact') return d === 0 ? 0 : Infinity;
+  return d;
+}
+
+export async function checkGolden(bundle: Bundle, tolerance = 1e-6): Promise<GoldenReport> {
+  if (!bundle.goldenPath) throw new Error(`bundle ${bundle.dir} has no golden file`);
+  const scorer = createScorer(bundle, { fromText: false });
+  const measure = bundle.outputs.tolerance;
+  const report: GoldenReport = { rows: 0, maxDiff: 0, measure, worstLine: 0, failures: [] };
+  const lines = createInterface({ input: createReadStream(bundle.goldenPath), crlfDelay: Infinity });
+  let lineNo = 0;
+  for await (const text of lines) {
+    lineNo++;
+    if (text.trim() === '') continue;
+    let parsed;
+    try {
+      parsed = goldenLine.parse(JSON.parse(text));
+    } catch (err) {
+      report.failures.push({ line: lineNo, reason: `not a golden line ({row, expected}): ${(err as Error).message.split('\n')[0]}` });
+      continue;
+    }
+    report.rows++;
+    const [outcome] = await scorer.scoreRows([parsed.row]);
+    if (!outcome.ok) {
+      report.failures.push({ line: lineNo, reason: `row rejected: ${outcome.errors.map((e) => e.message).join('; ')}` });
+      continue;
+    }
+    if (outcome.raw.length !== parsed.expected.length) {
+      report.failures.push({ line: lineNo, reason: `model gave ${outcome.raw.length} outputs, golden expects ${parsed.expected.length}` });
+      continue;
+    }
+    for (let j = 0; j < outcome.raw.length; j++) {
+      const d = difference(outcome.raw[j], parsed.expected[j], measure);
+      if (d > report.maxDiff || Number.isNaN(d)) {
+        report.maxDiff = Number.isNaN(d) ? Infinity : d;
+        report.worstLine = lineNo;
+      }
+      if (!(d <= tolerance)) {
+        report.failures.push({ line: lineNo, reason: `output ${j}: got ${outcome.raw[j]}, expected ${parsed.expected[j]} (${measure} difference ${d})` });
+      }
+    }
+  }
+  if (report.rows === 0) report.failures.push({ line: 0, reason: 'the golden file holds no rows' });
+  return report;
+}

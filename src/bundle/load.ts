@@ -1,0 +1,152 @@
+/**
+ * The bundle's front door: `loadBundle(dir)` reads `rtml.yaml`, validates it (errors name
+ * the file, the YAML path and line, and the rule), loads the model through its runtime and
+ * checks that the declared features and outputs fit the model actually loaded.
+ */
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { isAbsolute, join, relative, resolve } from 'node:path';
+import { isNode, LineCounter, parseDocument } from 'yaml';
+import { loadModel, ModelLoadError, type ModelRuntime } from '../models/index.ts';
+import { buildEncoding, type Encoding } from './encoding.ts';
+import { manifestSchema, type FeatureSpec, type Manifest } from './manifest.ts';
+import { buildOutputMapping, OutputMismatchError, type OutputMapping } from './outputs.ts';
+
+export const MANIFEST_FILE = 'rtml.yaml';
+
+export interface Bundle {
+  readonly dir: string;
+  readonly manifest: Manifest;
+  readonly name: string;
+  readonly version: string;
+  readonly model: ModelRuntime;
+  readonly encoding: Encoding;
+  readonly outputs: OutputMapping;
+  /** Absolute path of the golden file, when the bundle has one. */
+  readonly goldenPath: string | null;
+}
+
+/** One problem in a bundle, located as precisely as we can: file, YAML path, line. */
+export interface BundleProblem {
+  file: string;
+  path: string;
+  line?: number;
+  rule: string;
+}
+
+export class BundleError extends Error {
+  constructor(readonly problems: BundleProblem[]) {
+    super(problems.map(formatProblem).join('\n'));
+    this.name = 'BundleError';
+  }
+}
+
+function formatProblem(p: BundleProblem): string {
+  return `${p.file}${p.line ? `:${p.line}` : ''}: ${p.path ? `${p.path}: ` : ''}${p.rule}`;
+}
+
+/** Reads and validates `rtml.yaml` without loading the model. */
+export async function readManifest(dir: string): Promise<Manifest> {
+  const file = join(dir, MANIFEST_FILE);
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch {
+    throw new BundleError([{ file, path: '', rule: `no ${MANIFEST_FILE} here: a bundle is a directory holding ${MANIFEST_FILE} and its model` }]);
+  }
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw new BundleError(doc.errors.map((e) => ({ file, path: '', line: lineCounter.linePos(e.pos[0]).line, rule: `YAML syntax: ${e.message.split('\n')[0]}` })));
+  }
+  const parsed = manifestSchema.safeParse(doc.toJS({ maxAliasCount: 100 }));
+  if (parsed.success) return parsed.data;
+  throw new BundleError(
+    parsed.error.issues.map((issue) => {
+      const path = issue.path.map(String);
+      return { file, path: yamlPath(issue.path), line: lineOf(doc, lineCounter, path), rule: issue.message };
+    }),
+  );
+}
+
+function yamlPath(path: readonly PropertyKey[]): string {
+  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : `${i === 0 ? '' : '.'}${String(p)}`)).join('');
+}
+
+/** The line of the deepest node of `path` that exists in the document. */
+function lineOf(doc: ReturnType<typeof parseDocument>, counter: LineCounter, path: string[]): number | undefined {
+  for (let n = path.length; n >= 0; n--) {
+    const node = n === 0 ? doc.contents : doc.getIn(path.slice(0, n).map((p) => (/^\d+$/.test(p) ? Number(p) : p)), true);
+    if (isNode(node) && node.range) return counter.linePos(node.range[0]).line;
+  }
+  return undefined;
+}
+
+/** A path inside the bundle; refuses paths that climb out of it. */
+function insideBundle(dir: string, path: string, file: string, yamlKey: string): string {
+  const full = resolve(dir, path);
+  const rel = relative(resolve(dir), full);
+  if (isAbsolute(path) || rel.startsWith('..') || isAbsolute(rel)) {
+    throw new BundleError([{ file, path: yamlKey, rule: `must be a path inside the bundle, got ${JSON.stringify(path)}` }]);
+  }
+  return full;
+}
+
+export async function loadBundle(dir: string): Promise<Bundle> {
+  const manifest = await readManifest(dir);
+  const manifestFile = join(dir, MANIFEST_FILE);
+  const modelFile = insideBundle(dir, manifest.model.path, manifestFile, 'model.path');
+
+  let model: ModelRuntime;
+  try {
+    model = await loadModel(manifest.model.format, modelFile, { input: manifest.model.input, output: manifest.model.output });
+  } catch (err) {
+    if (err instanceof ModelLoadError) throw new BundleError([{ file: err.file, path: '', rule: err.reason }]);
+    throw new BundleError([{ file: manifestFile, path: 'model.format', rule: (err as Error).message }]);
+  }
+
+  const problems: BundleProblem[] = [];
+  const problem = (path: string, rule: string) => problems.push({ file: manifestFile, path, rule });
+
+  let features: FeatureSpec[];
+  if (manifest.features) features = manifest.features;
+  else if (model.featureNames) {
+    // The model names its columns: each is a numeric pass-through where missing means NaN.
+    features = model.featureNames.map((name) => ({ name, type: 'number', nullable: true }));
+  } else {
+    problem('features', 'required: this model file does not carry feature names, so the bundle must list its features in column order');
+    features = [];
+  }
+  const encoding = buildEncoding(features);
+  if (problems.length === 0 && encoding.width !== model.inputWidth) {
+    problem('features', `encode to ${encoding.width} model columns but the model expects ${model.inputWidth}`);
+  }
+  if (problems.length === 0 && model.featureNames && manifest.features) {
+    // Same count is not enough: a swapped column order is the classic silent failure.
+    encoding.columns.forEach((column, i) => {
+      const feature = features.find((f) => f.name === column);
+      if (feature && model.featureNames![i] !== column) {
+        problem(`features`, `model column ${i} is ${JSON.stringify(model.featureNames![i])} but the features put ${JSON.stringify(column)} there`);
+      }
+    });
+  }
+
+  let outputs: OutputMapping | null = null;
+  try {
+    outputs = buildOutputMapping(manifest.outputs, model.outputWidth);
+  } catch (err) {
+    if (!(err instanceof OutputMismatchError)) throw err;
+    problem('outputs', err.message);
+  }
+
+  const goldenName = manifest.golden ?? 'golden.jsonl';
+  const goldenFile = insideBundle(dir, goldenName, manifestFile, 'golden');
+  const goldenPath = existsSync(goldenFile) ? goldenFile : null;
+  if (manifest.golden && !goldenPath) problem('golden', `file ${manifest.golden} does not exist`);
+
+  if (problems.length > 0 || !outputs) {
+    await model.close?.();
+    throw new BundleError(problems.slice(0, 20));
+  }
+  return { dir: resolve(dir), manifest, name: manifest.name, version: manifest.version, model, encoding, outputs, goldenPath };
+}

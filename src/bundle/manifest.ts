@@ -1,0 +1,108 @@
+/**
+ * The bundle manifest, `rtml.yaml`: what a bundle declares about its model, inputs and
+ * outputs. Validated once when the bundle loads; everything after works on these types.
+ */
+import { z } from 'zod';
+
+const name = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'lowercase letters, digits, - and _, starting with a letter or digit');
+// Feature names become CSV headers and JSON keys: anything printable, but no control characters.
+const featureName = z.string().min(1).max(200).regex(/^[^\u0000-\u001f\u007f]+$/, 'no control characters');
+
+const bounds = {
+  nullable: z.boolean().default(false),
+  min: z.number().finite().optional(),
+  max: z.number().finite().optional(),
+};
+
+const numberFeature = z.object({ name: featureName, type: z.literal('number'), ...bounds, default: z.number().finite().optional() }).strict();
+const integerFeature = z.object({ name: featureName, type: z.literal('integer'), ...bounds, default: z.number().int().optional() }).strict();
+const booleanFeature = z.object({ name: featureName, type: z.literal('boolean'), nullable: z.boolean().default(false), default: z.boolean().optional() }).strict();
+const categoryFeature = z
+  .object({
+    name: featureName,
+    type: z.literal('category'),
+    values: z.array(z.string().min(1)).min(1),
+    /** ordinal: one column holding the value's index (XGBoost native categorical); onehot: one 0/1 column per value. */
+    encoding: z.enum(['onehot', 'ordinal']).default('onehot'),
+    /** What an unseen value does: reject the row, or score it as missing. */
+    on_unknown: z.enum(['error', 'missing']).default('error'),
+    nullable: z.boolean().default(false),
+    default: z.string().optional(),
+  })
+  .strict();
+
+export const featureSchema = z
+  .discriminatedUnion('type', [numberFeature, integerFeature, booleanFeature, categoryFeature])
+  .superRefine((f, ctx) => {
+    if ('min' in f && f.min !== undefined && f.max !== undefined && f.min > f.max) {
+      ctx.addIssue({ code: 'custom', path: ['min'], message: `min ${f.min} is above max ${f.max}` });
+    }
+    if ((f.type === 'number' || f.type === 'integer') && f.default !== undefined) {
+      if (f.min !== undefined && f.default < f.min) ctx.addIssue({ code: 'custom', path: ['default'], message: `default ${f.default} is below min ${f.min}` });
+      if (f.max !== undefined && f.default > f.max) ctx.addIssue({ code: 'custom', path: ['default'], message: `default ${f.default} is above max ${f.max}` });
+    }
+    if (f.type === 'category') {
+      const seen = new Set<string>();
+      f.values.forEach((v, i) => {
+        if (seen.has(v)) ctx.addIssue({ code: 'custom', path: ['values', i], message: `duplicate value ${JSON.stringify(v)}` });
+        seen.add(v);
+      });
+      if (f.default !== undefined && !seen.has(f.default)) ctx.addIssue({ code: 'custom', path: ['default'], message: `default ${JSON.stringify(f.default)} is not one of values` });
+    }
+  });
+
+export const outputsSchema = z.discriminatedUnion('type', [
+  z
+    .object({
+      type: z.literal('binary'),
+      /** Class names in the model's label order (label 0, label 1). */
+      classes: z.tuple([z.string().min(1), z.string().min(1)]).default(['0', '1']),
+      /** The class whose probability is the score; defaults to the second (label 1). */
+      positive_class: z.string().min(1).optional(),
+      /** Name of the probability column; defaults to p_<positive_class>. */
+      name: featureName.optional(),
+    })
+    .strict(),
+  z
+    .object({
+      type: z.literal('multiclass'),
+      classes: z.array(z.string().min(1)).min(2),
+      name: featureName.optional(),
+    })
+    .strict(),
+  z.object({ type: z.literal('regression'), name: featureName.optional() }).strict(),
+]);
+
+export const manifestSchema = z
+  .object({
+    name,
+    version: z.union([z.string().min(1).max(64), z.number()]).transform(String),
+    description: z.string().optional(),
+    model: z
+      .object({
+        format: z.string().min(1),
+        path: z.string().min(1),
+        input: z.string().optional(),
+        output: z.string().optional(),
+      })
+      .strict(),
+    features: z.array(featureSchema).min(1).optional(),
+    outputs: outputsSchema,
+    golden: z.string().min(1).optional(),
+  })
+  .strict()
+  .superRefine((m, ctx) => {
+    const seen = new Set<string>();
+    m.features?.forEach((f, i) => {
+      if (seen.has(f.name)) ctx.addIssue({ code: 'custom', path: ['features', i, 'name'], message: `duplicate feature ${JSON.stringify(f.name)}` });
+      seen.add(f.name);
+    });
+    const out = m.outputs;
+    if (out.type === 'binary' && out.positive_class !== undefined && !out.classes.includes(out.positive_class)) {
+      ctx.addIssue({ code: 'custom', path: ['outputs', 'positive_class'], message: `must be one of classes ${JSON.stringify(out.classes)}` });
+    }
+  });
+
+export type Manifest = z.output<typeof manifestSchema>;
+export type FeatureSpec = z.output<typeof featureSchema>;
+export type OutputsSpec = z.output<typeof outputsSchema>;

@@ -1,0 +1,142 @@
+/**
+ * The `rtml` command line. Each command is a thin shell over a stage's front door:
+ * `check` (bundle + golden parity), `score` (batch scoring of a file), `inspect`.
+ * Exit status: 0 success, 1 some rows or checks failed, 2 the command could not run.
+ */
+import { Command, InvalidArgumentError } from 'commander';
+import { createWriteStream } from 'node:fs';
+import { SingleBar } from 'cli-progress';
+import { BundleError, loadBundle, type Bundle } from '../bundle/load.ts';
+import { checkGolden } from '../bundle/golden.ts';
+import { scoreFile, type FileFormat, type RowFailure } from '../batch/score-file.ts';
+
+const EXIT_FAILED = 1;
+const EXIT_ERROR = 2;
+
+async function openBundle(dir: string): Promise<Bundle> {
+  try {
+    return await loadBundle(dir);
+  } catch (err) {
+    if (err instanceof BundleError) {
+      process.stderr.write(`rtml: invalid bundle ${dir}\n${err.message}\n`);
+      process.exit(EXIT_ERROR);
+    }
+    throw err;
+  }
+}
+
+function parseTolerance(value: string): number {
+  const v = Number(value);
+  if (!(v >= 0)) throw new InvalidArgumentError('must be a non-negative number');
+  return v;
+}
+
+function parseFormat(value: string): FileFormat {
+  if (value !== 'csv' && value !== 'jsonl') throw new InvalidArgumentError('must be csv or jsonl');
+  return value;
+}
+
+function describeFailure(f: RowFailure): string {
+  return `line ${f.line}: ${f.errors.map((e) => (e.field ? `${e.field}: ${e.rule}: ${e.message}` : e.message)).join('; ')}`;
+}
+
+export function buildProgram(): Command {
+  const program = new Command()
+    .name('rtml')
+    .description('Serve, score and check trained ML model bundles')
+    .showHelpAfterError()
+    .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : EXIT_ERROR));
+
+  program
+    .command('check')
+    .description("load a bundle, validate it and score its golden set against the training library's predictions")
+    .argument('<bundle>', 'bundle directory (holds rtml.yaml)')
+    .option('--tolerance <t>', 'largest allowed difference (absolute for probabilities, relative for values)', parseTolerance, 1e-6)
+    .action(async (dir: string, opts: { tolerance: number }) => {
+      const bundle = await openBundle(dir);
+      const info = Object.entries(bundle.model.info).map(([k, v]) => `${k}=${v}`).join(' ');
+      process.stdout.write(`bundle ${bundle.name} v${bundle.version}: ${bundle.model.format} (${info}), ${bundle.encoding.features.length} features → ${bundle.encoding.width} model columns\n`);
+      if (!bundle.goldenPath) {
+        process.stdout.write('no golden file: the bundle loads and validates; parity not checked\n');
+        return;
+      }
+      const report = await checkGolden(bundle, opts.tolerance);
+      for (const f of report.failures.slice(0, 20)) process.stdout.write(`  golden line ${f.line}: ${f.reason}\n`);
+      if (report.failures.length > 20) process.stdout.write(`  … ${report.failures.length - 20} more\n`);
+      const verdict = report.failures.length === 0 ? 'PASS' : 'FAIL';
+      process.stdout.write(
+        `${verdict}: ${report.rows} golden rows, largest ${report.measure} difference ${report.maxDiff.toExponential(3)}` +
+          `${report.worstLine ? ` (line ${report.worstLine})` : ''}, tolerance ${opts.tolerance}\n`,
+      );
+      await bundle.model.close?.();
+      if (report.failures.length > 0) process.exitCode = EXIT_FAILED;
+    });
+
+  program
+    .command('score')
+    .description('score a CSV or JSON-lines file with a bundle, streaming; bad rows are reported by line and skipped')
+    .argument('<bundle>', 'bundle directory')
+    .requiredOption('-i, --input <file>', 'input file (.csv, .jsonl), or - for standard input')
+    .requiredOption('-o, --output <file>', 'output file (.csv, .jsonl), or - for standard output')
+    .option('--input-format <format>', 'csv or jsonl (default: from the file name)', parseFormat)
+    .option('--output-format <format>', 'csv or jsonl (default: from the file name)', parseFormat)
+    .option('--errors <file>', 'write every rejected row as a JSON line {line, errors}')
+    .option('--quiet', 'no progress bar or per-row error lines')
+    .action(async (dir: string, opts: { input: string; output: string; inputFormat?: FileFormat; outputFormat?: FileFormat; errors?: string; quiet?: boolean }) => {
+      const bundle = await openBundle(dir);
+      const errorsOut = opts.errors ? createWriteStream(opts.errors) : null;
+      const shownLimit = 20;
+      let shown = 0;
+      const bar = !opts.quiet && process.stderr.isTTY ? new SingleBar({ format: 'scoring [{bar}] {percentage}% | {rows} rows | {eta_formatted} left', hideCursor: true, stream: process.stderr }) : null;
+      bar?.start(100, 0, { rows: 0 });
+      let summary;
+      try {
+        summary = await scoreFile(bundle, {
+          input: opts.input,
+          output: opts.output,
+          inputFormat: opts.inputFormat,
+          outputFormat: opts.outputFormat ?? (opts.output === '-' ? opts.inputFormat : undefined),
+          onFailure: (failure) => {
+            errorsOut?.write(JSON.stringify(failure) + '\n');
+            if (!opts.quiet && shown++ < shownLimit) process.stderr.write(`${bar ? '\n' : ''}${describeFailure(failure)}\n`);
+          },
+          onProgress: (read, total, rows) => bar?.update(total ? Math.min(100, Math.round((100 * read) / total)) : 0, { rows }),
+        });
+      } catch (err) {
+        bar?.stop();
+        process.stderr.write(`rtml score: ${(err as Error).message}\n`);
+        process.exit(EXIT_ERROR);
+      }
+      bar?.update(100, { rows: summary.rows });
+      bar?.stop();
+      if (errorsOut) await new Promise((done) => errorsOut.end(done));
+      if (shown > shownLimit) process.stderr.write(`… and ${shown - shownLimit} more rejected rows${opts.errors ? ` (all in ${opts.errors})` : ''}\n`);
+      const rate = summary.seconds > 0 ? Math.round(summary.scored / summary.seconds) : summary.scored;
+      process.stderr.write(`scored ${summary.scored} of ${summary.rows} rows, ${summary.failed} rejected, in ${summary.seconds.toFixed(2)} s (${rate} rows/s)\n`);
+      await bundle.model.close?.();
+      if (summary.failed > 0) process.exitCode = EXIT_FAILED;
+    });
+
+  program
+    .command('inspect')
+    .description("print a bundle's model, input schema and outputs as JSON")
+    .argument('<bundle>', 'bundle directory')
+    .action(async (dir: string) => {
+      const bundle = await openBundle(dir);
+      const description = {
+        name: bundle.name,
+        version: bundle.version,
+        model: { format: bundle.model.format, ...bundle.model.info },
+        features: bundle.encoding.features,
+        model_columns: bundle.encoding.columns,
+        outputs: { ...bundle.manifest.outputs, columns: bundle.outputs.columns },
+        golden: bundle.goldenPath !== null,
+      };
+      process.stdout.write(JSON.stringify(description, null, 2) + '\n');
+      await bundle.model.close?.();
+    });
+
+  return program;
+}
+
+await buildProgram().parseAsync(process.argv);

@@ -1,0 +1,88 @@
+/**
+ * What each XGBoost objective does at prediction time: how base_score (stored in response
+ * space) becomes a starting margin, and how the summed float32 margin becomes the output.
+ * The links are computed in float32, as XGBoost 1.7's `ProbToMargin` does.
+ */
+const f32 = Math.fround;
+
+export interface Objective {
+  /** Starting margin for a base_score, as a float32 value. */
+  baseMargin(baseScore: number): number;
+  /** Output values per row for `groups` margins. */
+  outputWidth(groups: number): number;
+  /** Writes the outputs for one row's margins (`margins[at .. at+groups)`) to `out[outAt ..]`. */
+  transform(margins: Float32Array, at: number, groups: number, out: Float64Array, outAt: number): void;
+}
+
+const logit = (p: number): number => {
+  const bs = f32(p);
+  if (!(bs > 0 && bs < 1)) throw new RangeError(`base_score must be in (0, 1) for a logistic objective, got ${p}`);
+  return f32(-Math.log(f32(f32(1 / bs) - 1)));
+};
+const logLink = (p: number): number => {
+  const bs = f32(p);
+  if (!(bs > 0)) throw new RangeError(`base_score must be positive for a log-link objective, got ${p}`);
+  return f32(Math.log(bs));
+};
+const identityLink = (p: number): number => f32(p);
+
+const single = (link: (p: number) => number, apply: (m: number) => number): Objective => ({
+  baseMargin: link,
+  outputWidth: () => 1,
+  transform(margins, at, _groups, out, outAt) {
+    out[outAt] = apply(margins[at]);
+  },
+});
+
+const sigmoid = (m: number): number => 1 / (1 + Math.exp(-m));
+const identity = (m: number): number => m;
+
+const softprob: Objective = {
+  baseMargin: identityLink,
+  outputWidth: (groups) => groups,
+  transform(margins, at, groups, out, outAt) {
+    let max = -Infinity;
+    for (let g = 0; g < groups; g++) if (margins[at + g] > max) max = margins[at + g];
+    let sum = 0;
+    for (let g = 0; g < groups; g++) {
+      const e = Math.exp(margins[at + g] - max);
+      out[outAt + g] = e;
+      sum += e;
+    }
+    for (let g = 0; g < groups; g++) out[outAt + g] /= sum;
+  },
+};
+
+const softmax: Objective = {
+  baseMargin: identityLink,
+  outputWidth: () => 1,
+  transform(margins, at, groups, out, outAt) {
+    // XGBoost keeps the first index holding the maximum.
+    let best = 0;
+    for (let g = 1; g < groups; g++) if (margins[at + g] > margins[at + best]) best = g;
+    out[outAt] = best;
+  },
+};
+
+const OBJECTIVES: Readonly<Record<string, Objective>> = {
+  'binary:logistic': single(logit, sigmoid),
+  'reg:logistic': single(logit, sigmoid),
+  'binary:logitraw': single(logit, identity),
+  'binary:hinge': single(identityLink, (m) => (m > 0 ? 1 : 0)),
+  'reg:squarederror': single(identityLink, identity),
+  'reg:linear': single(identityLink, identity),
+  'reg:squaredlogerror': single(identityLink, identity),
+  'reg:pseudohubererror': single(identityLink, identity),
+  'reg:absoluteerror': single(identityLink, identity),
+  'count:poisson': single(logLink, Math.exp),
+  'reg:gamma': single(logLink, Math.exp),
+  'reg:tweedie': single(logLink, Math.exp),
+  'multi:softprob': softprob,
+  'multi:softmax': softmax,
+};
+
+export const SUPPORTED_OBJECTIVES = Object.keys(OBJECTIVES);
+
+export function objectiveFor(name: string): Objective | undefined {
+  return Object.hasOwn(OBJECTIVES, name) ? OBJECTIVES[name] : undefined;
+}
