@@ -133,7 +133,7 @@ export async function loadBundle(dir: string): Promise<Bundle> {
 
   let outputs: OutputMapping | null = null;
   try {
-    outputs = buildOutputMapping(manifest.outputs, model.outputWidth);
+    outputs = buildOutputMapping(manifest.outputs, model.outputWidth, model.outputKind);
   } catch (err) {
     if (!(err instanceof OutputMismatchError)) throw err;
     problem('outputs', err.message);

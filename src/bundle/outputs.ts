@@ -21,9 +21,12 @@ export interface OutputMapping {
 
 export class OutputMismatchError extends Error {}
 
-export function buildOutputMapping(spec: OutputsSpec, modelWidth: number): OutputMapping {
+export function buildOutputMapping(spec: OutputsSpec, modelWidth: number, modelKind?: 'probability' | 'class' | 'value'): OutputMapping {
   switch (spec.type) {
     case 'binary': {
+      if (modelKind !== undefined && modelKind !== 'probability') {
+        throw new OutputMismatchError(`outputs.type binary needs probabilities, but this model outputs ${modelKind === 'class' ? 'class labels' : 'raw values (a margin?)'}; declare outputs.type regression or export probabilities`);
+      }
       const positive = spec.positive_class ?? spec.classes[1];
       const positiveIndex = spec.classes.indexOf(positive);
       if (modelWidth !== 1 && modelWidth !== 2) {
@@ -48,7 +51,7 @@ export function buildOutputMapping(spec: OutputsSpec, modelWidth: number): Outpu
           values: (raw, r) => [...raw.subarray(r * k, r * k + k), spec.classes[argmax(raw, r)]],
         };
       }
-      if (modelWidth === 1) {
+      if (modelWidth === 1 && modelKind !== 'probability' && modelKind !== 'value') {
         const label = (raw: Float64Array, r: number) => spec.classes[raw[r]] ?? `unknown class ${raw[r]}`;
         return { columns: [spec.name ?? 'class'], rawWidth: 1, tolerance: 'exact', score: (raw, r) => raw[r], values: (raw, r) => [label(raw, r)] };
       }

@@ -11,6 +11,8 @@ export interface ModelRuntime {
   readonly inputWidth: number;
   /** Values the model outputs per row. */
   readonly outputWidth: number;
+  /** What the outputs are, when the format tells: probabilities, a class index, or plain values. */
+  readonly outputKind?: 'probability' | 'class' | 'value';
   /** Column names carried by the model file itself, when it has them. */
   readonly featureNames?: readonly string[];
   /** Facts worth showing a human (objective, tree count, opset...). */

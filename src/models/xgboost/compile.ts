@@ -31,16 +31,15 @@ export interface CompileOptions {
 export type ForestAccumulator = (x: Float32Array, rows: number, margins: Float32Array) => void;
 
 /** Per-leaf contribution to the margin: the leaf value, or for dart the weighted leaf. */
-function leafContributions(model: XgbModel, tree: XgbTree, treeIndex: number, baseMargins: readonly number[]): Float32Array {
+function leafContributions(model: XgbModel, tree: XgbTree, treeIndex: number): Float32Array {
   const out = new Float32Array(tree.value.length);
   const w = model.treeWeights ? model.treeWeights[treeIndex] : null;
-  const bm = baseMargins[tree.group];
   for (let i = 0; i < out.length; i++) {
     if (tree.left[i] !== -1) continue;
     const leaf = tree.value[i];
-    // Dart predicts each tree on top of the base margin, takes the base margin back off, then
-    // scales by the tree's weight: three float32 roundings that we replay here once per leaf.
-    out[i] = w === null ? leaf : f32(f32(f32(bm + leaf) - bm) * w);
+    // Dart scales each tree's float32 output by the tree's float32 weight, rounding the
+    // product to float32 before adding it: replayed here once per leaf.
+    out[i] = w === null ? leaf : f32(leaf * w);
   }
   return out;
 }
@@ -92,7 +91,7 @@ function int(v: number): string {
   return String(v);
 }
 
-export function compileForest(model: XgbModel, baseMargins: readonly number[], options: CompileOptions = {}): ForestAccumulator {
+export function compileForest(model: XgbModel, options: CompileOptions = {}): ForestAccumulator {
   const maxDepth = options.maxCompiledDepth ?? 64;
   const nodesPerChunk = options.nodesPerChunk ?? 1500;
   const numFeature = model.numFeature;
@@ -113,7 +112,7 @@ export function compileForest(model: XgbModel, baseMargins: readonly number[], o
   });
   if (current.length > 0) chunks.push(current);
 
-  const chunkFns = chunks.map((treeIndices) => compileChunk(model, treeIndices, baseMargins, maxDepth, numFeature, numGroup));
+  const chunkFns = chunks.map((treeIndices) => compileChunk(model, treeIndices, maxDepth, numFeature, numGroup));
   if (chunkFns.length === 0) return () => {};
   if (chunkFns.length === 1) return chunkFns[0];
   return (x, rows, margins) => {
@@ -124,7 +123,6 @@ export function compileForest(model: XgbModel, baseMargins: readonly number[], o
 function compileChunk(
   model: XgbModel,
   treeIndices: number[],
-  baseMargins: readonly number[],
   maxDepth: number,
   numFeature: number,
   numGroup: number,
@@ -136,7 +134,7 @@ function compileChunk(
   const lines: string[] = [];
   for (const t of treeIndices) {
     const tree = model.trees[t];
-    const leaves = leafContributions(model, tree, t, baseMargins);
+    const leaves = leafContributions(model, tree, t);
     let expr: string;
     if (tree.depth > maxDepth) {
       walkers.push(treeWalker(tree, leaves));

@@ -97,6 +97,38 @@ const learnerSchema = z.object({
   }),
 });
 
+/**
+ * XGBoost's JSON writer prints non-finite floats as bare `NaN` / `Infinity` (categorical
+ * splits carry NaN thresholds), which JSON.parse refuses. Outside strings, turn those
+ * tokens into `null`; the validator below then decides where a missing number is allowed.
+ */
+export function parseXgbJson(text: string): unknown {
+  if (!text.includes('NaN') && !text.includes('Infinity')) return JSON.parse(text);
+  let out = '';
+  let from = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text.charCodeAt(i);
+    if (inString) {
+      if (ch === 92 /* backslash */) i++;
+      else if (ch === 34 /* " */) inString = false;
+      continue;
+    }
+    if (ch === 34) inString = true;
+    else if (ch === 78 /* N */ && text.startsWith('NaN', i)) {
+      out += text.slice(from, i) + 'null';
+      from = i + 3;
+      i += 2;
+    } else if ((ch === 73 /* I */ && text.startsWith('Infinity', i)) || (ch === 45 /* - */ && text.startsWith('-Infinity', i))) {
+      const len = ch === 45 ? 9 : 8;
+      out += text.slice(from, i) + 'null';
+      from = i + len;
+      i += len - 1;
+    }
+  }
+  return JSON.parse(out + text.slice(from));
+}
+
 /** Categories are category codes; XGBoost treats codes >= 2^24 as invalid (float32 precision). */
 const MAX_CATEGORY = 1 << 24;
 
@@ -172,8 +204,12 @@ function parseTree(raw: unknown, group: number, numFeature: number, path: string
   const categories: (Int32Array | null)[] = new Array<Int32Array | null>(n).fill(null);
   for (let i = 0; i < n; i++) {
     left[i] = integerIn(t.left_children[i], -1, n - 1, `${path}.left_children[${i}]`);
-    value[i] = finite(t.split_conditions[i], `${path}.split_conditions[${i}]`);
-    if (!Number.isFinite(value[i])) throw new XgbFormatError(`${path}.split_conditions[${i}]`, 'overflows float32');
+    // A categorical split has no threshold (XGBoost writes NaN); every other node needs one.
+    const categorical = t.split_type?.[i] === 1 && left[i] !== -1;
+    if (!(categorical && t.split_conditions[i] === null)) {
+      value[i] = finite(t.split_conditions[i], `${path}.split_conditions[${i}]`);
+      if (!Number.isFinite(value[i])) throw new XgbFormatError(`${path}.split_conditions[${i}]`, 'overflows float32');
+    }
     if (left[i] === -1) continue;
     right[i] = integerIn(t.right_children[i], 0, n - 1, `${path}.right_children[${i}]`);
     feature[i] = integerIn(t.split_indices[i], 0, numFeature - 1, `${path}.split_indices[${i}]`);

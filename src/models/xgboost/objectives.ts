@@ -6,6 +6,7 @@
 const f32 = Math.fround;
 
 export interface Objective {
+  readonly outputKind: 'probability' | 'class' | 'value';
   /** Starting margin for a base_score, as a float32 value. */
   baseMargin(baseScore: number): number;
   /** Output values per row for `groups` margins. */
@@ -26,7 +27,8 @@ const logLink = (p: number): number => {
 };
 const identityLink = (p: number): number => f32(p);
 
-const single = (link: (p: number) => number, apply: (m: number) => number): Objective => ({
+const single = (kind: Objective['outputKind'], link: (p: number) => number, apply: (m: number) => number): Objective => ({
+  outputKind: kind,
   baseMargin: link,
   outputWidth: () => 1,
   transform(margins, at, _groups, out, outAt) {
@@ -38,6 +40,7 @@ const sigmoid = (m: number): number => 1 / (1 + Math.exp(-m));
 const identity = (m: number): number => m;
 
 const softprob: Objective = {
+  outputKind: 'probability',
   baseMargin: identityLink,
   outputWidth: (groups) => groups,
   transform(margins, at, groups, out, outAt) {
@@ -54,6 +57,7 @@ const softprob: Objective = {
 };
 
 const softmax: Objective = {
+  outputKind: 'class',
   baseMargin: identityLink,
   outputWidth: () => 1,
   transform(margins, at, groups, out, outAt) {
@@ -65,18 +69,18 @@ const softmax: Objective = {
 };
 
 const OBJECTIVES: Readonly<Record<string, Objective>> = {
-  'binary:logistic': single(logit, sigmoid),
-  'reg:logistic': single(logit, sigmoid),
-  'binary:logitraw': single(logit, identity),
-  'binary:hinge': single(identityLink, (m) => (m > 0 ? 1 : 0)),
-  'reg:squarederror': single(identityLink, identity),
-  'reg:linear': single(identityLink, identity),
-  'reg:squaredlogerror': single(identityLink, identity),
-  'reg:pseudohubererror': single(identityLink, identity),
-  'reg:absoluteerror': single(identityLink, identity),
-  'count:poisson': single(logLink, Math.exp),
-  'reg:gamma': single(logLink, Math.exp),
-  'reg:tweedie': single(logLink, Math.exp),
+  'binary:logistic': single('probability', logit, sigmoid),
+  'reg:logistic': single('probability', logit, sigmoid),
+  'binary:logitraw': single('value', logit, identity),
+  'binary:hinge': single('class', identityLink, (m) => (m > 0 ? 1 : 0)),
+  'reg:squarederror': single('value', identityLink, identity),
+  'reg:linear': single('value', identityLink, identity),
+  'reg:squaredlogerror': single('value', identityLink, identity),
+  'reg:pseudohubererror': single('value', identityLink, identity),
+  'reg:absoluteerror': single('value', identityLink, identity),
+  'count:poisson': single('value', logLink, Math.exp),
+  'reg:gamma': single('value', logLink, Math.exp),
+  'reg:tweedie': single('value', logLink, Math.exp),
   'multi:softprob': softprob,
   'multi:softmax': softmax,
 };

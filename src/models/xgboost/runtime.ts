@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import { ModelLoadError, type ModelRuntime, type RuntimeAdapter } from '../runtime.ts';
 import { compileForest, type CompileOptions } from './compile.ts';
-import { parseXgbModel, XgbFormatError, type XgbModel } from './format.ts';
+import { parseXgbJson, parseXgbModel, XgbFormatError, type XgbModel } from './format.ts';
 import { objectiveFor, SUPPORTED_OBJECTIVES } from './objectives.ts';
 
 /** Builds a runtime from an already parsed model (also used by tests and benchmarks). */
@@ -15,7 +15,7 @@ export function xgboostRuntime(model: XgbModel, options: CompileOptions = {}): M
   } catch (err) {
     throw new XgbFormatError('$.learner.learner_model_param.base_score', (err as Error).message);
   }
-  const accumulate = compileForest(model, baseMargins, options);
+  const accumulate = compileForest(model, options);
   const groups = model.numGroup;
   const width = objective.outputWidth(groups);
   const initial = Float32Array.from(baseMargins);
@@ -35,6 +35,7 @@ export function xgboostRuntime(model: XgbModel, options: CompileOptions = {}): M
     format: 'xgboost-json',
     inputWidth: model.numFeature,
     outputWidth: width,
+    outputKind: objective.outputKind,
     featureNames: model.featureNames ?? undefined,
     info: {
       objective: model.objective,
@@ -61,7 +62,7 @@ export const xgboostAdapter: RuntimeAdapter = {
     }
     let json: unknown;
     try {
-      json = JSON.parse(text);
+      json = parseXgbJson(text);
     } catch (err) {
       throw new ModelLoadError(file, `not valid JSON (truncated or corrupt?): ${(err as Error).message}`);
     }

@@ -1,0 +1,57 @@
+/**
+ * Parity with the training library: every bundle's golden file holds inputs and the
+ * library's own predictions (XGBoost 1.7.4, or the Python code that defined an ONNX
+ * graph); rtml must reproduce them to 1e-6 (absolute for probabilities, relative for values).
+ */
+import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { describe, it } from 'node:test';
+import { loadBundle } from '../src/bundle/load.ts';
+import { checkGolden } from '../src/bundle/golden.ts';
+
+const ROOT = new URL('..', import.meta.url).pathname;
+const FIXTURES = join(ROOT, 'test/fixtures/bundles');
+const bundles = [join(ROOT, 'examples/credit'), ...readdirSync(FIXTURES).sort().map((d) => join(FIXTURES, d))];
+
+describe('golden parity at 1e-6', () => {
+  for (const dir of bundles) {
+    it(dir.slice(ROOT.length), async () => {
+      const bundle = await loadBundle(dir);
+      assert.ok(bundle.goldenPath, 'every fixture bundle has a golden file');
+      const report = await checkGolden(bundle, 1e-6);
+      assert.deepEqual(report.failures.slice(0, 5), []);
+      assert.ok(report.rows >= 100, `only ${report.rows} golden rows`);
+      await bundle.model.close?.();
+    });
+  }
+
+  it('covers every objective the issue names, dart, categorical splits, missing values and ONNX', async () => {
+    const seen = new Set<string>();
+    for (const dir of bundles) {
+      const bundle = await loadBundle(dir);
+      const info = bundle.model.info;
+      if (bundle.model.format === 'onnx') seen.add('onnx');
+      if (typeof info.objective === 'string') seen.add(info.objective);
+      if (info.booster === 'dart') seen.add('dart');
+      await bundle.model.close?.();
+    }
+    for (const required of ['binary:logistic', 'binary:logitraw', 'reg:squarederror', 'reg:logistic', 'count:poisson', 'reg:gamma', 'reg:tweedie', 'multi:softprob', 'multi:softmax', 'dart', 'onnx']) {
+      assert.ok(seen.has(required), `no golden bundle covers ${required}`);
+    }
+  });
+
+  it('`rtml check examples/credit` passes and prints the largest difference', () => {
+    const run = spawnSync(process.execPath, [join(ROOT, 'bin/rtml.mjs'), 'check', 'examples/credit'], { encoding: 'utf8', cwd: ROOT });
+    assert.equal(run.status, 0, run.stdout + run.stderr);
+    assert.match(run.stdout, /PASS: \d+ golden rows, largest absolute difference \d\.\d+e-\d+/);
+  });
+
+  it('`rtml check` fails when the model no longer matches its golden file', async () => {
+    const bundle = await loadBundle(join(ROOT, 'examples/credit'));
+    const report = await checkGolden(bundle, 0);
+    // At tolerance 0 the float32→float64 output differences show: the check really compares.
+    assert.ok(report.failures.length > 0 && report.maxDiff > 0);
+  });
+});
