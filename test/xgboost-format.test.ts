@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { loadModel, ModelLoadError } from '../src/models/index.ts';
-import { parseXgbModel } from '../src/models/xgboost/format.ts';
+import { parseXgbJson, parseXgbModel } from '../src/models/xgboost/format.ts';
 import { xgboostRuntime } from '../src/models/xgboost/runtime.ts';
 import { stumpModel, tempDir } from './helpers/tmp.ts';
 
@@ -137,7 +137,7 @@ describe('xgboost-json model files', () => {
 
 describe('compiled trees and the tree walker agree', () => {
   it('gives identical margins on the credit model with every tree walked instead of compiled', async () => {
-    const json = JSON.parse(readFileSync(new URL('../examples/credit/model.json', import.meta.url), 'utf8'));
+    const json = parseXgbJson(readFileSync(new URL('../examples/credit/model.json', import.meta.url), 'utf8'));
     const compiled = xgboostRuntime(parseXgbModel(json));
     const walked = xgboostRuntime(parseXgbModel(json), { maxCompiledDepth: -1 });
     const rows = 500;

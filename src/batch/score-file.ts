@@ -4,12 +4,12 @@
  * order, followed by the model's outputs; extra columns (ids, labels) pass through. A bad
  * row is reported with its line number and reason, and the rest are scored.
  */
-import { createReadStream, createWriteStream, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, mkdirSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
 import { createInterface } from 'node:readline';
 import { parse as parseCsv, type Info } from 'csv-parse';
-import { stringify as stringifyCsv } from 'csv-stringify/sync';
 import type { Bundle } from '../bundle/load.ts';
 import type { FieldError, RawRow } from '../bundle/encoding.ts';
 import { createScorer } from '../pipeline/score.ts';
@@ -125,8 +125,12 @@ export async function scoreFile(bundle: Bundle, options: ScoreFileOptions): Prom
   input.on('data', (chunk: Buffer | string) => {
     bytesRead += chunk.length;
   });
+  if (options.output !== '-') mkdirSync(dirname(options.output), { recursive: true });
   const output = options.output === '-' ? process.stdout : createWriteStream(options.output);
-  const outputDone = options.output === '-' ? Promise.resolve() : once(output, 'finish');
+  // A write error (disk full, permissions) surfaces at the next chunk instead of crashing the process.
+  let outputError: Error | null = null;
+  output.on('error', (err) => (outputError ??= err));
+  const outputDone = options.output === '-' ? Promise.resolve() : new Promise<void>((done) => output.once('close', () => done()));
 
   const header = { columns: null as string[] | null };
   const records = inputFormat === 'csv' ? csvRecords(input, header) : jsonlRecords(input);
@@ -138,35 +142,43 @@ export async function scoreFile(bundle: Bundle, options: ScoreFileOptions): Prom
     options.onFailure?.(failure);
   };
 
+  // A chunk keeps unreadable records in place so failures are reported in line order.
   const flush = async (chunk: SourceRecord[]) => {
-    const rows = chunk.map((r) => r.row as RawRow);
-    const outcomes = await scorer.scoreRows(rows);
+    const readable = chunk.filter((r) => r.row !== null);
+    const { outcomes } = await scorer.scoreRows(readable.map((r) => r.row as RawRow));
+    let next = 0;
     const lines: string[] = [];
     if (outputFormat === 'csv' && !wroteHeader) {
-      const inputColumns = header.columns ?? Object.keys(chunk[0].row ?? {});
+      const inputColumns = header.columns ?? Object.keys(readable[0]?.row ?? {});
       const clash = inputColumns.find((c) => outputColumns.includes(c));
       if (clash !== undefined) throw new Error(`the input already has a column named ${JSON.stringify(clash)}, which the model's output would overwrite`);
       header.columns = inputColumns;
-      lines.push(stringifyCsv([[...inputColumns, ...outputColumns]]));
+      lines.push(csvLine([...inputColumns, ...outputColumns]));
       wroteHeader = true;
     }
-    for (let i = 0; i < chunk.length; i++) {
-      const outcome = outcomes[i];
+    for (const record of chunk) {
+      if (record.row === null) {
+        fail({ line: record.line, errors: [{ field: null, rule: 'syntax', message: record.syntaxError ?? 'unreadable row' }] });
+        continue;
+      }
+      const outcome = outcomes[next++];
       if (!outcome.ok) {
-        fail({ line: chunk[i].line, errors: outcome.errors });
+        fail({ line: record.line, errors: outcome.errors });
         continue;
       }
       summary.scored++;
-      const row = chunk[i].row!;
+      const row = record.row;
       if (outputFormat === 'csv') {
         const cells = header.columns!.map((c) => csvCell(row[c]));
-        lines.push(stringifyCsv([[...cells, ...outcome.outputs]]));
+        for (const v of outcome.outputs) cells.push(csvCell(v));
+        lines.push(csvLine(cells));
       } else {
         const record: Record<string, unknown> = { ...row };
         outputColumns.forEach((c, j) => (record[c] = outcome.outputs[j]));
         lines.push(JSON.stringify(record) + '\n');
       }
     }
+    if (outputError) throw outputError;
     if (lines.length > 0) await write(output, lines.join(''));
     options.onProgress?.(bytesRead, totalBytes, summary.rows);
   };
@@ -175,10 +187,6 @@ export async function scoreFile(bundle: Bundle, options: ScoreFileOptions): Prom
     let chunk: SourceRecord[] = [];
     for await (const record of records) {
       summary.rows++;
-      if (record.row === null) {
-        fail({ line: record.line, errors: [{ field: null, rule: 'syntax', message: record.syntaxError ?? 'unreadable row' }] });
-        continue;
-      }
       chunk.push(record);
       if (chunk.length >= chunkSize) {
         await flush(chunk);
@@ -187,19 +195,25 @@ export async function scoreFile(bundle: Bundle, options: ScoreFileOptions): Prom
     }
     if (chunk.length > 0) await flush(chunk);
     if (outputFormat === 'csv' && !wroteHeader && header.columns) {
-      await write(output, stringifyCsv([[...header.columns, ...outputColumns]]));
+      await write(output, csvLine([...header.columns, ...outputColumns]));
     }
   } finally {
     if (output !== process.stdout) output.end();
     input.destroy();
   }
   await outputDone;
+  if (outputError) throw outputError;
   summary.seconds = (performance.now() - started) / 1000;
   return summary;
 }
 
 function csvCell(v: unknown): string {
   if (v === undefined || v === null) return '';
-  if (typeof v === 'object') return JSON.stringify(v);
-  return String(v);
+  const text = typeof v === 'object' ? JSON.stringify(v) : String(v);
+  // RFC 4180: quote a cell holding a quote, comma or line break, doubling its quotes.
+  return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+}
+
+function csvLine(cells: readonly unknown[]): string {
+  return cells.map(csvCell).join(',') + '\n';
 }

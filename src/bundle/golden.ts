@@ -50,23 +50,25 @@ export async function checkGolden(bundle: Bundle, tolerance = 1e-6): Promise<Gol
       continue;
     }
     report.rows++;
-    const [outcome] = await scorer.scoreRows([parsed.row]);
+    const batch = await scorer.scoreRows([parsed.row]);
+    const outcome = batch.outcomes[0];
     if (!outcome.ok) {
       report.failures.push({ line: lineNo, reason: `row rejected: ${outcome.errors.map((e) => e.message).join('; ')}` });
       continue;
     }
-    if (outcome.raw.length !== parsed.expected.length) {
-      report.failures.push({ line: lineNo, reason: `model gave ${outcome.raw.length} outputs, golden expects ${parsed.expected.length}` });
+    const raw = batch.raw.subarray(outcome.slot * batch.rawWidth, (outcome.slot + 1) * batch.rawWidth);
+    if (raw.length !== parsed.expected.length) {
+      report.failures.push({ line: lineNo, reason: `model gave ${raw.length} outputs, golden expects ${parsed.expected.length}` });
       continue;
     }
-    for (let j = 0; j < outcome.raw.length; j++) {
-      const d = difference(outcome.raw[j], parsed.expected[j], measure);
+    for (let j = 0; j < raw.length; j++) {
+      const d = difference(raw[j], parsed.expected[j], measure);
       if (d > report.maxDiff || Number.isNaN(d)) {
         report.maxDiff = Number.isNaN(d) ? Infinity : d;
         report.worstLine = lineNo;
       }
       if (!(d <= tolerance)) {
-        report.failures.push({ line: lineNo, reason: `output ${j}: got ${outcome.raw[j]}, expected ${parsed.expected[j]} (${measure} difference ${d})` });
+        report.failures.push({ line: lineNo, reason: `output ${j}: got ${raw[j]}, expected ${parsed.expected[j]} (${measure} difference ${d})` });
       }
     }
   }

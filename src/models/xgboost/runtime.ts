@@ -19,10 +19,12 @@ export function xgboostRuntime(model: XgbModel, options: CompileOptions = {}): M
   const groups = model.numGroup;
   const width = objective.outputWidth(groups);
   const initial = Float32Array.from(baseMargins);
+  const scratch = new Float32Array(64 * groups);
 
   const predictSync = (input: Float32Array, rows: number): Float64Array => {
     if (input.length < rows * model.numFeature) throw new RangeError(`input holds ${input.length} values, ${rows} rows need ${rows * model.numFeature}`);
-    const margins = new Float32Array(rows * groups);
+    // Small batches (the real-time path) reuse one margin buffer: predictSync never yields.
+    const margins = rows * groups <= scratch.length ? scratch.subarray(0, rows * groups) : new Float32Array(rows * groups);
     if (groups === 1) margins.fill(initial[0]);
     else for (let r = 0; r < rows; r++) margins.set(initial, r * groups);
     accumulate(input, rows, margins);
