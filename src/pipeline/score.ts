@@ -2,6 +2,10 @@
  * The scoring pipeline every mode shares (file, batch, real-time): validate and encode each
  * row with the bundle's encoding, score the valid rows as one matrix, name the outputs.
  * A bad row is reported with its field errors and never stops the others.
+ *
+ * The stages are exposed separately (`encode`, `predict`) so the real-time decision path
+ * can time each one and put its policy between them, while still running these functions
+ * and no second implementation.
  */
 import type { Bundle } from '../bundle/load.ts';
 import type { FieldError, RawRow, RowEncoder } from '../bundle/encoding.ts';
@@ -9,6 +13,15 @@ import type { OutputValue } from '../bundle/outputs.ts';
 
 /** A scored row points at its slot in the batch's matrices rather than copying them. */
 export type RowOutcome = { ok: true; score: number; outputs: OutputValue[]; slot: number } | { ok: false; errors: FieldError[] };
+
+export interface EncodedBatch {
+  /** Per input row: its slot in `inputs`, or its errors. */
+  rows: ({ ok: true; slot: number } | { ok: false; errors: FieldError[] })[];
+  /** Encoded model inputs of the valid rows, `inputWidth` per slot. */
+  inputs: Float32Array;
+  /** Number of valid rows (slots). */
+  valid: number;
+}
 
 export interface ScoredBatch {
   outcomes: RowOutcome[];
@@ -29,35 +42,43 @@ export interface Scorer {
   readonly bundle: Bundle;
   /** Names of the output columns each scored row gets. */
   readonly outputColumns: readonly string[];
+  /** Stage 1: validate and encode. */
+  encode(rows: readonly RawRow[]): EncodedBatch;
+  /** Stage 2: run the model on `valid` encoded rows; synchronous where the runtime can be. */
+  predict(inputs: Float32Array, valid: number): Float64Array | Promise<Float64Array>;
+  /** All stages for a batch. */
   scoreRows(rows: readonly RawRow[]): Promise<ScoredBatch>;
 }
 
 export function createScorer(bundle: Bundle, options: ScoreOptions): Scorer {
-  const encode: RowEncoder = bundle.encoding.encoder({ fromText: options.fromText });
+  const encodeRow: RowEncoder = bundle.encoding.encoder({ fromText: options.fromText });
   const width = bundle.encoding.width;
   const { model, outputs } = bundle;
-  const outWidth = model.outputWidth;
+  const rawWidth = model.outputWidth;
 
-  async function scoreRows(rows: readonly RawRow[]): Promise<ScoredBatch> {
-    const matrix = new Float32Array(rows.length * width);
-    const results: RowOutcome[] = new Array(rows.length);
-    const validRows: number[] = [];
+  function encode(rows: readonly RawRow[]): EncodedBatch {
+    const inputs = new Float32Array(rows.length * width);
+    const result: EncodedBatch['rows'] = new Array(rows.length);
+    let valid = 0;
     let errors: FieldError[] = [];
     for (let i = 0; i < rows.length; i++) {
-      encode(rows[i], matrix, validRows.length * width, errors);
+      encodeRow(rows[i], inputs, valid * width, errors);
       if (errors.length > 0) {
-        results[i] = { ok: false, errors };
+        result[i] = { ok: false, errors };
         errors = [];
-      } else validRows.push(i);
+      } else result[i] = { ok: true, slot: valid++ };
     }
-    const n = validRows.length;
-    if (n === 0) return { outcomes: results, inputs: matrix, raw: new Float64Array(0), inputWidth: width, rawWidth: outWidth };
-    const raw = model.predictSync ? model.predictSync(matrix, n) : await model.predict(matrix, n);
-    for (let k = 0; k < n; k++) {
-      results[validRows[k]] = { ok: true, score: outputs.score(raw, k), outputs: outputs.values(raw, k), slot: k };
-    }
-    return { outcomes: results, inputs: matrix, raw, inputWidth: width, rawWidth: outWidth };
+    return { rows: result, inputs, valid };
   }
 
-  return { bundle, outputColumns: outputs.columns, scoreRows };
+  const predict = (inputs: Float32Array, valid: number) => (model.predictSync ? model.predictSync(inputs, valid) : model.predict(inputs, valid));
+
+  async function scoreRows(rows: readonly RawRow[]): Promise<ScoredBatch> {
+    const encoded = encode(rows);
+    const raw = encoded.valid === 0 ? new Float64Array(0) : await predict(encoded.inputs, encoded.valid);
+    const outcomes = encoded.rows.map((r): RowOutcome => (r.ok ? { ok: true, score: outputs.score(raw, r.slot), outputs: outputs.values(raw, r.slot), slot: r.slot } : r));
+    return { outcomes, inputs: encoded.inputs, raw, inputWidth: width, rawWidth };
+  }
+
+  return { bundle, outputColumns: outputs.columns, encode, predict, scoreRows };
 }

@@ -71,7 +71,7 @@ const softmax: Objective = {
 const OBJECTIVES: Readonly<Record<string, Objective>> = {
   'binary:logistic': single('probability', logit, sigmoid),
   'reg:logistic': single('probability', logit, sigmoid),
-  'binary:logitraw': single('value', logit, identity),
+  'binary:logitraw': single('value', identityLink, identity), // base_score is the starting margin as is
   'binary:hinge': single('class', identityLink, (m) => (m > 0 ? 1 : 0)),
   'reg:squarederror': single('value', identityLink, identity),
   'reg:linear': single('value', identityLink, identity),
