@@ -6,7 +6,7 @@ import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { z } from 'zod';
 import { createScorer } from '../pipeline/score.ts';
-import type { Bundle } from './load.ts';
+import type { ModelBundle } from './load.ts';
 
 const goldenLine = z.object({
   row: z.record(z.string(), z.unknown()),
@@ -32,7 +32,7 @@ function difference(actual: number, expected: number, measure: GoldenReport['mea
   return d;
 }
 
-export async function checkGolden(bundle: Bundle, tolerance = 1e-6): Promise<GoldenReport> {
+export async function checkGolden(bundle: ModelBundle, tolerance = 1e-6): Promise<GoldenReport> {
   if (!bundle.goldenPath) throw new Error(`bundle ${bundle.dir} has no golden file`);
   const scorer = createScorer(bundle, { fromText: false });
   const measure = bundle.outputs.tolerance;

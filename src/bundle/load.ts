@@ -9,6 +9,7 @@ import { isAbsolute, join, relative, resolve } from 'node:path';
 import { isNode, LineCounter, parseDocument } from 'yaml';
 import { loadModel, ModelLoadError, type ModelRuntime } from '../models/index.ts';
 import { buildEncoding, type Encoding } from './encoding.ts';
+import { loadPolicy, POLICY_FILE, PolicyError, type Policy } from '../decision/index.ts';
 import { manifestSchema, type FeatureSpec, type Manifest } from './manifest.ts';
 import { buildOutputMapping, OutputMismatchError, type OutputMapping } from './outputs.ts';
 
@@ -19,11 +20,25 @@ export interface Bundle {
   readonly manifest: Manifest;
   readonly name: string;
   readonly version: string;
-  readonly model: ModelRuntime;
+  /** Null for a rules-only service. */
+  readonly model: ModelRuntime | null;
   readonly encoding: Encoding;
-  readonly outputs: OutputMapping;
+  /** Null for a rules-only service. */
+  readonly outputs: OutputMapping | null;
+  /** The decision policy, when the bundle has one. */
+  readonly policy: Policy | null;
   /** Absolute path of the golden file, when the bundle has one. */
   readonly goldenPath: string | null;
+}
+
+/** A bundle with a model: what scoring needs. */
+export interface ModelBundle extends Bundle {
+  readonly model: ModelRuntime;
+  readonly outputs: OutputMapping;
+}
+
+export function hasModel(bundle: Bundle): bundle is ModelBundle {
+  return bundle.model !== null && bundle.outputs !== null;
 }
 
 /** One problem in a bundle, located as precisely as we can: file, YAML path, line. */
@@ -82,6 +97,13 @@ function lineOf(doc: ReturnType<typeof parseDocument>, counter: LineCounter, pat
   return undefined;
 }
 
+/** Loads a bundle that must have a model (for scoring and parity checks). */
+export async function loadModelBundle(dir: string): Promise<ModelBundle> {
+  const bundle = await loadBundle(dir);
+  if (!hasModel(bundle)) throw new BundleError([{ file: join(dir, MANIFEST_FILE), path: 'model', rule: 'this is a rules-only bundle: there is no model to score with' }]);
+  return bundle;
+}
+
 /** A path inside the bundle; refuses paths that climb out of it. */
 function insideBundle(dir: string, path: string, file: string, yamlKey: string): string {
   const full = resolve(dir, path);
@@ -95,22 +117,27 @@ function insideBundle(dir: string, path: string, file: string, yamlKey: string):
 export async function loadBundle(dir: string): Promise<Bundle> {
   const manifest = await readManifest(dir);
   const manifestFile = join(dir, MANIFEST_FILE);
-  const modelFile = insideBundle(dir, manifest.model.path, manifestFile, 'model.path');
-
-  let model: ModelRuntime;
-  try {
-    model = await loadModel(manifest.model.format, modelFile, { input: manifest.model.input, output: manifest.model.output });
-  } catch (err) {
-    if (err instanceof ModelLoadError) throw new BundleError([{ file: err.file, path: '', rule: err.reason }]);
-    throw new BundleError([{ file: manifestFile, path: 'model.format', rule: (err as Error).message }]);
-  }
-
   const problems: BundleProblem[] = [];
   const problem = (path: string, rule: string) => problems.push({ file: manifestFile, path, rule });
 
+  let model: ModelRuntime | null = null;
+  if (manifest.model) {
+    const modelFile = insideBundle(dir, manifest.model.path, manifestFile, 'model.path');
+    try {
+      model = await loadModel(manifest.model.format, modelFile, { input: manifest.model.input, output: manifest.model.output });
+    } catch (err) {
+      if (err instanceof ModelLoadError) throw new BundleError([{ file: err.file, path: '', rule: err.reason }]);
+      throw new BundleError([{ file: manifestFile, path: 'model.format', rule: (err as Error).message }]);
+    }
+  }
+  const fail = async (): Promise<never> => {
+    await model?.close?.();
+    throw new BundleError(problems.slice(0, 20));
+  };
+
   let features: FeatureSpec[];
   if (manifest.features) features = manifest.features;
-  else if (model.featureNames) {
+  else if (model?.featureNames) {
     // The model names its columns: each is a numeric pass-through where missing means NaN.
     features = model.featureNames.map((name) => ({ name, type: 'number', nullable: true }));
   } else {
@@ -118,35 +145,54 @@ export async function loadBundle(dir: string): Promise<Bundle> {
     features = [];
   }
   const encoding = buildEncoding(features);
-  if (problems.length === 0 && encoding.width !== model.inputWidth) {
-    problem('features', `encode to ${encoding.width} model columns but the model expects ${model.inputWidth}`);
-  }
-  if (problems.length === 0 && model.featureNames && manifest.features) {
-    // Same count is not enough: a swapped column order is the classic silent failure.
-    encoding.columns.forEach((column, i) => {
-      const feature = features.find((f) => f.name === column);
-      if (feature && model.featureNames![i] !== column) {
-        problem(`features`, `model column ${i} is ${JSON.stringify(model.featureNames![i])} but the features put ${JSON.stringify(column)} there`);
-      }
-    });
-  }
+  if (model && problems.length === 0) checkColumns(model, manifest, encoding, problem);
 
   let outputs: OutputMapping | null = null;
-  try {
-    outputs = buildOutputMapping(manifest.outputs, model.outputWidth, model.outputKind);
-  } catch (err) {
-    if (!(err instanceof OutputMismatchError)) throw err;
-    problem('outputs', err.message);
+  if (model && manifest.outputs) {
+    try {
+      outputs = buildOutputMapping(manifest.outputs, model.outputWidth, model.outputKind);
+    } catch (err) {
+      if (!(err instanceof OutputMismatchError)) throw err;
+      problem('outputs', err.message);
+    }
   }
 
   const goldenName = manifest.golden ?? 'golden.jsonl';
   const goldenFile = insideBundle(dir, goldenName, manifestFile, 'golden');
   const goldenPath = existsSync(goldenFile) ? goldenFile : null;
   if (manifest.golden && !goldenPath) problem('golden', `file ${manifest.golden} does not exist`);
+  if (problems.length > 0) return fail();
 
-  if (problems.length > 0 || !outputs) {
-    await model.close?.();
-    throw new BundleError(problems.slice(0, 20));
+  let policy: Policy | null = null;
+  const policyFile = insideBundle(dir, manifest.policy ?? POLICY_FILE, manifestFile, 'policy');
+  if (manifest.policy && !existsSync(policyFile)) problem('policy', `file ${manifest.policy} does not exist`);
+  else if (existsSync(policyFile)) {
+    try {
+      policy = await loadPolicy(policyFile, { features, outputs: outputs?.columns ?? [] });
+    } catch (err) {
+      if (!(err instanceof PolicyError)) throw err;
+      problems.push(...err.problems.map((p) => ({ file: p.file, path: p.path, line: p.line, rule: p.rule })));
+    }
+    if (policy && policy.usesModel && !model) problem('policy', 'the policy has score bands but the bundle has no model');
   }
-  return { dir: resolve(dir), manifest, name: manifest.name, version: manifest.version, model, encoding, outputs, goldenPath };
+  if (!model && !policy) problem('model', 'a bundle needs a model, a policy, or both');
+  if (problems.length > 0) return fail();
+
+  return { dir: resolve(dir), manifest, name: manifest.name, version: manifest.version, model, encoding, outputs, policy, goldenPath };
+}
+
+/** The encoded columns must be as many as the model takes, and where the model names them, the same. */
+function checkColumns(model: ModelRuntime, manifest: Manifest, encoding: Encoding, problem: (path: string, rule: string) => void): void {
+  if (encoding.width !== model.inputWidth) {
+    problem('features', `encode to ${encoding.width} model columns but the model expects ${model.inputWidth}`);
+    return;
+  }
+  if (!model.featureNames || !manifest.features) return;
+  // Same count is not enough: a swapped column order is the classic silent failure.
+  const declared = new Set(encoding.features.map((f) => f.name));
+  encoding.columns.forEach((column, i) => {
+    if (declared.has(column) && model.featureNames![i] !== column) {
+      problem('features', `model column ${i} is ${JSON.stringify(model.featureNames![i])} but the features put ${JSON.stringify(column)} there`);
+    }
+  });
 }

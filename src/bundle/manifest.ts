@@ -78,6 +78,7 @@ export const manifestSchema = z
     name,
     version: z.union([z.string().min(1).max(64), z.number()]).transform(String),
     description: z.string().optional(),
+    /** Absent for a rules-only service: the heuristic baseline every ML service is compared with. */
     model: z
       .object({
         format: z.string().min(1),
@@ -85,20 +86,28 @@ export const manifestSchema = z
         input: z.string().optional(),
         output: z.string().optional(),
       })
-      .strict(),
+      .strict()
+      .optional(),
     features: z.array(featureSchema).min(1).optional(),
-    outputs: outputsSchema,
+    outputs: outputsSchema.optional(),
+    /** Request fields that are not features: refuse the request, list them in the response, or drop them. */
+    unknown_fields: z.enum(['reject', 'report', 'ignore']).default('report'),
+    /** The decision policy file (its own version); policy.yaml when present. */
+    policy: z.string().min(1).optional(),
     golden: z.string().min(1).optional(),
   })
   .strict()
   .superRefine((m, ctx) => {
+    if (m.model && !m.outputs) ctx.addIssue({ code: 'custom', path: ['outputs'], message: 'required with a model: say what the model outputs' });
+    if (!m.model && !m.features) ctx.addIssue({ code: 'custom', path: ['features'], message: 'required without a model: a rules-only service still validates its inputs' });
+    if (!m.model && m.outputs) ctx.addIssue({ code: 'custom', path: ['outputs'], message: 'a service without a model has no outputs' });
     const seen = new Set<string>();
     m.features?.forEach((f, i) => {
       if (seen.has(f.name)) ctx.addIssue({ code: 'custom', path: ['features', i, 'name'], message: `duplicate feature ${JSON.stringify(f.name)}` });
       seen.add(f.name);
     });
     const out = m.outputs;
-    if (out.type === 'binary' && out.positive_class !== undefined && !out.classes.includes(out.positive_class)) {
+    if (out?.type === 'binary' && out.positive_class !== undefined && !out.classes.includes(out.positive_class)) {
       ctx.addIssue({ code: 'custom', path: ['outputs', 'positive_class'], message: `must be one of classes ${JSON.stringify(out.classes)}` });
     }
   });

@@ -6,16 +6,19 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { createWriteStream } from 'node:fs';
 import { SingleBar } from 'cli-progress';
-import { BundleError, loadBundle, type Bundle } from '../bundle/load.ts';
+import { BundleError, loadBundle, loadModelBundle, type Bundle } from '../bundle/load.ts';
 import { checkGolden } from '../bundle/golden.ts';
 import { scoreFile, type FileFormat, type RowFailure } from '../batch/score-file.ts';
+import { readFileSync } from 'node:fs';
+import { openSqliteDecisionLog } from '../log/sqlite.ts';
+import { createServer, DEFAULT_CONFIG } from '../server/app.ts';
 
 const EXIT_FAILED = 1;
 const EXIT_ERROR = 2;
 
-async function openBundle(dir: string): Promise<Bundle> {
+async function openBundle<B extends Bundle>(dir: string, load: (dir: string) => Promise<B>): Promise<B> {
   try {
-    return await loadBundle(dir);
+    return await load(dir);
   } catch (err) {
     if (err instanceof BundleError) {
       process.stderr.write(`rtml: invalid bundle ${dir}\n${err.message}\n`);
@@ -28,6 +31,12 @@ async function openBundle(dir: string): Promise<Bundle> {
 function parseTolerance(value: string): number {
   const v = Number(value);
   if (!(v >= 0)) throw new InvalidArgumentError('must be a non-negative number');
+  return v;
+}
+
+function parsePositiveInt(value: string): number {
+  const v = Number(value);
+  if (!Number.isInteger(v) || v < 0) throw new InvalidArgumentError('must be a whole number >= 0');
   return v;
 }
 
@@ -53,7 +62,7 @@ export function buildProgram(): Command {
     .argument('<bundle>', 'bundle directory (holds rtml.yaml)')
     .option('--tolerance <t>', 'largest allowed difference (absolute for probabilities, relative for values)', parseTolerance, 1e-6)
     .action(async (dir: string, opts: { tolerance: number }) => {
-      const bundle = await openBundle(dir);
+      const bundle = await openBundle(dir, loadModelBundle);
       const info = Object.entries(bundle.model.info).map(([k, v]) => `${k}=${v}`).join(' ');
       process.stdout.write(`bundle ${bundle.name} v${bundle.version}: ${bundle.model.format} (${info}), ${bundle.encoding.features.length} features → ${bundle.encoding.width} model columns\n`);
       if (!bundle.goldenPath) {
@@ -83,7 +92,7 @@ export function buildProgram(): Command {
     .option('--errors <file>', 'write every rejected row as a JSON line {line, errors}')
     .option('--quiet', 'no progress bar or per-row error lines')
     .action(async (dir: string, opts: { input: string; output: string; inputFormat?: FileFormat; outputFormat?: FileFormat; errors?: string; quiet?: boolean }) => {
-      const bundle = await openBundle(dir);
+      const bundle = await openBundle(dir, loadModelBundle);
       const errorsOut = opts.errors ? createWriteStream(opts.errors) : null;
       const shownLimit = 20;
       let shown = 0;
@@ -122,18 +131,56 @@ export function buildProgram(): Command {
     .description("print a bundle's model, input schema and outputs as JSON")
     .argument('<bundle>', 'bundle directory')
     .action(async (dir: string) => {
-      const bundle = await openBundle(dir);
+      const bundle = await openBundle(dir, loadBundle);
       const description = {
         name: bundle.name,
         version: bundle.version,
-        model: { format: bundle.model.format, ...bundle.model.info },
+        model: bundle.model ? { format: bundle.model.format, ...bundle.model.info } : null,
         features: bundle.encoding.features,
         model_columns: bundle.encoding.columns,
-        outputs: { ...bundle.manifest.outputs, columns: bundle.outputs.columns },
+        outputs: bundle.outputs ? { ...bundle.manifest.outputs, columns: bundle.outputs.columns } : null,
+        policy: bundle.policy ? { version: bundle.policy.version, actions: bundle.policy.actions, reason_codes: bundle.policy.reasonCodes } : null,
         golden: bundle.goldenPath !== null,
       };
       process.stdout.write(JSON.stringify(description, null, 2) + '\n');
-      await bundle.model.close?.();
+      await bundle.model?.close?.();
+    });
+
+  program
+    .command('serve')
+    .description('serve every bundle in a model repository (one folder per service) over HTTP')
+    .argument('[repository]', 'model repository directory', 'examples')
+    .option('-p, --port <port>', 'port (env PORT)', parsePositiveInt, Number(process.env.PORT ?? 8080))
+    .option('--host <host>', 'address to listen on (env HOST)', process.env.HOST ?? '127.0.0.1')
+    .option('--data-dir <dir>', 'where the decision log lives (env RTML_DATA_DIR)', process.env.RTML_DATA_DIR ?? '.rtml-data')
+    .option('--admin-token-file <file>', 'file holding the admin bearer token (or env RTML_ADMIN_TOKEN); without one, admin operations are disabled')
+    .option('--max-in-flight <n>', 'requests served at once before answering 503', parsePositiveInt, DEFAULT_CONFIG.maxInFlight)
+    .option('--deadline-ms <ms>', 'per-request budget for the model; past it the fallback policy decides', parsePositiveInt, DEFAULT_CONFIG.deadlineMs)
+    .option('--body-limit <bytes>', 'largest request body', parsePositiveInt, DEFAULT_CONFIG.bodyLimit)
+    .option('--watch-interval-ms <ms>', 'poll the repository for new versions this often (0: off)', parsePositiveInt, DEFAULT_CONFIG.watchIntervalMs)
+    .option('--log-sync <mode>', 'decision log durability: normal (survives a killed process) or full (also a power loss)', 'full')
+    .option('--log-level <level>', 'pino log level', process.env.LOG_LEVEL ?? 'info')
+    .action(async (repository: string, opts: { port: number; host: string; dataDir: string; adminTokenFile?: string; maxInFlight: number; deadlineMs: number; bodyLimit: number; watchIntervalMs: number; logSync: string; logLevel: string }) => {
+      const adminToken = opts.adminTokenFile ? readFileSync(opts.adminTokenFile, 'utf8').trim() : (process.env.RTML_ADMIN_TOKEN ?? null);
+      if (opts.logSync !== 'normal' && opts.logSync !== 'full') throw new InvalidArgumentError('--log-sync must be normal or full');
+      const log = openSqliteDecisionLog(opts.dataDir, { synchronous: opts.logSync });
+      const server = await createServer(
+        { repository, adminToken: adminToken || null, maxInFlight: opts.maxInFlight, deadlineMs: opts.deadlineMs, bodyLimit: opts.bodyLimit, watchIntervalMs: opts.watchIntervalMs, logLevel: opts.logLevel },
+        log,
+      );
+      const shutdown = (signal: string) => {
+        server.app.log.info({ signal }, 'draining in-flight requests and flushing the decision log');
+        server.close().then(
+          () => process.exit(0),
+          (err) => {
+            server.app.log.error({ err }, 'unclean shutdown');
+            process.exit(1);
+          },
+        );
+      };
+      process.once('SIGTERM', () => shutdown('SIGTERM'));
+      process.once('SIGINT', () => shutdown('SIGINT'));
+      await server.app.listen({ port: opts.port, host: opts.host });
     });
 
   return program;

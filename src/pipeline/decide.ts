@@ -1,0 +1,200 @@
+/**
+ * One real-time decision, start to finish. Read this file to follow a request:
+ *
+ *   1. validation  the request's fields against the bundle's schema (the batch encoder)
+ *   2. features    (sources beyond the request arrive in a later stage; timed already)
+ *   3. pre-rules   a rule may decide without the model
+ *   4. model       the batch scorer's predict, under the request's deadline
+ *   5. guards      NaN, infinite or out-of-range scores never reach the policy
+ *   6. policy      score bands, then post-rules; or the fallback heuristics
+ *   7. log         the exact inputs, outputs, versions and timings, durably, before answering
+ *
+ * The model is never trusted blindly: when it errors, misses its deadline, fails its
+ * guards, or an operator or monitor forces it off, the fallback policy decides and the
+ * response says so (`fallback.used`, `fallback.cause`).
+ */
+import { randomUUID } from 'node:crypto';
+import type { FieldError, RawRow } from '../bundle/encoding.ts';
+import type { Bundle } from '../bundle/load.ts';
+import type { OutputValue } from '../bundle/outputs.ts';
+import type { Decision, Reason } from '../decision/index.ts';
+import type { DecisionLog, DecisionRecord } from '../log/types.ts';
+import type { Scorer } from './score.ts';
+
+/** What the caller gets back. */
+export interface DecisionResponse {
+  id: string;
+  service: string;
+  decision: string | null;
+  score: number | null;
+  reasons: Reason[];
+  model: { name: string; version: string } | null;
+  policy: { version: string } | null;
+  fallback: { used: boolean; cause: string | null };
+  timings_ms: StageTimings;
+  warnings?: FieldError[] | { field: string; rule: 'unknown'; message: string }[];
+}
+
+export const STAGES = ['validation', 'features', 'model', 'policy', 'log'] as const;
+export type Stage = (typeof STAGES)[number];
+export type StageTimings = Record<Stage | 'total', number>;
+
+/** The request is wrong: answered 400 with every problem by field and rule. */
+export class RequestRejected extends Error {
+  constructor(readonly errors: { field: string | null; rule: string; message: string }[]) {
+    super(errors.map((e) => e.message).join('; '));
+    this.name = 'RequestRejected';
+  }
+}
+
+/** A loaded service version, as the decision path needs it. */
+export interface DecisionTarget {
+  readonly bundle: Bundle;
+  /** Null for a rules-only service. */
+  readonly scorer: Scorer | null;
+  readonly featureNames: ReadonlySet<string>;
+}
+
+export interface DecisionContext {
+  readonly log: DecisionLog;
+  /** performance.now() value by which the model must have answered. */
+  readonly deadline: number;
+  /** Set when the model must not be used (kill switch, safe mode): the cause. */
+  readonly forcedFallback: string | null;
+  /** Called once per decision for metrics. */
+  readonly observe?: (response: DecisionResponse, stage: Decision['stage'] | 'none') => void;
+}
+
+const ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
+
+export async function decide(target: DecisionTarget, body: RawRow, ctx: DecisionContext): Promise<DecisionResponse> {
+  const started = performance.now();
+  const { bundle, scorer } = target;
+  const policy = bundle.policy;
+  const timings: StageTimings = { validation: 0, features: 0, model: 0, policy: 0, log: 0, total: 0 };
+  let mark = started;
+  const lap = (stage: Stage) => {
+    const now = performance.now();
+    timings[stage] += now - mark;
+    mark = now;
+  };
+
+  // 1. Validation: the id, unknown fields, then every feature by the batch encoder's rules.
+  const id = body.id === undefined ? randomUUID() : body.id;
+  if (typeof id !== 'string' || !ID_PATTERN.test(id)) {
+    throw new RequestRejected([{ field: 'id', rule: 'format', message: 'id must be 1-128 letters, digits, or . _ : -' }]);
+  }
+  const unknown = Object.keys(body).filter((k) => k !== 'id' && !target.featureNames.has(k));
+  const unknownErrors = unknown.map((field) => ({ field, rule: 'unknown' as const, message: `${field} is not a feature of ${bundle.name}` }));
+  if (unknown.length > 0 && bundle.manifest.unknown_fields === 'reject') throw new RequestRejected(unknownErrors);
+
+  const encoded = scorer?.encode([body]);
+  const row = encoded?.rows[0];
+  if (row && !row.ok) throw new RequestRejected(row.errors);
+  if (!scorer) {
+    const errors: FieldError[] = [];
+    bundle.encoding.encoder({ fromText: false })(body, new Float32Array(bundle.encoding.width), 0, errors);
+    if (errors.length > 0) throw new RequestRejected(errors);
+  }
+  lap('validation');
+
+  // 2. Features: request-only for now.
+  lap('features');
+
+  // 3-6. Pre-rules, model, guards, policy.
+  let decision: Decision | null = null;
+  let score: number | null = null;
+  let outputs: Record<string, OutputValue> | null = null;
+  let inputs: (number | null)[] | null = null;
+  let fallbackCause: string | null = null;
+
+  decision = policy?.preDecide(body) ?? null;
+  if (!decision && scorer && encoded) {
+    fallbackCause = ctx.forcedFallback;
+    if (!fallbackCause && performance.now() > ctx.deadline) fallbackCause = 'deadline';
+    if (!fallbackCause) {
+      inputs = Array.from(encoded.inputs, (v) => (Number.isNaN(v) ? null : v));
+      try {
+        const raw = await withDeadline(scorer.predict(encoded.inputs, 1), ctx.deadline);
+        if (raw === null) fallbackCause = 'deadline';
+        else {
+          const mapping = scorer.bundle.outputs;
+          score = mapping.score(raw, 0);
+          outputs = Object.fromEntries(mapping.columns.map((c, j) => [c, mapping.values(raw, 0)[j]]));
+        }
+      } catch (err) {
+        fallbackCause = `model_error: ${(err as Error).message.slice(0, 200)}`;
+      }
+    }
+    lap('model');
+    if (score !== null && policy) {
+      const guard = policy.checkGuards(score);
+      if (!guard.ok) fallbackCause = `guard: ${guard.cause}`;
+    } else if (score !== null && !Number.isFinite(score)) fallbackCause = 'guard: score is not a finite number';
+  }
+  if (!decision && policy) {
+    decision = fallbackCause !== null || !scorer ? policy.fallback(body, fallbackCause ?? 'rules_only') : policy.decide(body, score!, outputs ?? undefined);
+  }
+  lap('policy');
+
+  const response: DecisionResponse = {
+    id,
+    service: bundle.name,
+    decision: decision?.action ?? null,
+    score: fallbackCause === null ? score : null,
+    reasons: decision?.reasons ?? [],
+    model: bundle.model ? { name: bundle.name, version: bundle.version } : null,
+    policy: policy ? { version: policy.version } : null,
+    fallback: { used: fallbackCause !== null, cause: fallbackCause },
+    timings_ms: timings,
+  };
+  if (unknown.length > 0 && bundle.manifest.unknown_fields === 'report') response.warnings = unknownErrors;
+  if (!decision && fallbackCause !== null) {
+    // No policy to fall back on: the caller must not act on a score we do not trust.
+    throw new ModelUnavailable(fallbackCause);
+  }
+
+  // 7. Log, durably, before answering.
+  const record: DecisionRecord = {
+    id,
+    time: new Date().toISOString(),
+    service: bundle.name,
+    model: response.model,
+    policyVersion: policy?.version ?? null,
+    request: body,
+    inputs,
+    outputs,
+    score,
+    decision: response.decision ?? '',
+    reasons: response.reasons,
+    fallback: response.fallback,
+    timingsMs: timings,
+  };
+  await ctx.log.append(record);
+  lap('log');
+  timings.total = performance.now() - started;
+  ctx.observe?.(response, decision?.stage ?? 'none');
+  return response;
+}
+
+/** The model could not be used and the service has no fallback policy: answered 503. */
+export class ModelUnavailable extends Error {
+  constructor(readonly reason: string) {
+    super(`the model could not be used (${reason}) and the service has no fallback policy`);
+    this.name = 'ModelUnavailable';
+  }
+}
+
+/** Resolves to the value, or null if the deadline passes first. Synchronous values pass straight through. */
+async function withDeadline<T>(value: T | Promise<T>, deadline: number): Promise<T | null> {
+  if (!(value instanceof Promise)) return value;
+  const remaining = deadline - performance.now();
+  if (remaining <= 0) return null;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), remaining)));
+  try {
+    return await Promise.race([value, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

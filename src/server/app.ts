@@ -1,0 +1,141 @@
+/**
+ * The decision server: fastify with the product's decision API (`/v1`), the Open Inference
+ * Protocol (`/v2`), admin operations behind a bearer token, Prometheus `/metrics`, a
+ * concurrency limit that sheds load with 503 + Retry-After instead of queueing without
+ * bound, and a graceful drain on shutdown.
+ */
+import { timingSafeEqual } from 'node:crypto';
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { DecisionLog } from '../log/types.ts';
+import { createMetrics, type Metrics } from './metrics.ts';
+import { ModelRepository } from './repository.ts';
+import { registerDecisionRoutes } from './routes/decisions.ts';
+import { registerOipRoutes } from './routes/oip.ts';
+
+export interface ServerConfig {
+  /** The model repository: one folder per service. */
+  repository: string;
+  /** Bearer token for admin operations; null disables them. */
+  adminToken: string | null;
+  /** Decision and infer requests served at once; beyond it, 503. */
+  maxInFlight: number;
+  /** Per-request budget for the model, in milliseconds. */
+  deadlineMs: number;
+  /** Largest accepted request body, in bytes. */
+  bodyLimit: number;
+  /** Poll the repository for changes this often (0: never). */
+  watchIntervalMs: number;
+  logLevel: string;
+}
+
+export const DEFAULT_CONFIG: Omit<ServerConfig, 'repository'> = {
+  adminToken: null,
+  maxInFlight: 512,
+  deadlineMs: 250,
+  bodyLimit: 1024 * 1024,
+  watchIntervalMs: 2000,
+  logLevel: 'info',
+};
+
+/** What route modules share. */
+export interface ServerContext {
+  readonly config: ServerConfig;
+  readonly repository: ModelRepository;
+  readonly log: DecisionLog;
+  readonly metrics: Metrics;
+  /** preHandler for admin routes. */
+  readonly requireAdmin: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
+  /** preHandler for the routes that score: sheds load past the concurrency limit. */
+  readonly limitConcurrency: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
+}
+
+export interface Server {
+  readonly app: FastifyInstance;
+  readonly repository: ModelRepository;
+  /** Stops accepting requests, lets in-flight ones finish, flushes the decision log. */
+  close(): Promise<void>;
+}
+
+export async function createServer(config: ServerConfig, log: DecisionLog): Promise<Server> {
+  const app = Fastify({
+    logger: { level: config.logLevel },
+    bodyLimit: config.bodyLimit,
+    // Per-request access logs would cost more than a decision; errors and admin actions are logged.
+    logController: new LogController({ disableRequestLogging: true }),
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+  });
+  const repository = new ModelRepository(config.repository, app.log);
+  const metrics = createMetrics(log);
+
+  let inFlight = 0;
+  const limitConcurrency = async (request: FastifyRequest, reply: FastifyReply) => {
+    if (inFlight >= config.maxInFlight) {
+      metrics.overloadRejections.inc();
+      await reply.code(503).header('retry-after', '1').send({ error: `overloaded: ${config.maxInFlight} requests in flight; retry shortly` });
+      return reply;
+    }
+    inFlight++;
+    metrics.inFlight.set(inFlight);
+    // Counted down however the request ends: answered, failed, or the client went away.
+    let done = false;
+    const release = () => {
+      if (done) return;
+      done = true;
+      inFlight--;
+      metrics.inFlight.set(inFlight);
+    };
+    reply.raw.once('finish', release);
+    reply.raw.once('close', release);
+  };
+
+  const token = config.adminToken ? Buffer.from(config.adminToken) : null;
+  const requireAdmin = async (request: FastifyRequest, reply: FastifyReply) => {
+    if (!token) {
+      await reply.code(403).send({ error: 'admin operations are disabled: configure an admin token (RTML_ADMIN_TOKEN or --admin-token-file)' });
+      return reply;
+    }
+    const header = request.headers.authorization ?? '';
+    const given = Buffer.from(header.startsWith('Bearer ') ? header.slice(7) : '');
+    if (given.length !== token.length || !timingSafeEqual(given, token)) {
+      await reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'admin operations need a valid bearer token' });
+      return reply;
+    }
+    request.log.info({ route: request.routeOptions.url, params: request.params }, 'admin operation');
+  };
+
+  // Framework-level errors (malformed JSON, body too large, wrong content type) are the caller's: 4xx with {error}.
+  app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, request, reply) => {
+    const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+    if (status === 500) request.log.error({ err }, 'unexpected error');
+    metrics.observeError(String((request.params as Record<string, unknown>)?.name ?? ''), status, err.code ?? 'internal');
+    void reply.code(status).send({ error: status === 500 ? 'internal error' : err.message });
+  });
+  app.setNotFoundHandler((request, reply) => {
+    void reply.code(404).send({ error: `no route ${request.method} ${request.url.split('?')[0]}` });
+  });
+
+  const context: ServerContext = { config, repository, log, metrics, requireAdmin, limitConcurrency };
+  registerDecisionRoutes(app, context);
+  registerOipRoutes(app, context);
+  app.get('/metrics', async (_request, reply) => {
+    const body = await metrics.registry.metrics();
+    return reply.header('content-type', metrics.registry.contentType).send(body);
+  });
+
+  const { loaded, failed } = await repository.loadAll();
+  app.log.info({ repository: config.repository, loaded, failed }, 'repository loaded');
+  if (config.watchIntervalMs > 0) repository.watch(config.watchIntervalMs);
+
+  let closing: Promise<void> | null = null;
+  return {
+    app,
+    repository,
+    close: () =>
+      (closing ??= (async () => {
+        await app.close();
+        await log.close();
+        await repository.close();
+      })()),
+  };
+}

@@ -1,0 +1,117 @@
+/**
+ * Prometheus metrics: per-stage latency histograms and counters of decisions, actions,
+ * fallbacks and errors per service and version. Label children are cached per service
+ * version so the hot path does no label hashing.
+ */
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { DecisionLog } from '../log/types.ts';
+import { STAGES, type DecisionResponse, type Stage } from '../pipeline/decide.ts';
+
+const LATENCY_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
+
+/** Fallback causes carry detail after a colon; the metric label keeps only the kind. */
+export function causeKind(cause: string): string {
+  return cause.split(':')[0];
+}
+
+export interface Metrics {
+  readonly registry: Registry;
+  observeDecision(response: DecisionResponse, stage: string): void;
+  observeError(service: string, status: number, kind: string): void;
+  observeInfer(service: string, version: string, seconds: number, ok: boolean): void;
+  readonly inFlight: Gauge;
+  readonly overloadRejections: Counter;
+}
+
+export function createMetrics(log: DecisionLog): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'rtml_process_' });
+
+  const stageSeconds = new Histogram({
+    name: 'rtml_stage_duration_seconds',
+    help: 'Time spent in each stage of a decision',
+    labelNames: ['service', 'version', 'stage'],
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  });
+  const decisions = new Counter({
+    name: 'rtml_decisions_total',
+    help: 'Decisions answered, by action and by the policy stage that set it',
+    labelNames: ['service', 'version', 'action', 'stage'],
+    registers: [registry],
+  });
+  const fallbacks = new Counter({
+    name: 'rtml_fallbacks_total',
+    help: 'Decisions made by the fallback policy because the model could not be trusted',
+    labelNames: ['service', 'version', 'cause'],
+    registers: [registry],
+  });
+  const errors = new Counter({
+    name: 'rtml_request_errors_total',
+    help: 'Requests answered with an error status',
+    labelNames: ['service', 'status', 'kind'],
+    registers: [registry],
+  });
+  const infers = new Histogram({
+    name: 'rtml_infer_duration_seconds',
+    help: 'Open Inference Protocol infer calls',
+    labelNames: ['service', 'version', 'outcome'],
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  });
+  const inFlight = new Gauge({ name: 'rtml_in_flight_requests', help: 'Decision and infer requests being served', registers: [registry] });
+  const overloadRejections = new Counter({
+    name: 'rtml_overload_rejections_total',
+    help: 'Requests answered 503 because the concurrency limit was reached',
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'rtml_decision_log_pending',
+    help: 'Decisions waiting for the decision log to commit',
+    registers: [registry],
+    collect() {
+      this.set(log.stats.pending);
+    },
+  });
+  new Gauge({
+    name: 'rtml_decision_log_commits',
+    help: 'Group commits of the decision log since start',
+    registers: [registry],
+    collect() {
+      this.set(log.stats.commits);
+    },
+  });
+
+  type StageChildren = Record<Stage | 'total', { observe(v: number): void }>;
+  const stageChildren = new Map<string, StageChildren>();
+  const childrenFor = (service: string, version: string): StageChildren => {
+    const key = `${service}\u0000${version}`;
+    let children = stageChildren.get(key);
+    if (!children) {
+      children = Object.fromEntries([...STAGES, 'total'].map((stage) => [stage, stageSeconds.labels(service, version, stage)])) as unknown as StageChildren;
+      stageChildren.set(key, children);
+    }
+    return children;
+  };
+
+  return {
+    registry,
+    inFlight,
+    overloadRejections,
+    observeDecision(response, stage) {
+      const version = response.model?.version ?? '';
+      const children = childrenFor(response.service, version);
+      const t = response.timings_ms;
+      for (const s of STAGES) children[s].observe(t[s] / 1000);
+      children.total.observe(t.total / 1000);
+      decisions.labels(response.service, version, response.decision ?? '', stage).inc();
+      if (response.fallback.used && response.fallback.cause) fallbacks.labels(response.service, version, causeKind(response.fallback.cause)).inc();
+    },
+    observeError(service, status, kind) {
+      errors.labels(service, String(status), kind).inc();
+    },
+    observeInfer(service, version, seconds, ok) {
+      infers.labels(service, version, ok ? 'success' : 'fail').observe(seconds);
+    },
+  };
+}

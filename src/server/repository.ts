@@ -1,0 +1,308 @@
+/**
+ * The model repository: a directory with one folder per service. A service folder is
+ * either a bundle itself (it holds rtml.yaml) or holds one bundle folder per version.
+ *
+ * Loading is all-or-nothing per service: every version must load, validate, and pass its
+ * golden parity check, then the service's version table is swapped in one assignment, so
+ * in-flight requests finish on the versions they started with and a broken new version is
+ * refused while the old one keeps serving.
+ */
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { BundleError, hasModel, loadBundle, MANIFEST_FILE, type Bundle } from '../bundle/load.ts';
+import { checkGolden } from '../bundle/golden.ts';
+import type { DecisionTarget } from '../pipeline/decide.ts';
+import { createScorer } from '../pipeline/score.ts';
+
+export interface ServiceVersion extends DecisionTarget {
+  readonly version: string;
+  readonly loadedAt: string;
+  /** Golden parity measured at load, when the bundle has a golden file. */
+  readonly parity: { rows: number; maxDiff: number } | null;
+  readonly stats: InferenceStats;
+}
+
+/** Counters for the Open Inference Protocol's statistics extension. */
+export interface InferenceStats {
+  inferenceCount: number;
+  executionCount: number;
+  lastInference: number;
+  success: { count: number; ns: number };
+  fail: { count: number; ns: number };
+}
+
+export interface KillSwitch {
+  enabled: boolean;
+  reason: string | null;
+  since: string | null;
+}
+
+export interface Service {
+  readonly name: string;
+  readonly dir: string;
+  /** Replaced as a whole on reload; never mutated in place. */
+  versions: ReadonlyMap<string, ServiceVersion>;
+  /** The version served when a request names none: the highest. */
+  defaultVersion: ServiceVersion;
+  readonly killSwitch: KillSwitch;
+  /** Files and mtimes the loaded versions came from, to notice changes. */
+  signature: string;
+}
+
+export interface RepositoryEntry {
+  name: string;
+  version: string;
+  state: 'READY' | 'UNAVAILABLE';
+  reason: string;
+}
+
+export interface RepositoryLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+export class ServiceLoadError extends Error {
+  constructor(
+    readonly service: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ServiceLoadError';
+  }
+}
+
+const SERVICE_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+/** How long a replaced version's runtime stays open for requests that started on it. */
+const RETIRE_AFTER_MS = 30_000;
+
+/** Natural order of version labels: "10" after "9", "1.10" after "1.9". */
+export function compareVersions(a: string, b: string): number {
+  return a.localeCompare(b, 'en', { numeric: true });
+}
+
+export class ModelRepository {
+  private readonly services = new Map<string, Service>();
+  /** Why the last attempt to load a service failed, for the repository index. */
+  private readonly failures = new Map<string, string>();
+  private watcher: NodeJS.Timeout | null = null;
+
+  constructor(
+    readonly root: string,
+    private readonly logger: RepositoryLogger,
+  ) {}
+
+  get(name: string): Service | undefined {
+    return this.services.get(name);
+  }
+
+  list(): Service[] {
+    return [...this.services.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** Service folders present on disk. */
+  discover(): string[] {
+    if (!existsSync(this.root)) return [];
+    return readdirSync(this.root, { withFileTypes: true })
+      .filter((d) => d.isDirectory() && SERVICE_NAME.test(d.name) && bundleDirs(join(this.root, d.name)).length > 0)
+      .map((d) => d.name)
+      .sort();
+  }
+
+  /** Loads every service found; a service that fails is reported and left out. */
+  async loadAll(): Promise<{ loaded: string[]; failed: Record<string, string> }> {
+    const loaded: string[] = [];
+    const failed: Record<string, string> = {};
+    for (const name of this.discover()) {
+      try {
+        await this.load(name);
+        loaded.push(name);
+      } catch (err) {
+        failed[name] = (err as Error).message;
+      }
+    }
+    return { loaded, failed };
+  }
+
+  /** Loads (or reloads) one service from disk. Throws ServiceLoadError and keeps the old one if anything is wrong. */
+  async load(name: string): Promise<Service> {
+    if (!SERVICE_NAME.test(name)) throw new ServiceLoadError(name, `not a service name: ${JSON.stringify(name)}`);
+    const dir = join(this.root, name);
+    const dirs = existsSync(dir) ? bundleDirs(dir) : [];
+    if (dirs.length === 0) throw this.fail(name, `no bundle in ${dir}: expected ${MANIFEST_FILE} there or in one folder per version`);
+    const signature = signatureOf(dir);
+
+    const versions = new Map<string, ServiceVersion>();
+    try {
+      for (const bundleDir of dirs) {
+        const version = await loadVersion(bundleDir);
+        if (version.bundle.name !== name) throw new Error(`${bundleDir}: rtml.yaml names the service ${JSON.stringify(version.bundle.name)}, but it sits in the folder for ${JSON.stringify(name)}`);
+        if (versions.has(version.version)) throw new Error(`${bundleDir}: version ${version.version} appears twice`);
+        versions.set(version.version, version);
+      }
+    } catch (err) {
+      for (const v of versions.values()) await v.bundle.model?.close?.();
+      throw this.fail(name, err instanceof BundleError ? err.message : (err as Error).message);
+    }
+
+    const highest = [...versions.keys()].sort(compareVersions).at(-1)!;
+    const previous = this.services.get(name);
+    let service: Service;
+    if (previous) {
+      const retired = previous.versions;
+      // The swap: one assignment each; requests that already hold a version keep it.
+      previous.versions = versions;
+      previous.defaultVersion = versions.get(highest)!;
+      previous.signature = signature;
+      service = previous;
+      retire(retired, versions);
+    } else {
+      service = { name, dir, versions, defaultVersion: versions.get(highest)!, killSwitch: { enabled: false, reason: null, since: null }, signature };
+      this.services.set(name, service);
+    }
+    this.failures.delete(name);
+    this.logger.info({ service: name, versions: [...versions.keys()], default: highest }, previous ? 'service reloaded' : 'service loaded');
+    return service;
+  }
+
+  /** Stops serving a service. Returns false if it was not loaded. */
+  unload(name: string): boolean {
+    const service = this.services.get(name);
+    if (!service) return false;
+    this.services.delete(name);
+    retire(service.versions, new Map());
+    this.logger.info({ service: name }, 'service unloaded');
+    return true;
+  }
+
+  /** The repository index of the Open Inference Protocol's model_repository extension. */
+  index(): RepositoryEntry[] {
+    const entries: RepositoryEntry[] = [];
+    const names = new Set([...this.discover(), ...this.services.keys()]);
+    for (const name of [...names].sort()) {
+      const service = this.services.get(name);
+      if (service) for (const v of service.versions.keys()) entries.push({ name, version: v, state: 'READY', reason: '' });
+      else entries.push({ name, version: '', state: 'UNAVAILABLE', reason: this.failures.get(name) ?? 'not loaded' });
+    }
+    return entries;
+  }
+
+  /**
+   * Polls the repository every `intervalMs`: a service whose files changed and then held
+   * still for one interval is reloaded (so half-copied files are not loaded); a new folder
+   * is loaded; a removed one is unloaded. Polling, not fs.watch, so it behaves the same on
+   * every filesystem.
+   */
+  watch(intervalMs: number): void {
+    const pending = new Map<string, string>();
+    const tick = async () => {
+      const present = new Set(this.discover());
+      for (const name of present) {
+        const signature = signatureOf(join(this.root, name));
+        const loaded = this.services.get(name);
+        if (loaded?.signature === signature || (!loaded && this.failures.get(`${name}@sig`) === signature)) {
+          pending.delete(name);
+          continue;
+        }
+        if (pending.get(name) !== signature) {
+          pending.set(name, signature);
+          continue;
+        }
+        pending.delete(name);
+        try {
+          await this.load(name);
+        } catch (err) {
+          // Remember the signature that failed so an unchanged broken folder is not retried every tick.
+          if (!loaded) this.failures.set(`${name}@sig`, signature);
+          else loaded.signature = signature;
+          this.logger.error({ service: name, err: (err as Error).message }, 'reload refused; the loaded version keeps serving');
+        }
+      }
+      for (const name of this.services.keys()) if (!present.has(name)) this.unload(name);
+    };
+    let running = false;
+    this.watcher = setInterval(() => {
+      if (running) return;
+      running = true;
+      tick().finally(() => (running = false));
+    }, intervalMs);
+    this.watcher.unref();
+  }
+
+  async close(): Promise<void> {
+    if (this.watcher) clearInterval(this.watcher);
+    for (const service of this.services.values()) for (const v of service.versions.values()) await v.bundle.model?.close?.();
+    this.services.clear();
+  }
+
+  private fail(name: string, reason: string): ServiceLoadError {
+    this.failures.set(name, reason);
+    this.logger.error({ service: name, err: reason }, 'service failed to load');
+    return new ServiceLoadError(name, reason);
+  }
+}
+
+async function loadVersion(dir: string): Promise<ServiceVersion> {
+  const bundle: Bundle = await loadBundle(dir);
+  let parity: ServiceVersion['parity'] = null;
+  if (hasModel(bundle) && bundle.goldenPath) {
+    // A version whose model no longer reproduces its training library's outputs is refused.
+    const report = await checkGolden(bundle);
+    if (report.failures.length > 0) {
+      await bundle.model.close?.();
+      throw new Error(`${dir}: golden parity failed: ${report.failures[0].reason} (${report.failures.length} failures)`);
+    }
+    parity = { rows: report.rows, maxDiff: report.maxDiff };
+  }
+  const featureNames = new Set(bundle.encoding.features.map((f) => f.name));
+  return {
+    bundle,
+    scorer: hasModel(bundle) ? createScorer(bundle, { fromText: false }) : null,
+    featureNames,
+    version: bundle.version,
+    loadedAt: new Date().toISOString(),
+    parity,
+    stats: { inferenceCount: 0, executionCount: 0, lastInference: 0, success: { count: 0, ns: 0 }, fail: { count: 0, ns: 0 } },
+  };
+}
+
+/** Bundle folders of a service: itself, or its version subfolders. */
+function bundleDirs(dir: string): string[] {
+  if (existsSync(join(dir, MANIFEST_FILE))) return [dir];
+  return readdirSync(dir, { withFileTypes: true })
+    .filter((d) => d.isDirectory() && existsSync(join(dir, d.name, MANIFEST_FILE)))
+    .map((d) => join(dir, d.name))
+    .sort();
+}
+
+/** Names, sizes and mtimes of a service's files, two levels deep. */
+function signatureOf(dir: string): string {
+  const parts: string[] = [];
+  const walk = (d: string, depth: number) => {
+    for (const entry of readdirSync(d, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      const path = join(d, entry.name);
+      if (entry.isDirectory()) {
+        if (depth < 2 && entry.name !== 'out') walk(path, depth + 1);
+      } else {
+        try {
+          const st = statSync(path);
+          parts.push(`${path}:${st.size}:${st.mtimeMs}`);
+        } catch {
+          // Vanished between readdir and stat: the next tick sees the new state.
+        }
+      }
+    }
+  };
+  walk(dir, 0);
+  return parts.join('|');
+}
+
+/** Closes runtimes of versions no longer served, after in-flight requests have had time to finish. */
+function retire(old: ReadonlyMap<string, ServiceVersion>, current: ReadonlyMap<string, ServiceVersion>): void {
+  const stillServed = new Set([...current.values()].map((v) => v.bundle));
+  const toClose = [...old.values()].filter((v) => !stillServed.has(v.bundle));
+  if (toClose.length === 0) return;
+  setTimeout(() => {
+    for (const v of toClose) void v.bundle.model?.close?.();
+  }, RETIRE_AFTER_MS).unref();
+}

@@ -1,0 +1,116 @@
+/**
+ * The product's own API: decisions, service descriptions, the kill switch and decision
+ * look-up. Bodies are validated here, at the edge; the pipeline gets typed values.
+ */
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import { z } from 'zod';
+import type { RawRow } from '../../bundle/encoding.ts';
+import { DuplicateDecisionError } from '../../log/types.ts';
+import { decide, ModelUnavailable, RequestRejected } from '../../pipeline/decide.ts';
+import type { ServerContext } from '../app.ts';
+import type { Service, ServiceVersion } from '../repository.ts';
+
+const nameParams = z.object({ name: z.string() });
+const killSwitchBody = z.object({ enabled: z.boolean(), reason: z.string().max(500).optional() }).strict();
+
+function notFound(reply: FastifyReply, name: string) {
+  return reply.code(404).send({ error: `no service named ${JSON.stringify(name)}` });
+}
+
+/** What a service is, for callers and operators. */
+export function describeService(service: Service) {
+  const versions = [...service.versions.values()];
+  const describeVersion = (v: ServiceVersion) => ({
+    version: v.version,
+    loaded_at: v.loadedAt,
+    model: v.bundle.model ? { format: v.bundle.model.format, ...v.bundle.model.info } : null,
+    parity: v.parity,
+  });
+  const current = service.defaultVersion;
+  const bundle = current.bundle;
+  return {
+    name: service.name,
+    description: bundle.manifest.description ?? null,
+    default_version: current.version,
+    versions: versions.map(describeVersion),
+    schema: {
+      features: bundle.encoding.features,
+      unknown_fields: bundle.manifest.unknown_fields,
+      outputs: bundle.outputs ? { ...bundle.manifest.outputs, columns: bundle.outputs.columns } : null,
+    },
+    policy: bundle.policy ? { version: bundle.policy.version, actions: bundle.policy.actions, uses_model: bundle.policy.usesModel, reason_codes: bundle.policy.reasonCodes } : null,
+    health: {
+      ready: true,
+      kill_switch: service.killSwitch,
+      mode: service.killSwitch.enabled ? 'fallback' : bundle.model ? 'model' : 'rules_only',
+    },
+  };
+}
+
+export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext): void {
+  const { repository, log, metrics, config } = ctx;
+
+  app.post('/v1/services/:name/decisions', { preHandler: ctx.limitConcurrency }, async (request, reply) => {
+    const { name } = nameParams.parse(request.params);
+    const service = repository.get(name);
+    if (!service) return notFound(reply, name);
+    const body = request.body;
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+      metrics.observeError(name, 400, 'body');
+      return reply.code(400).send({ error: 'the body must be a JSON object of feature values', errors: [] });
+    }
+    const target = service.defaultVersion;
+    try {
+      return await decide(target, body as RawRow, {
+        log,
+        deadline: performance.now() + config.deadlineMs,
+        forcedFallback: service.killSwitch.enabled ? `kill_switch${service.killSwitch.reason ? `: ${service.killSwitch.reason}` : ''}` : null,
+        observe: (response, stage) => metrics.observeDecision(response, stage),
+      });
+    } catch (err) {
+      if (err instanceof RequestRejected) {
+        metrics.observeError(name, 400, 'validation');
+        return reply.code(400).send({ error: `invalid request: ${err.errors.length} problem(s)`, errors: err.errors });
+      }
+      if (err instanceof DuplicateDecisionError) {
+        metrics.observeError(name, 409, 'duplicate_id');
+        return reply.code(409).send({ error: err.message });
+      }
+      if (err instanceof ModelUnavailable) {
+        metrics.observeError(name, 503, 'model_unavailable');
+        return reply.code(503).header('retry-after', '1').send({ error: err.message });
+      }
+      throw err;
+    }
+  });
+
+  app.get('/v1/services', async () => ({ services: repository.list().map(describeService) }));
+
+  app.get('/v1/services/:name', async (request, reply) => {
+    const { name } = nameParams.parse(request.params);
+    const service = repository.get(name);
+    return service ? describeService(service) : notFound(reply, name);
+  });
+
+  app.get('/v1/services/:name/decisions/:id', { preHandler: ctx.requireAdmin }, async (request, reply) => {
+    const { name, id } = z.object({ name: z.string(), id: z.string() }).parse(request.params);
+    const record = await log.get(name, id);
+    return record ?? reply.code(404).send({ error: `no decision ${JSON.stringify(id)} for ${JSON.stringify(name)}` });
+  });
+
+  app.put('/v1/services/:name/kill-switch', { preHandler: ctx.requireAdmin }, async (request, reply) => {
+    const { name } = nameParams.parse(request.params);
+    const service = repository.get(name);
+    if (!service) return notFound(reply, name);
+    const parsed = killSwitchBody.safeParse(request.body);
+    if (!parsed.success) {
+      return reply.code(400).send({ error: 'expected {"enabled": true|false, "reason"?: string}', errors: parsed.error.issues.map((i) => ({ field: i.path.join('.'), rule: i.code, message: i.message })) });
+    }
+    const ks = service.killSwitch;
+    ks.enabled = parsed.data.enabled;
+    ks.reason = parsed.data.enabled ? (parsed.data.reason ?? null) : null;
+    ks.since = parsed.data.enabled ? new Date().toISOString() : null;
+    request.log.warn({ service: name, killSwitch: ks }, ks.enabled ? 'kill switch on: decisions use the fallback policy' : 'kill switch off');
+    return { service: name, kill_switch: ks };
+  });
+}

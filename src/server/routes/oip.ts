@@ -1,0 +1,201 @@
+/**
+ * The Open Inference Protocol (KServe V2) over REST, for tensor-level callers and existing
+ * clients: health, server and model metadata, readiness, infer, and the model_repository
+ * and statistics extensions. Errors are `{"error": "..."}`.
+ *
+ * Inputs are one tensor per feature, named as the bundle's features, `shape [n]` or
+ * `[n, 1]`: they go through the same validation and encoding as every other mode.
+ * Outputs are one tensor per output column.
+ */
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import { z } from 'zod';
+import type { FeatureSpec } from '../../bundle/manifest.ts';
+import type { ServerContext } from '../app.ts';
+import { ServiceLoadError, type Service, type ServiceVersion } from '../repository.ts';
+
+const SERVER_VERSION = '0.1.0';
+const EXTENSIONS = ['model_repository', 'statistics'];
+
+const modelParams = z.object({ name: z.string(), version: z.string().optional() });
+
+const tensor = z.object({
+  name: z.string(),
+  shape: z.array(z.number().int().nonnegative()).min(1).max(2),
+  datatype: z.enum(['BOOL', 'UINT8', 'UINT16', 'UINT32', 'UINT64', 'INT8', 'INT16', 'INT32', 'INT64', 'FP16', 'FP32', 'FP64', 'BYTES']),
+  parameters: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).optional(),
+  data: z.array(z.unknown()),
+});
+const inferRequest = z.object({
+  id: z.string().optional(),
+  parameters: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).optional(),
+  inputs: z.array(tensor).min(1),
+  outputs: z.array(z.object({ name: z.string(), parameters: z.record(z.string(), z.unknown()).optional() })).optional(),
+});
+
+function datatypeOf(f: FeatureSpec): string {
+  switch (f.type) {
+    case 'number':
+      return 'FP64';
+    case 'integer':
+      return 'INT64';
+    case 'boolean':
+      return 'BOOL';
+    case 'category':
+      return 'BYTES';
+  }
+}
+
+function platformOf(version: ServiceVersion): string {
+  const format = version.bundle.model?.format;
+  return format === 'onnx' ? 'onnx_onnxv1' : format === 'xgboost-json' ? 'xgboost_json' : 'rtml_rules';
+}
+
+function flatten(data: unknown[]): unknown[] {
+  return data.some(Array.isArray) ? (data as unknown[]).flat(Infinity) : data;
+}
+
+export function registerOipRoutes(app: FastifyInstance, ctx: ServerContext): void {
+  const { repository, metrics } = ctx;
+  const error = (reply: FastifyReply, status: number, message: string) => reply.code(status).send({ error: message });
+
+  /** The service and version a path names, or an error reply. */
+  const resolve = (params: unknown, reply: FastifyReply): { service: Service; version: ServiceVersion } | null => {
+    const { name, version } = modelParams.parse(params);
+    const service = repository.get(name);
+    if (!service) {
+      void error(reply, 404, `no model named ${JSON.stringify(name)}`);
+      return null;
+    }
+    const chosen = version === undefined ? service.defaultVersion : service.versions.get(version);
+    if (!chosen) {
+      void error(reply, 404, `model ${name} has no version ${JSON.stringify(version)}; versions: ${[...service.versions.keys()].join(', ')}`);
+      return null;
+    }
+    return { service, version: chosen };
+  };
+
+  app.get('/v2/health/live', async () => ({ live: true }));
+  app.get('/v2/health/ready', async () => ({ ready: true }));
+  app.get('/v2', async () => ({ name: 'rtml', version: SERVER_VERSION, extensions: EXTENSIONS }));
+
+  const metadata = async (request: { params: unknown }, reply: FastifyReply) => {
+    const target = resolve(request.params, reply);
+    if (!target) return reply;
+    const { service, version } = target;
+    return {
+      name: service.name,
+      versions: [...service.versions.keys()],
+      platform: platformOf(version),
+      inputs: version.bundle.encoding.features.map((f) => ({ name: f.name, datatype: datatypeOf(f), shape: [-1] })),
+      outputs: (version.bundle.outputs?.columns ?? []).map((c) => ({ name: c, datatype: c === 'class' ? 'BYTES' : 'FP64', shape: [-1] })),
+    };
+  };
+  app.get('/v2/models/:name', metadata);
+  app.get('/v2/models/:name/versions/:version', metadata);
+
+  const ready = async (request: { params: unknown }, reply: FastifyReply) => {
+    const target = resolve(request.params, reply);
+    return target ? { name: target.service.name, ready: true } : reply;
+  };
+  app.get('/v2/models/:name/ready', ready);
+  app.get('/v2/models/:name/versions/:version/ready', ready);
+
+  const infer = async (request: { params: unknown; body: unknown }, reply: FastifyReply) => {
+    const started = performance.now();
+    const target = resolve(request.params, reply);
+    if (!target) return reply;
+    const { service, version } = target;
+    const stats = version.stats;
+    const failed = (status: number, message: string) => {
+      stats.fail.count++;
+      stats.fail.ns += Math.round((performance.now() - started) * 1e6);
+      metrics.observeInfer(service.name, version.version, (performance.now() - started) / 1000, false);
+      return error(reply, status, message);
+    };
+    const scorer = version.scorer;
+    if (!scorer) return failed(400, `${service.name} is a rules-only service: it has no model to infer with; use POST /v1/services/${service.name}/decisions`);
+    const parsed = inferRequest.safeParse(request.body);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      return failed(400, `invalid inference request: ${issue.path.join('.') || 'body'}: ${issue.message}`);
+    }
+    const body = parsed.data;
+
+    // Tensors → rows: each input is one feature's column.
+    const features = new Set(version.bundle.encoding.features.map((f) => f.name));
+    const rowsCount = body.inputs[0].shape[0];
+    const rows: Record<string, unknown>[] = Array.from({ length: rowsCount }, () => Object.create(null) as Record<string, unknown>);
+    for (const input of body.inputs) {
+      if (!features.has(input.name)) return failed(400, `unexpected input ${JSON.stringify(input.name)}: inputs are the features ${[...features].join(', ')}`);
+      const [n, width = 1] = input.shape;
+      const data = flatten(input.data);
+      if (n !== rowsCount || width !== 1) return failed(400, `input ${input.name} has shape [${input.shape}]; every input must be [${rowsCount}] or [${rowsCount}, 1]`);
+      if (data.length !== n) return failed(400, `input ${input.name} has ${data.length} values for shape [${input.shape}]`);
+      for (let i = 0; i < n; i++) rows[i][input.name] = data[i];
+    }
+
+    const scored = await scorer.scoreRows(rows);
+    const problems = scored.outcomes.flatMap((o, i) => (o.ok ? [] : o.errors.map((e) => `row ${i}: ${e.message}`)));
+    if (problems.length > 0) return failed(400, problems.slice(0, 20).join('; '));
+
+    const columns = scorer.outputColumns;
+    const wanted = body.outputs?.map((o) => o.name) ?? columns;
+    const unknownOutput = wanted.find((w) => !columns.includes(w));
+    if (unknownOutput !== undefined) return failed(400, `unknown output ${JSON.stringify(unknownOutput)}; outputs: ${columns.join(', ')}`);
+    const outputs = wanted.map((name) => {
+      const j = columns.indexOf(name);
+      const data = scored.outcomes.map((o) => (o.ok ? o.outputs[j] : null));
+      return { name, shape: [rowsCount], datatype: typeof data[0] === 'string' ? 'BYTES' : 'FP64', data };
+    });
+
+    stats.inferenceCount += rowsCount;
+    stats.executionCount++;
+    stats.lastInference = Date.now();
+    stats.success.count++;
+    stats.success.ns += Math.round((performance.now() - started) * 1e6);
+    metrics.observeInfer(service.name, version.version, (performance.now() - started) / 1000, true);
+    return { model_name: service.name, model_version: version.version, id: body.id ?? '', outputs };
+  };
+  const inferOptions = { preHandler: ctx.limitConcurrency };
+  app.post('/v2/models/:name/infer', inferOptions, infer);
+  app.post('/v2/models/:name/versions/:version/infer', inferOptions, infer);
+
+  // Statistics extension (Triton's shape).
+  const statsOf = (service: Service, only?: string) =>
+    [...service.versions.values()]
+      .filter((v) => only === undefined || v.version === only)
+      .map((v) => ({
+        name: service.name,
+        version: v.version,
+        last_inference: v.stats.lastInference,
+        inference_count: v.stats.inferenceCount,
+        execution_count: v.stats.executionCount,
+        inference_stats: { success: v.stats.success, fail: v.stats.fail },
+      }));
+  app.get('/v2/models/stats', async () => ({ model_stats: repository.list().flatMap((s) => statsOf(s)) }));
+  const modelStats = async (request: { params: unknown }, reply: FastifyReply) => {
+    const target = resolve(request.params, reply);
+    if (!target) return reply;
+    const { version } = modelParams.parse(request.params);
+    return { model_stats: statsOf(target.service, version) };
+  };
+  app.get('/v2/models/:name/stats', modelStats);
+  app.get('/v2/models/:name/versions/:version/stats', modelStats);
+
+  // Model repository extension. Index is read-only; load and unload are admin operations.
+  app.post('/v2/repository/index', async () => repository.index());
+  app.post('/v2/repository/models/:name/load', { preHandler: ctx.requireAdmin }, async (request, reply) => {
+    const { name } = modelParams.parse(request.params);
+    try {
+      const service = await repository.load(name);
+      return { name, versions: [...service.versions.keys()], default_version: service.defaultVersion.version };
+    } catch (err) {
+      if (err instanceof ServiceLoadError) return error(reply, 400, `load refused, the loaded version (if any) keeps serving: ${err.message}`);
+      throw err;
+    }
+  });
+  app.post('/v2/repository/models/:name/unload', { preHandler: ctx.requireAdmin }, async (request, reply) => {
+    const { name } = modelParams.parse(request.params);
+    return repository.unload(name) ? { name, unloaded: true } : error(reply, 404, `no model named ${JSON.stringify(name)} is loaded`);
+  });
+}
