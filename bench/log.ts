@@ -1,0 +1,157 @@
+/**
+ * Decision log micro-benchmark: appends/s and append latency (call → promise resolved, i.e.
+ * the moment the server could answer 2xx) for the SQLite adapter, group commit vs one
+ * transaction per record, synchronous NORMAL vs FULL, with many appends in flight as a busy
+ * server has. The database lives under RTML_BENCH_DIR or the OS temp dir: put that on the
+ * disk production uses, fsync cost is the whole story for FULL.
+ *
+ *   node --import tsx bench/log.ts            # prints every variant
+ *   import { benchDecisionLog } from './log.ts'  // the bench runner: the default config's figures
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { openSqliteDecisionLog, type SqliteDecisionLogOptions } from '../src/log/sqlite.ts';
+import type { DecisionRecord } from '../src/log/types.ts';
+
+export interface LogBenchResult {
+  appendsPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+export interface LogBenchVariant extends LogBenchResult {
+  name: string;
+  options: SqliteDecisionLogOptions;
+  /** Appends in flight at once (closed loop). */
+  concurrency: number;
+  appends: number;
+  /** Mean records per transaction. */
+  meanBatch: number;
+}
+
+interface VariantSpec {
+  name: string;
+  options: SqliteDecisionLogOptions;
+  concurrency: number;
+}
+
+/** A record shaped like a credit decision: a 20-field request, a 30-wide input vector. */
+function makeRecord(i: number): DecisionRecord {
+  const request: Record<string, unknown> = { applicant: `a-${i}`, term: 'term_36', purpose: 'debt_consolidation', emp_length: null };
+  for (let k = 0; k < 16; k++) request[`f${k}`] = (i * 7919 + k * 104729) % 100000 / 100;
+  const inputs: (number | null)[] = [];
+  for (let k = 0; k < 30; k++) inputs.push(k % 11 === 3 ? null : ((i + k) % 997) / 7);
+  const score = (i % 1000) / 1000;
+  return {
+    id: `d-${i}`,
+    time: new Date().toISOString(),
+    service: 'credit',
+    model: { name: 'credit', version: '3' },
+    policyVersion: 'p-7',
+    request,
+    inputs,
+    outputs: { p_bad: score, p_good: 1 - score },
+    score,
+    decision: score > 0.7 ? 'decline' : score > 0.4 ? 'review' : 'approve',
+    reasons: [
+      { code: 'score_band', message: `score ${score.toFixed(3)} in band` },
+      { code: 'policy', message: 'standard policy' },
+    ],
+    fallback: { used: false, cause: null },
+    timingsMs: { validation: 0.02, features: 0.01, model: 0.05, policy: 0.01, log: 0, total: 0.1 },
+  };
+}
+
+function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
+}
+
+/** Closed loop: `concurrency` workers each append, await, repeat, until `durationMs` or `maxAppends`. */
+async function runVariant(spec: VariantSpec, durationMs: number, maxAppends: number): Promise<LogBenchVariant> {
+  const dir = mkdtempSync(join(process.env.RTML_BENCH_DIR ?? tmpdir(), 'rtml-bench-log-'));
+  const log = openSqliteDecisionLog(dir, spec.options);
+  try {
+    // Warm-up: statement caches, file growth.
+    await Promise.all(Array.from({ length: 256 }, (_, i) => log.append({ ...makeRecord(i), id: `warm-${i}` })));
+    const commits0 = log.stats.commits;
+    const latencies = new Float64Array(maxAppends);
+    let next = 0;
+    const start = performance.now();
+    const deadline = start + durationMs;
+    async function worker(): Promise<void> {
+      while (next < maxAppends && performance.now() < deadline) {
+        const i = next++;
+        const record = makeRecord(i);
+        const t0 = performance.now();
+        await log.append(record);
+        latencies[i] = performance.now() - t0;
+      }
+    }
+    await Promise.all(Array.from({ length: spec.concurrency }, worker));
+    const elapsed = performance.now() - start;
+    const done = latencies.subarray(0, next).sort();
+    const commits = log.stats.commits - commits0;
+    return {
+      name: spec.name,
+      options: spec.options,
+      concurrency: spec.concurrency,
+      appends: next,
+      appendsPerSec: Math.round((next / elapsed) * 1000),
+      p50Ms: percentile(done, 0.5),
+      p99Ms: percentile(done, 0.99),
+      meanBatch: commits ? next / commits : 0,
+    };
+  } finally {
+    await log.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export const LOG_BENCH_VARIANTS: VariantSpec[] = [
+  { name: 'group commit, full (default)', options: {}, concurrency: 64 },
+  { name: 'group commit, normal', options: { synchronous: 'normal' }, concurrency: 64 },
+  { name: 'group commit 2ms timer, full', options: { maxDelayMs: 2 }, concurrency: 64 },
+  { name: 'group commit 2ms timer, normal', options: { synchronous: 'normal', maxDelayMs: 2 }, concurrency: 64 },
+  { name: 'per-record commit, full', options: { maxBatch: 1 }, concurrency: 64 },
+  { name: 'per-record commit, normal', options: { synchronous: 'normal', maxBatch: 1 }, concurrency: 64 },
+  { name: 'group commit, full, 512 in flight', options: {}, concurrency: 512 },
+  { name: 'group commit, normal, 512 in flight', options: { synchronous: 'normal' }, concurrency: 512 },
+  { name: 'one in flight, full', options: {}, concurrency: 1 },
+  { name: 'one in flight, normal', options: { synchronous: 'normal' }, concurrency: 1 },
+];
+
+/** Every variant, in order. */
+export async function benchDecisionLogVariants(durationMs = 2000, maxAppends = 1_000_000): Promise<LogBenchVariant[]> {
+  const out: LogBenchVariant[] = [];
+  for (const spec of LOG_BENCH_VARIANTS) out.push(await runVariant(spec, durationMs, maxAppends));
+  return out;
+}
+
+/** The default configuration (group commit, synchronous FULL, 64 appends in flight). */
+export async function benchDecisionLog(durationMs = 2000): Promise<LogBenchResult & { variant: LogBenchVariant }> {
+  const variant = await runVariant(LOG_BENCH_VARIANTS[0], durationMs, 1_000_000);
+  return { appendsPerSec: variant.appendsPerSec, p50Ms: variant.p50Ms, p99Ms: variant.p99Ms, variant };
+}
+
+export function formatLogBench(variants: LogBenchVariant[]): string {
+  const rows = variants.map((v) => [
+    v.name,
+    String(v.concurrency),
+    v.appendsPerSec.toLocaleString('en-US'),
+    v.p50Ms.toFixed(3),
+    v.p99Ms.toFixed(3),
+    v.meanBatch.toFixed(1),
+  ]);
+  const head = ['variant', 'in flight', 'appends/s', 'p50 ms', 'p99 ms', 'records/commit'];
+  const widths = head.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
+  const line = (r: string[]) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ');
+  return [line(head), ...rows.map(line)].join('\n');
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const durationMs = Number(process.env.RTML_BENCH_MS ?? 2000);
+  console.log(formatLogBench(await benchDecisionLogVariants(durationMs)));
+}

@@ -1,0 +1,118 @@
+/**
+ * The decision log: every decision rtml answers is appended here, and the server answers 2xx
+ * only once `append` has resolved, i.e. once the record is committed. This file is the
+ * store-neutral contract; `sqlite.ts` is the embedded default adapter (a PostgreSQL one can
+ * implement the same interface).
+ */
+
+export interface DecisionRecord {
+  /** Caller-supplied or generated; unique per service. */
+  id: string;
+  /** When the decision was made: ISO 8601 UTC with milliseconds, `YYYY-MM-DDTHH:MM:SS.sssZ`. */
+  time: string;
+  service: string;
+  /** null for rules-only services. */
+  model: { name: string; version: string } | null;
+  policyVersion: string | null;
+  /** The raw request JSON as received (stored as JSON text; `undefined` reads back as null). */
+  request: unknown;
+  /** The exact encoded model input vector (NaN stored as null); null when the model did not run. */
+  inputs: (number | null)[] | null;
+  /** Named model outputs (non-finite numbers read back as null, as in JSON). */
+  outputs: Record<string, number | string> | null;
+  score: number | null;
+  /** The action. */
+  decision: string;
+  reasons: { code: string; message: string }[];
+  fallback: { used: boolean; cause: string | null };
+  safeMode?: boolean;
+  /** Per stage: validation, features, model, policy, log, total. */
+  timingsMs: Record<string, number>;
+}
+
+export interface DecisionQuery {
+  service?: string;
+  /** Inclusive lower bound on `time` (any date string `Date` parses; compared in UTC). */
+  since?: string;
+  /** Exclusive upper bound on `time`. */
+  until?: string;
+  /** At most this many records (default {@link DEFAULT_QUERY_LIMIT}, capped at {@link MAX_QUERY_LIMIT}). */
+  limit?: number;
+}
+
+export const DEFAULT_QUERY_LIMIT = 100;
+export const MAX_QUERY_LIMIT = 10_000;
+
+export interface DecisionLogStats {
+  /** Records committed since open. */
+  appended: number;
+  /** Transactions committed since open (appended / commits = mean group-commit batch size). */
+  commits: number;
+  /** Records accepted by `append` whose promise has not settled yet. */
+  pending: number;
+}
+
+export interface DecisionLog {
+  /**
+   * Resolves once the record is durable (committed): the server answers 2xx only after this.
+   * Rejects with {@link DuplicateDecisionError} when the service already has a record with this
+   * id (other records committed alongside it are unaffected), {@link InvalidDecisionRecordError}
+   * for a malformed record, {@link DecisionLogClosedError} after `close()`.
+   */
+  append(record: DecisionRecord): Promise<void>;
+  get(service: string, id: string): Promise<DecisionRecord | null>;
+  /** Newest first (by `time`, then append order), optionally within a time range; bounded by limit. */
+  query(filter: DecisionQuery): Promise<DecisionRecord[]>;
+  count(service?: string): Promise<number>;
+  /** Flushes everything pending, then closes. Idempotent. */
+  close(): Promise<void>;
+  /** For metrics. */
+  readonly stats: DecisionLogStats;
+}
+
+export type DecisionLogErrorCode =
+  | 'DUPLICATE_DECISION' // this service already has a decision with this id
+  | 'INVALID_DECISION' // the record is malformed
+  | 'LOG_CLOSED' // append or read after close()
+  | 'WRITE_FAILED' // the store failed (disk full, I/O error, locked): the batch was rolled back, nothing in it committed
+  | 'SCHEMA_VERSION' // the store was written by a newer rtml
+  | 'NOT_A_DECISION_LOG'; // the store exists but is not an rtml decision log
+
+/** Base class of the log's own errors; `code` is stable for callers to branch on. */
+export class DecisionLogError extends Error {
+  constructor(
+    readonly code: DecisionLogErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+export class DuplicateDecisionError extends DecisionLogError {
+  constructor(
+    readonly service: string,
+    readonly id: string,
+  ) {
+    super('DUPLICATE_DECISION', `decision log: service ${JSON.stringify(service)} already has a decision with id ${JSON.stringify(id)}`);
+  }
+}
+
+export class InvalidDecisionRecordError extends DecisionLogError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('INVALID_DECISION', `decision log: invalid record: ${message}`, options);
+  }
+}
+
+export class DecisionLogClosedError extends DecisionLogError {
+  constructor() {
+    super('LOG_CLOSED', 'decision log: the log is closed');
+  }
+}
+
+/** Raised at open when the store was written by a newer rtml (or isn't a decision log at all). */
+export class DecisionLogSchemaError extends DecisionLogError {}
+
+/** `YYYY-MM-DDTHH:MM:SS.sssZ`, the only `time` format stored, so that text order is time order. */
+export const DECISION_TIME_PATTERN = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;

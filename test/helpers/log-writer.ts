@@ -1,0 +1,71 @@
+/**
+ * Child process for the kill -9 test (test/log-sqlite.test.ts): opens the decision log in
+ * argv[2] and appends records as fast as it can, `concurrency` appends always in flight, until
+ * it is killed. Each id is written to stdout, one line, ONLY after its append promise resolved:
+ * a printed line is a decision the server would have answered 2xx.
+ *
+ * The ack goes straight to fd 1 with a synchronous write(2) (`fs.writeSync`), never through
+ * `process.stdout` (whose pipe writes may be queued in this process and die with it): once the
+ * call returns, the line is in the kernel's pipe buffer and survives SIGKILL. Lines are short,
+ * so each write is one complete line; the parent still counts only newline-terminated lines.
+ *
+ *   node --import tsx test/helpers/log-writer.ts <dataDir> <normal|full> <concurrency>
+ */
+import { writeSync } from 'node:fs';
+import { openSqliteDecisionLog } from '../../src/log/sqlite.ts';
+import type { DecisionRecord } from '../../src/log/types.ts';
+
+const [dataDir, synchronous = 'normal', concurrencyArg = '64'] = process.argv.slice(2);
+if (!dataDir || (synchronous !== 'normal' && synchronous !== 'full')) {
+  process.stderr.write('usage: log-writer.ts <dataDir> <normal|full> <concurrency>\n');
+  process.exit(2);
+}
+const concurrency = Number(concurrencyArg);
+
+const log = openSqliteDecisionLog(dataDir, { synchronous });
+
+function writerRecord(n: number): DecisionRecord {
+  return {
+    id: `w-${n}`,
+    time: new Date().toISOString(),
+    service: 'kill9',
+    model: { name: 'm', version: '1' },
+    policyVersion: 'p1',
+    request: { n, text: `request ${n} ✓`, nested: { list: [n, n + 1, null] } },
+    inputs: [n, NaN, n / 3],
+    outputs: { p_bad: (n % 100) / 100, label: n % 2 ? 'bad' : 'good' },
+    score: (n % 100) / 100,
+    decision: n % 2 ? 'decline' : 'approve',
+    reasons: [{ code: 'r', message: `reason ${n}` }],
+    fallback: { used: n % 10 === 0, cause: n % 10 === 0 ? 'timeout' : null },
+    timingsMs: { total: 0.1 },
+  };
+}
+
+function ack(id: string): void {
+  const line = Buffer.from(`${id}\n`);
+  let off = 0;
+  while (off < line.length) {
+    try {
+      off += writeSync(1, line, off);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err; // a non-blocking pipe that is full: retry
+    }
+  }
+}
+
+let next = 0;
+async function worker(): Promise<void> {
+  for (;;) {
+    const n = next++;
+    await log.append(writerRecord(n));
+    ack(`w-${n}`);
+  }
+}
+
+for (let i = 0; i < concurrency; i++) {
+  worker().catch((err) => {
+    process.stderr.write(`log-writer: ${(err as Error).stack ?? String(err)}\n`);
+    process.exit(1);
+  });
+}
