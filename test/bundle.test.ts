@@ -28,7 +28,7 @@ describe('bundle manifest', () => {
   it('loads a bundle whose features come from the model file', async () => {
     const bundle = await loadBundle(tempBundle({ 'rtml.yaml': yaml(''), 'model.json': model }));
     assert.deepEqual(bundle.encoding.columns, ['a', 'b']);
-    assert.deepEqual(bundle.outputs.columns, ['p_bad']);
+    assert.deepEqual(bundle.outputs?.columns, ['p_bad']);
     assert.equal(bundle.goldenPath, null);
   });
 

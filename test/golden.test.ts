@@ -8,7 +8,7 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
-import { loadBundle } from '../src/bundle/load.ts';
+import { loadModelBundle } from '../src/bundle/load.ts';
 import { checkGolden } from '../src/bundle/golden.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -18,7 +18,7 @@ const bundles = [join(ROOT, 'examples/credit'), ...readdirSync(FIXTURES).sort().
 describe('golden parity at 1e-6', () => {
   for (const dir of bundles) {
     it(dir.slice(ROOT.length), async () => {
-      const bundle = await loadBundle(dir);
+      const bundle = await loadModelBundle(dir);
       assert.ok(bundle.goldenPath, 'every fixture bundle has a golden file');
       const report = await checkGolden(bundle, 1e-6);
       assert.deepEqual(report.failures.slice(0, 5), []);
@@ -30,7 +30,7 @@ describe('golden parity at 1e-6', () => {
   it('covers every objective the issue names, dart, categorical splits, missing values and ONNX', async () => {
     const seen = new Set<string>();
     for (const dir of bundles) {
-      const bundle = await loadBundle(dir);
+      const bundle = await loadModelBundle(dir);
       const info = bundle.model.info;
       if (bundle.model.format === 'onnx') seen.add('onnx');
       if (typeof info.objective === 'string') seen.add(info.objective);
@@ -49,7 +49,7 @@ describe('golden parity at 1e-6', () => {
   });
 
   it('`rtml check` fails when the model no longer matches its golden file', async () => {
-    const bundle = await loadBundle(join(ROOT, 'examples/credit'));
+    const bundle = await loadModelBundle(join(ROOT, 'examples/credit'));
     const report = await checkGolden(bundle, 0);
     // At tolerance 0 the float32→float64 output differences show: the check really compares.
     assert.ok(report.failures.length > 0 && report.maxDiff > 0);

@@ -9,7 +9,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { parse } from 'csv-parse/sync';
-import { loadBundle, type Bundle } from '../src/bundle/load.ts';
+import { loadModelBundle, type ModelBundle } from '../src/bundle/load.ts';
 import { scoreFile } from '../src/batch/score-file.ts';
 import { createScorer } from '../src/pipeline/score.ts';
 import { tempDir } from './helpers/tmp.ts';
@@ -33,9 +33,9 @@ const withCell = (line: string, column: string, value: string) => {
 };
 
 describe('rtml score', () => {
-  let bundle: Bundle;
+  let bundle: ModelBundle;
   before(async () => {
-    bundle = await loadBundle(CREDIT);
+    bundle = await loadModelBundle(CREDIT);
   });
 
   it('scores every good row, reports each bad one by line and rule, and exits 1', () => {
@@ -127,9 +127,9 @@ describe('rtml score', () => {
     };
     const peakRss = (file: string) => {
       const script = `
-        import { loadBundle } from './src/bundle/load.ts';
+        import { loadModelBundle } from './src/bundle/load.ts';
         import { scoreFile } from './src/batch/score-file.ts';
-        const bundle = await loadBundle(${JSON.stringify(CREDIT)});
+        const bundle = await loadModelBundle(${JSON.stringify(CREDIT)});
         const s = await scoreFile(bundle, { input: ${JSON.stringify(file)}, output: ${JSON.stringify(join(dir, 'out.csv'))} });
         console.log(JSON.stringify({ rows: s.scored, rss: process.resourceUsage().maxRSS }));`;
       const run = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', cwd: ROOT });

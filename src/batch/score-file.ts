@@ -10,7 +10,7 @@ import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
 import { createInterface } from 'node:readline';
 import { parse as parseCsv, type Info } from 'csv-parse';
-import type { Bundle } from '../bundle/load.ts';
+import type { ModelBundle } from '../bundle/load.ts';
 import type { FieldError, RawRow } from '../bundle/encoding.ts';
 import { createScorer } from '../pipeline/score.ts';
 
@@ -111,7 +111,7 @@ async function write(out: Writable, text: string): Promise<void> {
   if (!out.write(text)) await once(out, 'drain');
 }
 
-export async function scoreFile(bundle: Bundle, options: ScoreFileOptions): Promise<ScoreFileSummary> {
+export async function scoreFile(bundle: ModelBundle, options: ScoreFileOptions): Promise<ScoreFileSummary> {
   const started = performance.now();
   const inputFormat = options.inputFormat ?? formatOf(options.input);
   const outputFormat = options.outputFormat ?? formatOf(options.output);

@@ -7,7 +7,7 @@
  * can time each one and put its policy between them, while still running these functions
  * and no second implementation.
  */
-import type { Bundle } from '../bundle/load.ts';
+import type { ModelBundle } from '../bundle/load.ts';
 import type { FieldError, RawRow, RowEncoder } from '../bundle/encoding.ts';
 import type { OutputValue } from '../bundle/outputs.ts';
 
@@ -39,7 +39,7 @@ export interface ScoreOptions {
 }
 
 export interface Scorer {
-  readonly bundle: Bundle;
+  readonly bundle: ModelBundle;
   /** Names of the output columns each scored row gets. */
   readonly outputColumns: readonly string[];
   /** Stage 1: validate and encode. */
@@ -50,7 +50,7 @@ export interface Scorer {
   scoreRows(rows: readonly RawRow[]): Promise<ScoredBatch>;
 }
 
-export function createScorer(bundle: Bundle, options: ScoreOptions): Scorer {
+export function createScorer(bundle: ModelBundle, options: ScoreOptions): Scorer {
   const encodeRow: RowEncoder = bundle.encoding.encoder({ fromText: options.fromText });
   const width = bundle.encoding.width;
   const { model, outputs } = bundle;
