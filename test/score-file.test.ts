@@ -67,7 +67,9 @@ describe('rtml score', () => {
 
     const out = parse(readFileSync(output), { columns: true }) as Record<string, string>[];
     assert.equal(out.length, 195);
-    assert.deepEqual(Object.keys(out[0]), [...columns, 'p_bad']);
+    // The policy's decision follows the model's output, as the server would give it.
+    assert.deepEqual(Object.keys(out[0]), [...columns, 'p_bad', 'decision', 'reason_codes', 'fallback']);
+    assert.ok(out.every((r) => ['approve', 'review', 'decline'].includes(r.decision) && /^[A-Z_ ]+$/.test(r.reason_codes)));
     // Extra columns such as the label pass through, and rows keep their order.
     assert.equal(out[0].Class, cell(good[0], 'Class').replaceAll('"', ''));
     assert.equal(out[9].funded_amnt, cell(good[10], 'funded_amnt'));

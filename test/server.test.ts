@@ -37,18 +37,24 @@ describe('decision API', () => {
     for (const stage of ['validation', 'features', 'model', 'policy', 'log', 'total']) assert.equal(typeof body.timings_ms[stage], 'number', stage);
   });
 
-  it('gives the score batch scoring gives for the same row', async () => {
+  it('gives the score, decision and reasons batch scoring gives for the same rows', async () => {
     const { loadModelBundle } = await import('../src/bundle/load.ts');
-    const { createScorer } = await import('../src/pipeline/score.ts');
+    const { scoreFile } = await import('../src/batch/score-file.ts');
+    const { tempDir } = await import('./helpers/tmp.ts');
+    const dir = tempDir();
+    writeFileSync(join(dir, 'in.jsonl'), rows.map((r) => JSON.stringify(r)).join('\n'));
     const bundle = await loadModelBundle(server.repository + '/credit');
-    const batch = await createScorer(bundle, { fromText: false }).scoreRows(rows.slice(0, 40));
-    for (let i = 0; i < 40; i++) {
-      const body = await (await server.post('/v1/services/credit/decisions', rows[i])).json();
-      const outcome = batch.outcomes[i];
-      if (body.fallback.used || body.score === null) continue;
-      assert.ok(outcome.ok);
-      assert.equal(body.score, outcome.score, `row ${i}`);
+    await scoreFile(bundle, { input: join(dir, 'in.jsonl'), output: join(dir, 'out.jsonl') });
+    const batch = readFileSync(join(dir, 'out.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const actions = new Set<string>();
+    for (let i = 0; i < rows.length; i++) {
+      const live = await (await server.post('/v1/services/credit/decisions', rows[i])).json();
+      assert.equal(live.decision, batch[i].decision, `row ${i}`);
+      assert.equal(live.reasons.map((r: { code: string }) => r.code).join(' '), batch[i].reason_codes, `row ${i}`);
+      if (live.score !== null) assert.equal(live.score, batch[i].p_bad, `row ${i}`);
+      actions.add(live.decision);
     }
+    assert.deepEqual([...actions].sort(), ['approve', 'decline', 'review']);
   });
 
   it('answers 400 naming every bad field and rule, and never 5xx for bad input', async () => {

@@ -13,6 +13,9 @@ import { parse as parseCsv, type Info } from 'csv-parse';
 import type { ModelBundle } from '../bundle/load.ts';
 import type { FieldError, RawRow } from '../bundle/encoding.ts';
 import { createScorer } from '../pipeline/score.ts';
+import { decideAfterModel, namedOutputs } from '../pipeline/policy.ts';
+import { textRowConverter } from '../decision/index.ts';
+import type { OutputValue } from '../bundle/outputs.ts';
 
 export type FileFormat = 'csv' | 'jsonl';
 
@@ -30,6 +33,8 @@ export interface ScoreFileOptions {
   /** Rows scored per model call. */
   chunkSize?: number;
   onFailure?: (failure: RowFailure) => void;
+  /** Add the policy's decision, reason codes and fallback cause when the bundle has a policy (default true). */
+  decisions?: boolean;
   /** Called after each chunk with bytes of input read so far and the total (null for stdin). */
   onProgress?: (bytesRead: number, totalBytes: number | null, rowsDone: number) => void;
 }
@@ -117,7 +122,19 @@ export async function scoreFile(bundle: ModelBundle, options: ScoreFileOptions):
   const outputFormat = options.outputFormat ?? formatOf(options.output);
   const chunkSize = options.chunkSize ?? 2048;
   const scorer = createScorer(bundle, { fromText: inputFormat === 'csv' });
-  const outputColumns = scorer.outputColumns;
+  // With a policy, each row also gets the decision the server would give it.
+  const policy = options.decisions === false ? null : bundle.policy;
+  const typed = inputFormat === 'csv' ? textRowConverter(bundle.encoding.features) : (row: RawRow) => row;
+  const outputColumns = policy ? [...scorer.outputColumns, 'decision', 'reason_codes', 'fallback'] : scorer.outputColumns;
+  const outputValues = (row: RawRow, outcome: { score: number; outputs: OutputValue[] }): OutputValue[] => {
+    if (!policy) return outcome.outputs;
+    const features = typed(row);
+    const pre = policy.preDecide(features);
+    const verdict = pre
+      ? { decision: pre, fallbackCause: null }
+      : decideAfterModel(policy, features, { ok: true, score: outcome.score, outputs: namedOutputs(scorer.outputColumns, outcome.outputs) });
+    return [...outcome.outputs, verdict.decision.action, verdict.decision.reasons.map((r) => r.code).join(' '), verdict.fallbackCause ?? ''];
+  };
 
   const totalBytes = options.input === '-' ? null : statSync(options.input).size;
   const input = options.input === '-' ? process.stdin : createReadStream(options.input, { highWaterMark: 1 << 16 });
@@ -168,13 +185,14 @@ export async function scoreFile(bundle: ModelBundle, options: ScoreFileOptions):
       }
       summary.scored++;
       const row = record.row;
+      const values = outputValues(row, outcome);
       if (outputFormat === 'csv') {
         const cells = header.columns!.map((c) => csvCell(row[c]));
-        for (const v of outcome.outputs) cells.push(csvCell(v));
+        for (const v of values) cells.push(csvCell(v));
         lines.push(csvLine(cells));
       } else {
         const record: Record<string, unknown> = { ...row };
-        outputColumns.forEach((c, j) => (record[c] = outcome.outputs[j]));
+        outputColumns.forEach((c, j) => (record[c] = values[j]));
         lines.push(JSON.stringify(record) + '\n');
       }
     }

@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve } from 'node:path';
-import { isNode, LineCounter, parseDocument } from 'yaml';
+import { ConfigError, readYaml, yamlPath, type ConfigProblem } from '../config/yaml.ts';
 import { loadModel, ModelLoadError, type ModelRuntime } from '../models/index.ts';
 import { buildEncoding, type Encoding } from './encoding.ts';
 import { loadPolicy, POLICY_FILE, PolicyError, type Policy } from '../decision/index.ts';
@@ -42,22 +42,10 @@ export function hasModel(bundle: Bundle): bundle is ModelBundle {
 }
 
 /** One problem in a bundle, located as precisely as we can: file, YAML path, line. */
-export interface BundleProblem {
-  file: string;
-  path: string;
-  line?: number;
-  rule: string;
-}
+export type BundleProblem = ConfigProblem;
 
-export class BundleError extends Error {
-  constructor(readonly problems: BundleProblem[]) {
-    super(problems.map(formatProblem).join('\n'));
-    this.name = 'BundleError';
-  }
-}
-
-function formatProblem(p: BundleProblem): string {
-  return `${p.file}${p.line ? `:${p.line}` : ''}: ${p.path ? `${p.path}: ` : ''}${p.rule}`;
+export class BundleError extends ConfigError {
+  override name = 'BundleError';
 }
 
 /** Reads and validates `rtml.yaml` without loading the model. */
@@ -69,32 +57,11 @@ export async function readManifest(dir: string): Promise<Manifest> {
   } catch {
     throw new BundleError([{ file, path: '', rule: `no ${MANIFEST_FILE} here: a bundle is a directory holding ${MANIFEST_FILE} and its model` }]);
   }
-  const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
-  if (doc.errors.length > 0) {
-    throw new BundleError(doc.errors.map((e) => ({ file, path: '', line: lineCounter.linePos(e.pos[0]).line, rule: `YAML syntax: ${e.message.split('\n')[0]}` })));
-  }
-  const parsed = manifestSchema.safeParse(doc.toJS({ maxAliasCount: 100 }));
+  const read = readYaml(text, file);
+  if (!read.ok) throw new BundleError(read.problems);
+  const parsed = manifestSchema.safeParse(read.value);
   if (parsed.success) return parsed.data;
-  throw new BundleError(
-    parsed.error.issues.map((issue) => {
-      const path = issue.path.map(String);
-      return { file, path: yamlPath(issue.path), line: lineOf(doc, lineCounter, path), rule: issue.message };
-    }),
-  );
-}
-
-function yamlPath(path: readonly PropertyKey[]): string {
-  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : `${i === 0 ? '' : '.'}${String(p)}`)).join('');
-}
-
-/** The line of the deepest node of `path` that exists in the document. */
-function lineOf(doc: ReturnType<typeof parseDocument>, counter: LineCounter, path: string[]): number | undefined {
-  for (let n = path.length; n >= 0; n--) {
-    const node = n === 0 ? doc.contents : doc.getIn(path.slice(0, n).map((p) => (/^\d+$/.test(p) ? Number(p) : p)), true);
-    if (isNode(node) && node.range) return counter.linePos(node.range[0]).line;
-  }
-  return undefined;
+  throw new BundleError(parsed.error.issues.map((issue) => ({ file, path: yamlPath(issue.path), line: read.locate(issue.path), rule: issue.message })));
 }
 
 /** Loads a bundle that must have a model (for scoring and parity checks). */
@@ -171,7 +138,7 @@ export async function loadBundle(dir: string): Promise<Bundle> {
       policy = await loadPolicy(policyFile, { features, outputs: outputs?.columns ?? [] });
     } catch (err) {
       if (!(err instanceof PolicyError)) throw err;
-      problems.push(...err.problems.map((p) => ({ file: p.file, path: p.path, line: p.line, rule: p.rule })));
+      problems.push(...err.problems);
     }
     if (policy && policy.usesModel && !model) problem('policy', 'the policy has score bands but the bundle has no model');
   }

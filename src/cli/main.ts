@@ -90,8 +90,9 @@ export function buildProgram(): Command {
     .option('--input-format <format>', 'csv or jsonl (default: from the file name)', parseFormat)
     .option('--output-format <format>', 'csv or jsonl (default: from the file name)', parseFormat)
     .option('--errors <file>', 'write every rejected row as a JSON line {line, errors}')
+    .option('--no-decisions', "only the model's outputs, without the policy's decision columns")
     .option('--quiet', 'no progress bar or per-row error lines')
-    .action(async (dir: string, opts: { input: string; output: string; inputFormat?: FileFormat; outputFormat?: FileFormat; errors?: string; quiet?: boolean }) => {
+    .action(async (dir: string, opts: { input: string; output: string; inputFormat?: FileFormat; outputFormat?: FileFormat; errors?: string; quiet?: boolean; decisions: boolean }) => {
       const bundle = await openBundle(dir, loadModelBundle);
       const errorsOut = opts.errors ? createWriteStream(opts.errors) : null;
       const shownLimit = 20;
@@ -105,6 +106,7 @@ export function buildProgram(): Command {
           output: opts.output,
           inputFormat: opts.inputFormat,
           outputFormat: opts.outputFormat ?? (opts.output === '-' ? opts.inputFormat : undefined),
+          decisions: opts.decisions,
           onFailure: (failure) => {
             errorsOut?.write(JSON.stringify(failure) + '\n');
             if (!opts.quiet && shown++ < shownLimit) process.stderr.write(`${bar ? '\n' : ''}${describeFailure(failure)}\n`);

@@ -24,10 +24,10 @@
  * line, YAML path and rule code.
  */
 import { readFile } from 'node:fs/promises';
-import { isNode, LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 import type { RawRow } from '../bundle/encoding.ts';
 import type { FeatureSpec } from '../bundle/manifest.ts';
+import { ConfigError, readYaml, yamlPath, type ConfigProblem, type Locate } from '../config/yaml.ts';
 import { compileExpr, ExprError, type Accessor, type CompiledExpr, type NameType } from './expr.ts';
 
 export const POLICY_FILE = 'policy.yaml';
@@ -158,25 +158,10 @@ export interface Policy {
 }
 
 /** One problem in a policy file, located as precisely as possible. */
-export interface PolicyProblem {
-  file: string;
-  /** YAML path, e.g. `pre_rules[2].when`. */
-  path: string;
-  line?: number;
-  /** The rule's code, when the problem is in a rule. */
-  code?: string;
-  rule: string;
-}
+export type PolicyProblem = ConfigProblem;
 
-export class PolicyError extends Error {
-  constructor(readonly problems: PolicyProblem[]) {
-    super(problems.map(formatProblem).join('\n'));
-    this.name = 'PolicyError';
-  }
-}
-
-function formatProblem(p: PolicyProblem): string {
-  return `${p.file}${p.line ? `:${p.line}` : ''}: ${p.path ? `${p.path}${p.code ? ` (${p.code})` : ''}: ` : ''}${p.rule}`;
+export class PolicyError extends ConfigError {
+  override name = 'PolicyError';
 }
 
 // ---------------------------------------------------------------------------------------
@@ -195,19 +180,9 @@ export async function loadPolicy(file: string, context: PolicyContext): Promise<
 
 /** Validates and compiles policy YAML text; `file` only names it in errors. */
 export function parsePolicy(text: string, context: PolicyContext, file = POLICY_FILE): Policy {
-  const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
-  if (doc.errors.length > 0) {
-    throw new PolicyError(doc.errors.slice(0, 20).map((e) => ({ file, path: '', line: lineCounter.linePos(e.pos[0]).line, rule: `YAML syntax: ${e.message.split('\n')[0]}` })));
-  }
-  const locate = (path: readonly (string | number)[]): number | undefined => {
-    for (let n = path.length; n >= 0; n--) {
-      const node = n === 0 ? doc.contents : doc.getIn(path.slice(0, n), true);
-      if (isNode(node) && node.range) return lineCounter.linePos(node.range[0]).line;
-    }
-    return undefined;
-  };
-  return buildPolicy(doc.toJS({ maxAliasCount: 100 }), context, file, locate);
+  const read = readYaml(text, file);
+  if (!read.ok) throw new PolicyError(read.problems);
+  return buildPolicy(read.value, context, file, read.locate);
 }
 
 /** Validates and compiles a policy given as an object (e.g. already parsed). Throws PolicyError. */
@@ -215,11 +190,6 @@ export function createPolicy(input: unknown, context: PolicyContext, file = POLI
   return buildPolicy(input, context, file, () => undefined);
 }
 
-function yamlPath(path: readonly PropertyKey[]): string {
-  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : `${i === 0 ? '' : '.'}${String(p)}`)).join('');
-}
-
-type Locate = (path: readonly (string | number)[]) => number | undefined;
 
 interface CompiledRule {
   readonly condition: CompiledExpr;

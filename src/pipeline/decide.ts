@@ -19,6 +19,7 @@ import type { Bundle } from '../bundle/load.ts';
 import type { OutputValue } from '../bundle/outputs.ts';
 import type { Decision, Reason } from '../decision/index.ts';
 import type { DecisionLog, DecisionRecord } from '../log/types.ts';
+import { decideAfterModel, namedOutputs, type ModelResult } from './policy.ts';
 import type { Scorer } from './score.ts';
 
 /** What the caller gets back. */
@@ -110,30 +111,34 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
 
   decision = policy?.preDecide(body) ?? null;
   if (!decision && scorer && encoded) {
-    fallbackCause = ctx.forcedFallback;
-    if (!fallbackCause && performance.now() > ctx.deadline) fallbackCause = 'deadline';
-    if (!fallbackCause) {
+    let result: ModelResult;
+    if (ctx.forcedFallback) result = { ok: false, cause: ctx.forcedFallback };
+    else if (performance.now() > ctx.deadline) result = { ok: false, cause: 'deadline' };
+    else {
       inputs = Array.from(encoded.inputs, (v) => (Number.isNaN(v) ? null : v));
       try {
         const raw = await withDeadline(scorer.predict(encoded.inputs, 1), ctx.deadline);
-        if (raw === null) fallbackCause = 'deadline';
+        if (raw === null) result = { ok: false, cause: 'deadline' };
         else {
           const mapping = scorer.bundle.outputs;
           score = mapping.score(raw, 0);
-          outputs = Object.fromEntries(mapping.columns.map((c, j) => [c, mapping.values(raw, 0)[j]]));
+          outputs = namedOutputs(mapping.columns, mapping.values(raw, 0));
+          result = { ok: true, score, outputs };
         }
       } catch (err) {
-        fallbackCause = `model_error: ${(err as Error).message.slice(0, 200)}`;
+        result = { ok: false, cause: `model_error: ${(err as Error).message.slice(0, 200)}` };
       }
     }
     lap('model');
-    if (score !== null && policy) {
-      const guard = policy.checkGuards(score);
-      if (!guard.ok) fallbackCause = `guard: ${guard.cause}`;
-    } else if (score !== null && !Number.isFinite(score)) fallbackCause = 'guard: score is not a finite number';
-  }
-  if (!decision && policy) {
-    decision = fallbackCause !== null || !scorer ? policy.fallback(body, fallbackCause ?? 'rules_only') : policy.decide(body, score!, outputs ?? undefined);
+    if (policy) {
+      const verdict = decideAfterModel(policy, body, result);
+      decision = verdict.decision;
+      fallbackCause = verdict.fallbackCause;
+    } else if (!result.ok) fallbackCause = result.cause;
+    else if (!Number.isFinite(result.score)) fallbackCause = 'guard: score is not a finite number';
+  } else if (!decision && policy) {
+    // A rules-only service: its heuristics are the policy, not a stand-in for a failed model.
+    decision = policy.fallback(body, 'rules_only');
   }
   lap('policy');
 
