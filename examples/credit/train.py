@@ -30,6 +30,7 @@ Split: stratified 80/20 with random_state 42.  Outputs (all beside this script):
                     1-4 nullable features set to null, and the model's probability for each
                     (xgboost's own predict, float32 written exactly)
 * ``metrics.json``  test ROC AUC, log loss, Brier score, sizes, xgboost version, params
+* ``train.csv``     the training rows, original CSV lines (the reference profile's data)
 * ``test.csv``      the held-out rows, original CSV lines unchanged (all columns incl.
                     Class), in their original file order -- for monitoring / replay work
 
@@ -229,6 +230,11 @@ def main():
         fh.write(lines[0] + "\n")
         for i in idx_test:
             fh.write(lines[i + 1] + "\n")
+    # training rows, the same way: the reference profile is measured on them
+    with open(os.path.join(HERE, "train.csv"), "w", encoding="utf-8", newline="") as fh:
+        fh.write(lines[0] + "\n")
+        for i in idx_train:
+            fh.write(lines[i + 1] + "\n")
 
     # golden rows: first N_GOLDEN test rows, then N_GOLDEN_NULL rows with some nulls
     golden = test.iloc[:N_GOLDEN + N_GOLDEN_NULL].drop(columns=[TARGET]).copy()
@@ -251,7 +257,7 @@ def main():
                                                            float(np.mean(y[idx_test]))))
     print("test ROC AUC %.4f  log loss %.4f  Brier %.4f  mean p %.4f" % (
         auc, metrics["test_log_loss"], metrics["test_brier"], metrics["test_mean_prediction"]))
-    print("wrote model.json, rtml.yaml, golden.jsonl (%d rows), metrics.json, test.csv in %s"
+    print("wrote model.json, rtml.yaml, golden.jsonl (%d rows), metrics.json, train.csv, test.csv in %s"
           % (len(golden), os.path.relpath(HERE)))
 
 
