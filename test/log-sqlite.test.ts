@@ -261,7 +261,7 @@ describe('sqlite decision log', () => {
     db.close();
     assert.throws(
       () => openSqliteDecisionLog(join(dir, 'nested', 'data')),
-      (e: DecisionLogError) => e.code === 'SCHEMA_VERSION' && /schema version 2, newer than the version 1 this rtml understands; upgrade rtml/.test(e.message),
+      (e: DecisionLogError) => e.code === 'SCHEMA_VERSION' && new RegExp(`schema version ${SQLITE_SCHEMA_VERSION + 1}, newer than the version ${SQLITE_SCHEMA_VERSION} this rtml understands; upgrade rtml`).test(e.message),
     );
 
     const foreign = logDir();
@@ -273,6 +273,43 @@ describe('sqlite decision log', () => {
     const garbage = logDir();
     writeFileSync(join(garbage, DECISION_LOG_FILE), 'this is not a database, just some text that is long enough to look like a header.....');
     assert.throws(() => openSqliteDecisionLog(garbage), (e: DecisionLogError) => e.code === 'NOT_A_DECISION_LOG' && /not a SQLite database/.test(e.message));
+  });
+
+  it('joins outcomes to logged decisions, replaces corrected ones, and streams them in recording order', async () => {
+    const log = openSqliteDecisionLog(logDir());
+    for (let i = 0; i < 5; i++) void log.append(record(`o-${i}`, { time: at(i * 1000), score: i / 10 }));
+    const first = await log.recordOutcomes('credit', [
+      { id: 'o-1', label: 'good' },
+      { id: 'o-3', label: 'bad', time: at(86_400_000) },
+      { id: 'nope', label: 'bad' },
+    ]);
+    assert.deepEqual(first, { joined: 2, unknown: ['nope'] });
+    const stream = await log.outcomesAfter(0);
+    assert.deepEqual(stream.items.map((o) => [o.id, o.label, o.score]), [['o-1', 'good', 0.1], ['o-3', 'bad', 0.3]]);
+    assert.equal(stream.items[1].outcomeTime, at(86_400_000));
+    assert.equal(stream.items[1].time, at(3000));
+    // A correction comes through the stream again; older cursors do not repeat the rest.
+    await log.recordOutcomes('credit', [{ id: 'o-1', label: 'bad' }]);
+    const next = await log.outcomesAfter(stream.cursor);
+    assert.deepEqual(next.items.map((o) => [o.id, o.label]), [['o-1', 'bad']]);
+    const window = await log.labelled('credit', { since: at(0), until: at(2500) });
+    assert.equal(window.decisions, 3);
+    assert.deepEqual(window.items.map((o) => [o.id, o.label]), [['o-1', 'bad']]);
+    await assert.rejects(log.recordOutcomes('credit', [{ id: 'o-2', label: 'bad', time: 'yesterday' }]), /time as YYYY/);
+    await log.close();
+  });
+
+  it('migrates a version 1 log (no outcomes table) in place', async () => {
+    const dir = logDir();
+    const log = openSqliteDecisionLog(dir);
+    await log.append(record('old-1'));
+    await log.close();
+    const db = new Database(join(dir, DECISION_LOG_FILE));
+    db.exec("DROP TABLE outcomes; UPDATE meta SET value = '1' WHERE key = 'schema_version'");
+    db.close();
+    const reopened = openSqliteDecisionLog(dir);
+    assert.deepEqual(await reopened.recordOutcomes('credit', [{ id: 'old-1', label: 'good' }]), { joined: 1, unknown: [] });
+    await reopened.close();
   });
 
   it('validates its options', () => {

@@ -44,6 +44,8 @@ import {
   MAX_QUERY_LIMIT,
   type DecisionLog,
   type DecisionLogStats,
+  type LabelledDecision,
+  type Outcome,
   type DecisionQuery,
   type DecisionRecord,
 } from './types.ts';
@@ -65,7 +67,7 @@ export interface SqliteDecisionLog extends DecisionLog {
 
 export const DECISION_LOG_FILE = 'decisions.sqlite';
 /** The schema this code writes; a file with a newer one is refused, an older one migrated. */
-export const SQLITE_SCHEMA_VERSION = 1;
+export const SQLITE_SCHEMA_VERSION = 2;
 
 const DEFAULTS = { synchronous: 'full', maxBatch: 256, maxDelayMs: 0 } as const;
 
@@ -107,8 +109,23 @@ CREATE INDEX decisions_service_model_version_time ON decisions (service, model_v
 CREATE INDEX decisions_fallback_time ON decisions (service, time) WHERE fallback_used = 1;
 `;
 
-/** Migrations from version N to N+1, by N. None yet: version 1 is the first. */
-const MIGRATIONS: Record<number, string> = {};
+/**
+ * Version 2: outcomes, joined to decisions by (service, id). A corrected outcome replaces
+ * the earlier one and gets a new seq, so streaming consumers see it again.
+ */
+const OUTCOMES_V2 = `
+CREATE TABLE outcomes (
+  seq          INTEGER PRIMARY KEY,
+  service      TEXT NOT NULL,
+  id           TEXT NOT NULL,
+  label        TEXT NOT NULL,
+  time         TEXT NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX outcomes_service_id ON outcomes (service, id);
+`;
+
+/** Migrations from version N to N+1, by N. */
+const MIGRATIONS: Record<number, string> = { 1: OUTCOMES_V2 };
 
 const COLUMNS =
   'service, id, time, decision, model_name, model_version, policy_version, score, fallback_used, fallback_cause, safe_mode, request, inputs, outputs, reasons, timings_ms';
@@ -176,6 +193,28 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
   const countAll = db.prepare<[], number>('SELECT count(*) FROM decisions').pluck();
   const countService = db.prepare<[string], number>('SELECT count(*) FROM decisions WHERE service = ?').pluck();
   const queries = new Map<string, Database.Statement<unknown[], StoredRow>>();
+  const decisionExists = db.prepare<[string, string], number>('SELECT 1 FROM decisions WHERE service = ? AND id = ?').pluck();
+  const putOutcome = db.prepare<[string, string, string, string]>('INSERT OR REPLACE INTO outcomes (service, id, label, time) VALUES (?, ?, ?, ?)');
+  const writeOutcomes = db.transaction((service: string, outcomes: readonly Outcome[], now: string) => {
+    const unknown: string[] = [];
+    let joined = 0;
+    for (const o of outcomes) {
+      if (decisionExists.get(service, o.id) === undefined) unknown.push(o.id);
+      else {
+        putOutcome.run(service, o.id, o.label, o.time ?? now);
+        joined++;
+      }
+    }
+    return { joined, unknown };
+  });
+  const LABELLED = `SELECT o.seq AS seq, d.service AS service, d.id AS id, d.time AS time, d.model_version AS modelVersion, d.score AS score,
+    d.decision AS decision, d.fallback_used AS fallbackUsed, o.label AS label, o.time AS outcomeTime
+    FROM outcomes o JOIN decisions d ON d.service = o.service AND d.id = o.id`;
+  type LabelledRow = Omit<LabelledDecision, 'fallbackUsed'> & { fallbackUsed: number };
+  const selectOutcomesAfter = db.prepare<[number, number], LabelledRow>(`${LABELLED} WHERE o.seq > ? ORDER BY o.seq LIMIT ?`);
+  const selectLabelled = db.prepare<[string, string, string], LabelledRow>(`${LABELLED} WHERE d.service = ? AND d.time >= ? AND d.time < ? ORDER BY d.time`);
+  const countInRange = db.prepare<[string, string, string], number>('SELECT count(*) FROM decisions WHERE service = ? AND time >= ? AND time < ?').pluck();
+  const fromLabelled = (r: LabelledRow): LabelledDecision => ({ ...r, fallbackUsed: r.fallbackUsed === 1 });
 
   /** Inserts the batch in one transaction; returns which rows were duplicates (nothing inserted). */
   const writeBatch = db.transaction((batch: Queued[]): boolean[] => batch.map((q) => insert.run(...q.row).changes === 0));
@@ -278,6 +317,31 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
       return queryStatement(filter).all(...params).map(fromRow);
     },
 
+    async recordOutcomes(service: string, outcomes: readonly Outcome[]) {
+      ensureOpen();
+      for (const o of outcomes) {
+        if (typeof o.id !== 'string' || typeof o.label !== 'string' || (o.time !== undefined && !DECISION_TIME_PATTERN.test(o.time))) {
+          throw new InvalidDecisionRecordError(`outcome ${JSON.stringify(o).slice(0, 200)}: needs a string id and label, and time as YYYY-MM-DDTHH:MM:SS.sssZ`);
+        }
+      }
+      flush(); // an outcome may follow its decision immediately
+      return writeOutcomes.immediate(service, outcomes, new Date().toISOString());
+    },
+
+    async outcomesAfter(cursor: number, limit = 10_000) {
+      ensureOpen();
+      const items = selectOutcomesAfter.all(cursor, Math.min(limit, MAX_QUERY_LIMIT)).map(fromLabelled);
+      return { cursor: items.length > 0 ? items[items.length - 1].seq : cursor, items };
+    },
+
+    async labelled(service: string, range: { since?: string; until?: string }) {
+      ensureOpen();
+      flush();
+      const since = range.since === undefined ? '' : normalizeBound('since', range.since);
+      const until = range.until === undefined ? '9999' : normalizeBound('until', range.until);
+      return { decisions: countInRange.get(service, since, until)!, items: selectLabelled.all(service, since, until).map(fromLabelled) };
+    },
+
     async count(service?: string): Promise<number> {
       ensureOpen();
       flush();
@@ -345,6 +409,7 @@ function migrate(db: Database.Database, path: string): void {
       throw new DecisionLogSchemaError('NOT_A_DECISION_LOG', `decision log: ${path} is a SQLite database but not an rtml decision log (it has tables ${tables.join(', ')} and no meta table)`);
     }
     db.exec(SCHEMA_V1);
+    db.exec(OUTCOMES_V2);
     const put = db.prepare<[string, string]>('INSERT INTO meta (key, value) VALUES (?, ?)');
     put.run('schema_version', String(SQLITE_SCHEMA_VERSION));
     put.run('created_at', new Date().toISOString());

@@ -52,7 +52,41 @@ export interface DecisionLogStats {
   pending: number;
 }
 
+/** The truth about a decision, arriving later (did the loan go bad?). */
+export interface Outcome {
+  id: string;
+  /** The observed label, as the bundle names classes ("bad"), or a number for regression. */
+  label: string;
+  /** When the outcome was observed; defaults to when it was recorded. */
+  time?: string;
+}
+
+/** A logged decision joined with its outcome. */
+export interface LabelledDecision {
+  seq: number;
+  service: string;
+  id: string;
+  /** When the decision was made. */
+  time: string;
+  modelVersion: string | null;
+  score: number | null;
+  decision: string;
+  fallbackUsed: boolean;
+  label: string;
+  /** When the outcome was observed. */
+  outcomeTime: string;
+}
+
 export interface DecisionLog {
+  /**
+   * Joins outcomes to logged decisions (a later outcome for the same decision replaces the
+   * earlier one). Ids with no logged decision are returned in `unknown` and not stored.
+   */
+  recordOutcomes(service: string, outcomes: readonly Outcome[]): Promise<{ joined: number; unknown: string[] }>;
+  /** Outcomes recorded after `cursor` (0 for all), in recording order, for streaming consumers. */
+  outcomesAfter(cursor: number, limit?: number): Promise<{ cursor: number; items: LabelledDecision[] }>;
+  /** Decisions of a service made in [since, until) that have an outcome, plus how many decisions were made then. */
+  labelled(service: string, range: { since?: string; until?: string }): Promise<{ decisions: number; items: LabelledDecision[] }>;
   /**
    * Resolves once the record is durable (committed): the server answers 2xx only after this.
    * Rejects with {@link DuplicateDecisionError} when the service already has a record with this
