@@ -13,6 +13,10 @@ import { readFileSync } from 'node:fs';
 import { openSqliteDecisionLog } from '../log/sqlite.ts';
 import { createServer, DEFAULT_CONFIG } from '../server/app.ts';
 import { buildProfile, writeProfile } from '../monitor/profile.ts';
+import { openRecords } from '../batch/records.ts';
+import { parseOutcome } from '../pipeline/outcomes.ts';
+import { parsePerturbation, simulate } from '../monitor/simulate.ts';
+import type { Outcome } from '../log/types.ts';
 
 const EXIT_FAILED = 1;
 const EXIT_ERROR = 2;
@@ -169,6 +173,99 @@ export function buildProgram(): Command {
           `${perf ? `, AUC ${perf.auc.toFixed(4)} on ${perf.rows} rows of ${perf.data}` : ''}\n`,
       );
       await bundle.model?.close?.();
+    });
+
+  program
+    .command('outcomes')
+    .description('join outcomes (id, label, optional time) from a CSV or JSON-lines file to logged decisions')
+    .argument('<bundle>', 'bundle directory (names the service and its classes)')
+    .requiredOption('-i, --input <file>', 'outcomes file: columns id, label, time (ISO 8601, optional)')
+    .option('--url <url>', "a running server's base URL: post there (its monitors see them at once)")
+    .option('--data-dir <dir>', 'or write straight into this decision log', process.env.RTML_DATA_DIR ?? '.rtml-data')
+    .action(async (dir: string, opts: { input: string; url?: string; dataDir: string }) => {
+      const bundle = await openBundle(dir, loadBundle);
+      const log = opts.url ? null : openSqliteDecisionLog(opts.dataDir);
+      const totals = { rows: 0, joined: 0, unknown: 0, invalid: 0 };
+      const send = async (batch: Outcome[]) => {
+        if (batch.length === 0) return;
+        if (log) {
+          const r = await log.recordOutcomes(bundle.name, batch);
+          totals.joined += r.joined;
+          totals.unknown += r.unknown.length;
+          return;
+        }
+        const res = await fetch(`${opts.url!.replace(/\/$/, '')}/v1/services/${bundle.name}/outcomes`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-ndjson' },
+          body: batch.map((o) => JSON.stringify(o)).join('\n'),
+        });
+        const body = (await res.json()) as { joined?: number; unknown?: string[]; error?: string };
+        if (!res.ok) throw new Error(`${opts.url} answered ${res.status}: ${body.error ?? JSON.stringify(body)}`);
+        totals.joined += body.joined ?? 0;
+        totals.unknown += body.unknown?.length ?? 0;
+      };
+      let batch: Outcome[] = [];
+      for await (const record of openRecords(opts.input)) {
+        totals.rows++;
+        const parsed = record.row === null ? { ok: false as const, message: record.syntaxError ?? 'unreadable' } : parseOutcome(bundle, record.row);
+        if (!parsed.ok) {
+          totals.invalid++;
+          if (totals.invalid <= 20) process.stderr.write(`line ${record.line}: ${parsed.message}\n`);
+          continue;
+        }
+        batch.push(parsed.outcome);
+        if (batch.length >= 1000) {
+          await send(batch);
+          batch = [];
+        }
+      }
+      await send(batch);
+      await log?.close();
+      process.stderr.write(`${totals.rows} outcomes: ${totals.joined} joined, ${totals.unknown} for unknown decisions, ${totals.invalid} invalid\n`);
+      if (totals.invalid > 0 || totals.unknown > 0) process.exitCode = EXIT_FAILED;
+    });
+
+  program
+    .command('simulate')
+    .description('send rows to a running server at a rate, optionally perturbed, and post their outcomes later')
+    .argument('<bundle>', 'bundle directory (names the service and its features)')
+    .requiredOption('-i, --input <file>', 'rows to send (.csv or .jsonl), cycled if --limit is larger')
+    .option('--url <url>', 'server base URL', 'http://127.0.0.1:8080')
+    .option('--rate <n>', 'requests per second (0: as fast as --concurrency allows)', parsePositiveInt, 100)
+    .option('--concurrency <n>', 'requests in flight at most', parsePositiveInt, 8)
+    .option('--limit <n>', 'rows to send', parsePositiveInt, 1000)
+    .option('--perturb <spec...>', 'scale:FEATURE:FACTOR, shift:FEATURE:DELTA, null:FEATURE, swap:FEATURE:A:B', [])
+    .option('--perturb-after <n>', 'rows sent unperturbed first', parsePositiveInt, 0)
+    .option('--label <column>', 'column with the true label, posted as the outcome later (never sent with the request)')
+    .option('--outcome-delay <n>', 'post each outcome this many decisions later (0: none)', parsePositiveInt, 0)
+    .option('--watch-every <n>', 'poll the monitoring endpoint every n decisions (0: never)', parsePositiveInt, 100)
+    .option('--id-prefix <prefix>', 'decision ids are PREFIX-n', `sim-${Date.now()}`)
+    .action(async (dir: string, opts: { input: string; url: string; rate: number; concurrency: number; limit: number; perturb: string[]; perturbAfter: number; label?: string; outcomeDelay: number; watchEvery: number; idPrefix: string }) => {
+      const bundle = await openBundle(dir, loadBundle);
+      let perturbations;
+      try {
+        perturbations = opts.perturb.map(parsePerturbation);
+      } catch (err) {
+        throw new InvalidArgumentError((err as Error).message);
+      }
+      const summary = await simulate({
+        url: opts.url,
+        service: bundle.name,
+        features: bundle.encoding.features,
+        input: opts.input,
+        rate: opts.rate,
+        concurrency: Math.max(1, opts.concurrency),
+        limit: opts.limit,
+        perturbations,
+        perturbAfter: opts.perturbAfter,
+        label: opts.label,
+        outcomeDelay: opts.outcomeDelay,
+        watchEvery: opts.watchEvery,
+        idPrefix: opts.idPrefix,
+        onProgress: (s) => process.stderr.write(`sent ${s.sent}, alerts ${s.alerts.length}, safe mode ${s.safeMode.engagedAt === null ? 'off' : s.safeMode.releasedAt === null ? 'on' : 'released'}\r`),
+      });
+      await bundle.model?.close?.();
+      process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
     });
 
   program

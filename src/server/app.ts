@@ -115,6 +115,9 @@ export async function createServer(config: ServerConfig, log: DecisionLog): Prom
     void reply.code(404).send({ error: `no route ${request.method} ${request.url.split('?')[0]}` });
   });
 
+  // Bulk outcomes come as JSON lines.
+  app.addContentTypeParser(['application/x-ndjson', 'application/jsonl'], { parseAs: 'string' }, (_request, body, done) => done(null, body));
+
   const context: ServerContext = { config, repository, log, metrics, requireAdmin, limitConcurrency };
   registerDecisionRoutes(app, context);
   registerOipRoutes(app, context);

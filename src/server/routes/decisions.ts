@@ -7,6 +7,8 @@ import { z } from 'zod';
 import type { RawRow } from '../../bundle/encoding.ts';
 import { DuplicateDecisionError } from '../../log/types.ts';
 import { decide, ModelUnavailable, RequestRejected } from '../../pipeline/decide.ts';
+import { parseOutcome } from '../../pipeline/outcomes.ts';
+import type { Outcome } from '../../log/types.ts';
 import type { ServerContext } from '../app.ts';
 import type { Service, ServiceVersion } from '../repository.ts';
 
@@ -96,6 +98,50 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
     const { name, id } = z.object({ name: z.string(), id: z.string() }).parse(request.params);
     const record = await log.get(name, id);
     return record ?? reply.code(404).send({ error: `no decision ${JSON.stringify(id)} for ${JSON.stringify(name)}` });
+  });
+
+  // Outcomes arrive later: one at a time, or in bulk as JSON lines (or a JSON array).
+  app.put('/v1/services/:name/decisions/:id/outcome', async (request, reply) => {
+    const { name, id } = z.object({ name: z.string(), id: z.string() }).parse(request.params);
+    const service = repository.get(name);
+    if (!service) return notFound(reply, name);
+    const body = typeof request.body === 'object' && request.body !== null ? { ...request.body, id } : request.body;
+    const parsed = parseOutcome(service.defaultVersion.bundle, body);
+    if (!parsed.ok) return reply.code(400).send({ error: parsed.message });
+    const result = await log.recordOutcomes(name, [parsed.outcome]);
+    if (result.unknown.length > 0) return reply.code(404).send({ error: `no logged decision ${JSON.stringify(id)} for ${name}` });
+    return { service: name, id, label: parsed.outcome.label, joined: true };
+  });
+
+  app.post('/v1/services/:name/outcomes', async (request, reply) => {
+    const { name } = nameParams.parse(request.params);
+    const service = repository.get(name);
+    if (!service) return notFound(reply, name);
+    let items: unknown[];
+    const errors: { line: number; message: string }[] = [];
+    if (typeof request.body === 'string') {
+      items = [];
+      request.body.split('\n').forEach((text, i) => {
+        if (text.trim() === '') return;
+        try {
+          items.push(JSON.parse(text));
+        } catch {
+          errors.push({ line: i + 1, message: 'not valid JSON' });
+          items.push(undefined);
+        }
+      });
+    } else if (Array.isArray(request.body)) items = request.body;
+    else return reply.code(400).send({ error: 'send JSON lines (content-type application/x-ndjson) or a JSON array of {id, label, time?}' });
+    const outcomes: Outcome[] = [];
+    items.forEach((item, i) => {
+      if (item === undefined) return;
+      const parsed = parseOutcome(service.defaultVersion.bundle, item);
+      if (parsed.ok) outcomes.push(parsed.outcome);
+      else errors.push({ line: i + 1, message: parsed.message });
+    });
+    const result = outcomes.length > 0 ? await log.recordOutcomes(name, outcomes) : { joined: 0, unknown: [] };
+    const status = errors.length > 0 && result.joined === 0 ? 400 : 200;
+    return reply.code(status).send({ service: name, received: items.length, joined: result.joined, unknown: result.unknown, errors });
   });
 
   app.put('/v1/services/:name/kill-switch', { preHandler: ctx.requireAdmin }, async (request, reply) => {

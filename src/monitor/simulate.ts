@@ -1,0 +1,189 @@
+/**
+ * A traffic simulator: replays rows from a file against a running server at a set rate,
+ * optionally perturbed from some row on (a feature scaled or shifted, nulled, categories
+ * swapped), posts the true outcomes after a delay, and watches the monitoring endpoint so
+ * it can say how many decisions after a fault the first alert came.
+ */
+import type { RawRow } from '../bundle/encoding.ts';
+import type { FeatureSpec } from '../bundle/manifest.ts';
+import { openRecords } from '../batch/records.ts';
+import { textRowConverter } from '../decision/index.ts';
+
+export type Perturbation =
+  | { kind: 'scale'; feature: string; factor: number }
+  | { kind: 'shift'; feature: string; delta: number }
+  | { kind: 'null'; feature: string }
+  | { kind: 'swap'; feature: string; a: string; b: string };
+
+/** Reads `scale:annual_inc:3`, `shift:int_rate:5`, `null:emp_length`, `swap:term:term_36:term_60`. */
+export function parsePerturbation(spec: string): Perturbation {
+  const [kind, feature, ...rest] = spec.split(':');
+  const number = (text: string | undefined) => {
+    const v = Number(text);
+    if (text === undefined || text.trim() === '' || !Number.isFinite(v)) throw new Error(`perturbation ${JSON.stringify(spec)}: ${JSON.stringify(text)} is not a number`);
+    return v;
+  };
+  if (!feature) throw new Error(`perturbation ${JSON.stringify(spec)}: name a feature, e.g. scale:annual_inc:3`);
+  switch (kind) {
+    case 'scale':
+      return { kind, feature, factor: number(rest[0]) };
+    case 'shift':
+      return { kind, feature, delta: number(rest[0]) };
+    case 'null':
+      return { kind, feature };
+    case 'swap':
+      if (rest.length !== 2) throw new Error(`perturbation ${JSON.stringify(spec)}: swap needs two categories, e.g. swap:term:term_36:term_60`);
+      return { kind, feature, a: rest[0], b: rest[1] };
+    default:
+      throw new Error(`perturbation ${JSON.stringify(spec)}: kind must be scale, shift, null or swap`);
+  }
+}
+
+export function perturb(row: Record<string, unknown>, p: Perturbation): void {
+  const v = row[p.feature];
+  switch (p.kind) {
+    case 'scale':
+      if (typeof v === 'number') row[p.feature] = v * p.factor;
+      break;
+    case 'shift':
+      if (typeof v === 'number') row[p.feature] = v + p.delta;
+      break;
+    case 'null':
+      row[p.feature] = null;
+      break;
+    case 'swap':
+      if (v === p.a) row[p.feature] = p.b;
+      else if (v === p.b) row[p.feature] = p.a;
+      break;
+  }
+}
+
+export interface SimulateOptions {
+  url: string;
+  service: string;
+  features: readonly FeatureSpec[];
+  input: string;
+  /** Requests per second (0: as fast as `concurrency` allows). */
+  rate: number;
+  concurrency: number;
+  /** Stop after this many rows (cycling through the file if needed). */
+  limit: number;
+  perturbations: readonly Perturbation[];
+  /** Rows sent before perturbations start. */
+  perturbAfter: number;
+  /** Column holding the true label, sent later as the outcome (never sent with the request). */
+  label?: string;
+  /** Post each outcome this many decisions after its decision (0: no outcomes). */
+  outcomeDelay: number;
+  /** Poll the monitoring endpoint every this many decisions (0: never). */
+  watchEvery: number;
+  idPrefix: string;
+  onProgress?: (summary: SimulateSummary) => void;
+}
+
+export interface SimulateSummary {
+  sent: number;
+  statuses: Record<string, number>;
+  actions: Record<string, number>;
+  fallbacks: Record<string, number>;
+  outcomesPosted: number;
+  /** First time each alert key was seen active, in decisions sent so far. */
+  alerts: { key: string; severity: string; atDecision: number }[];
+  /** Decisions sent when safe mode was first seen on, and then off again. */
+  safeMode: { engagedAt: number | null; releasedAt: number | null };
+  seconds: number;
+}
+
+async function* cycle(input: string, toTyped: (row: RawRow) => RawRow): AsyncGenerator<Record<string, unknown>> {
+  for (;;) {
+    let any = false;
+    for await (const record of openRecords(input)) {
+      if (record.row === null) continue;
+      any = true;
+      yield { ...toTyped(record.row) };
+    }
+    if (!any) throw new Error(`${input}: no readable rows`);
+  }
+}
+
+export async function simulate(options: SimulateOptions): Promise<SimulateSummary> {
+  const started = performance.now();
+  const base = options.url.replace(/\/$/, '');
+  const summary: SimulateSummary = { sent: 0, statuses: {}, actions: {}, fallbacks: {}, outcomesPosted: 0, alerts: [], safeMode: { engagedAt: null, releasedAt: null }, seconds: 0 };
+  const toTyped = /\.(jsonl|ndjson|json)$/i.test(options.input) ? (row: RawRow) => row : textRowConverter(options.features);
+  const rows = cycle(options.input, toTyped);
+  const pendingOutcomes: { due: number; id: string; label: unknown }[] = [];
+  const seenAlerts = new Set<string>();
+  const interval = options.rate > 0 ? 1000 / options.rate : 0;
+  let nextAt = performance.now();
+
+  const postOutcomes = async (force: boolean) => {
+    const due = pendingOutcomes.filter((o) => force || o.due <= summary.sent);
+    if (due.length === 0 || (!force && due.length < 50)) return;
+    pendingOutcomes.splice(0, due.length);
+    const res = await fetch(`${base}/v1/services/${options.service}/outcomes`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-ndjson' },
+      body: due.map((o) => JSON.stringify({ id: o.id, label: o.label })).join('\n'),
+    });
+    if (res.ok) summary.outcomesPosted += ((await res.json()) as { joined: number }).joined;
+  };
+
+  const watch = async () => {
+    const res = await fetch(`${base}/v1/services/${options.service}/monitoring`);
+    if (!res.ok) return;
+    const state = (await res.json()) as { alerts: { active: { key: string; severity: string }[] }; safe_mode: { active: boolean } };
+    for (const a of state.alerts.active) {
+      const key = `${a.key}:${a.severity}`;
+      if (!seenAlerts.has(key)) {
+        seenAlerts.add(key);
+        summary.alerts.push({ key: a.key, severity: a.severity, atDecision: summary.sent });
+      }
+    }
+    if (state.safe_mode.active && summary.safeMode.engagedAt === null) summary.safeMode.engagedAt = summary.sent;
+    if (!state.safe_mode.active && summary.safeMode.engagedAt !== null && summary.safeMode.releasedAt === null) summary.safeMode.releasedAt = summary.sent;
+  };
+
+  const sendOne = async (n: number, row: Record<string, unknown>) => {
+    const label = options.label !== undefined ? row[options.label] : undefined;
+    if (options.label !== undefined) delete row[options.label];
+    if (n >= options.perturbAfter) for (const p of options.perturbations) perturb(row, p);
+    const id = `${options.idPrefix}-${n}`;
+    const res = await fetch(`${base}/v1/services/${options.service}/decisions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id, ...row }) });
+    summary.statuses[res.status] = (summary.statuses[res.status] ?? 0) + 1;
+    const body = (await res.json()) as { decision?: string; fallback?: { used: boolean; cause: string | null } };
+    if (res.ok && body.decision) {
+      summary.actions[body.decision] = (summary.actions[body.decision] ?? 0) + 1;
+      if (body.fallback?.used) {
+        const kind = (body.fallback.cause ?? 'unknown').split(':')[0];
+        summary.fallbacks[kind] = (summary.fallbacks[kind] ?? 0) + 1;
+      }
+      if (options.outcomeDelay > 0 && label !== undefined && label !== null && label !== '') pendingOutcomes.push({ due: n + options.outcomeDelay, id, label });
+    }
+  };
+
+  const inFlight = new Set<Promise<void>>();
+  for (let n = 0; n < options.limit; n++) {
+    const { value: row } = await rows.next();
+    if (interval > 0) {
+      const wait = nextAt - performance.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      nextAt += interval;
+    }
+    const p = sendOne(n, row as Record<string, unknown>).finally(() => inFlight.delete(p));
+    inFlight.add(p);
+    summary.sent = n + 1;
+    if (inFlight.size >= options.concurrency) await Promise.race(inFlight);
+    if (options.outcomeDelay > 0) await postOutcomes(false);
+    if (options.watchEvery > 0 && summary.sent % options.watchEvery === 0) {
+      await Promise.all(inFlight);
+      await watch();
+      options.onProgress?.(summary);
+    }
+  }
+  await Promise.all(inFlight);
+  if (options.outcomeDelay > 0) await postOutcomes(true);
+  if (options.watchEvery > 0) await watch();
+  summary.seconds = (performance.now() - started) / 1000;
+  return summary;
+}
