@@ -3,6 +3,7 @@
  * outputs. Validated once when the bundle loads; everything after works on these types.
  */
 import { z } from 'zod';
+import { monitoringSchema } from '../monitor/config.ts';
 
 const name = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'lowercase letters, digits, - and _, starting with a letter or digit');
 // Feature names become CSV headers and JSON keys: anything printable, but no control characters.
@@ -95,6 +96,8 @@ export const manifestSchema = z
     /** The decision policy file (its own version); policy.yaml when present. */
     policy: z.string().min(1).optional(),
     golden: z.string().min(1).optional(),
+    /** Live monitoring against the reference profile; see monitor/config.ts. */
+    monitoring: monitoringSchema.optional(),
   })
   .strict()
   .superRefine((m, ctx) => {

@@ -1,0 +1,86 @@
+/**
+ * The `monitoring` section of rtml.yaml: windows, thresholds (per feature where needed) and
+ * what a critical alert does. Defaults follow ../shared/notes/monitoring.md: PSI 0.1 / 0.25,
+ * Jensen-Shannon 0.1, tests at p < 0.05 gated by an effect size so large windows do not
+ * alarm on trivial shifts.
+ */
+import { z } from 'zod';
+
+const pair = (warning: number, critical: number) =>
+  z
+    .object({ warning: z.number().nonnegative(), critical: z.number().nonnegative() })
+    .strict()
+    .refine((t) => t.warning <= t.critical, { message: 'warning must not exceed critical' })
+    .default({ warning, critical });
+
+const gatedTest = (p: number, warning: number, critical: number) =>
+  z
+    .object({ p: z.number().gt(0).lt(1), warning: z.number().nonnegative(), critical: z.number().nonnegative() })
+    .strict()
+    .default({ p, warning, critical });
+
+export const driftThresholdsSchema = z
+  .object({
+    /** Population stability index over the reference bins. */
+    psi: pair(0.1, 0.25),
+    /** Jensen-Shannon distance (base 2) over the reference bins. */
+    js: pair(0.1, 0.2),
+    /** Two-sample KS on the count window's raw values: p below `p` and D at least the effect size. */
+    ks: gatedTest(0.05, 0.1, 0.2),
+    /** Chi-square goodness of fit of category counts: p below `p` and Cramér's V at least the effect size. */
+    chi2: gatedTest(0.05, 0.1, 0.2),
+    /** Rise of the missing rate over the reference's (absolute, 0.1 = ten points). */
+    missing_increase: pair(0.1, 0.5),
+  })
+  .strict();
+
+const overridePair = z.object({ warning: z.number().nonnegative(), critical: z.number().nonnegative() }).strict();
+const overrideGated = z.object({ p: z.number().gt(0).lt(1), warning: z.number().nonnegative(), critical: z.number().nonnegative() }).strict();
+/** Overrides carry no defaults of their own, so they change only what they name. */
+const featureOverridesSchema = z
+  .object({ psi: overridePair, js: overridePair, ks: overrideGated, chi2: overrideGated, missing_increase: overridePair })
+  .partial()
+  .strict();
+
+export const monitoringSchema = z
+  .object({
+    /** The reference profile written by `rtml profile`. */
+    reference: z.string().min(1).default('reference.json'),
+    /** `fallback`: a critical alert switches decisions to the fallback policy (safe mode) until it clears. */
+    on_critical: z.enum(['alert', 'fallback']).default('alert'),
+    /** Safe mode releases once no critical alert has been active for this long (hysteresis). */
+    release_after_s: z.number().nonnegative().default(60),
+    /** The count window: the last N decisions. */
+    count_window: z.number().int().min(50).max(100_000).default(1000),
+    /** Evaluate the monitors every N decisions (and every few seconds regardless). */
+    evaluate_every: z.number().int().min(1).max(100_000).default(50),
+    /** No drift verdict on fewer observations than this. */
+    min_observations: z.number().int().min(1).default(200),
+    /** A resolved warning does not fire again for this long. */
+    cooldown_s: z.number().nonnegative().default(300),
+    drift: driftThresholdsSchema.default(driftThresholdsSchema.parse({})),
+    /** Per-feature drift thresholds, overriding `drift` test by test. */
+    features: z.record(z.string(), featureOverridesSchema).default({}),
+    health: z
+      .object({
+        /** Share of decisions where the model failed (error, deadline, guard); safe-mode fallbacks do not count. */
+        fallback_rate: pair(0.05, 0.25),
+        /** Share of requests rejected at the edge for one field (type errors, out of range, unknown category). */
+        rejection_rate: pair(0.02, 0.1),
+        /** The score's spread against the reference's: below these ratios of standard deviations, it has collapsed. */
+        score_std_ratio: z.object({ warning: z.number().positive(), critical: z.number().positive() }).strict().default({ warning: 0.5, critical: 0.1 }),
+        /** PSI of the decision mix against the reference's. */
+        decision_mix_psi: pair(0.1, 0.25),
+      })
+      .strict()
+      .default({ fallback_rate: { warning: 0.05, critical: 0.25 }, rejection_rate: { warning: 0.02, critical: 0.1 }, score_std_ratio: { warning: 0.5, critical: 0.1 }, decision_mix_psi: { warning: 0.1, critical: 0.25 } }),
+  })
+  .strict();
+
+export type MonitoringConfig = z.output<typeof monitoringSchema>;
+export type DriftThresholds = z.output<typeof driftThresholdsSchema>;
+
+/** The thresholds for one feature: its overrides over the defaults. */
+export function thresholdsFor(config: MonitoringConfig, feature: string): DriftThresholds {
+  return { ...config.drift, ...config.features[feature] };
+}
