@@ -10,7 +10,8 @@ evaluator; for categorical features the values are the category codes. Prints on
 on stdout:
 
 * single_row: ``booster.inplace_predict(x[i:i+1])`` on a 1-row numpy view, each call timed with
-  perf_counter_ns after a warmup, rows cycled; median ns per call for each repetition, plus
+  perf_counter_ns after a warmup, rows cycled; median ns per call for each repetition (and the
+  mean, the loop's total time over its calls, which is how the Node side measures), plus
   (fewer calls) the classic ``booster.predict(DMatrix(x[i:i+1]))`` path;
 * batch: the whole matrix with nthread=1: ``booster.predict(DMatrix(X, nthread=1))`` timing only
   predict (the DMatrix is built outside the timer), and ``inplace_predict(X)``; ns per repetition;
@@ -29,17 +30,19 @@ import numpy as np
 import xgboost as xgb
 
 
-def median_ns_per_call(fn, rows, calls):
-    """Median of per-call times (ns) over `calls` calls cycling through `rows` 1-row views."""
+def ns_per_call(fn, rows, calls):
+    """(median, mean) per-call ns over `calls` calls cycling through `rows` 1-row views."""
     times = np.empty(calls, dtype=np.int64)
     n = len(rows)
     clock = time.perf_counter_ns
+    start = clock()
     for i in range(calls):
         r = rows[i % n]
         t0 = clock()
         fn(r)
         times[i] = clock() - t0
-    return float(np.median(times))
+    total = clock() - start
+    return float(np.median(times)), total / calls
 
 
 def main():
@@ -65,16 +68,21 @@ def main():
     # and the model's feature_types (saved in the JSON) mark the categorical columns.
     one_rows = [X[i : i + 1] for i in range(min(n, 1000))]
 
+    def dmatrix(data):
+        # A DMatrix must carry the model's feature names and types ('c' = categorical codes).
+        return xgb.DMatrix(data, feature_names=booster.feature_names, feature_types=booster.feature_types,
+                           enable_categorical=True, nthread=1)
+
     # Warm up every path (first calls allocate the predictor's thread-local buffers).
     for r in one_rows[:200]:
         booster.inplace_predict(r)
-    dm_all = xgb.DMatrix(X, nthread=1)
+    dm_all = dmatrix(X)
     booster.predict(dm_all)
     booster.inplace_predict(X)
 
-    single_inplace = [median_ns_per_call(booster.inplace_predict, one_rows, args.single_calls) for _ in range(args.single_reps)]
+    single_inplace = [ns_per_call(booster.inplace_predict, one_rows, args.single_calls) for _ in range(args.single_reps)]
     single_dmatrix = [
-        median_ns_per_call(lambda r: booster.predict(xgb.DMatrix(r, nthread=1)), one_rows, max(200, args.single_calls // 5))
+        ns_per_call(lambda r: booster.predict(dmatrix(r)), one_rows, max(200, args.single_calls // 5))[0]
         for _ in range(max(1, args.single_reps // 2))
     ]
 
@@ -83,7 +91,7 @@ def main():
     batch_inplace = []
     preds = None
     for _ in range(args.batch_reps):
-        dm = xgb.DMatrix(X, nthread=1)  # built outside the timer: only predict is measured
+        dm = dmatrix(X)  # built outside the timer: only predict is measured
         t0 = clock()
         p = booster.predict(dm)
         batch_dmatrix.append(clock() - t0)
@@ -104,8 +112,10 @@ def main():
             "features": args.features,
             "feature_types": booster.feature_types,
             "single_row": {
-                "inplace_predict_ns": single_inplace,
-                "inplace_predict_median_ns": statistics.median(single_inplace),
+                "inplace_predict_ns": [m for m, _ in single_inplace],
+                "inplace_predict_median_ns": statistics.median(m for m, _ in single_inplace),
+                "inplace_predict_mean_ns": [a for _, a in single_inplace],
+                "inplace_predict_mean_median_ns": statistics.median(a for _, a in single_inplace),
                 "dmatrix_predict_ns": single_dmatrix,
                 "dmatrix_predict_median_ns": statistics.median(single_dmatrix),
                 "calls_per_rep": args.single_calls,

@@ -12,6 +12,7 @@ import { openRecords } from '../batch/records.ts';
 import { textRowConverter } from '../decision/index.ts';
 import { decideAfterModel, namedOutputs } from '../pipeline/policy.ts';
 import { createScorer } from '../pipeline/score.ts';
+import { brierScore, logLoss, rocAuc } from './performance.ts';
 import { REFERENCE_FILE, REFERENCE_FORMAT, type CategoricalReference, type FeatureReference, type NumericReference, type ReferenceProfile } from './reference.ts';
 
 export interface ProfileOptions {
@@ -234,29 +235,10 @@ export async function buildProfile(bundle: Bundle, options: ProfileOptions): Pro
   };
 }
 
-/** Realized performance on the reference rows (AUC by midranks, log loss clipped as scikit-learn does, Brier). */
+/** Realized performance on the reference rows, computed as scikit-learn does. */
 function labelledPerformance(scores: number[], labels: number[], label: string, positiveClass: string): Omit<NonNullable<ReferenceProfile['performance']>, 'data' | 'rows'> {
-  const n = labels.length;
   const positives = labels.reduce((a, b) => a + b, 0);
-  const order = scores.map((_, i) => i).sort((a, b) => scores[a] - scores[b]);
-  let rankSum = 0;
-  for (let i = 0; i < n; ) {
-    let j = i;
-    while (j + 1 < n && scores[order[j + 1]] === scores[order[i]]) j++;
-    const midrank = (i + j) / 2 + 1;
-    for (let k = i; k <= j; k++) if (labels[order[k]] === 1) rankSum += midrank;
-    i = j + 1;
-  }
-  const negatives = n - positives;
-  const auc = positives === 0 || negatives === 0 ? NaN : (rankSum - (positives * (positives + 1)) / 2) / (positives * negatives);
-  let logLoss = 0;
-  let brier = 0;
-  for (let i = 0; i < n; i++) {
-    const p = Math.min(Math.max(scores[i], 1e-15), 1 - 1e-15);
-    logLoss -= labels[i] === 1 ? Math.log(p) : Math.log(1 - p);
-    brier += (scores[i] - labels[i]) ** 2;
-  }
-  return { label, positiveClass, positiveRate: positives / n, auc, logLoss: logLoss / n, brier: brier / n };
+  return { label, positiveClass, positiveRate: positives / labels.length, auc: rocAuc(scores, labels), logLoss: logLoss(scores, labels), brier: brierScore(scores, labels) };
 }
 
 export async function writeProfile(bundle: Bundle, profile: ReferenceProfile): Promise<string> {

@@ -2,8 +2,8 @@
  * Compiles a validated XGBoost forest into straight-line JavaScript, once, at load.
  *
  * Each tree becomes a nested conditional expression; trees are grouped into chunk
- * functions small enough for V8 to optimise, and each chunk loops over the rows itself, so
- * a batch costs one call per chunk rather than one per tree and row.
+ * functions small enough for V8 to optimise (its limit is about 60 KB of bytecode), each
+ * scoring one row; a batch runs chunk by chunk over its rows.
  *
  * Safety: the generated source is made only of this file's fixed text and numbers that
  * `format.ts` validated (integers in range, finite float32 values), each printed by
@@ -112,24 +112,26 @@ export function compileForest(model: XgbModel, options: CompileOptions = {}): Fo
   });
   if (current.length > 0) chunks.push(current);
 
-  const chunkFns = chunks.map((treeIndices) => compileChunk(model, treeIndices, maxDepth, numFeature, numGroup));
-  if (chunkFns.length === 0) return () => {};
-  if (chunkFns.length === 1) return chunkFns[0];
+  const chunkFns = chunks.map((treeIndices) => compileChunk(model, treeIndices, maxDepth));
+  // Rows loop here, outside the generated code: each chunk function scores one row, so it is
+  // optimised as an ordinary hot function (not by on-stack replacement of a loop), single-row
+  // and batch calls share that optimised code, and one chunk's code stays hot across a batch.
   return (x, rows, margins) => {
-    for (let c = 0; c < chunkFns.length; c++) chunkFns[c](x, rows, margins);
+    for (let c = 0; c < chunkFns.length; c++) {
+      const chunk = chunkFns[c];
+      for (let r = 0, o = 0, mo = 0; r < rows; r++, o += numFeature, mo += numGroup) chunk(x, o, margins, mo);
+    }
   };
 }
 
-function compileChunk(
-  model: XgbModel,
-  treeIndices: number[],
-  maxDepth: number,
-  numFeature: number,
-  numGroup: number,
-): ForestAccumulator {
+/** One chunk of trees for one row: reads row `x[o ..]`, adds into margins `m[mo ..]`. */
+type ChunkFunction = (x: Float32Array, o: number, m: Float32Array, mo: number) => void;
+
+function compileChunk(model: XgbModel, treeIndices: number[], maxDepth: number): ChunkFunction {
   const bitsets: Uint32Array[] = [];
   const walkers: ((x: Float32Array, o: number) => number)[] = [];
   const groups = [...new Set(treeIndices.map((t) => model.trees[t].group))].sort((a, b) => a - b);
+  const used = new Set<number>();
 
   const lines: string[] = [];
   for (const t of treeIndices) {
@@ -140,22 +142,23 @@ function compileChunk(
       walkers.push(treeWalker(tree, leaves));
       expr = `W${int(walkers.length - 1)}(x, o)`;
     } else {
-      expr = treeExpression(tree, leaves, 0, bitsets);
+      expr = treeExpression(tree, leaves, 0, bitsets, used);
     }
-    lines.push(`    s${int(tree.group)} = fround(s${int(tree.group)} + ${expr});`);
+    lines.push(`  s${int(tree.group)} = fround(s${int(tree.group)} + ${expr});`);
   }
 
   const source = [
     '"use strict";',
     ...bitsets.map((_, k) => `const B${int(k)} = B[${int(k)}];`),
     ...walkers.map((_, k) => `const W${int(k)} = W[${int(k)}];`),
-    'return function chunk(x, rows, m) {',
-    `  for (let r = 0, o = 0, mo = 0; r < rows; r++, o += ${int(numFeature)}, mo += ${int(numGroup)}) {`,
-    '    let c;',
-    ...groups.map((g) => `    let s${int(g)} = m[mo + ${int(g)}];`),
+    'return function chunk(x, o, m, mo) {',
+    '  let c;',
+    // Every feature the chunk reads is loaded once, unconditionally: no index arithmetic
+    // hides in branches that warm-up traffic never took (which would deoptimise later).
+    ...[...used].sort((a, b) => a - b).map((f) => `  const v${int(f)} = x[o + ${int(f)}];`),
+    ...groups.map((g) => `  let s${int(g)} = m[mo + ${int(g)}];`),
     ...lines,
-    ...groups.map((g) => `    m[mo + ${int(g)}] = s${int(g)};`),
-    '  }',
+    ...groups.map((g) => `  m[mo + ${int(g)}] = s${int(g)};`),
     '};',
   ].join('\n');
   // The source holds only fixed text and literals printed by literal()/int() above.
@@ -163,15 +166,16 @@ function compileChunk(
     fround: (v: number) => number,
     b: Uint32Array[],
     w: ((x: Float32Array, o: number) => number)[],
-  ) => ForestAccumulator;
+  ) => ChunkFunction;
   return factory(Math.fround, bitsets, walkers);
 }
 
-function treeExpression(tree: XgbTree, leaves: Float32Array, i: number, bitsets: Uint32Array[]): string {
+function treeExpression(tree: XgbTree, leaves: Float32Array, i: number, bitsets: Uint32Array[], used: Set<number>): string {
   if (tree.left[i] === -1) return literal(leaves[i]);
-  const left = treeExpression(tree, leaves, tree.left[i], bitsets);
-  const right = treeExpression(tree, leaves, tree.right[i], bitsets);
-  const x = `x[o + ${int(tree.feature[i])}]`;
+  const left = treeExpression(tree, leaves, tree.left[i], bitsets, used);
+  const right = treeExpression(tree, leaves, tree.right[i], bitsets, used);
+  used.add(tree.feature[i]);
+  const x = `v${int(tree.feature[i])}`;
   const set = tree.categories[i];
   if (set !== null) {
     // Missing takes the default child; an invalid code goes left; a code in the set goes right.

@@ -1,0 +1,387 @@
+/**
+ * Evaluator lab: measures rtml's XGBoost evaluator (src/models/xgboost/compile.ts) against
+ * prototype alternatives, to back the suggestions in the benchmark report with numbers. Not
+ * part of `npm run bench`; run it after `npm run bench` has written the rows and predictions:
+ *
+ *     node --import tsx bench/evaluator_lab.ts                 # every variant, both models
+ *     node --import tsx bench/evaluator_lab.ts one <case> <variant> <mode> [seconds]
+ *
+ * Variants (all exact: float32 inputs/thresholds/leaves, per-tree float32 sums in tree order):
+ *   current        xgboostRuntime() as shipped (compileForest, nodesPerChunk 1500)
+ *   npc=N / depth=D compileForest with { nodesPerChunk: N } / { maxCompiledDepth: D }
+ *   rowfn          same generated tree expressions, but each chunk scores ONE row and has no
+ *                  loop; a small driver loops chunks x rows. No on-stack replacement of the big
+ *                  functions, so single-row and batch calls share one optimised code.
+ *   flat           no code generation: all trees in flat typed arrays, children adjacent, leaves
+ *                  self-looping (threshold NaN) so every tree walks a fixed number of branch-free
+ *                  steps, four trees interleaved for instruction-level parallelism, rows scored
+ *                  in blocks of 64 per tree group (XGBoost's own batching). Trees with categorical
+ *                  splits fall back to compile.ts's treeWalker, in tree order.
+ * Modes: single (1-row calls cycling 1000 rows), batch (10,000 rows per call), and
+ * single-after-batch / batch-after-single (one mode warmed, the other measured, same process).
+ * Each (variant, mode) runs in a fresh process for a fixed time; it reports the per-rep curve
+ * and the median of the last half of the reps (the settled speed).
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { compileForest, treeWalker, type ForestAccumulator } from '../src/models/xgboost/compile.ts';
+import { parseXgbJson, parseXgbModel, type XgbModel, type XgbTree } from '../src/models/xgboost/format.ts';
+import { objectiveFor } from '../src/models/xgboost/objectives.ts';
+import { fmtNs, fmtRatio, maxAbsDiff, median, now, readF32, readF64 } from './common.ts';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const MODELS = join(ROOT, 'bench', '.models');
+const CASES: Record<string, { model: string; rows: string; preds: string }> = {
+  credit: { model: join(ROOT, 'examples/credit/model.json'), rows: join(MODELS, 'credit_rows.f32'), preds: join(MODELS, 'credit.xgb_preds.f64') },
+  large: { model: join(MODELS, 'large/model.json'), rows: join(MODELS, 'large/bench_rows.f32'), preds: join(MODELS, 'large.xgb_preds.f64') },
+};
+const MODES = ['single', 'batch', 'single-after-batch', 'batch-after-single'] as const;
+type Mode = (typeof MODES)[number];
+
+const f32 = Math.fround;
+
+// ---------------------------------------------------------------------------------------------
+// Prototype: compiled, one row per chunk call (no loop inside the generated functions)
+
+function literal(v: number): string {
+  if (!Number.isFinite(v)) throw new Error(`non-finite literal ${v}`);
+  return Object.is(v, -0) ? '0' : String(v);
+}
+
+function expr(tree: XgbTree, i: number, bitsets: Uint32Array[], used: Set<number> | null): string {
+  if (tree.left[i] === -1) return literal(tree.value[i]);
+  const l = expr(tree, tree.left[i], bitsets, used);
+  const r = expr(tree, tree.right[i], bitsets, used);
+  used?.add(tree.feature[i]);
+  const x = used ? `v${tree.feature[i]}` : `x[o + ${tree.feature[i]}]`;
+  const set = tree.categories[i];
+  if (set !== null) {
+    const bits = new Uint32Array((set.length === 0 ? 0 : set[set.length - 1] >>> 5) + 1);
+    for (const c of set) bits[c >>> 5] |= 1 << (c & 31);
+    bitsets.push(bits);
+    const b = `B${bitsets.length - 1}`;
+    return `((c = ${x}) !== c ? ${tree.defaultLeft[i] ? l : r} : c >= 0 && c < 16777216 && ((${b}[c >>> 5] >>> (c & 31)) & 1) === 1 ? ${r} : ${l})`;
+  }
+  const t = literal(tree.value[i]);
+  return tree.defaultLeft[i] ? `(${x} >= ${t} ? ${r} : ${l})` : `(${x} < ${t} ? ${l} : ${r})`;
+}
+
+function compileRowFn(model: XgbModel, hoist: boolean, nodesPerChunk = 1500): ForestAccumulator {
+  const chunks: number[][] = [[]];
+  let nodes = 0;
+  model.trees.forEach((tree, t) => {
+    if (chunks[chunks.length - 1].length > 0 && nodes + tree.left.length > nodesPerChunk) {
+      chunks.push([]);
+      nodes = 0;
+    }
+    chunks[chunks.length - 1].push(t);
+    nodes += tree.left.length;
+  });
+  const fns = chunks.map((idx) => {
+    const bitsets: Uint32Array[] = [];
+    const used = hoist ? new Set<number>() : null;
+    const body = idx.map((t) => `  s = fround(s + ${expr(model.trees[t], 0, bitsets, used)});`);
+    // hoist: each feature the chunk reads is loaded once per row into a local.
+    const loads = used ? [...used].sort((a, b) => a - b).map((f) => `  const v${f} = x[o + ${f}];`) : [];
+    const src = ['"use strict";', ...bitsets.map((_, k) => `const B${k} = B[${k}];`), 'return function row(x, o, s) {', '  let c;', ...loads, ...body, '  return s;', '};'].join('\n');
+    return new Function('fround', 'B', src)(Math.fround, bitsets) as (x: Float32Array, o: number, s: number) => number;
+  });
+  const F = model.numFeature;
+  return (x, rows, m) => {
+    for (let c = 0; c < fns.length; c++) {
+      const fn = fns[c];
+      for (let r = 0, o = 0; r < rows; r++, o += F) m[r] = fn(x, o, m[r]);
+    }
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prototype: flat arrays, branch-free fixed-depth walks, four trees interleaved, row blocks
+
+function compileFlat(model: XgbModel, packed = false, block = 64): ForestAccumulator {
+  let total = 1; // node 0: a dummy leaf worth 0, pads the last group of four
+  for (const t of model.trees) total += t.left.length;
+  const feat = new Int32Array(total);
+  const thr = new Float32Array(total).fill(NaN);
+  const child = new Int32Array(total);
+  const dr = new Int32Array(total);
+  const m0 = new Int32Array(total); // categorical splits: codes 0..31 that go right
+  const m1 = new Int32Array(total); // codes 32..63
+  const leaf = new Float32Array(total);
+  let next = 1;
+  /** Lays a tree out breadth-first with siblings adjacent; returns its root. */
+  const layOut = (tree: XgbTree): number => {
+    const base = next;
+    const at = new Int32Array(tree.left.length);
+    at[0] = next++;
+    const queue = [0];
+    for (let q = 0; q < queue.length; q++) {
+      const i = queue[q];
+      const k = at[i];
+      if (tree.left[i] === -1) {
+        child[k] = k; // self loop: thr NaN, dr 0, no mask -> the step adds 0
+        leaf[k] = tree.value[i];
+        continue;
+      }
+      at[tree.left[i]] = next;
+      at[tree.right[i]] = next + 1;
+      next += 2;
+      feat[k] = tree.feature[i];
+      child[k] = at[tree.left[i]];
+      dr[k] = tree.defaultLeft[i] ? 0 : 1;
+      const set = tree.categories[i];
+      if (set === null) thr[k] = tree.value[i];
+      else for (const c of set) (c < 32 ? m0 : m1)[k] |= 1 << (c & 31);
+      queue.push(tree.left[i], tree.right[i]);
+    }
+    return base;
+  };
+  // Items in tree order: groups of up to four trees of one class, or one walked tree.
+  // Class 0: numeric splits only; 2: categorical splits with codes < 64 (mask step); 1: other.
+  const kind: number[] = [];
+  const roots: number[] = [];
+  const depth: number[] = [];
+  const walkers: ((x: Float32Array, o: number) => number)[] = [];
+  let pending: XgbTree[] = [];
+  let pendingClass = 0;
+  const flush = () => {
+    if (pending.length === 0) return;
+    kind.push(pendingClass);
+    for (let j = 0; j < 4; j++) roots.push(j < pending.length ? layOut(pending[j]) : 0);
+    depth.push(Math.max(...pending.map((t) => t.depth)));
+    walkers.push(() => 0);
+    pending = [];
+  };
+  for (const tree of model.trees) {
+    const cats = tree.categories.filter((c): c is Int32Array => c !== null);
+    const cls = cats.length === 0 ? 0 : cats.every((c) => c.length === 0 || c[c.length - 1] < 64) ? 2 : 1;
+    if (cls !== pendingClass) flush();
+    if (cls === 1) {
+      kind.push(1);
+      roots.push(0, 0, 0, 0);
+      depth.push(0);
+      walkers.push(treeWalker(tree, tree.value));
+      continue;
+    }
+    pendingClass = cls;
+    pending.push(tree);
+    if (pending.length === 4) flush();
+  }
+  flush();
+  // packed: node i's feat, child, dr and threshold bits in one 16-byte record (one cache line).
+  const P = new Int32Array(total * 4);
+  const PF = new Float32Array(P.buffer);
+  for (let i = 0; i < total; i++) {
+    P[4 * i] = feat[i];
+    P[4 * i + 1] = child[i];
+    P[4 * i + 2] = dr[i];
+    PF[4 * i + 3] = thr[i];
+  }
+  const K = Int32Array.from(kind);
+  const R = Int32Array.from(roots);
+  const D = Int32Array.from(depth);
+  const items = kind.length;
+  const F = model.numFeature;
+
+  return (x, rows, m) => {
+    for (let r0 = 0; r0 < rows; r0 += block) {
+      const r1 = Math.min(rows, r0 + block);
+      for (let g = 0; g < items; g++) {
+        const kg = K[g];
+        if (kg === 1) {
+          const w = walkers[g];
+          for (let r = r0; r < r1; r++) m[r] = f32(m[r] + w(x, r * F));
+          continue;
+        }
+        const ra = R[4 * g];
+        const rb = R[4 * g + 1];
+        const rc = R[4 * g + 2];
+        const rd = R[4 * g + 3];
+        const depthG = D[g];
+        for (let r = r0, o = r0 * F; r < r1; r++, o += F) {
+          let a = ra;
+          let b = rb;
+          let c = rc;
+          let d = rd;
+          if (kg === 0 && packed) {
+            a <<= 2;
+            b <<= 2;
+            c <<= 2;
+            d <<= 2;
+            for (let k = 0; k < depthG; k++) {
+              const va = x[o + P[a]];
+              const vb = x[o + P[b]];
+              const vc = x[o + P[c]];
+              const vd = x[o + P[d]];
+              a = (P[a + 1] + (+(va >= PF[a + 3]) | (+(va !== va) & P[a + 2]))) << 2;
+              b = (P[b + 1] + (+(vb >= PF[b + 3]) | (+(vb !== vb) & P[b + 2]))) << 2;
+              c = (P[c + 1] + (+(vc >= PF[c + 3]) | (+(vc !== vc) & P[c + 2]))) << 2;
+              d = (P[d + 1] + (+(vd >= PF[d + 3]) | (+(vd !== vd) & P[d + 2]))) << 2;
+            }
+            a >>= 2;
+            b >>= 2;
+            c >>= 2;
+            d >>= 2;
+          } else if (kg === 0) {
+            for (let k = 0; k < depthG; k++) {
+              const va = x[o + feat[a]];
+              const vb = x[o + feat[b]];
+              const vc = x[o + feat[c]];
+              const vd = x[o + feat[d]];
+              a = child[a] + (+(va >= thr[a]) | (+(va !== va) & dr[a]));
+              b = child[b] + (+(vb >= thr[b]) | (+(vb !== vb) & dr[b]));
+              c = child[c] + (+(vc >= thr[c]) | (+(vc !== vc) & dr[c]));
+              d = child[d] + (+(vd >= thr[d]) | (+(vd !== vd) & dr[d]));
+            }
+          } else {
+            for (let k = 0; k < depthG; k++) {
+              a = catStep(x[o + feat[a]], a, thr, child, dr, m0, m1);
+              b = catStep(x[o + feat[b]], b, thr, child, dr, m0, m1);
+              c = catStep(x[o + feat[c]], c, thr, child, dr, m0, m1);
+              d = catStep(x[o + feat[d]], d, thr, child, dr, m0, m1);
+            }
+          }
+          let s = m[r];
+          s = f32(s + leaf[a]);
+          s = f32(s + leaf[b]);
+          s = f32(s + leaf[c]);
+          s = f32(s + leaf[d]);
+          m[r] = s;
+        }
+      }
+    }
+  };
+}
+
+/**
+ * One branch-free step at node i for value v: right when v >= threshold (numeric nodes; NaN
+ * threshold elsewhere), when v is a valid code in the node's set (categorical nodes), or when v
+ * is missing and the default is right.
+ */
+function catStep(v: number, i: number, thr: Float32Array, child: Int32Array, dr: Int32Array, m0: Int32Array, m1: Int32Array): number {
+  const ci = v | 0;
+  const inSet = (((m0[i] >>> ci) & +(ci < 32)) | ((m1[i] >>> ci) & +(ci >= 32))) & 1 & +(v >= 0) & +(v < 64);
+  return child[i] + (+(v >= thr[i]) | (+(v !== v) & dr[i]) | inSet);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+type Predict = (x: Float32Array, rows: number) => Float64Array;
+
+function predictor(model: XgbModel, variant: string): Predict {
+  if (model.numGroup !== 1 || model.booster !== 'gbtree') throw new Error('the lab handles single-output gbtree models only');
+  const objective = objectiveFor(model.objective)!;
+  const base = objective.baseMargin(model.baseScore[0]);
+  let acc: ForestAccumulator;
+  if (variant === 'current') acc = compileForest(model);
+  else if (variant.startsWith('npc=')) acc = compileForest(model, { nodesPerChunk: Number(variant.slice(4)) });
+  else if (variant.startsWith('depth=')) acc = compileForest(model, { maxCompiledDepth: Number(variant.slice(6)) });
+  else if (variant === 'rowfn') acc = compileRowFn(model, false);
+  else if (variant === 'rowfn-hoist') acc = compileRowFn(model, true);
+  else if (variant === 'flat') acc = compileFlat(model);
+  else if (variant === 'flat-packed') acc = compileFlat(model, true);
+  else throw new Error(`unknown variant ${variant}`);
+  // The same wrapper as src/models/xgboost/runtime.ts's predictSync.
+  const scratch = new Float32Array(64);
+  return (x, rows) => {
+    const m = rows <= 64 ? scratch.subarray(0, rows) : new Float32Array(rows);
+    m.fill(base);
+    acc(x, rows, m);
+    const out = new Float64Array(rows);
+    for (let r = 0; r < rows; r++) objective.transform(m, r, 1, out, r);
+    return out;
+  };
+}
+
+interface LabResult {
+  curve: number[];
+  settled: number;
+  maxDiff: number;
+  buildMs: number;
+}
+
+function runOne(caseName: string, variant: string, mode: Mode, seconds: number): LabResult {
+  const c = CASES[caseName];
+  const model = parseXgbModel(parseXgbJson(readFileSync(c.model, 'utf8')));
+  const t0 = now();
+  const predict = predictor(model, variant);
+  const buildMs = (now() - t0) / 1e6;
+  const x = readF32(c.rows);
+  const F = model.numFeature;
+  const n = x.length / F;
+  const maxDiff = existsSync(c.preds) ? maxAbsDiff(predict(x, n), readF64(c.preds)) : NaN;
+  const views = Array.from({ length: 1000 }, (_, i) => x.subarray(i * F, (i + 1) * F));
+  let sink = 0;
+  const single = (): number => {
+    const t = now();
+    for (let i = 0; i < 10_000; i++) sink += predict(views[i % 1000], 1)[0];
+    return (now() - t) / 10_000;
+  };
+  const batch = (): number => {
+    const t = now();
+    sink += predict(x, n)[0];
+    return (now() - t) / n;
+  };
+  const loop = (rep: () => number, ms: number): number[] => {
+    const out: number[] = [];
+    const end = now() + ms * 1e6;
+    while (out.length < 3 || now() < end) out.push(rep());
+    return out;
+  };
+  const ms = seconds * 1000;
+  let curve: number[];
+  if (mode === 'single') curve = loop(single, ms);
+  else if (mode === 'batch') curve = loop(batch, ms);
+  else if (mode === 'single-after-batch') {
+    loop(batch, ms / 2);
+    curve = loop(single, ms / 2);
+  } else {
+    loop(single, ms / 2);
+    curve = loop(batch, ms / 2);
+  }
+  if (sink === 0.123) console.error('');
+  return { curve, settled: median(curve.slice(Math.floor(curve.length / 2))), maxDiff, buildMs };
+}
+
+function spawnOne(caseName: string, variant: string, mode: Mode, seconds: number): LabResult {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), 'one', caseName, variant, mode, String(seconds)], {
+    cwd: ROOT,
+    encoding: 'utf8',
+  });
+  if (r.status !== 0) throw new Error(`lab ${caseName} ${variant} ${mode} failed:\n${r.stderr.slice(-3000)}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as LabResult;
+}
+
+const [cmd, ...args] = process.argv.slice(2);
+if (cmd === 'one') {
+  const [caseName, variant, mode, seconds] = args;
+  process.stdout.write(`${JSON.stringify(runOne(caseName, variant, mode as Mode, Number(seconds ?? 10)))}\n`);
+} else {
+  const variants = (process.env.LAB_VARIANTS ?? 'current,rowfn,flat').split(',');
+  const cases = (process.env.LAB_CASES ?? 'credit,large').split(',');
+  const modes = (process.env.LAB_MODES ?? MODES.join(',')).split(',') as Mode[];
+  const seconds = Number(process.env.LAB_SECONDS ?? 12);
+  for (const caseName of cases) {
+    if (!existsSync(CASES[caseName].rows)) throw new Error(`${CASES[caseName].rows} is missing: run npm run bench first`);
+    console.log(`== ${caseName}: settled ns/row (median of the last half of ${seconds} s of reps); first rep in brackets`);
+    const settled: Record<string, Record<string, number>> = {};
+    for (const variant of variants) {
+      const cells: string[] = [];
+      let diff = NaN;
+      for (const mode of modes) {
+        const r = spawnOne(caseName, variant, mode, seconds);
+        (settled[variant] ??= {})[mode] = r.settled;
+        diff = r.maxDiff;
+        cells.push(`${mode} ${fmtNs(r.settled)} [${fmtNs(r.curve[0])}]`);
+      }
+      console.log(`${variant.padEnd(10)} ${cells.join('   ')}   max|diff| vs xgboost ${diff.toExponential(2)}`);
+    }
+    if (settled.current) {
+      for (const variant of variants.filter((v) => v !== 'current')) {
+        console.log(`${variant.padEnd(10)} speedup vs current: ${modes.map((m) => `${m} ${fmtRatio(settled.current[m] / settled[variant][m])}`).join('   ')}`);
+      }
+    }
+  }
+}

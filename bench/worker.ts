@@ -1,0 +1,233 @@
+/**
+ * One measurement in a fresh Node process, started by `bench/run.ts`:
+ *
+ *     node --import tsx bench/worker.ts '<Task as JSON>'
+ *
+ * prints one JSON `Measurement` on the last stdout line. A fresh process per task keeps V8's
+ * JIT state of one access pattern (single rows vs batches, native vs ONNX) from leaking into
+ * another; `native-switch` measures exactly that leak on purpose.
+ */
+import { readFileSync } from 'node:fs';
+import type { RawRow } from '../src/bundle/encoding.ts';
+import { loadModel, type ModelRuntime } from '../src/models/index.ts';
+import { createScorer } from '../src/pipeline/score.ts';
+import { loadModelBundle, median, now, readF32, writeTyped, type Measurement, type Task, type Warmup } from './common.ts';
+
+/** Single-row calls cycle through this many distinct rows (the Python baseline does the same). */
+const DISTINCT_ROWS = 1000;
+/** Calls per warmup repetition for single-row tasks: small, so a cold start cannot take minutes. */
+const WARMUP_CALLS = 1000;
+
+let sink = 0;
+
+interface Warmed {
+  reps: number[];
+  ms: number;
+  settled: boolean;
+}
+
+/** Runs `rep` (returns ns per row) until its figures settle (see `Warmup`); returns each rep's figure. */
+async function warm(rep: () => number | Promise<number>, policy: Warmup): Promise<Warmed> {
+  const reps: number[] = [];
+  const start = now();
+  for (;;) {
+    reps.push(await rep());
+    const ms = (now() - start) / 1e6;
+    if (ms >= policy.minMs && reps.length >= 6) {
+      const last = reps.slice(-5);
+      if (Math.max(...last) <= 1.15 * Math.min(...last)) return { reps, ms, settled: true };
+    }
+    if (ms >= policy.maxMs) return { reps, ms, settled: false };
+  }
+}
+
+async function timed(rep: () => number | Promise<number>, reps: number): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < reps; i++) out.push(await rep());
+  return out;
+}
+
+function rowViews(x: Float32Array, width: number): Float32Array[] {
+  const n = Math.min(DISTINCT_ROWS, x.length / width);
+  return Array.from({ length: n }, (_, i) => x.subarray(i * width, (i + 1) * width));
+}
+
+function syncSingle(predict: (x: Float32Array, rows: number) => Float64Array, views: Float32Array[]) {
+  return (calls: number) => (): number => {
+    const n = views.length;
+    let s = 0;
+    const t0 = now();
+    for (let i = 0; i < calls; i++) s += predict(views[i % n], 1)[0];
+    const dt = now() - t0;
+    sink += s;
+    return dt / calls;
+  };
+}
+
+function syncBatch(predict: (x: Float32Array, rows: number) => Float64Array, x: Float32Array, rows: number, keep: { out?: Float64Array }) {
+  return (): number => {
+    const t0 = now();
+    const out = predict(x, rows);
+    const dt = now() - t0;
+    keep.out = out;
+    return dt / rows;
+  };
+}
+
+function nativeOf(model: ModelRuntime): (x: Float32Array, rows: number) => Float64Array {
+  const p = model.predictSync;
+  if (!p) throw new Error(`model format ${model.format} has no predictSync`);
+  return p;
+}
+
+async function run(task: Task): Promise<Measurement> {
+  const t0 = now();
+  const extra: Record<string, unknown> = {};
+  let firstCallNs = NaN;
+  let warmed: Warmed = { reps: [], ms: 0, settled: false };
+  let repsNsPerRow: number[] = [];
+  let rows = 0;
+
+  switch (task.kind) {
+    case 'native-single': {
+      const bundle = await loadModelBundle(task.bundle);
+      const loadMs = (now() - t0) / 1e6;
+      const predict = nativeOf(bundle.model);
+      const views = rowViews(readF32(task.rowsFile), task.width);
+      rows = views.length;
+      const single = syncSingle(predict, views);
+      firstCallNs = single(1)();
+      warmed = await warm(single(Math.min(WARMUP_CALLS, task.calls)), task.warmup);
+      repsNsPerRow = await timed(single(task.calls), task.reps);
+      extra.info = bundle.model.info;
+      return { kind: task.kind, repsNsPerRow, medianNsPerRow: median(repsNsPerRow), warmupNsPerRow: warmed.reps, warmupMs: warmed.ms, settled: warmed.settled, firstCallNs, loadMs, rows, extra };
+    }
+    case 'native-batch': {
+      const bundle = await loadModelBundle(task.bundle);
+      const loadMs = (now() - t0) / 1e6;
+      const predict = nativeOf(bundle.model);
+      const x = readF32(task.rowsFile);
+      rows = x.length / task.width;
+      const keep: { out?: Float64Array } = {};
+      const batch = syncBatch(predict, x, rows, keep);
+      firstCallNs = batch() * rows;
+      warmed = await warm(batch, task.warmup);
+      repsNsPerRow = await timed(batch, task.reps);
+      writeTyped(task.predsOut, keep.out!);
+      return { kind: task.kind, repsNsPerRow, medianNsPerRow: median(repsNsPerRow), warmupNsPerRow: warmed.reps, warmupMs: warmed.ms, settled: warmed.settled, firstCallNs, loadMs, rows, extra };
+    }
+    case 'native-switch': {
+      const bundle = await loadModelBundle(task.bundle);
+      const loadMs = (now() - t0) / 1e6;
+      const predict = nativeOf(bundle.model);
+      const x = readF32(task.rowsFile);
+      const all = x.length / task.width;
+      const views = rowViews(x, task.width);
+      const single = syncSingle(predict, views);
+      const batch = syncBatch(predict, x, all, {});
+      if (task.first === 'batch') {
+        extra.firstModeWarmup = await warm(batch, task.warmup);
+        warmed = await warm(single(Math.min(WARMUP_CALLS, task.calls)), task.warmup);
+        repsNsPerRow = await timed(single(task.calls), task.reps);
+        rows = views.length;
+      } else {
+        extra.firstModeWarmup = await warm(single(Math.min(WARMUP_CALLS, task.calls)), task.warmup);
+        warmed = await warm(batch, task.warmup);
+        repsNsPerRow = await timed(batch, task.reps);
+        rows = all;
+      }
+      extra.first = task.first;
+      return { kind: task.kind, repsNsPerRow, medianNsPerRow: median(repsNsPerRow), warmupNsPerRow: warmed.reps, warmupMs: warmed.ms, settled: warmed.settled, firstCallNs, loadMs, rows, extra };
+    }
+    case 'pipeline-single': {
+      const bundle = await loadModelBundle(task.bundle);
+      const loadMs = (now() - t0) / 1e6;
+      const scorer = createScorer(bundle, { fromText: false });
+      const golden = readFileSync(task.jsonRowsFile, 'utf8')
+        .split('\n')
+        .filter((l) => l.trim() !== '')
+        .map((l) => JSON.parse(l) as { row: RawRow; expected: number[] });
+      const raws = golden.map((g) => g.row);
+      rows = raws.length;
+      // Correctness of the whole path, on the golden rows the training library scored.
+      let maxDiff = 0;
+      let rejected = 0;
+      const tFirst = now();
+      for (let i = 0; i < golden.length; i++) {
+        const scored = await scorer.scoreRows([raws[i]]);
+        if (i === 0) firstCallNs = now() - tFirst;
+        const o = scored.outcomes[0];
+        if (!o.ok) {
+          rejected++;
+          continue;
+        }
+        const w = scored.rawWidth;
+        if (w !== golden[i].expected.length) maxDiff = Infinity;
+        for (let j = 0; j < w; j++) maxDiff = Math.max(maxDiff, Math.abs(scored.raw[o.slot * w + j] - golden[i].expected[j]));
+      }
+      extra.goldenMaxDiff = maxDiff;
+      extra.goldenRejected = rejected;
+      const single = (calls: number) => async (): Promise<number> => {
+        const n = raws.length;
+        let s = 0;
+        const t = now();
+        for (let i = 0; i < calls; i++) {
+          const o = (await scorer.scoreRows([raws[i % n]])).outcomes[0];
+          if (o.ok) s += o.score;
+        }
+        const dt = now() - t;
+        sink += s;
+        return dt / calls;
+      };
+      warmed = await warm(single(Math.min(WARMUP_CALLS, task.calls)), task.warmup);
+      repsNsPerRow = await timed(single(task.calls), task.reps);
+      return { kind: task.kind, repsNsPerRow, medianNsPerRow: median(repsNsPerRow), warmupNsPerRow: warmed.reps, warmupMs: warmed.ms, settled: warmed.settled, firstCallNs, loadMs, rows, extra };
+    }
+    case 'onnx-single':
+    case 'onnx-batch': {
+      const model = await loadModel('onnx', task.model, { input: task.input });
+      const loadMs = (now() - t0) / 1e6;
+      const x = readF32(task.rowsFile);
+      extra.info = model.info;
+      if (task.kind === 'onnx-single') {
+        const views = rowViews(x, task.width);
+        rows = views.length;
+        const single = (calls: number) => async (): Promise<number> => {
+          const n = views.length;
+          let s = 0;
+          const t = now();
+          for (let i = 0; i < calls; i++) s += (await model.predict(views[i % n], 1))[0];
+          const dt = now() - t;
+          sink += s;
+          return dt / calls;
+        };
+        firstCallNs = await single(1)();
+        warmed = await warm(single(Math.min(WARMUP_CALLS, task.calls)), task.warmup);
+        repsNsPerRow = await timed(single(task.calls), task.reps);
+      } else {
+        rows = x.length / task.width;
+        let out: Float64Array | undefined;
+        const batch = async (): Promise<number> => {
+          const t = now();
+          out = await model.predict(x, rows);
+          return (now() - t) / rows;
+        };
+        firstCallNs = (await batch()) * rows;
+        warmed = await warm(batch, task.warmup);
+        repsNsPerRow = await timed(batch, task.reps);
+        writeTyped(task.predsOut, out!);
+      }
+      await model.close?.();
+      return { kind: task.kind, repsNsPerRow, medianNsPerRow: median(repsNsPerRow), warmupNsPerRow: warmed.reps, warmupMs: warmed.ms, settled: warmed.settled, firstCallNs, loadMs, rows, extra };
+    }
+  }
+}
+
+const task = JSON.parse(process.argv[2] ?? 'null') as Task | null;
+if (!task) {
+  console.error("usage: node --import tsx bench/worker.ts '<task json>' (started by bench/run.ts)");
+  process.exit(2);
+}
+const result = await run(task);
+result.extra.sink = Number.isFinite(sink) ? 1 : 0;
+process.stdout.write(`${JSON.stringify(result)}\n`);
