@@ -180,6 +180,15 @@ def write_yaml(path, specs, auc):
         "  classes: %s" % yaml_value(CLASSES),
         '  positive_class: "bad"',
         'golden: "golden.jsonl"',
+        "policy: policy.yaml",
+        "monitoring:",
+        "  # reference.json is written by: rtml profile examples/credit --data examples/credit/train.csv",
+        "  #   --label Class --holdout examples/credit/test.csv",
+        "  reference: reference.json",
+        "  on_critical: fallback      # a critical alert puts decisions on the fallback policy (safe mode)",
+        "  release_after_s: 30        # ...until the service has been clear this long",
+        "  count_window: 1000",
+        "  evaluate_every: 50",
     ]
     with open(path, "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")

@@ -282,12 +282,13 @@ export function buildProgram(): Command {
     .option('--watch-interval-ms <ms>', 'poll the repository for new versions this often (0: off)', parsePositiveInt, DEFAULT_CONFIG.watchIntervalMs)
     .option('--log-sync <mode>', 'decision log durability: normal (survives a killed process) or full (also a power loss)', 'full')
     .option('--log-level <level>', 'pino log level', process.env.LOG_LEVEL ?? 'info')
-    .action(async (repository: string, opts: { port: number; host: string; dataDir: string; adminTokenFile?: string; maxInFlight: number; deadlineMs: number; bodyLimit: number; watchIntervalMs: number; logSync: string; logLevel: string }) => {
+    .option('--alert-webhook <url>', 'POST alerts here as JSON, with retries (env RTML_ALERT_WEBHOOK)', process.env.RTML_ALERT_WEBHOOK)
+    .action(async (repository: string, opts: { port: number; host: string; dataDir: string; adminTokenFile?: string; maxInFlight: number; deadlineMs: number; bodyLimit: number; watchIntervalMs: number; logSync: string; logLevel: string; alertWebhook?: string }) => {
       const adminToken = opts.adminTokenFile ? readFileSync(opts.adminTokenFile, 'utf8').trim() : (process.env.RTML_ADMIN_TOKEN ?? null);
       if (opts.logSync !== 'normal' && opts.logSync !== 'full') throw new InvalidArgumentError('--log-sync must be normal or full');
       const log = openSqliteDecisionLog(opts.dataDir, { synchronous: opts.logSync });
       const server = await createServer(
-        { repository, adminToken: adminToken || null, maxInFlight: opts.maxInFlight, deadlineMs: opts.deadlineMs, bodyLimit: opts.bodyLimit, watchIntervalMs: opts.watchIntervalMs, logLevel: opts.logLevel },
+        { repository, adminToken: adminToken || null, maxInFlight: opts.maxInFlight, deadlineMs: opts.deadlineMs, bodyLimit: opts.bodyLimit, watchIntervalMs: opts.watchIntervalMs, logLevel: opts.logLevel, alertWebhook: opts.alertWebhook || null },
         log,
       );
       const shutdown = (signal: string) => {

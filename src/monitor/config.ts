@@ -25,12 +25,19 @@ export const driftThresholdsSchema = z
     psi: pair(0.1, 0.25),
     /** Jensen-Shannon distance (base 2) over the reference bins. */
     js: pair(0.1, 0.2),
+    /**
+     * A PSI or JS value counts only when the column's own test (KS on raw values, else
+     * chi-square on the bins) is significant at this level: sampling noise in a small window
+     * or a many-valued category is not drift. Stricter than the usual 0.05 because every
+     * feature is tested at every evaluation.
+     */
+    significance: z.number().gt(0).lt(1).default(0.001),
     /** Two-sample KS on the count window's raw values: p below `p` and D at least the effect size. */
-    ks: gatedTest(0.05, 0.1, 0.2),
+    ks: gatedTest(0.001, 0.1, 0.2),
     /** Chi-square goodness of fit of category counts: p below `p` and Cramér's V at least the effect size. */
-    chi2: gatedTest(0.05, 0.1, 0.2),
+    chi2: gatedTest(0.001, 0.1, 0.2),
     /** Rise of the missing rate over the reference's (absolute, 0.1 = ten points). */
-    missing_increase: pair(0.1, 0.5),
+    missing_increase: pair(0.05, 0.25),
   })
   .strict();
 
@@ -38,7 +45,7 @@ const overridePair = z.object({ warning: z.number().nonnegative(), critical: z.n
 const overrideGated = z.object({ p: z.number().gt(0).lt(1), warning: z.number().nonnegative(), critical: z.number().nonnegative() }).strict();
 /** Overrides carry no defaults of their own, so they change only what they name. */
 const featureOverridesSchema = z
-  .object({ psi: overridePair, js: overridePair, ks: overrideGated, chi2: overrideGated, missing_increase: overridePair })
+  .object({ psi: overridePair, js: overridePair, significance: z.number().gt(0).lt(1), ks: overrideGated, chi2: overrideGated, missing_increase: overridePair })
   .partial()
   .strict();
 
@@ -55,7 +62,7 @@ export const monitoringSchema = z
     /** Evaluate the monitors every N decisions (and every few seconds regardless). */
     evaluate_every: z.number().int().min(1).max(100_000).default(50),
     /** No drift verdict on fewer observations than this. */
-    min_observations: z.number().int().min(1).default(200),
+    min_observations: z.number().int().min(1).default(500),
     /** A resolved warning does not fire again for this long. */
     cooldown_s: z.number().nonnegative().default(300),
     drift: driftThresholdsSchema.default(driftThresholdsSchema.parse({})),

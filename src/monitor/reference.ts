@@ -5,6 +5,9 @@
  * every window is binned the same way and windows can be merged by adding counts.
  */
 
+import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
+
 export const REFERENCE_FORMAT = 'rtml-reference/1';
 export const REFERENCE_FILE = 'reference.json';
 
@@ -54,4 +57,61 @@ export interface ReferenceProfile {
   decisions: Record<string, number> | null;
   /** Realized performance on labelled rows (held-out ones when given), the baseline for decay. */
   performance: { label: string; positiveClass: string; data: string; rows: number; positiveRate: number; auc: number; logLoss: number; brier: number } | null;
+}
+
+const numeric = z.object({
+  kind: z.literal('numeric'),
+  count: z.number().int().nonnegative(),
+  missingRate: z.number().min(0).max(1),
+  outOfRangeRate: z.number().min(0).max(1),
+  edges: z.array(z.number()),
+  frequencies: z.array(z.number().min(0)),
+  quantiles: z.array(z.number()),
+  min: z.number().nullable(),
+  max: z.number().nullable(),
+  mean: z.number().nullable(),
+  std: z.number().nullable(),
+});
+const categorical = z.object({
+  kind: z.literal('categorical'),
+  count: z.number().int().nonnegative(),
+  missingRate: z.number().min(0).max(1),
+  frequencies: z.record(z.string(), z.number().min(0)),
+});
+const profileSchema = z.object({
+  format: z.literal(REFERENCE_FORMAT),
+  created: z.string(),
+  bundle: z.object({ name: z.string(), version: z.string() }),
+  data: z.object({ file: z.string(), rows: z.number(), rejected: z.number() }),
+  features: z.record(z.string(), z.discriminatedUnion('kind', [numeric, categorical])),
+  score: numeric.nullable(),
+  decisions: z.record(z.string(), z.number()).nullable(),
+  performance: z
+    .object({ label: z.string(), positiveClass: z.string(), data: z.string(), rows: z.number(), positiveRate: z.number(), auc: z.number().nullable(), logLoss: z.number(), brier: z.number() })
+    .nullable(),
+});
+
+/** Reads and checks a reference profile; JSON has no NaN, so absent statistics come back as NaN. */
+export async function readReference(file: string): Promise<ReferenceProfile> {
+  let json: unknown;
+  try {
+    json = JSON.parse(await readFile(file, 'utf8'));
+  } catch (err) {
+    throw new Error(`${file}: not a readable reference profile: ${(err as Error).message}`);
+  }
+  const parsed = profileSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new Error(`${file}: ${issue.path.join('.')}: ${issue.message}`);
+  }
+  const nan = (v: number | null) => v ?? NaN;
+  const fixNumeric = (r: z.output<typeof numeric>): NumericReference => ({ ...r, min: nan(r.min), max: nan(r.max), mean: nan(r.mean), std: nan(r.std) });
+  const p = parsed.data;
+  return {
+    ...p,
+    format: REFERENCE_FORMAT,
+    features: Object.fromEntries(Object.entries(p.features).map(([k, f]) => [k, f.kind === 'numeric' ? fixNumeric(f) : f])),
+    score: p.score ? fixNumeric(p.score) : null,
+    performance: p.performance ? { ...p.performance, auc: nan(p.performance.auc) } : null,
+  };
 }

@@ -62,8 +62,15 @@ export interface DecisionContext {
   readonly deadline: number;
   /** Set when the model must not be used (kill switch, safe mode): the cause. */
   readonly forcedFallback: string | null;
-  /** Called once per decision for metrics. */
-  readonly observe?: (response: DecisionResponse, stage: Decision['stage'] | 'none') => void;
+  /**
+   * With a forced fallback, still run the model and log its score without acting on it
+   * (safe mode: the monitors must see when the model is healthy again).
+   */
+  readonly shadowScore?: boolean;
+  /** Set while the monitor holds the service in safe mode; recorded with the decision. */
+  readonly safeMode?: boolean;
+  /** Called once per answered decision, for metrics and monitors. */
+  readonly observe?: (response: DecisionResponse, stage: Decision['stage'] | 'none', seen: { row: RawRow; score: number | null }) => void;
 }
 
 const ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -112,7 +119,7 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
   decision = policy?.preDecide(body) ?? null;
   if (!decision && scorer && encoded) {
     let result: ModelResult;
-    if (ctx.forcedFallback) result = { ok: false, cause: ctx.forcedFallback };
+    if (ctx.forcedFallback && !ctx.shadowScore) result = { ok: false, cause: ctx.forcedFallback };
     else if (performance.now() > ctx.deadline) result = { ok: false, cause: 'deadline' };
     else {
       inputs = Array.from(encoded.inputs, (v) => (Number.isNaN(v) ? null : v));
@@ -130,6 +137,8 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
       }
     }
     lap('model');
+    // A forced fallback decides even though the model ran (in its shadow, for the monitors).
+    if (ctx.forcedFallback && result.ok) result = { ok: false, cause: ctx.forcedFallback };
     if (policy) {
       const verdict = decideAfterModel(policy, body, result);
       decision = verdict.decision;
@@ -174,11 +183,12 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
     reasons: response.reasons,
     fallback: response.fallback,
     timingsMs: timings,
+    ...(ctx.safeMode ? { safeMode: true } : {}),
   };
   await ctx.log.append(record);
   lap('log');
   timings.total = performance.now() - started;
-  ctx.observe?.(response, decision?.stage ?? 'none');
+  ctx.observe?.(response, decision?.stage ?? 'none', { row: body, score });
   return response;
 }
 

@@ -11,6 +11,8 @@ import { createMetrics, type Metrics } from './metrics.ts';
 import { ModelRepository } from './repository.ts';
 import { registerDecisionRoutes } from './routes/decisions.ts';
 import { registerOipRoutes } from './routes/oip.ts';
+import { registerMonitoringRoutes } from './routes/monitoring.ts';
+import { logSink, webhookSink, type AlertSink } from '../monitor/alerts.ts';
 
 export interface ServerConfig {
   /** The model repository: one folder per service. */
@@ -26,6 +28,8 @@ export interface ServerConfig {
   /** Poll the repository for changes this often (0: never). */
   watchIntervalMs: number;
   logLevel: string;
+  /** Alerts are POSTed here as JSON (with retries), besides the log and /metrics. */
+  alertWebhook: string | null;
 }
 
 export const DEFAULT_CONFIG: Omit<ServerConfig, 'repository'> = {
@@ -35,6 +39,7 @@ export const DEFAULT_CONFIG: Omit<ServerConfig, 'repository'> = {
   bodyLimit: 1024 * 1024,
   watchIntervalMs: 2000,
   logLevel: 'info',
+  alertWebhook: null,
 };
 
 /** What route modules share. */
@@ -65,8 +70,12 @@ export async function createServer(config: ServerConfig, log: DecisionLog): Prom
     return503OnClosing: true,
     forceCloseConnections: 'idle',
   });
-  const repository = new ModelRepository(config.repository, app.log);
-  const metrics = createMetrics(log);
+  const sinks: AlertSink[] = [logSink(app.log)];
+  if (config.alertWebhook) {
+    sinks.push(webhookSink({ url: config.alertWebhook, attempts: 5, timeoutMs: 5000, backoffMs: 500, maxQueue: 1000 }, (err) => app.log.error({ err }, 'alert webhook')));
+  }
+  const repository = new ModelRepository(config.repository, app.log, sinks);
+  const metrics = createMetrics(log, repository);
 
   let inFlight = 0;
   const limitConcurrency = async (request: FastifyRequest, reply: FastifyReply) => {
@@ -121,6 +130,7 @@ export async function createServer(config: ServerConfig, log: DecisionLog): Prom
   const context: ServerContext = { config, repository, log, metrics, requireAdmin, limitConcurrency };
   registerDecisionRoutes(app, context);
   registerOipRoutes(app, context);
+  registerMonitoringRoutes(app, context);
   app.get('/metrics', async (_request, reply) => {
     const body = await metrics.registry.metrics();
     return reply.header('content-type', metrics.registry.contentType).send(body);
@@ -130,12 +140,43 @@ export async function createServer(config: ServerConfig, log: DecisionLog): Prom
   app.log.info({ repository: config.repository, loaded, failed }, 'repository loaded');
   if (config.watchIntervalMs > 0) repository.watch(config.watchIntervalMs);
 
+  // Outcomes reach the decay detectors however they arrived (HTTP or straight into the log).
+  let outcomeCursor = 0;
+  const pollOutcomes = async () => {
+    for (;;) {
+      const { cursor, items } = await log.outcomesAfter(outcomeCursor, 5000);
+      outcomeCursor = cursor;
+      for (const item of items) {
+        const version = repository.get(item.service)?.versions.get(item.modelVersion ?? '');
+        version?.monitor?.observeOutcome(item);
+      }
+      if (items.length < 5000) return;
+    }
+  };
+  await pollOutcomes();
+  let polling = false;
+  const outcomeTimer = setInterval(() => {
+    if (polling) return;
+    polling = true;
+    pollOutcomes()
+      .catch((err) => app.log.error({ err }, 'reading outcomes'))
+      .finally(() => (polling = false));
+  }, 1000);
+  outcomeTimer.unref();
+  // Time windows move on without traffic: re-evaluate so alerts can clear and safe mode release.
+  const evaluationTimer = setInterval(() => {
+    for (const service of repository.list()) for (const v of service.versions.values()) v.monitor?.evaluate();
+  }, 5000);
+  evaluationTimer.unref();
+
   let closing: Promise<void> | null = null;
   return {
     app,
     repository,
     close: () =>
       (closing ??= (async () => {
+        clearInterval(outcomeTimer);
+        clearInterval(evaluationTimer);
         await app.close();
         await log.close();
         await repository.close();

@@ -5,6 +5,8 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { DecisionLog } from '../log/types.ts';
+import type { ModelRepository } from './repository.ts';
+import type { MonitorState, Verdict } from '../monitor/service-monitor.ts';
 import { STAGES, type DecisionResponse, type Stage } from '../pipeline/decide.ts';
 
 const LATENCY_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
@@ -23,7 +25,7 @@ export interface Metrics {
   readonly overloadRejections: Counter;
 }
 
-export function createMetrics(log: DecisionLog): Metrics {
+export function createMetrics(log: DecisionLog, repository?: ModelRepository): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'rtml_process_' });
 
@@ -82,6 +84,8 @@ export function createMetrics(log: DecisionLog): Metrics {
     },
   });
 
+  if (repository) registerMonitoringGauges(registry, repository);
+
   type StageChildren = Record<Stage | 'total', { observe(v: number): void }>;
   const stageChildren = new Map<string, StageChildren>();
   const childrenFor = (service: string, version: string): StageChildren => {
@@ -114,4 +118,57 @@ export function createMetrics(log: DecisionLog): Metrics {
       infers.labels(service, version, ok ? 'success' : 'fail').observe(seconds);
     },
   };
+}
+
+const VERDICT_VALUE: Record<Verdict, number> = { insufficient_data: -1, ok: 0, warning: 1, critical: 2 };
+
+/** The monitors' last evaluation as gauges: what /v1/services/{name}/monitoring shows, for Prometheus. */
+function registerMonitoringGauges(registry: Registry, repository: ModelRepository): void {
+  const states = (): MonitorState[] =>
+    repository.list().flatMap((s) => [...s.versions.values()].map((v) => v.monitor?.state()).filter((m): m is MonitorState => m !== undefined));
+  const gauge = (name: string, help: string, labelNames: string[], fill: (g: Gauge, state: MonitorState) => void) =>
+    new Gauge({
+      name,
+      help,
+      labelNames,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const state of states()) fill(this, state);
+      },
+    });
+  const count = (state: MonitorState) => state.windows.count ?? Object.values(state.windows)[0];
+  gauge('rtml_feature_psi', 'PSI of each feature against the reference, over the last N decisions', ['service', 'version', 'feature'], (g, st) => {
+    for (const [feature, r] of Object.entries(count(st)?.features ?? {})) {
+      const t = r.tests.find((x) => x.test === 'psi');
+      if (t) g.labels(st.service, st.version, feature).set(t.value);
+    }
+  });
+  gauge('rtml_feature_drift', 'Drift verdict per feature: -1 too little data, 0 ok, 1 warning, 2 critical', ['service', 'version', 'feature'], (g, st) => {
+    for (const [feature, r] of Object.entries(count(st)?.features ?? {})) g.labels(st.service, st.version, feature).set(VERDICT_VALUE[r.verdict]);
+  });
+  gauge('rtml_feature_missing_rate', 'Share of requests missing each feature, over the last N decisions', ['service', 'version', 'feature'], (g, st) => {
+    for (const [feature, r] of Object.entries(count(st)?.features ?? {})) g.labels(st.service, st.version, feature).set(r.missing_rate);
+  });
+  gauge('rtml_score_psi', "PSI of the model's score against the reference", ['service', 'version'], (g, st) => {
+    const t = count(st)?.score?.tests.find((x) => x.test === 'psi');
+    if (t) g.labels(st.service, st.version).set(t.value);
+  });
+  gauge('rtml_model_failure_rate', 'Share of decisions where the model failed (error, deadline, guard)', ['service', 'version'], (g, st) => {
+    const w = count(st);
+    if (w) g.labels(st.service, st.version).set(w.model_health.fallback_rate);
+  });
+  gauge('rtml_rejection_rate', 'Share of requests rejected at the edge', ['service', 'version'], (g, st) => {
+    const w = count(st);
+    if (w) g.labels(st.service, st.version).set(w.data_quality.rejection_rate);
+  });
+  gauge('rtml_alerts_active', 'Active alerts by severity', ['service', 'version', 'severity'], (g, st) => {
+    for (const severity of ['warning', 'critical']) g.labels(st.service, st.version, severity).set(st.alerts.active.filter((a) => a.severity === severity).length);
+  });
+  gauge('rtml_safe_mode', '1 while decisions use the fallback policy because of a critical alert (or an override)', ['service', 'version'], (g, st) => {
+    g.labels(st.service, st.version).set(st.safe_mode.active ? 1 : 0);
+  });
+  gauge('rtml_outcome_brier', 'Mean squared error of the probability over the outcomes in the decay detector window', ['service', 'version'], (g, st) => {
+    if (st.decay.outcomes > 0) g.labels(st.service, st.version).set(st.decay.mean_brier);
+  });
 }

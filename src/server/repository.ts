@@ -13,6 +13,10 @@ import { BundleError, hasModel, loadBundle, MANIFEST_FILE, type Bundle } from '.
 import { checkGolden } from '../bundle/golden.ts';
 import type { DecisionTarget } from '../pipeline/decide.ts';
 import { createScorer } from '../pipeline/score.ts';
+import type { AlertSink } from '../monitor/alerts.ts';
+import { monitoringSchema } from '../monitor/config.ts';
+import { readReference } from '../monitor/reference.ts';
+import { ServiceMonitor } from '../monitor/service-monitor.ts';
 
 export interface ServiceVersion extends DecisionTarget {
   readonly version: string;
@@ -20,6 +24,8 @@ export interface ServiceVersion extends DecisionTarget {
   /** Golden parity measured at load, when the bundle has a golden file. */
   readonly parity: { rows: number; maxDiff: number } | null;
   readonly stats: InferenceStats;
+  /** Live monitoring, when the bundle has a reference profile. */
+  readonly monitor: ServiceMonitor | null;
 }
 
 /** Counters for the Open Inference Protocol's statistics extension. */
@@ -90,6 +96,8 @@ export class ModelRepository {
   constructor(
     readonly root: string,
     private readonly logger: RepositoryLogger,
+    /** Where every service's alerts go. */
+    private readonly alertSinks: readonly AlertSink[] = [],
   ) {}
 
   get(name: string): Service | undefined {
@@ -135,7 +143,7 @@ export class ModelRepository {
     const versions = new Map<string, ServiceVersion>();
     try {
       for (const bundleDir of dirs) {
-        const version = await loadVersion(bundleDir);
+        const version = await loadVersion(bundleDir, this.alertSinks);
         if (version.bundle.name !== name) throw new Error(`${bundleDir}: rtml.yaml names the service ${JSON.stringify(version.bundle.name)}, but it sits in the folder for ${JSON.stringify(name)}`);
         if (versions.has(version.version)) throw new Error(`${bundleDir}: version ${version.version} appears twice`);
         versions.set(version.version, version);
@@ -242,7 +250,7 @@ export class ModelRepository {
   }
 }
 
-async function loadVersion(dir: string): Promise<ServiceVersion> {
+async function loadVersion(dir: string, sinks: readonly AlertSink[]): Promise<ServiceVersion> {
   const bundle: Bundle = await loadBundle(dir);
   let parity: ServiceVersion['parity'] = null;
   if (hasModel(bundle) && bundle.goldenPath) {
@@ -254,6 +262,17 @@ async function loadVersion(dir: string): Promise<ServiceVersion> {
     }
     parity = { rows: report.rows, maxDiff: report.maxDiff };
   }
+  // Monitoring needs the reference profile; a bundle that asks for monitoring must have one.
+  const config = bundle.manifest.monitoring ?? monitoringSchema.parse({});
+  const referenceFile = join(dir, config.reference);
+  let monitor: ServiceMonitor | null = null;
+  if (existsSync(referenceFile)) {
+    const reference = await readReference(referenceFile);
+    monitor = new ServiceMonitor({ bundle, reference, config, sinks });
+  } else if (bundle.manifest.monitoring) {
+    await bundle.model?.close?.();
+    throw new Error(`${dir}: monitoring needs the reference profile ${config.reference}: run rtml profile ${dir} --data <training data>`);
+  }
   const featureNames = new Set(bundle.encoding.features.map((f) => f.name));
   return {
     bundle,
@@ -263,6 +282,7 @@ async function loadVersion(dir: string): Promise<ServiceVersion> {
     loadedAt: new Date().toISOString(),
     parity,
     stats: { inferenceCount: 0, executionCount: 0, lastInference: 0, success: { count: 0, ns: 0 }, fail: { count: 0, ns: 0 } },
+    monitor,
   };
 }
 

@@ -25,7 +25,7 @@ export interface RunningServer {
 export function creditRepository(): string {
   const repo = tempDir('rtml-repo-');
   mkdirSync(join(repo, 'credit'));
-  for (const file of ['rtml.yaml', 'model.json', 'golden.jsonl', 'policy.yaml']) cpSync(join(ROOT, 'examples/credit', file), join(repo, 'credit', file));
+  for (const file of ['rtml.yaml', 'model.json', 'golden.jsonl', 'policy.yaml', 'reference.json']) cpSync(join(ROOT, 'examples/credit', file), join(repo, 'credit', file));
   return repo;
 }
 

@@ -62,16 +62,30 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
       return reply.code(400).send({ error: 'the body must be a JSON object of feature values', errors: [] });
     }
     const target = service.defaultVersion;
+    const monitor = target.monitor;
+    const safeMode = monitor?.safeModeActive ?? false;
+    const forcedFallback = service.killSwitch.enabled
+      ? `kill_switch${service.killSwitch.reason ? `: ${service.killSwitch.reason}` : ''}`
+      : safeMode
+        ? `safe_mode: ${monitor!.safeModeReason ?? 'on'}`
+        : null;
     try {
       return await decide(target, body as RawRow, {
         log,
         deadline: performance.now() + config.deadlineMs,
-        forcedFallback: service.killSwitch.enabled ? `kill_switch${service.killSwitch.reason ? `: ${service.killSwitch.reason}` : ''}` : null,
-        observe: (response, stage) => metrics.observeDecision(response, stage),
+        forcedFallback,
+        // In safe mode the model still scores, unseen, so the monitors can tell when it recovers.
+        shadowScore: safeMode && !service.killSwitch.enabled,
+        safeMode,
+        observe: (response, stage, seen) => {
+          metrics.observeDecision(response, stage);
+          monitor?.observeDecision(seen.row, seen.score, response.decision, response.fallback.cause);
+        },
       });
     } catch (err) {
       if (err instanceof RequestRejected) {
         metrics.observeError(name, 400, 'validation');
+        monitor?.observeRejection(err.errors.map((e) => e.field ?? 'body'));
         return reply.code(400).send({ error: `invalid request: ${err.errors.length} problem(s)`, errors: err.errors });
       }
       if (err instanceof DuplicateDecisionError) {

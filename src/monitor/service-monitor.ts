@@ -1,0 +1,426 @@
+/**
+ * One service version's live monitor: observes every decision into bounded windows,
+ * evaluates drift, data quality and model health against the reference profile, raises
+ * alerts, feeds outcomes to a decay detector, and runs safe mode (decisions go to the
+ * fallback policy while a critical alert is active, back with hysteresis once it clears).
+ */
+import type { RawRow } from '../bundle/encoding.ts';
+import type { Bundle } from '../bundle/load.ts';
+import type { LabelledDecision } from '../log/types.ts';
+import { AlertManager, type Alert, type AlertCandidate, type AlertSink, type Severity } from './alerts.ts';
+import { thresholdsFor, type MonitoringConfig } from './config.ts';
+import { Adwin } from './detectors.ts';
+import { categoryShares, COUNT_WINDOW, MonitorWindows, profileSpec, type CategoricalColumn, type FeatureHistogram, type ProfileHistogram } from './histogram.ts';
+import type { FeatureReference, NumericReference, ReferenceProfile } from './reference.ts';
+import { chiSquareGoodnessOfFit, jensenShannonDistance, ksAgainstQuantiles, psi } from './stats.ts';
+
+export type Verdict = 'ok' | 'warning' | 'critical' | 'insufficient_data';
+
+export interface TestResult {
+  test: 'psi' | 'js' | 'ks' | 'chi2' | 'missing_increase';
+  value: number;
+  /** p-value: the test's own, or for psi/js the column's significance test that gates them. */
+  p?: number;
+  threshold: { warning: number; critical: number; p?: number };
+  verdict: Verdict;
+}
+
+export interface ColumnReport {
+  kind: 'numeric' | 'categorical';
+  n: number;
+  missing_rate: number;
+  reference_missing_rate: number;
+  mean?: number;
+  std?: number;
+  reference_mean?: number;
+  reference_std?: number;
+  out_of_range_rate?: number;
+  unseen_rate?: number;
+  tests: TestResult[];
+  verdict: Verdict;
+}
+
+export interface WindowReport {
+  observations: number;
+  features: Record<string, ColumnReport>;
+  score: (ColumnReport & { std_ratio: number; collapse: Verdict }) | null;
+  data_quality: {
+    rejected_requests: number;
+    rejection_rate: number;
+    rejections_by_field: Record<string, number>;
+    counters: Record<string, number>;
+  };
+  model_health: {
+    fallback_rate: number;
+    fallbacks_by_cause: Record<string, number>;
+    decision_mix: { shares: Record<string, number>; reference: Record<string, number>; psi: number; verdict: Verdict } | null;
+  };
+}
+
+export interface SafeModeState {
+  /** auto: follows critical alerts (when on_critical is fallback); on / off: an operator's override. */
+  mode: 'auto' | 'on' | 'off';
+  active: boolean;
+  since: string | null;
+  reason: string | null;
+}
+
+export interface MonitorState {
+  service: string;
+  version: string;
+  evaluated_at: string;
+  reference: { created: string; data: ReferenceProfile['data'] } | null;
+  windows: Record<string, WindowReport>;
+  alerts: { active: Alert[]; history: Alert[] };
+  safe_mode: SafeModeState & { on_critical: MonitoringConfig['on_critical']; release_after_s: number };
+  decay: { detector: 'adwin'; delta: number; outcomes: number; width: number; mean_brier: number; reference_brier: number | null; changes_detected: number; decayed: boolean };
+}
+
+/** Fallback causes that are the monitor's or an operator's choice, not model failures. */
+const CHOSEN_FALLBACKS = new Set(['safe_mode', 'kill_switch', 'rules_only']);
+/** Categories rarer than this in the reference are pooled for PSI/JS: sampling noise in rare bins is not drift. */
+const RARE_CATEGORY = 0.01;
+
+const rank: Record<Verdict, number> = { insufficient_data: 0, ok: 1, warning: 2, critical: 3 };
+const worst = (verdicts: Verdict[]): Verdict => verdicts.reduce<Verdict>((a, b) => (rank[b] > rank[a] ? b : a), 'ok');
+const level = (value: number, t: { warning: number; critical: number }): Verdict => (!Number.isFinite(value) ? 'ok' : value >= t.critical ? 'critical' : value >= t.warning ? 'warning' : 'ok');
+/** For measures where low is bad (a collapsed spread). */
+const levelBelow = (value: number, t: { warning: number; critical: number }): Verdict => (!Number.isFinite(value) ? 'ok' : value < t.critical ? 'critical' : value < t.warning ? 'warning' : 'ok');
+
+/** Reference and window category counts with rare reference categories pooled into one bin. */
+function pooled(reference: Float64Array, counts: ArrayLike<number>): { reference: number[]; counts: number[] } {
+  const ref: number[] = [];
+  const cnt: number[] = [];
+  let rareRef = 0;
+  let rareCnt = 0;
+  for (let i = 0; i < reference.length; i++) {
+    if (reference[i] < RARE_CATEGORY) {
+      rareRef += reference[i];
+      rareCnt += counts[i];
+    } else {
+      ref.push(reference[i]);
+      cnt.push(counts[i]);
+    }
+  }
+  if (rareRef > 0 || rareCnt > 0) {
+    ref.push(rareRef);
+    cnt.push(rareCnt);
+  }
+  return { reference: ref, counts: cnt };
+}
+
+export interface ServiceMonitorOptions {
+  bundle: Bundle;
+  reference: ReferenceProfile;
+  config: MonitoringConfig;
+  sinks: readonly AlertSink[];
+  /** Milliseconds since the epoch (injectable for tests). */
+  now?: () => number;
+}
+
+export class ServiceMonitor {
+  readonly windows: MonitorWindows;
+  readonly alerts: AlertManager;
+  readonly config: MonitoringConfig;
+  private readonly bundle: Bundle;
+  private readonly reference: ReferenceProfile;
+  private readonly now: () => number;
+  private readonly safe: SafeModeState = { mode: 'auto', active: false, since: null, reason: null };
+  /** When the last critical alert cleared while safe mode was on (for the hysteresis). */
+  private clearSince: number | null = null;
+  private sinceEvaluation = 0;
+  private evaluationScheduled = false;
+  private last: MonitorState | null = null;
+  private readonly adwin = new Adwin({ delta: 0.002 });
+  private outcomes = 0;
+  private readonly positive: string | null;
+
+  constructor(options: ServiceMonitorOptions) {
+    const { bundle, reference, config } = options;
+    this.bundle = bundle;
+    this.reference = reference;
+    this.config = config;
+    this.now = options.now ?? Date.now;
+    const outputs = bundle.manifest.outputs;
+    this.positive = outputs?.type === 'binary' ? (outputs.positive_class ?? outputs.classes[1]) : null;
+    const probability = outputs?.type === 'binary' || outputs?.type === 'multiclass';
+    const spec = profileSpec(bundle.encoding.features, reference, {
+      actions: bundle.policy?.actions ?? null,
+      score: probability ? { min: 0, max: 1 } : null,
+    });
+    this.windows = new MonitorWindows(spec, { count: { size: config.count_window, blocks: 10 } });
+    this.alerts = new AlertManager(bundle.name, options.sinks, { cooldownMs: config.cooldown_s * 1000, historySize: 200 });
+  }
+
+  /** Whether decisions must use the fallback policy now. */
+  get safeModeActive(): boolean {
+    return this.safe.active;
+  }
+
+  get safeModeReason(): string | null {
+    return this.safe.reason;
+  }
+
+  /** Records one answered decision (the typed request, score if the model ran, action, fallback cause). */
+  observeDecision(row: RawRow, score: number | null, action: string | null, fallbackCause: string | null): void {
+    const kind = fallbackCause === null ? null : fallbackCause.split(':')[0];
+    this.windows.observe(row, score, action, kind, this.now());
+    this.tick();
+  }
+
+  /** Records a request rejected at the edge, by the fields at fault. */
+  observeRejection(fields: readonly string[]): void {
+    const now = this.now();
+    this.windows.count('rejected', now);
+    for (const f of new Set(fields)) this.windows.count(`rejected:${f}`, now);
+  }
+
+  /** Feeds an outcome to the decay detector: the squared error of the probability (the Brier term). */
+  observeOutcome(item: LabelledDecision): void {
+    if (this.positive === null || item.score === null || item.fallbackUsed) return;
+    const y = item.label === this.positive ? 1 : 0;
+    this.adwin.update((item.score - y) ** 2);
+    this.outcomes++;
+  }
+
+  /** Operator override of safe mode; 'auto' hands it back to the alerts. */
+  setSafeMode(mode: SafeModeState['mode'], reason: string | null): SafeModeState {
+    this.safe.mode = mode;
+    if (mode === 'on') this.engage(reason ?? 'turned on by an operator');
+    else if (mode === 'off') this.release();
+    else this.evaluate();
+    return { ...this.safe };
+  }
+
+  private engage(reason: string): void {
+    if (!this.safe.active) {
+      this.safe.active = true;
+      this.safe.since = new Date(this.now()).toISOString();
+    }
+    this.safe.reason = reason;
+    this.clearSince = null;
+  }
+
+  private release(): void {
+    this.safe.active = false;
+    this.safe.since = null;
+    this.safe.reason = null;
+    this.clearSince = null;
+  }
+
+  private tick(): void {
+    if (++this.sinceEvaluation < this.config.evaluate_every || this.evaluationScheduled) return;
+    this.evaluationScheduled = true;
+    // Off the request path: the response is already on its way.
+    setImmediate(() => {
+      this.evaluationScheduled = false;
+      this.evaluate();
+    });
+  }
+
+  /** The last evaluation, or a fresh one. */
+  state(): MonitorState {
+    return this.last ?? this.evaluate();
+  }
+
+  /** Evaluates every window, updates alerts and safe mode. */
+  evaluate(): MonitorState {
+    this.sinceEvaluation = 0;
+    const now = this.now();
+    const windows: Record<string, WindowReport> = {};
+    for (const name of this.windows.windowNames) windows[name] = this.evaluateWindow(this.windows.snapshot(name, now), name === COUNT_WINDOW);
+
+    const candidates = this.candidates(windows[COUNT_WINDOW] ?? Object.values(windows)[0], `last_${this.config.count_window}`);
+    this.alerts.update(candidates, now);
+    this.updateSafeMode(now);
+
+    const decay = this.decayState();
+    this.last = {
+      service: this.bundle.name,
+      version: this.bundle.version,
+      evaluated_at: new Date(now).toISOString(),
+      reference: { created: this.reference.created, data: this.reference.data },
+      windows,
+      alerts: { active: this.alerts.active(), history: this.alerts.history().slice(0, 50) },
+      safe_mode: { ...this.safe, on_critical: this.config.on_critical, release_after_s: this.config.release_after_s },
+      decay,
+    };
+    return this.last;
+  }
+
+  private decayState(): MonitorState['decay'] {
+    const referenceBrier = this.reference.performance?.brier ?? null;
+    const mean = this.adwin.estimation;
+    // Decayed: the detector saw the error level change, and it now sits well above the reference's.
+    const decayed = this.adwin.detected > 0 && referenceBrier !== null && this.adwin.width >= 100 && mean > referenceBrier * 1.25;
+    return { detector: 'adwin', delta: 0.002, outcomes: this.outcomes, width: this.adwin.width, mean_brier: mean, reference_brier: referenceBrier, changes_detected: this.adwin.detected, decayed };
+  }
+
+  private updateSafeMode(now: number): void {
+    if (this.safe.mode !== 'auto' || this.config.on_critical !== 'fallback') return;
+    const critical = this.alerts.active().filter((a) => a.severity === 'critical');
+    if (critical.length > 0) {
+      this.engage(`critical alert: ${critical.map((a) => a.message).join('; ')}`.slice(0, 500));
+      return;
+    }
+    if (!this.safe.active) return;
+    // Hysteresis: stay in safe mode until the service has been clear for release_after_s.
+    this.clearSince ??= now;
+    if (now - this.clearSince >= this.config.release_after_s * 1000) this.release();
+  }
+
+  private evaluateWindow(h: ProfileHistogram, withRaw: boolean): WindowReport {
+    const enough = h.observations >= this.config.min_observations;
+    const features: Record<string, ColumnReport> = {};
+    for (const fh of h.features) {
+      const ref = this.reference.features[fh.name];
+      features[fh.name] = this.evaluateColumn(fh, ref, thresholdsFor(this.config, fh.name), enough, withRaw ? this.windows.rawValues(fh.name) : null);
+    }
+
+    let score: WindowReport['score'] = null;
+    if (h.score && this.reference.score) {
+      const column = this.evaluateColumn(h.score, this.reference.score, this.config.drift, h.score.n >= this.config.min_observations, withRaw ? this.windows.rawScores() : null);
+      const ratio = this.reference.score.std > 0 ? h.score.std / this.reference.score.std : NaN;
+      const collapse = h.score.n >= this.config.min_observations ? levelBelow(ratio, this.config.health.score_std_ratio) : 'insufficient_data';
+      score = { ...column, std_ratio: ratio, collapse, verdict: worst([column.verdict, collapse]) };
+    }
+
+    const rejected = h.counters.get('rejected') ?? 0;
+    const byField: Record<string, number> = {};
+    const counters: Record<string, number> = {};
+    for (const [key, value] of h.counters) {
+      if (key.startsWith('rejected:')) byField[key.slice(9)] = value;
+      else if (key !== 'rejected') counters[key] = value;
+    }
+    const requests = h.observations + rejected;
+
+    const fallbacks: Record<string, number> = Object.fromEntries(h.fallbacks);
+    let failures = 0;
+    for (const [cause, count] of h.fallbacks) if (!CHOSEN_FALLBACKS.has(cause)) failures += count;
+
+    let mix: WindowReport['model_health']['decision_mix'] = null;
+    if (h.decisions && this.reference.decisions) {
+      const column = h.decisions.column as CategoricalColumn;
+      const refShares = categoryShares(column, this.reference.decisions);
+      const value = psi(refShares, h.decisions.counts);
+      const n = h.decisions.n;
+      mix = {
+        shares: Object.fromEntries(column.categories.map((c, i) => [c, n > 0 ? h.decisions!.counts[i] / n : 0])),
+        reference: this.reference.decisions,
+        psi: value,
+        verdict: n >= this.config.min_observations ? level(value, this.config.health.decision_mix_psi) : 'insufficient_data',
+      };
+    }
+
+    return {
+      observations: h.observations,
+      features,
+      score,
+      data_quality: { rejected_requests: rejected, rejection_rate: requests > 0 ? rejected / requests : 0, rejections_by_field: byField, counters },
+      model_health: { fallback_rate: h.observations > 0 ? failures / h.observations : 0, fallbacks_by_cause: fallbacks, decision_mix: mix },
+    };
+  }
+
+  private evaluateColumn(fh: FeatureHistogram, ref: FeatureReference | undefined, t: ReturnType<typeof thresholdsFor>, enough: boolean, raw: Float64Array | null): ColumnReport {
+    const total = fh.total;
+    const missingRate = total > 0 ? fh.missing / total : 0;
+    const report: ColumnReport = { kind: fh.kind, n: fh.n, missing_rate: missingRate, reference_missing_rate: ref?.missingRate ?? 0, tests: [], verdict: 'insufficient_data' };
+    if (!ref) return report;
+    const tests: TestResult[] = [];
+    // Missing values are judged on every row seen, even when too few values remain to bin.
+    if (total >= this.config.min_observations) {
+      const rise = missingRate - ref.missingRate;
+      tests.push({ test: 'missing_increase', value: rise, threshold: t.missing_increase, verdict: level(rise, t.missing_increase) });
+    }
+    const binned = fh.n >= this.config.min_observations && enough;
+    // PSI and JS are effect sizes; the column's significance test says whether they are more than noise.
+    const gated = (test: 'psi' | 'js', value: number, p: number): TestResult => {
+      const th = t[test];
+      return { test, value, p, threshold: th, verdict: p < t.significance ? level(value, th) : 'ok' };
+    };
+    if (ref.kind === 'numeric' && fh.kind === 'numeric') {
+      Object.assign(report, { mean: fh.mean, std: fh.std, reference_mean: ref.mean, reference_std: ref.std, out_of_range_rate: fh.n > 0 ? fh.outOfRange / fh.n : 0 });
+      if (binned) {
+        const freq = Float64Array.from((ref as NumericReference).frequencies);
+        let significance = chiSquareGoodnessOfFit(fh.counts, freq).pValue;
+        if (raw && raw.length >= this.config.min_observations && ref.quantiles.length > 1) {
+          const ks = ksAgainstQuantiles(raw, ref.quantiles, ref.count);
+          significance = ks.pValue;
+          tests.push({ test: 'ks', value: ks.statistic, p: ks.pValue, threshold: t.ks, verdict: ks.pValue < t.ks.p ? level(ks.statistic, t.ks) : 'ok' });
+        }
+        tests.push(gated('psi', psi(freq, fh.counts), significance));
+        tests.push(gated('js', jensenShannonDistance(freq, fh.counts), significance));
+      }
+    } else if (ref.kind === 'categorical' && fh.kind === 'categorical') {
+      report.unseen_rate = total > 0 ? fh.unseen / total : 0;
+      if (binned) {
+        const shares = categoryShares(fh.column as CategoricalColumn, ref.frequencies);
+        const pool = pooled(shares, fh.counts);
+        // Cramér's V: under no drift it is about 1/sqrt(n) whatever the number of categories.
+        const chi = chiSquareGoodnessOfFit(pool.counts, pool.reference);
+        tests.push({ test: 'chi2', value: chi.cramersV, p: chi.pValue, threshold: t.chi2, verdict: chi.pValue < t.chi2.p ? level(chi.cramersV, t.chi2) : 'ok' });
+        tests.push(gated('psi', psi(pool.reference, pool.counts), chi.pValue));
+        tests.push(gated('js', jensenShannonDistance(pool.reference, pool.counts), chi.pValue));
+      }
+    }
+    report.tests = tests;
+    report.verdict = tests.length === 0 ? 'insufficient_data' : worst(tests.map((x) => x.verdict));
+    return report;
+  }
+
+  /** The conditions that hold now, as alert candidates. */
+  private candidates(w: WindowReport | undefined, window: string): AlertCandidate[] {
+    if (!w) return [];
+    const out: AlertCandidate[] = [];
+    const add = (rule: string, subject: string, severity: Verdict, message: string, value: number, threshold: number) => {
+      if (severity === 'warning' || severity === 'critical') out.push({ key: `${rule}:${subject}`, rule, subject, severity: severity as Severity, message, value, threshold, window });
+    };
+    const columns: [string, ColumnReport][] = Object.entries(w.features);
+    if (w.score) columns.push(['score', w.score]);
+    for (const [name, column] of columns) {
+      for (const test of column.tests) {
+        if (test.verdict !== 'warning' && test.verdict !== 'critical') continue;
+        const threshold = test.verdict === 'critical' ? test.threshold.critical : test.threshold.warning;
+        if (test.test === 'missing_increase') {
+          add('missing_values', name, test.verdict, `${name} missing in ${(100 * column.missing_rate).toFixed(1)}% of requests (reference ${(100 * column.reference_missing_rate).toFixed(1)}%)`, test.value, threshold);
+        } else {
+          add(name === 'score' ? 'score_drift' : 'feature_drift', name, test.verdict, `${name === 'score' ? 'the score' : name} drifted: ${test.test} ${test.value.toPrecision(3)}${test.p !== undefined ? ` (p ${test.p.toExponential(1)})` : ''} >= ${threshold}`, test.value, threshold);
+        }
+      }
+    }
+    // Several tests on one column say the same thing: keep one alert per column, the worst.
+    const byKey = new Map<string, AlertCandidate>();
+    for (const c of out) {
+      const prev = byKey.get(c.key);
+      if (!prev || (prev.severity === 'warning' && c.severity === 'critical')) byKey.set(c.key, c);
+    }
+    const result = [...byKey.values()];
+
+    if (w.score && w.score.collapse !== 'ok' && w.score.collapse !== 'insufficient_data') {
+      const t = this.config.health.score_std_ratio;
+      result.push({ key: 'score_collapse:score', rule: 'score_collapse', subject: 'score', severity: w.score.collapse, message: `the score has collapsed: its spread is ${w.score.std_ratio.toPrecision(2)} of the reference's`, value: w.score.std_ratio, threshold: w.score.collapse === 'critical' ? t.critical : t.warning, window });
+    }
+    const health = this.config.health;
+    const fb = level(w.model_health.fallback_rate, health.fallback_rate);
+    if (w.observations >= this.config.min_observations && fb !== 'ok') {
+      result.push({ key: 'fallback_rate:model', rule: 'fallback_rate', subject: 'model', severity: fb as Severity, message: `the model failed on ${(100 * w.model_health.fallback_rate).toFixed(1)}% of decisions (${JSON.stringify(w.model_health.fallbacks_by_cause)})`, value: w.model_health.fallback_rate, threshold: fb === 'critical' ? health.fallback_rate.critical : health.fallback_rate.warning, window });
+    }
+    const requests = w.observations + w.data_quality.rejected_requests;
+    if (requests >= this.config.min_observations) {
+      for (const [field, count] of Object.entries(w.data_quality.rejections_by_field)) {
+        const rate = count / requests;
+        const v = level(rate, health.rejection_rate);
+        if (v !== 'ok') result.push({ key: `rejections:${field}`, rule: 'rejections', subject: field, severity: v as Severity, message: `${(100 * rate).toFixed(1)}% of requests rejected for ${field}`, value: rate, threshold: v === 'critical' ? health.rejection_rate.critical : health.rejection_rate.warning, window });
+      }
+    }
+    const mix = w.model_health.decision_mix;
+    if (mix && (mix.verdict === 'warning' || mix.verdict === 'critical')) {
+      result.push({ key: 'decision_mix:decisions', rule: 'decision_mix', subject: 'decisions', severity: mix.verdict, message: `the decision mix moved: PSI ${mix.psi.toPrecision(3)} (${JSON.stringify(mix.shares)})`, value: mix.psi, threshold: mix.verdict === 'critical' ? health.decision_mix_psi.critical : health.decision_mix_psi.warning, window });
+    }
+    const decay = this.decayState();
+    if (decay.decayed) {
+      result.push({ key: 'performance_decay:model', rule: 'performance_decay', subject: 'model', severity: 'warning', message: `realized error rose: mean Brier ${decay.mean_brier.toPrecision(3)} over the last ${decay.width} outcomes vs ${decay.reference_brier?.toPrecision(3)} in the reference`, value: decay.mean_brier, threshold: (decay.reference_brier ?? 0) * 1.25, window: `last_${decay.width}_outcomes` });
+    }
+    return result;
+  }
+}
