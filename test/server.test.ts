@@ -243,7 +243,8 @@ describe('operating the server', () => {
       .replace(/^name: credit$/m, 'name: baseline')
       .replace(/^model:\n(  .*\n)+/m, '')
       .replace(/^outputs:\n(  .*\n)+/m, '')
-      .replace(/^golden: .*$/m, '');
+      .replace(/^golden: .*$/m, '')
+      .replace(/^monitoring:\n(  .*\n)+/m, '');
     writeFileSync(join(repo, 'baseline/rtml.yaml'), manifest);
     const policy = readFileSync(join(repo, 'credit/policy.yaml'), 'utf8').replace(/^bands:\n(  .*\n|\s*\n|  #.*\n)+/m, '').replace(/^post_rules:\n(  .*\n|\s*\n|  #.*\n)+/m, '');
     writeFileSync(join(repo, 'baseline/policy.yaml'), policy);
@@ -336,13 +337,14 @@ describe('operating the server', () => {
       const dir = join(server.repository, 'credit');
       mkdirSync(join(dir, 'v1'));
       mkdirSync(join(dir, 'v2'));
-      for (const f of ['rtml.yaml', 'model.json', 'golden.jsonl', 'policy.yaml']) {
+      const files = ['rtml.yaml', 'model.json', 'golden.jsonl', 'policy.yaml', 'reference.json'];
+      for (const f of files) {
         cpSync(join(dir, f), join(dir, 'v1', f));
         cpSync(join(dir, f), join(dir, 'v2', f));
       }
       writeFileSync(join(dir, 'v2/rtml.yaml'), readFileSync(join(dir, 'v2/rtml.yaml'), 'utf8').replace(/^version: .*$/m, 'version: "2"'));
       const { rmSync } = await import('node:fs');
-      for (const f of ['rtml.yaml', 'model.json', 'golden.jsonl', 'policy.yaml']) rmSync(join(dir, f));
+      for (const f of files) rmSync(join(dir, f));
       const load = await server.post('/v2/repository/models/credit/load', {}, admin);
       assert.equal(load.status, 200, await load.clone().text());
       assert.deepEqual((await load.json()).versions, ['1', '2']);
@@ -350,7 +352,7 @@ describe('operating the server', () => {
 
       // A broken version 3 (corrupt model) is refused; version 2 keeps serving.
       mkdirSync(join(dir, 'v3'));
-      for (const f of ['rtml.yaml', 'golden.jsonl', 'policy.yaml']) cpSync(join(dir, 'v2', f), join(dir, 'v3', f));
+      for (const f of ['rtml.yaml', 'golden.jsonl', 'policy.yaml', 'reference.json']) cpSync(join(dir, 'v2', f), join(dir, 'v3', f));
       writeFileSync(join(dir, 'v3/rtml.yaml'), readFileSync(join(dir, 'v3/rtml.yaml'), 'utf8').replace(/^version: .*$/m, 'version: "3"'));
       writeFileSync(join(dir, 'v3/model.json'), readFileSync(join(dir, 'v2/model.json'), 'utf8').slice(0, 5000));
       const refused = await server.post('/v2/repository/models/credit/load', {}, admin);

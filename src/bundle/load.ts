@@ -11,6 +11,7 @@ import { loadModel, ModelLoadError, type ModelRuntime } from '../models/index.ts
 import { buildEncoding, type Encoding } from './encoding.ts';
 import { loadPolicy, POLICY_FILE, PolicyError, type Policy } from '../decision/index.ts';
 import { manifestSchema, type FeatureSpec, type Manifest } from './manifest.ts';
+import { buildResolver, type FeatureResolver } from '../features/resolve.ts';
 import { buildOutputMapping, OutputMismatchError, type OutputMapping } from './outputs.ts';
 
 export const MANIFEST_FILE = 'rtml.yaml';
@@ -29,6 +30,8 @@ export interface Bundle {
   readonly policy: Policy | null;
   /** Absolute path of the golden file, when the bundle has one. */
   readonly goldenPath: string | null;
+  /** Gathers features that do not come from the request; null when all do. */
+  readonly sources: FeatureResolver | null;
 }
 
 /** A bundle with a model: what scoring needs. */
@@ -143,9 +146,11 @@ export async function loadBundle(dir: string): Promise<Bundle> {
     if (policy && policy.usesModel && !model) problem('policy', 'the policy has score bands but the bundle has no model');
   }
   if (!model && !policy) problem('model', 'a bundle needs a model, a policy, or both');
+  const { resolver, problems: sourceProblems } = buildResolver(manifest, features);
+  for (const p of sourceProblems) problem(p.path, p.rule);
   if (problems.length > 0) return fail();
 
-  return { dir: resolve(dir), manifest, name: manifest.name, version: manifest.version, model, encoding, outputs, policy, goldenPath };
+  return { dir: resolve(dir), manifest, name: manifest.name, version: manifest.version, model, encoding, outputs, policy, goldenPath, sources: resolver };
 }
 
 /** The encoded columns must be as many as the model takes, and where the model names them, the same. */

@@ -4,12 +4,15 @@
  */
 import { z } from 'zod';
 import { monitoringSchema } from '../monitor/config.ts';
+import { sourceSchema, sourcesSchema } from '../features/types.ts';
 
 const name = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'lowercase letters, digits, - and _, starting with a letter or digit');
 // Feature names become CSV headers and JSON keys: anything printable, but no control characters.
 const featureName = z.string().min(1).max(200).regex(/^[^\u0000-\u001f\u007f]+$/, 'no control characters');
 
 const bounds = {
+  /** Where the value comes from when not from the request: an entity, an aggregate, an HTTP service, an expression. */
+  source: sourceSchema.optional(),
   nullable: z.boolean().default(false),
   min: z.number().finite().optional(),
   max: z.number().finite().optional(),
@@ -17,7 +20,7 @@ const bounds = {
 
 const numberFeature = z.object({ name: featureName, type: z.literal('number'), ...bounds, default: z.number().finite().optional() }).strict();
 const integerFeature = z.object({ name: featureName, type: z.literal('integer'), ...bounds, default: z.number().int().optional() }).strict();
-const booleanFeature = z.object({ name: featureName, type: z.literal('boolean'), nullable: z.boolean().default(false), default: z.boolean().optional() }).strict();
+const booleanFeature = z.object({ name: featureName, type: z.literal('boolean'), source: sourceSchema.optional(), nullable: z.boolean().default(false), default: z.boolean().optional() }).strict();
 const categoryFeature = z
   .object({
     name: featureName,
@@ -25,6 +28,7 @@ const categoryFeature = z
     values: z.array(z.string().min(1)).min(1),
     /** ordinal: one column holding the value's index (XGBoost native categorical); onehot: one 0/1 column per value. */
     encoding: z.enum(['onehot', 'ordinal']).default('onehot'),
+    source: sourceSchema.optional(),
     /** What an unseen value does: reject the row, or score it as missing. */
     on_unknown: z.enum(['error', 'missing']).default('error'),
     nullable: z.boolean().default(false),
@@ -90,6 +94,10 @@ export const manifestSchema = z
       .strict()
       .optional(),
     features: z.array(featureSchema).min(1).optional(),
+    /** Request fields that identify entities (a card, a customer): required strings, not model inputs. */
+    keys: z.array(z.string().min(1).max(200)).default([]),
+    /** Entities, event streams and the deadline for gathering features from them. */
+    sources: sourcesSchema.optional(),
     outputs: outputsSchema.optional(),
     /** Request fields that are not features: refuse the request, list them in the response, or drop them. */
     unknown_fields: z.enum(['reject', 'report', 'ignore']).default('report'),

@@ -21,6 +21,7 @@ import type { Decision, Reason } from '../decision/index.ts';
 import type { DecisionLog, DecisionRecord } from '../log/types.ts';
 import { decideAfterModel, namedOutputs, type ModelResult } from './policy.ts';
 import type { Scorer } from './score.ts';
+import type { FeatureStatus, FeatureStore } from '../features/types.ts';
 
 /** What the caller gets back. */
 export interface DecisionResponse {
@@ -34,6 +35,8 @@ export interface DecisionResponse {
   fallback: { used: boolean; cause: string | null };
   timings_ms: StageTimings;
   warnings?: FieldError[] | { field: string; rule: 'unknown'; message: string }[];
+  /** How each sourced feature was obtained (present, default, stale, missing, timeout, error). */
+  features?: Record<string, FeatureStatus>;
 }
 
 export const STAGES = ['validation', 'features', 'model', 'policy', 'log'] as const;
@@ -69,6 +72,8 @@ export interface DecisionContext {
   readonly shadowScore?: boolean;
   /** Set while the monitor holds the service in safe mode; recorded with the decision. */
   readonly safeMode?: boolean;
+  /** Where sourced features are looked up; null when the server has no store. */
+  readonly featureStore?: FeatureStore | null;
   /** Called once per answered decision, for metrics and monitors. */
   readonly observe?: (response: DecisionResponse, stage: Decision['stage'] | 'none', seen: { row: RawRow; score: number | null }) => void;
 }
@@ -95,19 +100,33 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
   const unknown = Object.keys(body).filter((k) => k !== 'id' && !target.featureNames.has(k));
   const unknownErrors = unknown.map((field) => ({ field, rule: 'unknown' as const, message: `${field} is not a feature of ${bundle.name}` }));
   if (unknown.length > 0 && bundle.manifest.unknown_fields === 'reject') throw new RequestRejected(unknownErrors);
+  const sources = bundle.sources;
+  if (sources) {
+    const missingKeys = sources.keys.filter((k) => typeof body[k] !== 'string' || body[k] === '');
+    if (missingKeys.length > 0) throw new RequestRejected(missingKeys.map((field) => ({ field, rule: 'required', message: `${field} is required: it identifies the entity whose features are looked up` })));
+  }
+  lap('validation');
 
-  const encoded = scorer?.encode([body]);
+  // 2. Features: what the request does not carry comes from its sources, in parallel, under a deadline.
+  let features: RawRow = body;
+  let featureStatus: Record<string, FeatureStatus> | null = null;
+  if (sources) {
+    const resolved = await sources.resolve(body, Date.now(), ctx.featureStore ?? null);
+    features = resolved.row;
+    featureStatus = resolved.status;
+  }
+  lap('features');
+
+  // Every feature, from the request or a source, passes the same checks and encoding as in batch.
+  const encoded = scorer?.encode([features]);
   const row = encoded?.rows[0];
   if (row && !row.ok) throw new RequestRejected(row.errors);
   if (!scorer) {
     const errors: FieldError[] = [];
-    bundle.encoding.encoder({ fromText: false })(body, new Float32Array(bundle.encoding.width), 0, errors);
+    bundle.encoding.encoder({ fromText: false })(features, new Float32Array(bundle.encoding.width), 0, errors);
     if (errors.length > 0) throw new RequestRejected(errors);
   }
   lap('validation');
-
-  // 2. Features: request-only for now.
-  lap('features');
 
   // 3-6. Pre-rules, model, guards, policy.
   let decision: Decision | null = null;
@@ -116,7 +135,7 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
   let inputs: (number | null)[] | null = null;
   let fallbackCause: string | null = null;
 
-  decision = policy?.preDecide(body) ?? null;
+  decision = policy?.preDecide(features) ?? null;
   if (!decision && scorer && encoded) {
     let result: ModelResult;
     if (ctx.forcedFallback && !ctx.shadowScore) result = { ok: false, cause: ctx.forcedFallback };
@@ -140,14 +159,14 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
     // A forced fallback decides even though the model ran (in its shadow, for the monitors).
     if (ctx.forcedFallback && result.ok) result = { ok: false, cause: ctx.forcedFallback };
     if (policy) {
-      const verdict = decideAfterModel(policy, body, result);
+      const verdict = decideAfterModel(policy, features, result);
       decision = verdict.decision;
       fallbackCause = verdict.fallbackCause;
     } else if (!result.ok) fallbackCause = result.cause;
     else if (!Number.isFinite(result.score)) fallbackCause = 'guard: score is not a finite number';
   } else if (!decision && policy) {
     // A rules-only service: its heuristics are the policy, not a stand-in for a failed model.
-    decision = policy.fallback(body, 'rules_only');
+    decision = policy.fallback(features, 'rules_only');
   }
   lap('policy');
 
@@ -163,6 +182,7 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
     timings_ms: timings,
   };
   if (unknown.length > 0 && bundle.manifest.unknown_fields === 'report') response.warnings = unknownErrors;
+  if (featureStatus) response.features = featureStatus;
   if (!decision && fallbackCause !== null) {
     // No policy to fall back on: the caller must not act on a score we do not trust.
     throw new ModelUnavailable(fallbackCause);
@@ -188,7 +208,7 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
   await ctx.log.append(record);
   lap('log');
   timings.total = performance.now() - started;
-  ctx.observe?.(response, decision?.stage ?? 'none', { row: body, score });
+  ctx.observe?.(response, decision?.stage ?? 'none', { row: features, score });
   return response;
 }
 

@@ -273,7 +273,8 @@ async function loadVersion(dir: string, sinks: readonly AlertSink[]): Promise<Se
     await bundle.model?.close?.();
     throw new Error(`${dir}: monitoring needs the reference profile ${config.reference}: run rtml profile ${dir} --data <training data>`);
   }
-  const featureNames = new Set(bundle.encoding.features.map((f) => f.name));
+  // What a caller may send: the features that come from the request, and entity keys.
+  const featureNames = new Set([...bundle.encoding.features.filter((f) => !f.source).map((f) => f.name), ...bundle.manifest.keys]);
   return {
     bundle,
     scorer: hasModel(bundle) ? createScorer(bundle, { fromText: false }) : null,
