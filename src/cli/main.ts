@@ -11,11 +11,16 @@ import { checkGolden } from '../bundle/golden.ts';
 import { scoreFile, type FileFormat, type RowFailure } from '../batch/score-file.ts';
 import { readFileSync } from 'node:fs';
 import { openSqliteDecisionLog } from '../log/sqlite.ts';
-import { createServer, DEFAULT_CONFIG } from '../server/app.ts';
+import { createServer, DEFAULT_CONFIG, type FeatureStoreFactory } from '../server/app.ts';
+import { openEmbeddedFeatureStore } from '../features/embedded.ts';
 import { buildProfile, writeProfile } from '../monitor/profile.ts';
 import { openRecords } from '../batch/records.ts';
 import { parseOutcome } from '../pipeline/outcomes.ts';
 import { parsePerturbation, simulate } from '../monitor/simulate.ts';
+import { backfillFile, exportLogged } from '../batch/features.ts';
+import { parseEntityFields, parseEvent, streamsOf } from '../features/events.ts';
+import type { StreamEvent } from '../features/types.ts';
+import { textRowConverter } from '../decision/index.ts';
 import type { Outcome } from '../log/types.ts';
 
 const EXIT_FAILED = 1;
@@ -43,6 +48,13 @@ function parsePositiveInt(value: string): number {
   const v = Number(value);
   if (!Number.isInteger(v) || v < 0) throw new InvalidArgumentError('must be a whole number >= 0');
   return v;
+}
+
+/** `name=path` pairs, repeatable. */
+function collectPairs(value: string, previous: Record<string, string>): Record<string, string> {
+  const at = value.indexOf('=');
+  if (at <= 0) throw new InvalidArgumentError('use NAME=FILE');
+  return { ...previous, [value.slice(0, at)]: value.slice(at + 1) };
 }
 
 function parseFormat(value: string): FileFormat {
@@ -269,6 +281,111 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('backfill')
+    .description('compute point-in-time features for historical rows, as the server would have served them (training sets)')
+    .argument('<bundle>', 'bundle directory (declares the features and their sources)')
+    .requiredOption('--events <stream=file...>', 'event file of a stream, sorted by event time (repeatable)', collectPairs, {})
+    .option('--entities <type=file...>', 'entity snapshot file (key column, optional updated_at) (repeatable)', collectPairs, {})
+    .requiredOption('-i, --input <file>', 'rows to compute features for (keys and a time column)')
+    .requiredOption('-o, --output <file>', 'CSV: the input columns followed by every model feature')
+    .option('--at <column>', 'the column holding each row\'s point in time', 'event_time')
+    .option('--before', "features as of 1 ms before that time, so a row's own event is not in its features")
+    .action(async (dir: string, opts: { events: Record<string, string>; entities: Record<string, string>; input: string; output: string; at: string; before?: boolean }) => {
+      const bundle = await openBundle(dir, loadBundle);
+      const started = performance.now();
+      const result = await backfillFile(bundle, { events: opts.events, entities: opts.entities, input: opts.input, output: opts.output, atColumn: opts.at, before: opts.before ?? false });
+      process.stderr.write(`wrote ${result.rows} rows to ${opts.output} in ${((performance.now() - started) / 1000).toFixed(1)} s (${JSON.stringify(result.stats)})\n`);
+      await bundle.model?.close?.();
+    });
+
+  program
+    .command('export')
+    .description('log-and-wait: the features the server served (as logged), joined with their outcomes, as a training set')
+    .argument('<bundle>', 'bundle directory (names the service and its features)')
+    .requiredOption('-o, --output <file>', 'CSV: id, time, model_version, the features, label')
+    .option('--data-dir <dir>', 'the decision log', process.env.RTML_DATA_DIR ?? '.rtml-data')
+    .option('--since <time>', 'decisions made at or after this time')
+    .option('--until <time>', 'decisions made before this time')
+    .action(async (dir: string, opts: { output: string; dataDir: string; since?: string; until?: string }) => {
+      const bundle = await openBundle(dir, loadBundle);
+      const log = openSqliteDecisionLog(opts.dataDir);
+      try {
+        const result = await exportLogged(bundle, log, opts);
+        process.stderr.write(`wrote ${result.rows} labelled decisions to ${opts.output}${result.skipped ? ` (${result.skipped} decided without the model, left out)` : ''}\n`);
+      } finally {
+        await log.close();
+        await bundle.model?.close?.();
+      }
+    });
+
+  program
+    .command('ingest')
+    .description('load events of a stream, or entity fields, from a file into a running server')
+    .argument('<bundle>', 'bundle directory (declares the stream or entity)')
+    .requiredOption('-i, --input <file>', 'CSV or JSON lines')
+    .option('--stream <name>', 'the events are this stream')
+    .option('--entity <type>', 'the rows are fields of this entity type (its key column names the entity)')
+    .option('--url <url>', 'server base URL', 'http://127.0.0.1:8080')
+    .option('--batch <n>', 'rows per request', parsePositiveInt, 1000)
+    .action(async (dir: string, opts: { input: string; stream?: string; entity?: string; url: string; batch: number }) => {
+      const bundle = await openBundle(dir, loadBundle);
+      if (!opts.stream === !opts.entity) throw new InvalidArgumentError('give --stream or --entity');
+      const base = opts.url.replace(/\/$/, '');
+      const totals = { rows: 0, accepted: 0, duplicates: 0, late: 0, invalid: 0 };
+      const post = async (path: string, method: string, body: unknown) => {
+        const res = await fetch(base + path, { method, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+        const json = (await res.json()) as Record<string, number> & { error?: string };
+        if (!res.ok) throw new Error(`${path}: ${res.status} ${json.error ?? ''}`);
+        return json;
+      };
+      if (opts.stream) {
+        const def = streamsOf([bundle]).streams.get(opts.stream);
+        if (!def) throw new InvalidArgumentError(`${bundle.name} declares no stream ${opts.stream}`);
+        let batch: StreamEvent[] = [];
+        const send = async () => {
+          if (batch.length === 0) return;
+          const body = batch.map((e) => ({ [def.keyField]: e.key, [def.spec.id]: e.id, [def.spec.time]: e.time, ...e.fields }));
+          const r = await post(`/v1/events/${opts.stream}`, 'POST', body);
+          totals.accepted += r.accepted ?? 0;
+          totals.duplicates += r.duplicates ?? 0;
+          totals.late += r.late ?? 0;
+          batch = [];
+        };
+        for await (const record of openRecords(opts.input)) {
+          totals.rows++;
+          const parsed = record.row === null ? { ok: false as const, message: record.syntaxError ?? '' } : parseEvent(def, record.row, true);
+          if (!parsed.ok) {
+            if (++totals.invalid <= 20) process.stderr.write(`line ${record.line}: ${parsed.message}\n`);
+            continue;
+          }
+          batch.push(parsed.event);
+          if (batch.length >= opts.batch) await send();
+        }
+        await send();
+      } else {
+        const keyField = bundle.manifest.sources?.entities[opts.entity!]?.key;
+        if (!keyField) throw new InvalidArgumentError(`${bundle.name} declares no entity ${opts.entity}`);
+        const typed = textRowConverter(bundle.encoding.features);
+        for await (const record of openRecords(opts.input)) {
+          totals.rows++;
+          const row = record.row === null ? null : { ...typed(record.row) };
+          const id = row?.[keyField];
+          if (row) delete row[keyField];
+          const parsed = row ? parseEntityFields(row) : { ok: false as const, message: record.syntaxError ?? '' };
+          if (!parsed.ok || (typeof id !== 'string' && typeof id !== 'number')) {
+            if (++totals.invalid <= 20) process.stderr.write(`line ${record.line}: ${parsed.ok ? `${keyField} is required` : parsed.message}\n`);
+            continue;
+          }
+          await post(`/v1/entities/${opts.entity}/${encodeURIComponent(String(id))}`, 'PUT', parsed.fields);
+          totals.accepted++;
+        }
+      }
+      await bundle.model?.close?.();
+      process.stderr.write(`${totals.rows} rows: ${totals.accepted} accepted, ${totals.duplicates} duplicates, ${totals.late} late, ${totals.invalid} invalid\n`);
+      if (totals.invalid > 0) process.exitCode = EXIT_FAILED;
+    });
+
+  program
     .command('serve')
     .description('serve every bundle in a model repository (one folder per service) over HTTP')
     .argument('[repository]', 'model repository directory', 'examples')
@@ -282,14 +399,22 @@ export function buildProgram(): Command {
     .option('--watch-interval-ms <ms>', 'poll the repository for new versions this often (0: off)', parsePositiveInt, DEFAULT_CONFIG.watchIntervalMs)
     .option('--log-sync <mode>', 'decision log durability: normal (survives a killed process) or full (also a power loss)', 'full')
     .option('--log-level <level>', 'pino log level', process.env.LOG_LEVEL ?? 'info')
+    .option('--feature-store <kind>', 'where sourced features live: embedded (in-process, durable under --data-dir) or redis', process.env.RTML_FEATURE_STORE ?? 'embedded')
+    .option('--redis-url <url>', 'Redis for --feature-store redis (env REDIS_URL)', process.env.REDIS_URL ?? 'redis://127.0.0.1:6379')
     .option('--alert-webhook <url>', 'POST alerts here as JSON, with retries (env RTML_ALERT_WEBHOOK)', process.env.RTML_ALERT_WEBHOOK)
-    .action(async (repository: string, opts: { port: number; host: string; dataDir: string; adminTokenFile?: string; maxInFlight: number; deadlineMs: number; bodyLimit: number; watchIntervalMs: number; logSync: string; logLevel: string; alertWebhook?: string }) => {
+    .action(async (repository: string, opts: { port: number; host: string; dataDir: string; adminTokenFile?: string; maxInFlight: number; deadlineMs: number; bodyLimit: number; watchIntervalMs: number; logSync: string; logLevel: string; alertWebhook?: string; featureStore: string; redisUrl: string }) => {
       const adminToken = opts.adminTokenFile ? readFileSync(opts.adminTokenFile, 'utf8').trim() : (process.env.RTML_ADMIN_TOKEN ?? null);
       if (opts.logSync !== 'normal' && opts.logSync !== 'full') throw new InvalidArgumentError('--log-sync must be normal or full');
       const log = openSqliteDecisionLog(opts.dataDir, { synchronous: opts.logSync });
+      if (opts.featureStore !== 'embedded' && opts.featureStore !== 'redis') throw new InvalidArgumentError('--feature-store must be embedded or redis');
+      const openFeatureStore: FeatureStoreFactory =
+        opts.featureStore === 'redis'
+          ? async (streams) => new (await import('../features/redis.ts')).RedisFeatureStore({ url: opts.redisUrl, streams })
+          : async (streams) => openEmbeddedFeatureStore({ dataDir: opts.dataDir, streams, synchronous: opts.logSync === 'normal' ? 'normal' : 'full' });
       const server = await createServer(
         { repository, adminToken: adminToken || null, maxInFlight: opts.maxInFlight, deadlineMs: opts.deadlineMs, bodyLimit: opts.bodyLimit, watchIntervalMs: opts.watchIntervalMs, logLevel: opts.logLevel, alertWebhook: opts.alertWebhook || null },
         log,
+        openFeatureStore,
       );
       const shutdown = (signal: string) => {
         server.app.log.info({ signal }, 'draining in-flight requests and flushing the decision log');

@@ -12,6 +12,10 @@ import { ModelRepository } from './repository.ts';
 import { registerDecisionRoutes } from './routes/decisions.ts';
 import { registerOipRoutes } from './routes/oip.ts';
 import { registerMonitoringRoutes } from './routes/monitoring.ts';
+import { registerFeatureRoutes } from './routes/features.ts';
+import type { FeatureStore } from '../features/types.ts';
+import type { StreamStoreConfig } from '../features/aggregate.ts';
+import { streamsOf } from '../features/events.ts';
 import { logSink, webhookSink, type AlertSink } from '../monitor/alerts.ts';
 
 export interface ServerConfig {
@@ -48,6 +52,8 @@ export interface ServerContext {
   readonly repository: ModelRepository;
   readonly log: DecisionLog;
   readonly metrics: Metrics;
+  /** Where sourced features live; null when no loaded bundle needs one. */
+  readonly featureStore: FeatureStore | null;
   /** preHandler for admin routes. */
   readonly requireAdmin: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
   /** preHandler for the routes that score: sheds load past the concurrency limit. */
@@ -61,7 +67,10 @@ export interface Server {
   close(): Promise<void>;
 }
 
-export async function createServer(config: ServerConfig, log: DecisionLog): Promise<Server> {
+/** Opens the feature store once the loaded bundles have said which streams they read. */
+export type FeatureStoreFactory = (streams: Record<string, StreamStoreConfig>) => Promise<FeatureStore>;
+
+export async function createServer(config: ServerConfig, log: DecisionLog, openFeatureStore: FeatureStoreFactory | null = null): Promise<Server> {
   const app = Fastify({
     logger: { level: config.logLevel },
     bodyLimit: config.bodyLimit,
@@ -127,17 +136,26 @@ export async function createServer(config: ServerConfig, log: DecisionLog): Prom
   // Bulk outcomes come as JSON lines.
   app.addContentTypeParser(['application/x-ndjson', 'application/jsonl'], { parseAs: 'string' }, (_request, body, done) => done(null, body));
 
-  const context: ServerContext = { config, repository, log, metrics, requireAdmin, limitConcurrency };
+  const { loaded, failed } = await repository.loadAll();
+  app.log.info({ repository: config.repository, loaded, failed }, 'repository loaded');
+  // A store only when some service gathers features beyond the request; its streams come from the bundles.
+  const bundles = repository.list().flatMap((s) => [...s.versions.values()].map((v) => v.bundle));
+  const { streams, conflicts } = streamsOf(bundles);
+  for (const c of conflicts) app.log.warn(c);
+  const needsStore = bundles.some((b) => b.sources !== null);
+  const featureStore = needsStore && openFeatureStore ? await openFeatureStore(Object.fromEntries([...streams].map(([name, s]) => [name, { latenessMs: s.latenessMs, retentionMs: Math.max(s.retentionMs, 1) }]))) : null;
+  if (needsStore && !featureStore) app.log.warn('services gather features from sources but no feature store is configured: those features take their defaults');
+
+  const context: ServerContext = { config, repository, log, metrics, featureStore, requireAdmin, limitConcurrency };
   registerDecisionRoutes(app, context);
   registerOipRoutes(app, context);
   registerMonitoringRoutes(app, context);
+  registerFeatureRoutes(app, context);
   app.get('/metrics', async (_request, reply) => {
     const body = await metrics.registry.metrics();
     return reply.header('content-type', metrics.registry.contentType).send(body);
   });
 
-  const { loaded, failed } = await repository.loadAll();
-  app.log.info({ repository: config.repository, loaded, failed }, 'repository loaded');
   if (config.watchIntervalMs > 0) repository.watch(config.watchIntervalMs);
 
   // Outcomes reach the decay detectors however they arrived (HTTP or straight into the log).
@@ -179,6 +197,7 @@ export async function createServer(config: ServerConfig, log: DecisionLog): Prom
         clearInterval(evaluationTimer);
         await app.close();
         await log.close();
+        await featureStore?.close();
         await repository.close();
       })()),
   };

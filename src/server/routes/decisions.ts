@@ -74,6 +74,7 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
         log,
         deadline: performance.now() + config.deadlineMs,
         forcedFallback,
+        featureStore: ctx.featureStore,
         // In safe mode the model still scores, unseen, so the monitors can tell when it recovers.
         shadowScore: safeMode && !service.killSwitch.enabled,
         safeMode,

@@ -1,0 +1,212 @@
+/**
+ * Training sets from rtml itself, so the next model learns from the features exactly as
+ * they are (or were) served:
+ *   - `backfillFile`: point-in-time features for historical rows, computed by the same
+ *     aggregate engine and the same resolver (defaults, TTLs, derived features) as live
+ *     traffic;
+ *   - `exportLogged`: log-and-wait, the features the server actually served (the logged
+ *     model inputs, decoded) joined with their outcomes.
+ */
+import { createWriteStream, mkdirSync } from 'node:fs';
+import { once } from 'node:events';
+import { dirname } from 'node:path';
+import type { RawRow } from '../bundle/encoding.ts';
+import type { Bundle } from '../bundle/load.ts';
+import { textRowConverter } from '../decision/index.ts';
+import { aggregateFeatures, backfill, streamLateness, type BackfillRequest } from '../features/backfill.ts';
+import { parseEvent, streamsOf } from '../features/events.ts';
+import type { AggregateQuery, EntityValue, FeatureStore, StreamEvent } from '../features/types.ts';
+import type { DecisionLog } from '../log/types.ts';
+import { openRecords } from './records.ts';
+
+function csvCell(v: unknown): string {
+  if (v === undefined || v === null || (typeof v === 'number' && Number.isNaN(v))) return '';
+  const text = typeof v === 'object' ? JSON.stringify(v) : String(v);
+  return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+}
+
+async function writeCsv(path: string, header: readonly string[], rows: Iterable<readonly unknown[]>): Promise<number> {
+  mkdirSync(dirname(path), { recursive: true });
+  const out = createWriteStream(path);
+  let n = 0;
+  const write = async (line: string) => {
+    if (!out.write(line)) await once(out, 'drain');
+  };
+  await write(header.map(csvCell).join(',') + '\n');
+  for (const row of rows) {
+    await write(row.map(csvCell).join(',') + '\n');
+    n++;
+  }
+  out.end();
+  await once(out, 'finish');
+  return n;
+}
+
+export interface BackfillFileOptions {
+  /** Stream name → event file. */
+  events: Record<string, string>;
+  /** Entity type → snapshot file (a column named as the entity's key; optional `updated_at`). */
+  entities: Record<string, string>;
+  /** Rows to compute features for. */
+  input: string;
+  output: string;
+  /** Column of `input` holding the point in time (ISO or epoch ms). */
+  atColumn: string;
+  /** Features as of just before that time (1 ms earlier), so a row's own event is not in its features. */
+  before: boolean;
+}
+
+/** Reads an event file of one stream, in file order. */
+async function* readEvents(bundle: Bundle, stream: string, file: string): AsyncGenerator<StreamEvent> {
+  const def = streamsOf([bundle]).streams.get(stream);
+  if (!def) throw new Error(`${bundle.name} declares no stream ${JSON.stringify(stream)}`);
+  for await (const record of openRecords(file)) {
+    if (record.row === null) throw new Error(`${file}:${record.line}: ${record.syntaxError}`);
+    const parsed = parseEvent(def, record.row, true);
+    if (!parsed.ok) throw new Error(`${file}:${record.line}: ${parsed.message}`);
+    yield parsed.event;
+  }
+}
+
+/** Merges several time-sorted event streams into one time-sorted stream. */
+async function* mergeByTime(sources: AsyncGenerator<StreamEvent>[]): AsyncGenerator<StreamEvent> {
+  const heads = await Promise.all(sources.map((s) => s.next()));
+  for (;;) {
+    let best = -1;
+    heads.forEach((h, i) => {
+      if (!h.done && (best < 0 || h.value.time < (heads[best].value as StreamEvent).time)) best = i;
+    });
+    if (best < 0) return;
+    yield heads[best].value as StreamEvent;
+    heads[best] = await sources[best].next();
+  }
+}
+
+/** Entity snapshots as a point-in-time lookup: the latest value written at or before `at`. */
+async function loadEntities(bundle: Bundle, files: Record<string, string>) {
+  const byType = new Map<string, Map<string, { at: number; fields: Record<string, unknown> }[]>>();
+  const sources = bundle.manifest.sources;
+  for (const [type, file] of Object.entries(files)) {
+    const keyField = sources?.entities[type]?.key;
+    if (!keyField) throw new Error(`${bundle.name} declares no entity ${JSON.stringify(type)}`);
+    const rows = new Map<string, { at: number; fields: Record<string, unknown> }[]>();
+    for await (const record of openRecords(file)) {
+      if (record.row === null) throw new Error(`${file}:${record.line}: ${record.syntaxError}`);
+      const id = record.row[keyField];
+      if (id === undefined || id === null || id === '') throw new Error(`${file}:${record.line}: ${keyField} is required`);
+      const updated = record.row.updated_at;
+      const at = updated === undefined || updated === '' ? -Infinity : typeof updated === 'number' ? updated : Date.parse(String(updated));
+      if (Number.isNaN(at)) throw new Error(`${file}:${record.line}: updated_at is not a date-time`);
+      const list = rows.get(String(id)) ?? [];
+      list.push({ at, fields: record.row });
+      rows.set(String(id), list);
+    }
+    for (const list of rows.values()) list.sort((a, b) => a.at - b.at);
+    byType.set(type, rows);
+  }
+  return (type: string, id: string, field: string, at: number): EntityValue | null => {
+    const list = byType.get(type)?.get(id);
+    if (!list) return null;
+    let found: { at: number; fields: Record<string, unknown> } | null = null;
+    for (const entry of list) if (entry.at <= at) found = entry;
+    if (!found || !(field in found.fields)) return null;
+    const raw = found.fields[field];
+    const value = raw === '' ? null : typeof raw === 'string' && /^-?\d+(\.\d+)?([eE][+-]?\d+)?$/.test(raw) ? Number(raw) : (raw as EntityValue['value']);
+    return { value, updatedAt: found.at === -Infinity ? at : found.at };
+  };
+}
+
+export async function backfillFile(bundle: Bundle, options: BackfillFileOptions): Promise<{ rows: number; stats: unknown }> {
+  const sources = bundle.manifest.sources;
+  const resolver = bundle.sources;
+  if (!sources || !resolver) throw new Error(`${bundle.name} has no sourced features to backfill`);
+  const features = bundle.encoding.features;
+  const aggregates = aggregateFeatures(sources, features);
+  const typed = textRowConverter(features);
+
+  // The rows, each with its point in time.
+  const inputRows: Record<string, unknown>[] = [];
+  let columns: string[] = [];
+  for await (const record of openRecords(options.input)) {
+    if (record.row === null) throw new Error(`${options.input}:${record.line}: ${record.syntaxError}`);
+    if (columns.length === 0) columns = Object.keys(record.row);
+    const t = record.row[options.atColumn];
+    const at = typeof t === 'number' ? t : /^\d+$/.test(String(t)) ? Number(t) : Date.parse(String(t));
+    if (!Number.isFinite(at)) throw new Error(`${options.input}:${record.line}: ${options.atColumn} is not a date-time`);
+    inputRows.push({ ...typed(record.row as RawRow), __at: options.before ? at - 1 : at });
+  }
+  const requests: BackfillRequest[] = inputRows.map((r) => ({ ...r, at: r.__at as number }));
+  const eventStreams = Object.entries(options.events).map(([stream, file]) => readEvents(bundle, stream, file));
+  const { rows: values, stats } = await backfill({ events: mergeByTime(eventStreams), requests, features: aggregates });
+  const entity = await loadEntities(bundle, options.entities);
+
+  // Each row through the live resolver, over a store that answers as of that row's time.
+  const out: unknown[][] = [];
+  const extra = features.map((f) => f.name).filter((n) => !columns.includes(n));
+  for (let i = 0; i < inputRows.length; i++) {
+    const row = inputRows[i];
+    const at = row.__at as number;
+    const precomputed = values[i];
+    const store: FeatureStore = {
+      kind: 'embedded',
+      ingest: async () => ({ accepted: 0, duplicates: 0, late: 0 }),
+      aggregate: async () => null,
+      aggregates: async (queries: readonly AggregateQuery[]) =>
+        queries.map((q) => {
+          const f = aggregates.find((a) => a.stream === q.stream && a.fn === q.fn && a.field === q.field && a.windowMs === q.windowMs);
+          return f ? (precomputed[f.name] ?? null) : null;
+        }),
+      putEntity: async () => {},
+      getEntity: async (type, id, fields) => fields.map((field) => entity(type, id, field, at)),
+      close: async () => {},
+    };
+    const { __at: _at, ...request } = row;
+    const resolved = await resolver.resolve(request, at, store);
+    out.push([...columns.map((c) => (c in resolved.row && !resolver.sourced.has(c) ? request[c] : resolved.row[c])), ...extra.map((n) => resolved.row[n])]);
+  }
+  const written = await writeCsv(options.output, [...columns, ...extra], out);
+  return { rows: written, stats };
+}
+
+export interface ExportOptions {
+  output: string;
+  since?: string;
+  until?: string;
+}
+
+/**
+ * Log-and-wait: every logged decision of the bundle's service that has an outcome, with the
+ * model inputs exactly as served (decoded from the logged vector), its time, id, model
+ * version and label.
+ */
+export async function exportLogged(bundle: Bundle, log: DecisionLog, options: ExportOptions): Promise<{ rows: number; skipped: number }> {
+  const { items } = await log.labelled(bundle.name, { since: options.since, until: options.until });
+  const features = bundle.encoding.features;
+  const rows: unknown[][] = [];
+  let skipped = 0;
+  for (const item of items) {
+    const record = await log.get(bundle.name, item.id);
+    if (!record?.inputs || record.inputs.length !== bundle.encoding.width) {
+      skipped++; // the model did not run (a pre-rule decided) or a different schema served it
+      continue;
+    }
+    const inputs = record.inputs;
+    let at = 0;
+    const values = features.map((f) => {
+      if (f.type === 'category' && f.encoding === 'onehot') {
+        const slice = inputs.slice(at, at + f.values.length);
+        at += f.values.length;
+        const hot = slice.indexOf(1);
+        return hot < 0 ? null : f.values[hot];
+      }
+      const v = inputs[at++];
+      if (v === null) return null;
+      if (f.type === 'category') return f.values[v] ?? null;
+      if (f.type === 'boolean') return v === 1;
+      return v;
+    });
+    rows.push([item.id, item.time, item.modelVersion, ...values, item.label]);
+  }
+  const written = await writeCsv(options.output, ['id', 'time', 'model_version', ...features.map((f) => f.name), 'label'], rows);
+  return { rows: written, skipped };
+}

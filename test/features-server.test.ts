@@ -1,0 +1,209 @@
+/**
+ * Real-time features through a real server: events and entity fields ingested over HTTP
+ * change the next decision's aggregate and entity features; every sourced feature reports
+ * its status; a restart loses nothing acknowledged; batch backfill gives the same values.
+ */
+import assert from 'node:assert/strict';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { parse } from 'csv-parse/sync';
+import { startServer, type RunningServer } from './helpers/server.ts';
+import { stumpModel, tempDir } from './helpers/tmp.ts';
+
+const ROOT = new URL('..', import.meta.url).pathname;
+
+const MANIFEST = `name: cards
+version: "1"
+keys: [card_id, customer_id]
+sources:
+  entities:
+    card: { key: card_id }
+    customer: { key: customer_id }
+  streams:
+    transactions: { entity: card, time: event_time, id: txn_id, lateness: 5m, fields: { amount: number, merchant_id: string } }
+  deadline_ms: 200
+model: { format: xgboost-json, path: model.json }
+outputs: { type: binary, classes: [legit, fraud] }
+features:
+  - { name: amount, type: number, min: 0 }
+  - { name: txn_count_10m, type: integer, default: 0, source: { aggregate: transactions, fn: count, window: 10m } }
+  - { name: amount_sum_1h, type: number, default: 0, source: { aggregate: transactions, fn: sum, field: amount, window: 1h } }
+  - { name: merchants_1h, type: integer, default: 0, source: { aggregate: transactions, fn: distinct, field: merchant_id, window: 1h } }
+  - { name: account_age_days, type: number, nullable: true, source: { entity: customer, field: account_age_days, ttl: 1s } }
+  - { name: amount_share_1h, type: number, nullable: true, source: { derived: "amount / (amount_sum_1h + amount)" } }
+`;
+
+const POLICY = `version: "p1"
+actions: [approve, step_up, decline]
+pre_rules:
+  - { code: BURST, when: "txn_count_10m >= 3", action: decline, message: "Three or more transactions in ten minutes" }
+  - { code: NEW_ACCOUNT, when: "account_age_days < 30", action: step_up, message: "Account younger than 30 days" }
+fallback:
+  default: { action: approve, code: OK, message: "Nothing unusual" }
+`;
+
+/** A one-split model over the six feature columns: enough to have the served inputs logged. */
+function model() {
+  const m = stumpModel();
+  return { ...m, learner: { ...m.learner, feature_names: COLUMNS, feature_types: COLUMNS.map(() => 'float'), learner_model_param: { base_score: '5E-1', num_class: '0', num_feature: String(COLUMNS.length), num_target: '1' } } };
+}
+const COLUMNS = ['amount', 'txn_count_10m', 'amount_sum_1h', 'merchants_1h', 'account_age_days', 'amount_share_1h'];
+
+function repository(): string {
+  const repo = tempDir('rtml-features-');
+  mkdirSync(join(repo, 'cards'));
+  writeFileSync(join(repo, 'cards/rtml.yaml'), MANIFEST);
+  writeFileSync(join(repo, 'cards/policy.yaml'), POLICY);
+  writeFileSync(join(repo, 'cards/model.json'), JSON.stringify(model()));
+  return repo;
+}
+
+const iso = (ms: number) => new Date(ms).toISOString();
+
+async function decide(server: RunningServer, body: Record<string, unknown>) {
+  const res = await server.post('/v1/services/cards/decisions', body);
+  const json = await res.json();
+  assert.equal(res.status, 200, JSON.stringify(json));
+  return json;
+}
+
+describe('real-time features (embedded store)', () => {
+  it('updates aggregate and entity features as events and entities arrive, with statuses', async () => {
+    const repo = repository();
+    let server = await startServer({ repository: repo });
+    try {
+      const request = { card_id: 'c1', customer_id: 'u1', amount: 50 };
+      const first = await decide(server, request);
+      assert.equal(first.decision, 'approve');
+      // No events yet: a count of 0 is a true value, not a default; the unknown customer is missing.
+      assert.deepEqual(first.features, { txn_count_10m: 'present', amount_sum_1h: 'present', merchants_1h: 'present', account_age_days: 'missing', amount_share_1h: 'present' });
+
+      const now = Date.now();
+      const events = [
+        { txn_id: 't1', card_id: 'c1', event_time: iso(now - 50 * 60_000), amount: 500, merchant_id: 'm1' },
+        { txn_id: 't2', card_id: 'c1', event_time: iso(now - 5 * 60_000), amount: 20, merchant_id: 'm2' },
+        { txn_id: 't3', card_id: 'c1', event_time: iso(now - 60_000), amount: 30, merchant_id: 'm2' },
+        { txn_id: 't3', card_id: 'c1', event_time: iso(now - 60_000), amount: 30, merchant_id: 'm2' },
+        { txn_id: 'x1', card_id: 'c2', event_time: iso(now - 60_000), amount: 999, merchant_id: 'm9' },
+        { txn_id: 'bad', card_id: 'c1', event_time: 'yesterday', amount: 1 },
+      ];
+      const ingest = await server.post('/v1/events/transactions', events);
+      const result = await ingest.json();
+      assert.equal(ingest.status, 200, JSON.stringify(result));
+      assert.deepEqual([result.accepted, result.duplicates, result.late, result.rejected], [4, 1, 0, 1]);
+      assert.match(result.errors[0].message, /event_time: required, an ISO 8601/);
+
+      const put = await fetch(`${server.url}/v1/entities/customer/u1`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ account_age_days: 400 }) });
+      assert.equal(put.status, 200);
+
+      const second = await decide(server, { ...request, id: 'second' });
+      assert.equal(second.decision, 'approve');
+      assert.deepEqual(second.features, { txn_count_10m: 'present', amount_sum_1h: 'present', merchants_1h: 'present', account_age_days: 'present', amount_share_1h: 'present' });
+
+      // One more event makes three in ten minutes: the pre-rule sees the aggregate move.
+      await server.post('/v1/events/transactions', { txn_id: 't4', card_id: 'c1', event_time: iso(Date.now() - 1000), amount: 10, merchant_id: 'm3' });
+      const third = await decide(server, { ...request, id: 'after-burst' });
+      assert.equal(third.decision, 'decline');
+      assert.equal(third.reasons[0].code, 'BURST');
+
+      // Restart: acknowledged events and entities are all still there (the entity field,
+      // older than its 1 s TTL by now, is served as stale: read, but not trusted).
+      await server.stop();
+      server = await startServer({ repository: repo, dataDir: server.dataDir });
+      await new Promise((r) => setTimeout(r, 1100));
+      const again = await decide(server, request);
+      assert.equal(again.decision, 'decline');
+      assert.equal(again.features.txn_count_10m, 'present');
+      assert.equal(again.features.account_age_days, 'stale');
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("enforces an entity field's TTL on read: a stale value is not served as fresh", async () => {
+    const server = await startServer({ repository: repository() });
+    try {
+      const put = await fetch(`${server.url}/v1/entities/customer/u2`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ account_age_days: 10 }) });
+      assert.equal(put.status, 200);
+      const fresh = await decide(server, { card_id: 'c9', customer_id: 'u2', amount: 5 });
+      assert.equal(fresh.decision, 'step_up');
+      assert.equal(fresh.features.account_age_days, 'present');
+      await new Promise((r) => setTimeout(r, 1100));
+      const stale = await decide(server, { card_id: 'c9', customer_id: 'u2', amount: 5 });
+      assert.equal(stale.features.account_age_days, 'stale');
+      assert.equal(stale.decision, 'approve');
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('refuses unknown streams and entities, and events without a key, id or time', async () => {
+    const server = await startServer({ repository: repository() });
+    try {
+      assert.equal((await server.post('/v1/events/clicks', { x: 1 })).status, 404);
+      const bad = await server.post('/v1/events/transactions', [{ txn_id: 'a', event_time: iso(Date.now()), amount: 1 }]);
+      assert.equal(bad.status, 400);
+      assert.match((await bad.json()).errors[0].message, /card_id: required/);
+      const future = await server.post('/v1/events/transactions', [{ txn_id: 'f', card_id: 'c', event_time: iso(Date.now() + 3600_000), amount: 1 }]);
+      assert.match((await future.json()).errors[0].message, /in the future/);
+      const entity = await fetch(`${server.url}/v1/entities/merchant/m1`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: '{"risk": 1}' });
+      assert.equal(entity.status, 404);
+      const missingKey = await server.post('/v1/services/cards/decisions', { amount: 5 });
+      assert.equal(missingKey.status, 400);
+      assert.deepEqual((await missingKey.json()).errors.map((e: { field: string }) => e.field), ['card_id', 'customer_id']);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('backfills the same features in batch that the server served in real time', async () => {
+    const repo = repository();
+    const server = await startServer({ repository: repo });
+    const dir = tempDir();
+    try {
+      // A few hundred events in time order over the last 2 hours, on 5 cards.
+      let seed = 42;
+      const random = () => ((seed = (seed * 48271) % 2147483647) / 2147483647);
+      const start = Date.now() - 2 * 3600_000;
+      const events = Array.from({ length: 300 }, (_, i) => ({
+        txn_id: `e${i}`,
+        card_id: `k${Math.floor(random() * 5)}`,
+        event_time: iso(start + i * 20_000 + Math.floor(random() * 1000)),
+        amount: Math.round(random() * 10000) / 100,
+        merchant_id: `m${Math.floor(random() * 8)}`,
+      }));
+      assert.equal((await server.post('/v1/events/transactions', events)).status, 200);
+      const served: Record<string, Record<string, unknown>> = {};
+      const at = Date.now();
+      for (let k = 0; k < 5; k++) {
+        const res = await decide(server, { id: `q${k}`, card_id: `k${k}`, customer_id: 'none', amount: 10 });
+        served[`k${k}`] = res;
+      }
+      const header = 'txn_id,card_id,event_time,amount,merchant_id';
+      writeFileSync(join(dir, 'events.csv'), [header, ...events.map((e) => [e.txn_id, e.card_id, e.event_time, e.amount, e.merchant_id].join(','))].join('\n'));
+      writeFileSync(join(dir, 'rows.csv'), ['card_id,customer_id,amount,at', ...[0, 1, 2, 3, 4].map((k) => `k${k},none,10,${iso(at)}`)].join('\n'));
+      const { spawnSync } = await import('node:child_process');
+      const run = spawnSync(process.execPath, [join(ROOT, 'bin/rtml.mjs'), 'backfill', join(repo, 'cards'), '--events', `transactions=${join(dir, 'events.csv')}`, '-i', join(dir, 'rows.csv'), '-o', join(dir, 'out.csv'), '--at', 'at'], { encoding: 'utf8' });
+      assert.equal(run.status, 0, run.stderr);
+      const rows = parse(readFileSync(join(dir, 'out.csv')), { columns: true, cast: true }) as Record<string, number | string>[];
+      const log = await import('../src/log/sqlite.ts');
+      await server.stop();
+      const decisions = log.openSqliteDecisionLog(server.dataDir);
+      try {
+        for (const row of rows) {
+          const record = await decisions.get('cards', `q${String(row.card_id).slice(1)}`);
+          assert.ok(record);
+          // The logged model inputs are the served features, in model column order.
+          const servedValues = record.inputs!;
+          const backfilled = [row.amount, row.txn_count_10m, row.amount_sum_1h, row.merchants_1h, row.amount_share_1h].map((v) => Math.fround(Number(v)));
+          assert.deepEqual(backfilled, [0, 1, 2, 3, 5].map((j) => servedValues[j]), `card ${row.card_id}`);
+        }
+      } finally {
+        await decisions.close();
+      }
+    } finally {
+      await server.stop();
+    }
+  });
+});
