@@ -78,9 +78,17 @@ export const monitoringSchema = z
         score_std_ratio: z.object({ warning: z.number().positive(), critical: z.number().positive() }).strict().default({ warning: 0.5, critical: 0.1 }),
         /** PSI of the decision mix against the reference's. */
         decision_mix_psi: pair(0.1, 0.25),
+        /** Share of decisions where a feature's source failed, timed out or was stale. */
+        source_failure_rate: pair(0.05, 0.25),
       })
       .strict()
-      .default({ fallback_rate: { warning: 0.05, critical: 0.25 }, rejection_rate: { warning: 0.02, critical: 0.1 }, score_std_ratio: { warning: 0.5, critical: 0.1 }, decision_mix_psi: { warning: 0.1, critical: 0.25 } }),
+      .default({
+        fallback_rate: { warning: 0.05, critical: 0.25 },
+        rejection_rate: { warning: 0.02, critical: 0.1 },
+        score_std_ratio: { warning: 0.5, critical: 0.1 },
+        decision_mix_psi: { warning: 0.1, critical: 0.25 },
+        source_failure_rate: { warning: 0.05, critical: 0.25 },
+      }),
   })
   .strict();
 

@@ -161,10 +161,20 @@ export class ServiceMonitor {
     return this.safe.reason;
   }
 
-  /** Records one answered decision (the typed request, score if the model ran, action, fallback cause). */
-  observeDecision(row: RawRow, score: number | null, action: string | null, fallbackCause: string | null): void {
+  /**
+   * Records one answered decision: the features as served, the score if the model ran, the
+   * action, the fallback cause, and how each sourced feature was obtained.
+   */
+  observeDecision(row: RawRow, score: number | null, action: string | null, fallbackCause: string | null, featureStatus?: Readonly<Record<string, string>>): void {
     const kind = fallbackCause === null ? null : fallbackCause.split(':')[0];
-    this.windows.observe(row, score, action, kind, this.now());
+    const now = this.now();
+    this.windows.observe(row, score, action, kind, now);
+    if (featureStatus) {
+      for (const [feature, status] of Object.entries(featureStatus)) {
+        if (status === 'stale' || status === 'timeout' || status === 'error') this.windows.count(`source_failure:${feature}`, now);
+        if (status !== 'present') this.windows.count(`feature_${status}:${feature}`, now);
+      }
+    }
     this.tick();
   }
 
@@ -411,6 +421,16 @@ export class ServiceMonitor {
         const rate = count / requests;
         const v = level(rate, health.rejection_rate);
         if (v !== 'ok') result.push({ key: `rejections:${field}`, rule: 'rejections', subject: field, severity: v as Severity, message: `${(100 * rate).toFixed(1)}% of requests rejected for ${field}`, value: rate, threshold: v === 'critical' ? health.rejection_rate.critical : health.rejection_rate.warning, window });
+      }
+    }
+    // Sources that fail, time out or serve stale values: the feature silently becomes its default.
+    if (w.observations >= this.config.min_observations) {
+      for (const [key, count] of Object.entries(w.data_quality.counters)) {
+        if (!key.startsWith('source_failure:')) continue;
+        const feature = key.slice('source_failure:'.length);
+        const rate = count / w.observations;
+        const v = level(rate, health.source_failure_rate);
+        if (v !== 'ok') result.push({ key: `feature_source:${feature}`, rule: 'feature_source', subject: feature, severity: v as Severity, message: `${feature} came from a failing, slow or stale source in ${(100 * rate).toFixed(1)}% of decisions`, value: rate, threshold: v === 'critical' ? health.source_failure_rate.critical : health.source_failure_rate.warning, window });
       }
     }
     const mix = w.model_health.decision_mix;

@@ -80,7 +80,7 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
         safeMode,
         observe: (response, stage, seen) => {
           metrics.observeDecision(response, stage);
-          monitor?.observeDecision(seen.row, seen.score, response.decision, response.fallback.cause);
+          monitor?.observeDecision(seen.row, seen.score, response.decision, response.fallback.cause, response.features);
         },
       });
     } catch (err) {
