@@ -6,9 +6,10 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { after, beforeEach, describe, it } from 'node:test';
 import { parse } from 'csv-parse/sync';
 import { startServer, type RunningServer } from './helpers/server.ts';
+import { startRedis, type RunningRedis } from './helpers/redis-server.ts';
 import { stumpModel, tempDir } from './helpers/tmp.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -68,12 +69,40 @@ async function decide(server: RunningServer, body: Record<string, unknown>) {
   return json;
 }
 
-describe('real-time features (embedded store)', () => {
+/** Store-specific server arguments, so every scenario runs against each store. */
+type StoreSetup = { name: string; args: () => Promise<string[]>; reset?: () => Promise<void>; teardown?: () => Promise<void> };
+
+const embedded: StoreSetup = { name: 'embedded store', args: async () => [] };
+let redis: RunningRedis | null = null;
+const redisStore: StoreSetup = {
+  name: 'redis store',
+  args: async () => {
+    redis ??= await startRedis();
+    return ['--feature-store', 'redis', '--redis-url', redis.url];
+  },
+  // Each test starts from an empty Redis (no persistence: a restart empties it), as each embedded test has its own data dir.
+  reset: async () => {
+    if (redis) await redis.restart();
+  },
+  teardown: async () => {
+    await redis?.stop();
+    redis = null;
+  },
+};
+
+for (const store of [embedded, redisStore]) describe(`real-time features (${store.name})`, () => {
+  beforeEach(async () => {
+    await store.reset?.();
+  });
+  after(async () => {
+    await store.teardown?.();
+  });
   it('updates aggregate and entity features as events and entities arrive, with statuses', async () => {
     const repo = repository();
-    let server = await startServer({ repository: repo });
+    let server = await startServer({ repository: repo, args: await store.args() });
     try {
       const request = { card_id: 'c1', customer_id: 'u1', amount: 50 };
+
       const first = await decide(server, request);
       assert.equal(first.decision, 'approve');
       // No events yet: a count of 0 is a true value, not a default; the unknown customer is missing.
@@ -110,7 +139,7 @@ describe('real-time features (embedded store)', () => {
       // Restart: acknowledged events and entities are all still there (the entity field,
       // older than its 1 s TTL by now, is served as stale: read, but not trusted).
       await server.stop();
-      server = await startServer({ repository: repo, dataDir: server.dataDir });
+      server = await startServer({ repository: repo, dataDir: server.dataDir, args: await store.args() });
       await new Promise((r) => setTimeout(r, 1100));
       const again = await decide(server, request);
       assert.equal(again.decision, 'decline');
@@ -122,7 +151,7 @@ describe('real-time features (embedded store)', () => {
   });
 
   it("enforces an entity field's TTL on read: a stale value is not served as fresh", async () => {
-    const server = await startServer({ repository: repository() });
+    const server = await startServer({ repository: repository(), args: await store.args() });
     try {
       const put = await fetch(`${server.url}/v1/entities/customer/u2`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ account_age_days: 10 }) });
       assert.equal(put.status, 200);
@@ -139,7 +168,7 @@ describe('real-time features (embedded store)', () => {
   });
 
   it('refuses unknown streams and entities, and events without a key, id or time', async () => {
-    const server = await startServer({ repository: repository() });
+    const server = await startServer({ repository: repository(), args: await store.args() });
     try {
       assert.equal((await server.post('/v1/events/clicks', { x: 1 })).status, 404);
       const bad = await server.post('/v1/events/transactions', [{ txn_id: 'a', event_time: iso(Date.now()), amount: 1 }]);
@@ -159,7 +188,7 @@ describe('real-time features (embedded store)', () => {
 
   it('backfills the same features in batch that the server served in real time', async () => {
     const repo = repository();
-    const server = await startServer({ repository: repo });
+    const server = await startServer({ repository: repo, args: await store.args() });
     const dir = tempDir();
     try {
       // A few hundred events in time order over the last 2 hours, on 5 cards.
@@ -204,6 +233,51 @@ describe('real-time features (embedded store)', () => {
       }
     } finally {
       await server.stop();
+    }
+  });
+});
+
+describe('real-time features through a Redis outage', () => {
+  it('keeps deciding on defaults, marked as such, while Redis is down, and recovers when it returns', async () => {
+    const r = await startRedis();
+    const server = await startServer({ repository: repository(), args: ['--feature-store', 'redis', '--redis-url', r.url] });
+    try {
+      const now = Date.now();
+      const events = [0, 1, 2].map((i) => ({ txn_id: `o${i}`, card_id: 'c1', event_time: iso(now - (i + 1) * 60_000), amount: 10, merchant_id: 'm1' }));
+      assert.equal((await server.post('/v1/events/transactions', events)).status, 200);
+      const before = await decide(server, { card_id: 'c1', customer_id: 'u1', amount: 5 });
+      assert.equal(before.decision, 'decline');
+      assert.equal(before.features.txn_count_10m, 'present');
+
+      await r.kill();
+      const during = [];
+      for (let i = 0; i < 20; i++) {
+        const started = performance.now();
+        const body = await decide(server, { card_id: 'c1', customer_id: 'u1', amount: 5 });
+        during.push({ ms: performance.now() - started, body });
+      }
+      for (const { body } of during) {
+        assert.ok(['error', 'timeout'].includes(body.features.txn_count_10m), JSON.stringify(body.features));
+        // Defaults stand in: a count of 0, so the burst rule does not fire on data it cannot see.
+        assert.equal(body.decision, 'approve');
+      }
+      const slowest = Math.max(...during.map((d) => d.ms));
+      assert.ok(slowest < 500, `a decision took ${slowest.toFixed(0)} ms during the outage`);
+      const ingest = await server.post('/v1/events/transactions', [{ txn_id: 'o9', card_id: 'c1', event_time: iso(Date.now()), amount: 1, merchant_id: 'm1' }]);
+      assert.equal(ingest.status, 503);
+
+      await r.restart();
+      let after = during[0].body;
+      for (let i = 0; i < 50 && after.features.txn_count_10m !== 'present'; i++) {
+        await new Promise((res) => setTimeout(res, 100));
+        after = await decide(server, { card_id: 'c1', customer_id: 'u1', amount: 5 });
+      }
+      assert.equal(after.features.txn_count_10m, 'present');
+      assert.equal((await server.post('/v1/events/transactions', events)).status, 200);
+      assert.equal((await decide(server, { card_id: 'c1', customer_id: 'u1', amount: 5 })).decision, 'decline');
+    } finally {
+      await server.stop();
+      await r.stop();
     }
   });
 });

@@ -409,7 +409,7 @@ export function buildProgram(): Command {
       if (opts.featureStore !== 'embedded' && opts.featureStore !== 'redis') throw new InvalidArgumentError('--feature-store must be embedded or redis');
       const openFeatureStore: FeatureStoreFactory =
         opts.featureStore === 'redis'
-          ? async (streams) => new (await import('../features/redis.ts')).RedisFeatureStore({ url: opts.redisUrl, streams })
+          ? async (streams) => (await import('../features/redis.ts')).connectRedisFeatureStore({ url: opts.redisUrl, streams })
           : async (streams) => openEmbeddedFeatureStore({ dataDir: opts.dataDir, streams, synchronous: opts.logSync === 'normal' ? 'normal' : 'full' });
       const server = await createServer(
         { repository, adminToken: adminToken || null, maxInFlight: opts.maxInFlight, deadlineMs: opts.deadlineMs, bodyLimit: opts.bodyLimit, watchIntervalMs: opts.watchIntervalMs, logLevel: opts.logLevel, alertWebhook: opts.alertWebhook || null },
