@@ -281,3 +281,34 @@ describe('real-time features through a Redis outage', () => {
     }
   });
 });
+
+describe('the card-fraud example', () => {
+  it('serves decisions whose aggregate features update as events arrive', async () => {
+    const repo = tempDir('rtml-cardfraud-');
+    mkdirSync(join(repo, 'card-fraud'));
+    for (const f of ['rtml.yaml', 'model.json', 'golden.jsonl', 'policy.yaml', 'reference.json']) {
+      writeFileSync(join(repo, 'card-fraud', f), readFileSync(join(ROOT, 'examples/card-fraud', f)));
+    }
+    const server = await startServer({ repository: repo });
+    try {
+      const purchase = { card_id: 'c0042', customer_id: 'u0035', amount: 249.99, merchant_category: 'electronics' };
+      const put = await fetch(`${server.url}/v1/entities/customer/u0035`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ account_age_days: 41, home_region: 'north' }) });
+      assert.equal(put.status, 200);
+      const calm = await (await server.post('/v1/services/card-fraud/decisions', { id: 'calm', ...purchase })).json();
+      assert.equal(calm.decision, 'approve', JSON.stringify(calm));
+      assert.equal(calm.features.txn_count_10m, 'present');
+      assert.equal(calm.features.account_age_days, 'present');
+
+      // Six rapid charges at six merchants in the last five minutes: a compromised card's burst.
+      const now = Date.now();
+      const burst = [1, 2, 3, 4, 5, 6].map((i) => ({ txn_id: `burst-${i}`, card_id: 'c0042', event_time: iso(now - 280_000 + 40_000 * i), amount: i < 3 ? 1.5 : 120.5, merchant_id: `m010${i}`, merchant_category: 'online_retail' }));
+      const ingest = await (await server.post('/v1/events/transactions', burst)).json();
+      assert.equal(ingest.accepted, 6);
+      const after = await (await server.post('/v1/services/card-fraud/decisions', { id: 'after-burst', ...purchase })).json();
+      assert.equal(after.decision, 'decline', JSON.stringify(after));
+      assert.ok(after.score > calm.score * 10, `score ${calm.score} -> ${after.score}`);
+    } finally {
+      await server.stop();
+    }
+  });
+});

@@ -13,7 +13,7 @@ import { checkGolden } from '../src/bundle/golden.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const FIXTURES = join(ROOT, 'test/fixtures/bundles');
-const bundles = [join(ROOT, 'examples/credit'), ...readdirSync(FIXTURES).sort().map((d) => join(FIXTURES, d))];
+const bundles = [join(ROOT, 'examples/credit'), join(ROOT, 'examples/card-fraud'), ...readdirSync(FIXTURES).sort().map((d) => join(FIXTURES, d))];
 
 describe('golden parity at 1e-6', () => {
   for (const dir of bundles) {
