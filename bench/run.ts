@@ -360,7 +360,7 @@ function summary(results: CaseResult[]): string {
 // ---------------------------------------------------------------------------------------------
 
 /** `npm run bench -- --only models,log,http` runs a subset; all three by default. */
-const only = new Set((process.argv.find((a) => a.startsWith('--only='))?.slice(7) ?? process.argv[process.argv.indexOf('--only') + 1] ?? 'models,log,http').split(','));
+const only = new Set((process.argv.find((a) => a.startsWith('--only='))?.slice(7) ?? process.argv[process.argv.indexOf('--only') + 1] ?? 'models,log,http,features').split(','));
 
 async function main(): Promise<void> {
   mkdirSync(MODELS, { recursive: true });
@@ -375,6 +375,36 @@ async function main(): Promise<void> {
   if (only.has('log')) {
     const { benchDecisionLogVariants, formatLogBench } = await import('./log.ts');
     logText = formatLogBench(await benchDecisionLogVariants());
+  }
+  let featuresText = '';
+  if (only.has('features')) {
+    const lines: string[] = [];
+    const { EmbeddedFeatureStore } = await import('../src/features/embedded.ts');
+    const { benchFeatureStore } = await import('./features.ts');
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const dir = mkdtempSync(join(tmpdir(), 'rtml-bench-features-'));
+    const store = new EmbeddedFeatureStore({ dataDir: dir, streams: { tx: { latenessMs: 300_000, retentionMs: 30 * 86_400_000 + 300_000 } }, synchronous: 'full' });
+    try {
+      const r = await benchFeatureStore(store);
+      const k = (x: number) => `${(x / 1000).toFixed(1)}k`;
+      lines.push(`embedded ingest (synchronous full): batches of 1, ${r.batch1.inFlight} in flight ${k(r.batch1.eventsPerSec)} events/s (${k(r.batch1.eventsPerCpuSec)} per CPU-s); batches of 100, 8 in flight ${k(r.batch100Concurrent.eventsPerSec)} events/s (${k(r.batch100Concurrent.eventsPerCpuSec)} per CPU-s)`);
+      lines.push(`embedded lookup of 5 aggregates + 2 entity fields: p50 ${r.request.p50Us.toFixed(1)} us, p99 ${r.request.p99Us.toFixed(1)} us`);
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+    try {
+      const { benchRedisStore } = await import('./features-redis.ts');
+      const r = await benchRedisStore({ log: () => {} });
+      for (const i of r.ingest) lines.push(`redis ingest: batches of ${i.batch}, ${i.inFlight} in flight: ${(i.eventsPerSec / 1000).toFixed(1)}k events/s`);
+      for (const q of r.request) lines.push(`${q.store} lookup of 5 aggregates + 2 entity fields, ${q.inFlight} in flight: p50 ${q.p50Ms.toFixed(3)} ms, p99 ${q.p99Ms.toFixed(3)} ms`);
+    } catch (err) {
+      lines.push(`redis: not measured (${(err as Error).message.split('\n')[0]})`);
+    }
+    const { benchFeatureDecisions, formatFeatureDecisions } = await import('./features-decision.ts');
+    lines.push(formatFeatureDecisions(await benchFeatureDecisions()));
+    featuresText = lines.join('\n');
   }
   let httpText = '';
   if (only.has('http')) {
@@ -399,6 +429,7 @@ async function main(): Promise<void> {
   if (results.length > 0) console.log(summary(results));
   if (logText) console.log(`\n== decision log (appends/s and append latency, 64 in flight)\n${logText}`);
   if (httpText) console.log(`\n== HTTP: full decision pipeline with logging vs a bare fastify route\n${httpText}`);
+  if (featuresText) console.log(`\n== real-time features: ingestion, lookups, and the latency they add to a decision\n${featuresText}`);
   console.log(`\nwall time ${wallS.toFixed(0)} s; results in ${rel(join(MODELS, 'results.json'))}`);
 
   writeFileSync(join(MODELS, 'results.json'), `${JSON.stringify({ env, results }, null, 2)}\n`);
