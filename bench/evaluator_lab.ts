@@ -5,6 +5,7 @@
  *
  *     node --import tsx bench/evaluator_lab.ts                 # every variant, both models
  *     node --import tsx bench/evaluator_lab.ts one <case> <variant> <mode> [seconds]
+ *     node --import tsx bench/evaluator_lab.ts table           # compiled vs flat through bench/worker.ts
  *
  * Variants (all exact: float32 inputs/thresholds/leaves, per-tree float32 sums in tree order):
  *   current        xgboostRuntime() as shipped (compileForest, nodesPerChunk 1500)
@@ -17,6 +18,7 @@
  *                  steps, four trees interleaved for instruction-level parallelism, rows scored
  *                  in blocks of 64 per tree group (XGBoost's own batching). Trees with categorical
  *                  splits fall back to compile.ts's treeWalker, in tree order.
+ *   flat-rtml      the productionised flat evaluator, src/models/xgboost/flat.ts
  * Modes: single (1-row calls cycling 1000 rows), batch (10,000 rows per call), and
  * single-after-batch / batch-after-single (one mode warmed, the other measured, same process).
  * Each (variant, mode) runs in a fresh process for a fixed time; it reports the per-rep curve
@@ -28,8 +30,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { compileForest, treeWalker, type ForestAccumulator } from '../src/models/xgboost/compile.ts';
 import { parseXgbJson, parseXgbModel, type XgbModel, type XgbTree } from '../src/models/xgboost/format.ts';
+import { flatForest } from '../src/models/xgboost/flat.ts';
 import { objectiveFor } from '../src/models/xgboost/objectives.ts';
-import { fmtNs, fmtRatio, maxAbsDiff, median, now, readF32, readF64 } from './common.ts';
+import { fmtNs, fmtRatio, maxAbsDiff, median, now, readF32, readF64, type Measurement, type Task } from './common.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const MODELS = join(ROOT, 'bench', '.models');
@@ -282,6 +285,7 @@ function predictor(model: XgbModel, variant: string): Predict {
   else if (variant === 'rowfn-hoist') acc = compileRowFn(model, true);
   else if (variant === 'flat') acc = compileFlat(model);
   else if (variant === 'flat-packed') acc = compileFlat(model, true);
+  else if (variant === 'flat-rtml') acc = flatForest(model);
   else throw new Error(`unknown variant ${variant}`);
   // The same wrapper as src/models/xgboost/runtime.ts's predictSync.
   const scratch = new Float32Array(64);
@@ -354,8 +358,105 @@ function spawnOne(caseName: string, variant: string, mode: Mode, seconds: number
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as LabResult;
 }
 
+// ---------------------------------------------------------------------------------------------
+// `table`: the shipped runtime (xgboostRuntime) with evaluator 'compiled' vs 'flat', measured by
+// bench/worker.ts exactly as `npm run bench` measures (fresh process per figure, warmup until
+// the last 5 reps agree within 15%, then 7 timed reps), over a sweep of forest sizes to place
+// the 'auto' threshold. Sizes come from the two benchmark models: the first N trees of `large`
+// (depth 8), and credit's 200 depth-4 trees repeated k times (timing only: outputs change).
+
+interface TableCase {
+  name: string;
+  bundle: string;
+  rowsFile: string;
+  width: number;
+  maxTrees?: number;
+  repeatTrees?: number;
+}
+
+function tableCases(): TableCase[] {
+  const credit = { bundle: join(ROOT, 'examples/credit'), rowsFile: join(MODELS, 'credit_rows.f32'), width: 22 };
+  const large = { bundle: join(MODELS, 'large'), rowsFile: join(MODELS, 'large/bench_rows.f32'), width: 32 };
+  return [
+    { name: 'credit', ...credit },
+    { name: 'credit-x2', ...credit, repeatTrees: 2 },
+    { name: 'credit-x3', ...credit, repeatTrees: 3 },
+    { name: 'credit-x6', ...credit, repeatTrees: 6 },
+    { name: 'large-12', ...large, maxTrees: 12 },
+    { name: 'large-25', ...large, maxTrees: 25 },
+    { name: 'large-50', ...large, maxTrees: 50 },
+    { name: 'large-100', ...large, maxTrees: 100 },
+    { name: 'large-200', ...large, maxTrees: 200 },
+    { name: 'large', ...large },
+    // Optional, if present: unbalanced forests, where the flat walk's fixed depth wastes steps
+    // (flatStepRatio 1.27 to 1.78). Trained with python3-xgboost 1.7.4 on make_models.py's data
+    // (make_classification, 50,000 x 32, seed 7, 2% NaN; eta 0.05, subsample 0.8, hist):
+    //   deep10      120 trees, max_depth 10, min_child_weight 40               (21k nodes)
+    //   lossguide2  500 trees, grow_policy lossguide, max_leaves 24, max_depth 10 (23k nodes)
+    //   lossguide   150 trees, grow_policy lossguide, max_leaves 96, max_depth 0  (29k nodes)
+    // each saved as bench/.models/<name>/model.json.
+    ...['deep10', 'lossguide2', 'lossguide']
+      .filter((name) => existsSync(join(MODELS, name, 'model.json')))
+      .map((name) => ({ name, ...large, bundle: join(MODELS, name) })),
+  ];
+}
+
+function runWorker(task: Task & { evaluator: string; maxTrees?: number; repeatTrees?: number }): Measurement {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', 'worker.ts'), JSON.stringify(task)], { cwd: ROOT, encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (r.status !== 0) throw new Error(`worker ${task.kind} ${task.evaluator} failed:\n${r.stderr.slice(-3000)}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as Measurement;
+}
+
+function evaluatorTable(): void {
+  const only = process.env.LAB_TABLE_CASES?.split(',');
+  const evaluators = (process.env.LAB_EVALUATORS ?? 'compiled,flat').split(',');
+  const warmup = { minMs: 2000, maxMs: 20000 };
+  const all: Record<string, unknown>[] = [];
+  console.log('case        nodes  evaluator | single: 1st call  1st 1000 calls  settled  settle s | batch 10k: 1st batch/row  settled/row  settle s | same outputs');
+  for (const c of tableCases().filter((t) => !only || only.includes(t.name))) {
+    const model = parseXgbModel(parseXgbJson(readFileSync(join(c.bundle, 'model.json'), 'utf8')));
+    const nodes = model.trees.slice(0, c.maxTrees ?? model.trees.length).reduce((n, t) => n + t.left.length, 0) * (c.repeatTrees ?? 1);
+    const preds: Record<string, Float64Array> = {};
+    for (const evaluator of evaluators) {
+      const base = { bundle: c.bundle, rowsFile: c.rowsFile, width: c.width, evaluator, maxTrees: c.maxTrees, repeatTrees: c.repeatTrees };
+      const predsOut = join(MODELS, `lab_${c.name}_${evaluator}.f64`);
+      const single = runWorker({ kind: 'native-single', ...base, calls: 10_000, reps: 7, warmup });
+      const batch = runWorker({ kind: 'native-batch', ...base, reps: 7, warmup, predsOut });
+      preds[evaluator] = readF64(predsOut);
+      const info = single.extra.info as Record<string, unknown>;
+      const same = evaluators[0] === evaluator ? '' : preds[evaluators[0]].every((v, i) => Object.is(v, preds[evaluator][i])) ? 'identical' : 'DIFFERENT';
+      const row = {
+        case: c.name,
+        trees: info.trees,
+        nodes,
+        evaluator: info.evaluator ?? evaluator,
+        singleFirstNs: single.firstCallNs,
+        singleFirst1000Ns: single.warmupNsPerRow[0],
+        singleSettledNs: single.medianNsPerRow,
+        singleSettleS: single.warmupMs / 1000,
+        singleSettled: single.settled,
+        batchFirstNsPerRow: batch.firstCallNs / batch.rows,
+        batchSettledNsPerRow: batch.medianNsPerRow,
+        batchSettleS: batch.warmupMs / 1000,
+        batchSettled: batch.settled,
+        loadMs: single.loadMs,
+      };
+      all.push(row);
+      const flag = (ok: boolean) => (ok ? '' : '*');
+      console.log(
+        `${c.name.padEnd(10)} ${String(nodes).padStart(7)} ${String(row.evaluator).padEnd(8)} | ` +
+          `${fmtNs(row.singleFirstNs).padStart(9)} ${fmtNs(row.singleFirst1000Ns).padStart(9)} ${fmtNs(row.singleSettledNs).padStart(9)} ${row.singleSettleS.toFixed(1).padStart(5)}${flag(single.settled)} | ` +
+          `${fmtNs(row.batchFirstNsPerRow).padStart(9)} ${fmtNs(row.batchSettledNsPerRow).padStart(9)} ${row.batchSettleS.toFixed(1).padStart(5)}${flag(batch.settled)} | load ${row.loadMs.toFixed(0)} ms ${same}`,
+      );
+    }
+  }
+  console.log('(* = did not settle within 20 s; single figures are per call, batch per row)');
+  process.stderr.write(`${JSON.stringify(all)}\n`);
+}
+
 const [cmd, ...args] = process.argv.slice(2);
-if (cmd === 'one') {
+if (cmd === 'table') evaluatorTable();
+else if (cmd === 'one') {
   const [caseName, variant, mode, seconds] = args;
   process.stdout.write(`${JSON.stringify(runOne(caseName, variant, mode as Mode, Number(seconds ?? 10)))}\n`);
 } else {

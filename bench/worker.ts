@@ -10,6 +10,8 @@
 import { readFileSync } from 'node:fs';
 import type { RawRow } from '../src/bundle/encoding.ts';
 import { loadModel, type ModelRuntime } from '../src/models/index.ts';
+import { parseXgbJson, parseXgbModel, type XgbModel } from '../src/models/xgboost/format.ts';
+import { xgboostRuntime } from '../src/models/xgboost/runtime.ts';
 import { createScorer } from '../src/pipeline/score.ts';
 import { loadModelBundle, median, now, readF32, writeTyped, type Measurement, type Task, type Warmup } from './common.ts';
 
@@ -74,13 +76,38 @@ function syncBatch(predict: (x: Float32Array, rows: number) => Float64Array, x: 
   };
 }
 
+/**
+ * Evaluator comparison (bench/evaluator_lab.ts `table`): a native task may name the XGBoost
+ * evaluator, and reshape the forest for a size sweep (first `maxTrees` trees; the trees
+ * repeated `repeatTrees` times). The runtime is then built from `modelJson` directly, so no
+ * other evaluator is compiled in the process.
+ */
+interface EvaluatorChoice {
+  evaluator?: 'compiled' | 'flat' | 'auto';
+  modelJson?: string;
+  maxTrees?: number;
+  repeatTrees?: number;
+}
+
+async function nativeModel(task: { bundle: string } & EvaluatorChoice): Promise<ModelRuntime> {
+  if (!task.evaluator) return (await loadModelBundle(task.bundle)).model;
+  let model: XgbModel = parseXgbModel(parseXgbJson(readFileSync(task.modelJson ?? `${task.bundle}/model.json`, 'utf8')));
+  let trees = model.trees.slice(0, task.maxTrees ?? model.trees.length);
+  if (task.repeatTrees && task.repeatTrees > 1) trees = Array.from({ length: task.repeatTrees }, () => trees).flat();
+  if (trees.length !== model.trees.length) {
+    if (model.treeWeights) throw new Error('maxTrees / repeatTrees: gbtree models only');
+    model = { ...model, trees };
+  }
+  return xgboostRuntime(model, { evaluator: task.evaluator });
+}
+
 function nativeOf(model: ModelRuntime): (x: Float32Array, rows: number) => Float64Array {
   const p = model.predictSync;
   if (!p) throw new Error(`model format ${model.format} has no predictSync`);
   return p;
 }
 
-async function run(task: Task): Promise<Measurement> {
+async function run(task: Task & EvaluatorChoice): Promise<Measurement> {
   const t0 = now();
   const extra: Record<string, unknown> = {};
   let firstCallNs = NaN;
@@ -90,22 +117,22 @@ async function run(task: Task): Promise<Measurement> {
 
   switch (task.kind) {
     case 'native-single': {
-      const bundle = await loadModelBundle(task.bundle);
+      const model = await nativeModel(task);
       const loadMs = (now() - t0) / 1e6;
-      const predict = nativeOf(bundle.model);
+      const predict = nativeOf(model);
       const views = rowViews(readF32(task.rowsFile), task.width);
       rows = views.length;
       const single = syncSingle(predict, views);
       firstCallNs = single(1)();
       warmed = await warm(single(Math.min(WARMUP_CALLS, task.calls)), task.warmup);
       repsNsPerRow = await timed(single(task.calls), task.reps);
-      extra.info = bundle.model.info;
+      extra.info = model.info;
       return { kind: task.kind, repsNsPerRow, medianNsPerRow: median(repsNsPerRow), warmupNsPerRow: warmed.reps, warmupMs: warmed.ms, settled: warmed.settled, firstCallNs, loadMs, rows, extra };
     }
     case 'native-batch': {
-      const bundle = await loadModelBundle(task.bundle);
+      const model = await nativeModel(task);
       const loadMs = (now() - t0) / 1e6;
-      const predict = nativeOf(bundle.model);
+      const predict = nativeOf(model);
       const x = readF32(task.rowsFile);
       rows = x.length / task.width;
       const keep: { out?: Float64Array } = {};
@@ -114,12 +141,13 @@ async function run(task: Task): Promise<Measurement> {
       warmed = await warm(batch, task.warmup);
       repsNsPerRow = await timed(batch, task.reps);
       writeTyped(task.predsOut, keep.out!);
+      extra.info = model.info;
       return { kind: task.kind, repsNsPerRow, medianNsPerRow: median(repsNsPerRow), warmupNsPerRow: warmed.reps, warmupMs: warmed.ms, settled: warmed.settled, firstCallNs, loadMs, rows, extra };
     }
     case 'native-switch': {
-      const bundle = await loadModelBundle(task.bundle);
+      const model = await nativeModel(task);
       const loadMs = (now() - t0) / 1e6;
-      const predict = nativeOf(bundle.model);
+      const predict = nativeOf(model);
       const x = readF32(task.rowsFile);
       const all = x.length / task.width;
       const views = rowViews(x, task.width);
@@ -223,7 +251,7 @@ async function run(task: Task): Promise<Measurement> {
   }
 }
 
-const task = JSON.parse(process.argv[2] ?? 'null') as Task | null;
+const task = JSON.parse(process.argv[2] ?? 'null') as (Task & EvaluatorChoice) | null;
 if (!task) {
   console.error("usage: node --import tsx bench/worker.ts '<task json>' (started by bench/run.ts)");
   process.exit(2);

@@ -31,7 +31,7 @@ export interface CompileOptions {
 export type ForestAccumulator = (x: Float32Array, rows: number, margins: Float32Array) => void;
 
 /** Per-leaf contribution to the margin: the leaf value, or for dart the weighted leaf. */
-function leafContributions(model: XgbModel, tree: XgbTree, treeIndex: number): Float32Array {
+export function leafContributions(model: XgbModel, tree: XgbTree, treeIndex: number): Float32Array {
   const out = new Float32Array(tree.value.length);
   const w = model.treeWeights ? model.treeWeights[treeIndex] : null;
   for (let i = 0; i < out.length; i++) {

@@ -2,11 +2,53 @@
 import { readFile } from 'node:fs/promises';
 import { ModelLoadError, type ModelRuntime, type RuntimeAdapter } from '../runtime.ts';
 import { compileForest, type CompileOptions } from './compile.ts';
+import { flatForest, flatStepRatio, type FlatOptions } from './flat.ts';
 import { parseXgbJson, parseXgbModel, XgbFormatError, type XgbModel } from './format.ts';
 import { objectiveFor, SUPPORTED_OBJECTIVES } from './objectives.ts';
 
+/**
+ * Which evaluator scores the forest: `compiled` generates JavaScript per chunk of trees
+ * (compile.ts; fastest on small forests once V8 has optimised it, which takes seconds on big
+ * ones, and deoptimises on branches warm-up traffic never took), `flat` walks typed-array
+ * tables without generating any code (flat.ts; warm after a few calls, single-row scoring
+ * 1.3-2.5x faster than compiled on big balanced forests). Both give bit-identical margins.
+ * `auto` (the default) picks one per model: see chooseEvaluator.
+ */
+export type XgbEvaluator = 'compiled' | 'flat' | 'auto';
+
+export interface XgbRuntimeOptions extends CompileOptions {
+  evaluator?: XgbEvaluator;
+  /** Options of the flat evaluator. */
+  flat?: FlatOptions;
+}
+
+/** `auto` picks the flat evaluator for forests of at least this many nodes in all... */
+export const FLAT_MIN_NODES = 10_000;
+/** ...whose fixed-depth walks take at most this many steps per needed step (`flatStepRatio`). */
+export const FLAT_MAX_STEP_RATIO = 1.35;
+
+/**
+ * The evaluator `auto` resolves to for a model. Measured with `bench/evaluator_lab.ts table`
+ * (bench/worker.ts in a fresh process per figure; forests from 4k to 141k nodes, depth 4
+ * categorical and depth 8 numeric, plus unbalanced deep ones):
+ * - below ~5k nodes the two are even once warm (compiled up to 15% faster in batches);
+ * - from ~8-11k nodes on, compiled single-row latency grows faster than the forest (V8's code
+ *   for a big generated forest is slow to settle and slow to run: 2.9 us at 4k nodes, 37 us at
+ *   24k, 43 us at 141k) while flat stays linear: flat is 1.3-2.5x faster single-row, its first
+ *   1,000 calls 2-10x faster, and batches within -13%..+100% of compiled;
+ * - but when trees are deep and unbalanced (lossguide growth: walk ratio 1.6-1.8), the fixed-
+ *   depth walk wastes work and compiled wins (1.2-1.6x single-row, 2-2.5x batch); at ratio 1.27
+ *   (depthwise depth 10, pruned) flat still wins single-row 1.3x, batch 13% behind.
+ */
+export function chooseEvaluator(model: XgbModel, requested: XgbEvaluator = 'auto'): 'compiled' | 'flat' {
+  if (requested !== 'auto') return requested;
+  let nodes = 0;
+  for (const tree of model.trees) nodes += tree.left.length;
+  return nodes >= FLAT_MIN_NODES && flatStepRatio(model) <= FLAT_MAX_STEP_RATIO ? 'flat' : 'compiled';
+}
+
 /** Builds a runtime from an already parsed model (also used by tests and benchmarks). */
-export function xgboostRuntime(model: XgbModel, options: CompileOptions = {}): ModelRuntime {
+export function xgboostRuntime(model: XgbModel, options: XgbRuntimeOptions = {}): ModelRuntime {
   const objective = objectiveFor(model.objective);
   if (!objective) throw new XgbFormatError('$.learner.objective.name', `unsupported objective ${model.objective}; supported: ${SUPPORTED_OBJECTIVES.join(', ')}`);
   let baseMargins: number[];
@@ -15,7 +57,9 @@ export function xgboostRuntime(model: XgbModel, options: CompileOptions = {}): M
   } catch (err) {
     throw new XgbFormatError('$.learner.learner_model_param.base_score', (err as Error).message);
   }
-  const accumulate = compileForest(model, options);
+  const evaluator = chooseEvaluator(model, options.evaluator);
+  if (evaluator !== 'compiled' && evaluator !== 'flat') throw new TypeError(`unknown evaluator ${String(options.evaluator)}: compiled, flat or auto`);
+  const accumulate = evaluator === 'flat' ? flatForest(model, options.flat) : compileForest(model, options);
   const groups = model.numGroup;
   const width = objective.outputWidth(groups);
   const initial = Float32Array.from(baseMargins);
@@ -47,6 +91,7 @@ export function xgboostRuntime(model: XgbModel, options: CompileOptions = {}): M
       num_feature: model.numFeature,
       num_class: groups,
       xgboost_version: model.version.join('.'),
+      evaluator,
     },
     predictSync,
     predict: async (input, rows) => predictSync(input, rows),
