@@ -19,6 +19,8 @@
  * throwing; malformed input (lengths differ, a label not 0/1, a non-finite score, a
  * probability outside [0, 1]) throws a RangeError, as scikit-learn raises.
  */
+import { chi2Sf } from './stats.ts';
+
 
 // ------------------------------------------------------------------------------------------
 // Types
@@ -756,62 +758,10 @@ export function calibrationCheck(reference: { probs: Scores; labels: Labels }, o
   };
 }
 
-// ------------------------------------------------------------------------------------------
-// Chi-square survival function (regularized upper incomplete gamma)
-// ------------------------------------------------------------------------------------------
-
-const LANCZOS = [
-  0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059, 12.507343278686905,
-  -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7,
-];
-
-function logGamma(x: number): number {
-  if (x < 0.5) return Math.log(Math.PI / Math.abs(Math.sin(Math.PI * x))) - logGamma(1 - x);
-  const z = x - 1;
-  let a = LANCZOS[0];
-  const t = z + 7.5;
-  for (let i = 1; i < 9; i++) a += LANCZOS[i] / (z + i);
-  return 0.5 * Math.log(2 * Math.PI) + (z + 0.5) * Math.log(t) - t + Math.log(a);
-}
-
-/** Q(a, x) = Γ(a, x) / Γ(a): series below a + 1, Lentz's continued fraction above. */
-function gammaQ(a: number, x: number): number {
-  if (x <= 0) return 1;
-  if (!Number.isFinite(x)) return 0;
-  const lead = a * Math.log(x) - x - logGamma(a);
-  if (x < a + 1) {
-    let term = 1 / a;
-    let sum = term;
-    for (let k = 1; k < 10000; k++) {
-      term *= x / (a + k);
-      sum += term;
-      if (Math.abs(term) < Math.abs(sum) * 1e-17) break;
-    }
-    return 1 - sum * Math.exp(lead);
-  }
-  const tiny = 1e-300;
-  let b = x + 1 - a;
-  let c = 1 / tiny;
-  let d = 1 / b;
-  let h = d;
-  for (let i = 1; i < 10000; i++) {
-    const an = -i * (i - a);
-    b += 2;
-    d = an * d + b;
-    if (Math.abs(d) < tiny) d = tiny;
-    c = b + an / c;
-    if (Math.abs(c) < tiny) c = tiny;
-    d = 1 / d;
-    const delta = d * c;
-    h *= delta;
-    if (Math.abs(delta - 1) < 1e-16) break;
-  }
-  return Math.exp(lead) * h;
-}
-
 /** P(X > x) for X ~ chi-square with df degrees of freedom (scipy.stats.chi2.sf). */
 export function chiSquareSf(x: number, df: number): number {
   if (!(df > 0)) throw new RangeError(`df must be positive, got ${df}`);
   if (Number.isNaN(x)) return NaN;
-  return gammaQ(df / 2, x / 2);
+  // One implementation of the incomplete gamma for the whole project: stats.ts, checked against SciPy.
+  return chi2Sf(x, df);
 }
