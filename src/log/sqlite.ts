@@ -1,18 +1,25 @@
 /**
- * The embedded default decision log: one SQLite file, `<dataDir>/decisions.sqlite`, written
- * through better-sqlite3 in WAL mode with group commit.
+ * The embedded default decision log: one SQLite file, `<dataDir>/decisions.sqlite`, in WAL
+ * mode with group commit, written by a dedicated writer thread (`sqlite-writer.ts`, a
+ * worker_threads worker) so that the event loop that answers requests never waits for SQLite.
  *
- * Group commit: `append` validates and serializes the record at once (so a bad record fails
- * alone and later mutation of the caller's object changes nothing), queues it, and returns a
- * promise. A flush writes every queued record in ONE transaction and settles their promises
- * only after COMMIT has returned. A flush runs when the queue reaches `maxBatch`, or else on the
- * next turn of the event loop (`setImmediate`, `maxDelayMs: 0`, the default) or `maxDelayMs`
- * after the first queued record. The default is self-clocking: better-sqlite3 commits
- * synchronously, so requests that arrive while one batch commits are queued by the next turn
- * and share the next commit; batches grow with load and an idle server adds no delay
- * (bench/log.ts measures the alternatives).
+ * Appends: `append` validates and serializes the record at once on the calling (main) thread,
+ * so a bad record fails alone and later mutation of the caller's object changes nothing, then
+ * queues the row and returns a promise. The rows queued in one turn of the event loop
+ * (`setImmediate`, `maxDelayMs: 0`, the default; or `maxDelayMs` after the first queued record;
+ * or at once when `maxBatch` are queued) go to the writer as one message, an array of row
+ * tuples. The writer writes a batch, together with every batch already waiting behind it (up
+ * to `maxBatch` records), in ONE transaction, and reports back only after COMMIT has returned;
+ * only then are those appends resolved. This is group commit as before, self-clocking: while
+ * one transaction commits (and fsyncs), the batches of the following turns pile up in the
+ * writer's queue and share the next commit, so transactions grow with load and an idle server
+ * adds no delay (bench/log.ts measures the alternatives). A duplicate id rejects that append
+ * alone; any other write failure rolls the whole transaction back and rejects every append in it.
  *
- * Durability (`synchronous`): in WAL mode a COMMIT appends the transaction's pages to the WAL.
+ * Durability is unchanged by the thread: an append resolves only after the COMMIT holding its
+ * record returned, and a thread dies with its process, so a SIGKILL loses nothing acknowledged.
+ * `synchronous` (of the writer's connection): in WAL mode a COMMIT appends the transaction's
+ * pages to the WAL.
  *  - 'normal': the WAL is not fsynced at commit (only at checkpoints). A committed transaction
  *    survives the process dying in any way, SIGKILL included, since the kernel already has the
  *    pages; the last transactions before a power loss or kernel crash may be lost (the file
@@ -20,19 +27,52 @@
  *  - 'full' (the default): the WAL is fsynced before COMMIT returns, so an acknowledged
  *    decision also survives power loss.
  * 'full' is the default because rtml's contract is that a decision answered 2xx is logged
- * durably, and group commit amortizes the one fsync per commit over the whole batch: the cost
- * is mostly added latency per batch (one fsync), not throughput per record (bench/log.ts on a
- * 2-core VM, 64 appends in flight: ~40k appends/s FULL vs ~45k NORMAL with group commit, but
- * 300-5,700/s FULL vs 10-17k/s NORMAL with one transaction per record). Choose 'normal'
- * where losing the last few milliseconds of decisions on power loss is acceptable.
+ * durably, and group commit amortizes the one fsync per commit over the whole transaction:
+ * the cost is added latency per commit, not throughput per record (bench/log.ts has figures
+ * for both modes, with and without group commit). Choose 'normal' where losing the last few
+ * milliseconds of decisions on power loss is acceptable.
  *
- * A write-side failure other than a duplicate id (disk full, I/O error, database locked by
- * another process beyond the busy timeout) rolls the whole batch back and rejects every
- * append in it: none of them was acknowledged, so none of them was answered 2xx.
+ * Checkpoints are off the request path, and mostly off the commit path: automatic checkpoints
+ * are off, a checkpointer thread of the writer runs PASSIVE checkpoints concurrently with the
+ * commits, and the writer only tops each one up between two transactions (the few frames
+ * committed during the pass; typically well under a millisecond) so that the WAL is reused
+ * instead of growing. See `sqlite-writer.ts` and `sqlite-checkpointer.cjs`.
+ *
+ * Reads (`get`, `query`, `count`, `labelled`, `outcomesAfter`) run on the main thread, on a
+ * second connection that never writes (`query_only`). WAL readers neither block the writer nor
+ * wait for it, and the lookups the server makes are index probes of a few microseconds, cheaper
+ * than a round trip to the writer thread (which would also queue them behind commits).
+ * Read-your-writes: once an append has resolved, its COMMIT has returned, so any read started
+ * afterwards sees it; moreover a read waits for the appends (and outcomes) still pending when
+ * it was called to settle, so it sees even appends it did not await. Outcomes are written by
+ * the writer thread, in order with appends: an outcome may follow its decision immediately.
+ *
+ * The writer thread starts with the log (`ready` resolves once it has opened the database,
+ * about 0.2 s when running from the TypeScript sources; appends made before wait for it). It
+ * does not keep the process alive while nothing is pending, and `close()`
+ * flushes, waits for every pending append to commit, and joins it. If the thread dies (it
+ * cannot open the database, an unexpected exception), every pending append is rejected with a
+ * `LOG_FAILED` {@link DecisionLogError} and so is every later append or outcome: without its
+ * log, the server must not answer decisions. Reads keep working.
  */
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import {
+  BUSY_TIMEOUT_MS,
+  COLUMNS,
+  CREATE_SCHEMA_V1,
+  DECISION_LOG_FILE,
+  JOURNAL_SIZE_LIMIT,
+  MIGRATIONS,
+  SQLITE_SCHEMA_VERSION,
+  type FromWriter,
+  type OutcomeRow,
+  type Row,
+  type ToWriter,
+  type WriterConfig,
+} from './sqlite-schema.ts';
 import {
   DECISION_TIME_PATTERN,
   DEFAULT_QUERY_LIMIT,
@@ -50,104 +90,55 @@ import {
   type DecisionRecord,
 } from './types.ts';
 
+export { DECISION_LOG_FILE, SQLITE_SCHEMA_VERSION };
+
 export interface SqliteDecisionLogOptions {
   /** Default 'full': see the file comment. */
   synchronous?: 'normal' | 'full';
-  /** Flush as soon as this many records are queued (default 256; 1 = one transaction per record). */
+  /**
+   * Most records in one transaction (default 256; 1 = one transaction per record): a batch is
+   * handed to the writer as soon as this many are queued, and the writer merges waiting
+   * batches up to this many records.
+   */
   maxBatch?: number;
-  /** 0 (default): flush on the next turn of the event loop; > 0: at most this long after the first queued record. */
+  /** 0 (default): hand the queued records to the writer on the next turn of the event loop; > 0: at most this long after the first queued record. */
   maxDelayMs?: number;
+  /** A passive WAL checkpoint runs (in the checkpointer thread) this often (default 250 ms)... */
+  checkpointIntervalMs?: number;
+  /** ... and at once when about this many bytes went into the WAL since the last nudge (default 4 MiB, about SQLite's automatic 1000 pages). */
+  checkpointBytes?: number;
 }
+
+export interface SqliteDecisionLogStats extends DecisionLogStats {
+  /** Of `pending`: records waiting on this thread for the next batch to be handed to the writer. */
+  queued: number;
+  /** Of `pending`: records handed to the writer whose transaction has not been reported yet. */
+  writing: number;
+  /** Batches handed to the writer since open (appended / batches: records per batch; batches / commits: batches merged per transaction). */
+  batches: number;
+  /** WAL checkpoints that copied frames, and the last one (`ms`: how long it took, off the commit path). */
+  checkpoints: number;
+  lastCheckpoint: { walFrames: number; checkpointed: number; busy: boolean; ms: number; error: string | null; topUp: boolean } | null;
+}
+
+/** The writer thread, for tests (to simulate its death) and diagnostics: `log[WRITER_THREAD]`. */
+export const WRITER_THREAD = Symbol('rtml.decisionLog.writerThread');
 
 export interface SqliteDecisionLog extends DecisionLog {
   /** The database file. */
   readonly path: string;
   readonly synchronous: 'normal' | 'full';
+  readonly stats: SqliteDecisionLogStats;
+  /**
+   * Resolves once the writer thread has opened the database (it starts with the log; appends
+   * made before are queued meanwhile); rejects if it failed to.
+   */
+  readonly ready: Promise<void>;
+  /** The writer thread (for tests, which simulate its death, and diagnostics). */
+  readonly [WRITER_THREAD]: Worker;
 }
 
-export const DECISION_LOG_FILE = 'decisions.sqlite';
-/** The schema this code writes; a file with a newer one is refused, an older one migrated. */
-export const SQLITE_SCHEMA_VERSION = 2;
-
-const DEFAULTS = { synchronous: 'full', maxBatch: 256, maxDelayMs: 0 } as const;
-
-/**
- * Indexed columns serve the lookups a decision log gets (one decision by id, recent decisions
- * of a service, by time range, by action, by model version, fallbacks); the rest is JSON text.
- * `seq` (the rowid) is append order, the tie-breaker among records with the same time.
- * Fallbacks are rare, so their index is partial: it costs nothing for ordinary decisions.
- */
-const SCHEMA_V1 = `
-CREATE TABLE meta (
-  key   TEXT PRIMARY KEY,
-  value TEXT NOT NULL
-) STRICT;
-CREATE TABLE decisions (
-  seq            INTEGER PRIMARY KEY,
-  service        TEXT NOT NULL,
-  id             TEXT NOT NULL,
-  time           TEXT NOT NULL,
-  decision       TEXT NOT NULL,
-  model_name     TEXT,
-  model_version  TEXT,
-  policy_version TEXT,
-  score          REAL,
-  fallback_used  INTEGER NOT NULL,
-  fallback_cause TEXT,
-  safe_mode      INTEGER,
-  request        TEXT NOT NULL,
-  inputs         TEXT,
-  outputs        TEXT,
-  reasons        TEXT NOT NULL,
-  timings_ms     TEXT NOT NULL
-) STRICT;
-CREATE UNIQUE INDEX decisions_service_id ON decisions (service, id);
-CREATE INDEX decisions_time ON decisions (time);
-CREATE INDEX decisions_service_time ON decisions (service, time);
-CREATE INDEX decisions_service_decision_time ON decisions (service, decision, time);
-CREATE INDEX decisions_service_model_version_time ON decisions (service, model_version, time);
-CREATE INDEX decisions_fallback_time ON decisions (service, time) WHERE fallback_used = 1;
-`;
-
-/**
- * Version 2: outcomes, joined to decisions by (service, id). A corrected outcome replaces
- * the earlier one and gets a new seq, so streaming consumers see it again.
- */
-const OUTCOMES_V2 = `
-CREATE TABLE outcomes (
-  seq          INTEGER PRIMARY KEY,
-  service      TEXT NOT NULL,
-  id           TEXT NOT NULL,
-  label        TEXT NOT NULL,
-  time         TEXT NOT NULL
-) STRICT;
-CREATE UNIQUE INDEX outcomes_service_id ON outcomes (service, id);
-`;
-
-/** Migrations from version N to N+1, by N. */
-const MIGRATIONS: Record<number, string> = { 1: OUTCOMES_V2 };
-
-const COLUMNS =
-  'service, id, time, decision, model_name, model_version, policy_version, score, fallback_used, fallback_cause, safe_mode, request, inputs, outputs, reasons, timings_ms';
-
-type Row = [
-  service: string,
-  id: string,
-  time: string,
-  decision: string,
-  modelName: string | null,
-  modelVersion: string | null,
-  policyVersion: string | null,
-  score: number | null,
-  fallbackUsed: 0 | 1,
-  fallbackCause: string | null,
-  safeMode: 0 | 1 | null,
-  request: string,
-  inputs: string | null,
-  outputs: string | null,
-  reasons: string,
-  timingsMs: string,
-];
+const DEFAULTS = { synchronous: 'full', maxBatch: 256, maxDelayMs: 0, checkpointIntervalMs: 250, checkpointBytes: 4 * 1024 * 1024 } as const;
 
 interface StoredRow {
   service: string;
@@ -168,11 +159,10 @@ interface StoredRow {
   timings_ms: string;
 }
 
-interface Queued {
-  row: Row;
-  resolve: () => void;
-  reject: (err: unknown) => void;
-}
+/** A message sent to the writer whose answer is awaited; jobs are answered in the order sent. */
+type Job =
+  | { kind: 'rows'; rows: Row[]; resolves: (() => void)[]; rejects: ((err: unknown) => void)[] }
+  | { kind: 'outcomes'; resolve: (r: { joined: number; unknown: string[] }) => void; reject: (err: unknown) => void };
 
 export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLogOptions = {}): SqliteDecisionLog {
   const synchronous = options.synchronous ?? DEFAULTS.synchronous;
@@ -183,30 +173,20 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
   if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new TypeError(`decision log: maxBatch must be an integer >= 1, got ${maxBatch}`);
   const maxDelayMs = options.maxDelayMs ?? DEFAULTS.maxDelayMs;
   if (!Number.isFinite(maxDelayMs) || maxDelayMs < 0) throw new TypeError(`decision log: maxDelayMs must be >= 0, got ${maxDelayMs}`);
+  const checkpointIntervalMs = options.checkpointIntervalMs ?? DEFAULTS.checkpointIntervalMs;
+  if (!Number.isFinite(checkpointIntervalMs) || checkpointIntervalMs < 1) throw new TypeError(`decision log: checkpointIntervalMs must be >= 1, got ${checkpointIntervalMs}`);
+  const checkpointBytes = options.checkpointBytes ?? DEFAULTS.checkpointBytes;
+  if (!Number.isFinite(checkpointBytes) || checkpointBytes < 1) throw new TypeError(`decision log: checkpointBytes must be >= 1, got ${checkpointBytes}`);
 
   mkdirSync(dataDir, { recursive: true });
   const path = resolve(join(dataDir, DECISION_LOG_FILE));
-  const db = openDatabase(path, synchronous);
+  // Opens, checks and migrates the file here, synchronously: a bad file fails the open itself.
+  const db = openDatabase(path);
 
-  const insert = db.prepare<Row>(`INSERT INTO decisions (${COLUMNS}) VALUES (${COLUMNS.split(',').map(() => '?').join(', ')}) ON CONFLICT (service, id) DO NOTHING`);
   const selectOne = db.prepare<[string, string], StoredRow>(`SELECT ${COLUMNS} FROM decisions WHERE service = ? AND id = ?`);
   const countAll = db.prepare<[], number>('SELECT count(*) FROM decisions').pluck();
   const countService = db.prepare<[string], number>('SELECT count(*) FROM decisions WHERE service = ?').pluck();
   const queries = new Map<string, Database.Statement<unknown[], StoredRow>>();
-  const decisionExists = db.prepare<[string, string], number>('SELECT 1 FROM decisions WHERE service = ? AND id = ?').pluck();
-  const putOutcome = db.prepare<[string, string, string, string]>('INSERT OR REPLACE INTO outcomes (service, id, label, time) VALUES (?, ?, ?, ?)');
-  const writeOutcomes = db.transaction((service: string, outcomes: readonly Outcome[], now: string) => {
-    const unknown: string[] = [];
-    let joined = 0;
-    for (const o of outcomes) {
-      if (decisionExists.get(service, o.id) === undefined) unknown.push(o.id);
-      else {
-        putOutcome.run(service, o.id, o.label, o.time ?? now);
-        joined++;
-      }
-    }
-    return { joined, unknown };
-  });
   const LABELLED = `SELECT o.seq AS seq, d.service AS service, d.id AS id, d.time AS time, d.model_version AS modelVersion, d.score AS score,
     d.decision AS decision, d.fallback_used AS fallbackUsed, o.label AS label, o.time AS outcomeTime
     FROM outcomes o JOIN decisions d ON d.service = o.service AND d.id = o.id`;
@@ -216,51 +196,224 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
   const countInRange = db.prepare<[string, string, string], number>('SELECT count(*) FROM decisions WHERE service = ? AND time >= ? AND time < ?').pluck();
   const fromLabelled = (r: LabelledRow): LabelledDecision => ({ ...r, fallbackUsed: r.fallbackUsed === 1 });
 
-  /** Inserts the batch in one transaction; returns which rows were duplicates (nothing inserted). */
-  const writeBatch = db.transaction((batch: Queued[]): boolean[] => batch.map((q) => insert.run(...q.row).changes === 0));
-
-  const counters = { appended: 0, commits: 0 };
-  let queue: Queued[] = [];
+  const counters = { appended: 0, commits: 0, batches: 0, checkpoints: 0 };
+  let lastCheckpoint: SqliteDecisionLogStats['lastCheckpoint'] = null;
+  // Appends of the current turn, not yet handed to the writer.
+  let queueRows: Row[] = [];
+  let queueResolves: (() => void)[] = [];
+  let queueRejects: ((err: unknown) => void)[] = [];
   let timer: NodeJS.Immediate | NodeJS.Timeout | null = null;
+  // Sent to the writer, unanswered, oldest first; `sent` and `answered` count jobs ever.
+  const jobs: Job[] = [];
+  let jobsHead = 0;
+  let sent = 0;
+  let answered = 0;
+  let writing = 0;
+  // Reads waiting for every job sent before them to be answered.
+  const waiters: { upTo: number; resolve: () => void }[] = [];
   let closed = false;
   let closing: Promise<void> | null = null;
+  let dbClosed = false;
+  /** Set once the writer thread is gone without being asked to close: every append fails with it. */
+  let failure: DecisionLogError | null = null;
+  let writerExited = false;
 
-  function flush(): void {
-    if (timer !== null) {
-      if (maxDelayMs > 0) clearTimeout(timer as NodeJS.Timeout);
-      else clearImmediate(timer as NodeJS.Immediate);
-      timer = null;
+  let writer: Worker;
+  try {
+    writer = startWriter({ path, synchronous, maxBatch, checkpointIntervalMs, checkpointBytes });
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+  let referenced = true;
+  let failedWhileClosing = false;
+  const exited = new Promise<void>((done) => {
+    writer.on('exit', (code) => {
+      writerExited = true;
+      if (closing === null) fail(`exited unexpectedly (code ${code})`);
+      else if (code !== 0) fail(`exited with code ${code} while closing`);
+      else if (jobs.length > jobsHead) fail('exited before answering every batch');
+      setReferenced();
+      done();
+    });
+  });
+  let isReady = false;
+  let markReady!: (ok: boolean) => void;
+  const ready = new Promise<void>((done, refuse) => {
+    markReady = (ok) => (ok ? done() : refuse(failure));
+  });
+  ready.catch(() => {}); // awaiting it is optional: its failure is reported to appends anyway
+  writer.on('error', (err) => fail(`failed: ${(err as Error)?.message ?? String(err)}`, err));
+  writer.on('message', onMessage);
+  setReferenced();
+
+  function fail(why: string, cause?: unknown): void {
+    if (failure !== null) return;
+    if (closing !== null) failedWhileClosing = true;
+    const unsettled = writing + queueRows.length;
+    failure = new DecisionLogError(
+      'LOG_FAILED',
+      `decision log: the writer thread of ${path} ${why}; ${unsettled} pending append(s) were not acknowledged, and the log refuses new ones until it is reopened`,
+      { cause },
+    );
+    markReady(false);
+    if (timer !== null) cancelTimer();
+    for (const reject of queueRejects) reject(failure);
+    queueRows = [];
+    queueResolves = [];
+    queueRejects = [];
+    while (jobsHead < jobs.length) {
+      const job = jobs[jobsHead++];
+      if (job.kind === 'rows') for (const reject of job.rejects) reject(failure);
+      else job.reject(failure);
+      answered++;
     }
-    if (queue.length === 0) return;
-    const batch = queue;
-    queue = [];
-    let duplicate: boolean[];
-    try {
-      duplicate = writeBatch.immediate(batch);
-    } catch (err) {
-      const failure = new DecisionLogError('WRITE_FAILED', `decision log: writing ${batch.length} record(s) to ${path} failed, none committed: ${(err as Error)?.message ?? String(err)}`, { cause: err });
-      for (const q of batch) q.reject(failure);
-      return;
+    jobs.length = 0;
+    jobsHead = 0;
+    writing = 0;
+    releaseWaiters();
+    if (!writerExited) void writer.terminate();
+    setReferenced();
+  }
+
+  /** Takes the oldest unanswered job, which must be of this kind (else: null, and the log fails). */
+  function nextJob<K extends Job['kind']>(kind: K): Extract<Job, { kind: K }> | null {
+    const job = jobs[jobsHead];
+    if (job?.kind !== kind) {
+      fail(`answered a ${kind} job out of order (a bug)`);
+      return null;
     }
-    counters.commits++;
-    for (let i = 0; i < batch.length; i++) {
-      const q = batch[i];
-      if (duplicate[i]) {
-        q.reject(new DuplicateDecisionError(q.row[0], q.row[1]));
-      } else {
-        counters.appended++;
-        q.resolve();
+    jobs[jobsHead++] = undefined as unknown as Job; // let it be collected
+    if (jobsHead === jobs.length) {
+      jobs.length = 0;
+      jobsHead = 0;
+    } else if (jobsHead >= 1024 && jobsHead * 2 >= jobs.length) {
+      jobs.splice(0, jobsHead); // under steady load the queue never empties: drop the answered prefix
+      jobsHead = 0;
+    }
+    answered++;
+    return job as Extract<Job, { kind: K }>;
+  }
+
+  function onMessage(m: FromWriter): void {
+    if (failure !== null) return;
+    switch (m.kind) {
+      case 'committed': {
+        counters.commits++;
+        const dups = m.duplicates;
+        let d = 0;
+        let i = 0;
+        for (let j = 0; j < m.jobs; j++) {
+          const job = nextJob('rows');
+          if (job === null) return;
+          writing -= job.rows.length;
+          for (let k = 0; k < job.rows.length; k++, i++) {
+            if (d < dups.length && dups[d] === i) {
+              d++;
+              job.rejects[k](new DuplicateDecisionError(job.rows[k][0], job.rows[k][1]));
+            } else {
+              counters.appended++;
+              job.resolves[k]();
+            }
+          }
+        }
+        break;
       }
+      case 'failed': {
+        const err = new DecisionLogError('WRITE_FAILED', `decision log: writing ${m.records} record(s) to ${path} failed, none committed: ${m.error}`, {
+          cause: Object.assign(new Error(m.error), { code: m.code }),
+        });
+        for (let j = 0; j < m.jobs; j++) {
+          const job = nextJob('rows');
+          if (job === null) return;
+          writing -= job.rows.length;
+          for (const reject of job.rejects) reject(err);
+        }
+        break;
+      }
+      case 'outcomes':
+      case 'outcomesFailed': {
+        const job = nextJob('outcomes');
+        if (job === null) return;
+        if (m.kind === 'outcomes') job.resolve({ joined: m.joined, unknown: m.unknown });
+        else {
+          job.reject(
+            new DecisionLogError('WRITE_FAILED', `decision log: writing outcomes to ${path} failed, none committed: ${m.error}`, {
+              cause: Object.assign(new Error(m.error), { code: m.code }),
+            }),
+          );
+        }
+        break;
+      }
+      case 'ready':
+        isReady = true;
+        markReady(true);
+        setReferenced();
+        return;
+      case 'checkpoint':
+        counters.checkpoints++;
+        lastCheckpoint = { walFrames: m.walFrames, checkpointed: m.checkpointed, busy: m.busy, ms: m.ms, error: m.error, topUp: m.topUp === true };
+        return;
     }
+    releaseWaiters();
+    setReferenced();
+  }
+
+  function releaseWaiters(): void {
+    while (waiters.length > 0 && (waiters[0].upTo <= answered || failure !== null)) waiters.shift()!.resolve();
+  }
+
+  /** The writer thread keeps the process alive only while it starts, owes answers, or closes. */
+  function setReferenced(): void {
+    const want = !writerExited && (!isReady || jobs.length > jobsHead || (closing !== null && failure === null));
+    if (want === referenced) return;
+    referenced = want;
+    if (want) writer.ref();
+    else writer.unref();
+  }
+
+  function post(message: ToWriter, job: Job): void {
+    jobs.push(job);
+    sent++;
+    writer.postMessage(message);
+    setReferenced();
+  }
+
+  function cancelTimer(): void {
+    if (maxDelayMs > 0) clearTimeout(timer as NodeJS.Timeout);
+    else clearImmediate(timer as NodeJS.Immediate);
+    timer = null;
+  }
+
+  /** Hands the queued rows to the writer as one batch. */
+  function flush(): void {
+    if (timer !== null) cancelTimer();
+    if (queueRows.length === 0) return;
+    const rows = queueRows;
+    const job: Job = { kind: 'rows', rows, resolves: queueResolves, rejects: queueRejects };
+    queueRows = [];
+    queueResolves = [];
+    queueRejects = [];
+    writing += rows.length;
+    counters.batches++;
+    post({ kind: 'rows', rows }, job);
   }
 
   function schedule(): void {
-    if (queue.length >= maxBatch) flush();
+    if (queueRows.length >= maxBatch) flush();
     else if (timer === null) timer = maxDelayMs > 0 ? setTimeout(flush, maxDelayMs) : setImmediate(flush);
   }
 
   function ensureOpen(): void {
     if (closed) throw new DecisionLogClosedError();
+  }
+
+  /** Before a read: hands queued rows over, then waits until everything sent so far is answered. */
+  async function settled(): Promise<void> {
+    ensureOpen();
+    flush();
+    if (answered < sent) await new Promise<void>((done) => waiters.push({ upTo: sent, resolve: done }));
+    if (dbClosed) throw new DecisionLogClosedError();
   }
 
   function queryStatement(filter: DecisionQuery): Database.Statement<unknown[], StoredRow> {
@@ -282,9 +435,12 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
   return {
     path,
     synchronous,
+    ready,
+    [WRITER_THREAD]: writer,
 
     append(record: DecisionRecord): Promise<void> {
       if (closed) return Promise.reject(new DecisionLogClosedError());
+      if (failure !== null) return Promise.reject(failure);
       let row: Row;
       try {
         row = toRow(record);
@@ -292,14 +448,15 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
         return Promise.reject(err);
       }
       return new Promise<void>((resolve, reject) => {
-        queue.push({ row, resolve, reject });
+        queueRows.push(row);
+        queueResolves.push(resolve);
+        queueRejects.push(reject);
         schedule();
       });
     },
 
     async get(service: string, id: string): Promise<DecisionRecord | null> {
-      ensureOpen();
-      flush(); // read your own writes, even un-awaited ones
+      await settled(); // read your own writes, even un-awaited ones
       const row = selectOne.get(service, id);
       return row ? fromRow(row) : null;
     },
@@ -313,69 +470,100 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
       if (filter.since !== undefined) params.push(normalizeBound('since', filter.since));
       if (filter.until !== undefined) params.push(normalizeBound('until', filter.until));
       params.push(Math.min(limit, MAX_QUERY_LIMIT));
-      flush();
+      await settled();
       return queryStatement(filter).all(...params).map(fromRow);
     },
 
-    async recordOutcomes(service: string, outcomes: readonly Outcome[]) {
-      ensureOpen();
-      for (const o of outcomes) {
-        if (typeof o.id !== 'string' || typeof o.label !== 'string' || (o.time !== undefined && !DECISION_TIME_PATTERN.test(o.time))) {
-          throw new InvalidDecisionRecordError(`outcome ${JSON.stringify(o).slice(0, 200)}: needs a string id and label, and time as YYYY-MM-DDTHH:MM:SS.sssZ`);
+    recordOutcomes(service: string, outcomes: readonly Outcome[]): Promise<{ joined: number; unknown: string[] }> {
+      try {
+        ensureOpen();
+        if (failure !== null) throw failure;
+        const now = new Date().toISOString();
+        const rows: OutcomeRow[] = [];
+        for (const o of outcomes) {
+          if (typeof o.id !== 'string' || typeof o.label !== 'string' || (o.time !== undefined && !DECISION_TIME_PATTERN.test(o.time))) {
+            throw new InvalidDecisionRecordError(`outcome ${JSON.stringify(o).slice(0, 200)}: needs a string id and label, and time as YYYY-MM-DDTHH:MM:SS.sssZ`);
+          }
+          rows.push({ id: o.id, label: o.label, time: o.time ?? now });
         }
+        flush(); // an outcome may follow its decision immediately: the writer takes them in order
+        return new Promise((resolve, reject) => post({ kind: 'outcomes', service, outcomes: rows }, { kind: 'outcomes', resolve, reject }));
+      } catch (err) {
+        return Promise.reject(err);
       }
-      flush(); // an outcome may follow its decision immediately
-      return writeOutcomes.immediate(service, outcomes, new Date().toISOString());
     },
 
     async outcomesAfter(cursor: number, limit = 10_000) {
-      ensureOpen();
+      await settled();
       const items = selectOutcomesAfter.all(cursor, Math.min(limit, MAX_QUERY_LIMIT)).map(fromLabelled);
       return { cursor: items.length > 0 ? items[items.length - 1].seq : cursor, items };
     },
 
     async labelled(service: string, range: { since?: string; until?: string }) {
       ensureOpen();
-      flush();
       const since = range.since === undefined ? '' : normalizeBound('since', range.since);
       const until = range.until === undefined ? '9999' : normalizeBound('until', range.until);
+      await settled();
       return { decisions: countInRange.get(service, since, until)!, items: selectLabelled.all(service, since, until).map(fromLabelled) };
     },
 
     async count(service?: string): Promise<number> {
-      ensureOpen();
-      flush();
+      await settled();
       return service === undefined ? countAll.get()! : countService.get(service)!;
     },
 
     close(): Promise<void> {
       if (closing) return closing;
       closed = true;
-      closing = new Promise<void>((resolve, reject) => {
-        try {
-          flush();
-        } finally {
-          try {
-            db.close();
-            resolve();
-          } catch (err) {
-            reject(err);
-          }
-        }
+      if (failure === null) {
+        flush();
+        writer.postMessage({ kind: 'close' } satisfies ToWriter);
+      }
+      closing = exited.then(() => {
+        // Reads that were waiting for the last commits have run by now (they ran on its answer).
+        dbClosed = true;
+        db.close();
+        if (failedWhileClosing) throw failure;
       });
+      setReferenced(); // until the writer has exited
       return closing;
     },
 
-    get stats(): DecisionLogStats {
-      return { appended: counters.appended, commits: counters.commits, pending: queue.length };
+    get stats(): SqliteDecisionLogStats {
+      return {
+        appended: counters.appended,
+        commits: counters.commits,
+        pending: queueRows.length + writing,
+        queued: queueRows.length,
+        writing,
+        batches: counters.batches,
+        checkpoints: counters.checkpoints,
+        lastCheckpoint,
+      };
     },
   };
 }
 
-function openDatabase(path: string, synchronous: 'normal' | 'full'): Database.Database {
+/**
+ * Starts the writer thread. Running from the TypeScript sources (tsx), the worker gets tsx's
+ * loader first: workers do not inherit the main thread's module hooks.
+ */
+function startWriter(config: WriterConfig): Worker {
+  const here = import.meta.url;
+  if (here.endsWith('.ts')) {
+    const tsx = import.meta.resolve('tsx/esm/api');
+    const entry = new URL('./sqlite-writer.ts', here).href;
+    const boot = `import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); });`;
+    return new Worker(boot, { eval: true, workerData: config });
+  }
+  return new Worker(new URL('./sqlite-writer.js', here), { workerData: config });
+}
+
+/** Opens the main thread's connection: checks (or creates) and migrates the file, then never writes. */
+function openDatabase(path: string): Database.Database {
   let db: Database.Database;
   try {
-    db = new Database(path, { timeout: 5000 });
+    db = new Database(path, { timeout: BUSY_TIMEOUT_MS });
   } catch (err) {
     throw new DecisionLogError('NOT_A_DECISION_LOG', `decision log: cannot open ${path}: ${(err as Error).message}`, { cause: err });
   }
@@ -388,17 +576,16 @@ function openDatabase(path: string, synchronous: 'normal' | 'full'): Database.Da
       throw new DecisionLogSchemaError('NOT_A_DECISION_LOG', `decision log: ${path} is not a SQLite database: ${(err as Error).message}`, { cause: err });
     }
     if (mode !== 'wal') throw new DecisionLogError('NOT_A_DECISION_LOG', `decision log: ${path}: could not switch to WAL mode (got ${String(mode)})`);
-    db.pragma(`synchronous = ${synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
-    // After a checkpoint the WAL is reused from its start, not shrunk: cap what it keeps on disk.
-    db.pragma('journal_size_limit = 67108864');
+    db.pragma('journal_size_limit = ' + JOURNAL_SIZE_LIMIT);
+    db.pragma('wal_autocheckpoint = 0'); // checkpoints are the writer thread's job
     db.transaction(() => migrate(db, path)).immediate();
+    db.pragma('query_only = ON'); // from here on, only the writer thread writes
     return db;
   } catch (err) {
     db.close();
     throw err;
   }
 }
-
 function migrate(db: Database.Database, path: string): void {
   const tables = db
     .prepare<[], string>("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
@@ -408,13 +595,12 @@ function migrate(db: Database.Database, path: string): void {
     if (tables.length > 0) {
       throw new DecisionLogSchemaError('NOT_A_DECISION_LOG', `decision log: ${path} is a SQLite database but not an rtml decision log (it has tables ${tables.join(', ')} and no meta table)`);
     }
-    db.exec(SCHEMA_V1);
-    db.exec(OUTCOMES_V2);
+    // A new log starts at version 1 and takes the same migrations as an old one.
+    db.exec(CREATE_SCHEMA_V1);
     const put = db.prepare<[string, string]>('INSERT INTO meta (key, value) VALUES (?, ?)');
-    put.run('schema_version', String(SQLITE_SCHEMA_VERSION));
+    put.run('schema_version', '1');
     put.run('created_at', new Date().toISOString());
     put.run('kind', 'rtml decision log');
-    return;
   }
   const stored = db.prepare<[], string>("SELECT value FROM meta WHERE key = 'schema_version'").pluck().get();
   const version = Number(stored);

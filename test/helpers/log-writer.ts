@@ -4,23 +4,27 @@
  * it is killed. Each id is written to stdout, one line, ONLY after its append promise resolved:
  * a printed line is a decision the server would have answered 2xx.
  *
+ * With a `limit`, it stops after that many appends and returns without closing the log: the
+ * process must then exit on its own (the log's writer thread must not keep it alive).
+ *
  * The ack goes straight to fd 1 with a synchronous write(2) (`fs.writeSync`), never through
  * `process.stdout` (whose pipe writes may be queued in this process and die with it): once the
  * call returns, the line is in the kernel's pipe buffer and survives SIGKILL. Lines are short,
  * so each write is one complete line; the parent still counts only newline-terminated lines.
  *
- *   node --import tsx test/helpers/log-writer.ts <dataDir> <normal|full> <concurrency>
+ *   node --import tsx test/helpers/log-writer.ts <dataDir> <normal|full> <concurrency> [limit]
  */
 import { writeSync } from 'node:fs';
 import { openSqliteDecisionLog } from '../../src/log/sqlite.ts';
 import type { DecisionRecord } from '../../src/log/types.ts';
 
-const [dataDir, synchronous = 'normal', concurrencyArg = '64'] = process.argv.slice(2);
+const [dataDir, synchronous = 'normal', concurrencyArg = '64', limitArg] = process.argv.slice(2);
 if (!dataDir || (synchronous !== 'normal' && synchronous !== 'full')) {
-  process.stderr.write('usage: log-writer.ts <dataDir> <normal|full> <concurrency>\n');
+  process.stderr.write('usage: log-writer.ts <dataDir> <normal|full> <concurrency> [limit]\n');
   process.exit(2);
 }
 const concurrency = Number(concurrencyArg);
+const limit = limitArg === undefined ? Infinity : Number(limitArg);
 
 const log = openSqliteDecisionLog(dataDir, { synchronous });
 
@@ -56,7 +60,7 @@ function ack(id: string): void {
 
 let next = 0;
 async function worker(): Promise<void> {
-  for (;;) {
+  while (next < limit) {
     const n = next++;
     await log.append(writerRecord(n));
     ack(`w-${n}`);

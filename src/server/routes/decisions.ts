@@ -5,7 +5,7 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { z } from 'zod';
 import type { RawRow } from '../../bundle/encoding.ts';
-import { DuplicateDecisionError } from '../../log/types.ts';
+import { DecisionLogError, DuplicateDecisionError } from '../../log/types.ts';
 import { decide, ModelUnavailable, RequestRejected } from '../../pipeline/decide.ts';
 import { parseOutcome } from '../../pipeline/outcomes.ts';
 import type { Outcome } from '../../log/types.ts';
@@ -92,6 +92,11 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
       if (err instanceof DuplicateDecisionError) {
         metrics.observeError(name, 409, 'duplicate_id');
         return reply.code(409).send({ error: err.message });
+      }
+      if (err instanceof DecisionLogError && (err.code === 'LOG_FAILED' || err.code === 'WRITE_FAILED' || err.code === 'LOG_CLOSED')) {
+        // No decision without its log record: the caller retries, nothing was acknowledged.
+        metrics.observeError(name, 503, 'log_unavailable');
+        return reply.code(503).header('retry-after', '1').send({ error: `the decision could not be logged: ${err.message}` });
       }
       if (err instanceof ModelUnavailable) {
         metrics.observeError(name, 503, 'model_unavailable');

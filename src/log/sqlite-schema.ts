@@ -1,0 +1,163 @@
+/**
+ * What the two sides of the SQLite decision log share: the schema and its migrations, the row
+ * layout, the SQL of the writes, the connection settings, and the messages between the main
+ * thread (`sqlite.ts`) and the writer thread (`sqlite-writer.ts`). Kept free of heavy imports:
+ * the writer thread loads it.
+ */
+
+export const DECISION_LOG_FILE = 'decisions.sqlite';
+/** The schema this code writes; a file with a newer one is refused, an older one migrated. */
+export const SQLITE_SCHEMA_VERSION = 3;
+
+/** How long a connection waits for a lock held by another connection or process before SQLITE_BUSY. */
+export const BUSY_TIMEOUT_MS = 5000;
+/** After a checkpoint the WAL is reused from its start, not shrunk: cap what it keeps on disk (64 MiB). */
+export const JOURNAL_SIZE_LIMIT = 67_108_864;
+
+/**
+ * Version 1. `seq` (the rowid) is append order, the tie-breaker among records with the same
+ * time; the rest of a record is JSON text. Its last three indexes (by action, by model
+ * version, fallbacks) had no query using them and are dropped by version 3 (they cost an index
+ * update per append, in the commit that the request waits for).
+ */
+const SCHEMA_V1 = `
+CREATE TABLE meta (
+  key   TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+) STRICT;
+CREATE TABLE decisions (
+  seq            INTEGER PRIMARY KEY,
+  service        TEXT NOT NULL,
+  id             TEXT NOT NULL,
+  time           TEXT NOT NULL,
+  decision       TEXT NOT NULL,
+  model_name     TEXT,
+  model_version  TEXT,
+  policy_version TEXT,
+  score          REAL,
+  fallback_used  INTEGER NOT NULL,
+  fallback_cause TEXT,
+  safe_mode      INTEGER,
+  request        TEXT NOT NULL,
+  inputs         TEXT,
+  outputs        TEXT,
+  reasons        TEXT NOT NULL,
+  timings_ms     TEXT NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX decisions_service_id ON decisions (service, id);
+CREATE INDEX decisions_time ON decisions (time);
+CREATE INDEX decisions_service_time ON decisions (service, time);
+CREATE INDEX decisions_service_decision_time ON decisions (service, decision, time);
+CREATE INDEX decisions_service_model_version_time ON decisions (service, model_version, time);
+CREATE INDEX decisions_fallback_time ON decisions (service, time) WHERE fallback_used = 1;
+`;
+
+/**
+ * Version 2: outcomes, joined to decisions by (service, id). A corrected outcome replaces
+ * the earlier one and gets a new seq, so streaming consumers see it again.
+ */
+const OUTCOMES_V2 = `
+CREATE TABLE outcomes (
+  seq          INTEGER PRIMARY KEY,
+  service      TEXT NOT NULL,
+  id           TEXT NOT NULL,
+  label        TEXT NOT NULL,
+  time         TEXT NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX outcomes_service_id ON outcomes (service, id);
+`;
+
+/**
+ * Version 3: only the indexes the log's own queries use remain:
+ *  - decisions_service_id (unique): get, duplicate detection, the outcome join;
+ *  - decisions_service_time: query by service (newest first, time range), count by service,
+ *    labelled windows;
+ *  - decisions_time: query without a service (the rowid `seq` in every index entry serves the
+ *    `time DESC, seq DESC` order).
+ * No data changes: an rtml that knows only version 2 refuses a version 3 file, but reads and
+ * writes it correctly if its schema_version is set back to 2 by hand.
+ */
+const DROP_UNUSED_INDEXES_V3 = `
+DROP INDEX IF EXISTS decisions_service_decision_time;
+DROP INDEX IF EXISTS decisions_service_model_version_time;
+DROP INDEX IF EXISTS decisions_fallback_time;
+`;
+
+/**
+ * A new log is created at version 1 and migrated like an old one, so that a fresh file and a
+ * migrated one cannot differ.
+ */
+export const CREATE_SCHEMA_V1 = SCHEMA_V1;
+/** Migrations from version N to N+1, by N. */
+export const MIGRATIONS: Record<number, string> = { 1: OUTCOMES_V2, 2: DROP_UNUSED_INDEXES_V3 };
+
+export const COLUMNS =
+  'service, id, time, decision, model_name, model_version, policy_version, score, fallback_used, fallback_cause, safe_mode, request, inputs, outputs, reasons, timings_ms';
+
+/** A record as stored, in {@link COLUMNS} order: what the main thread builds and the writer inserts. */
+export type Row = [
+  service: string,
+  id: string,
+  time: string,
+  decision: string,
+  modelName: string | null,
+  modelVersion: string | null,
+  policyVersion: string | null,
+  score: number | null,
+  fallbackUsed: 0 | 1,
+  fallbackCause: string | null,
+  safeMode: 0 | 1 | null,
+  request: string,
+  inputs: string | null,
+  outputs: string | null,
+  reasons: string,
+  timingsMs: string,
+];
+
+export const INSERT_DECISION = `INSERT INTO decisions (${COLUMNS}) VALUES (${COLUMNS.split(',')
+  .map(() => '?')
+  .join(', ')}) ON CONFLICT (service, id) DO NOTHING`;
+export const DECISION_EXISTS = 'SELECT 1 FROM decisions WHERE service = ? AND id = ?';
+export const PUT_OUTCOME = 'INSERT OR REPLACE INTO outcomes (service, id, label, time) VALUES (?, ?, ?, ?)';
+
+// ---------------------------------------------------------------------------------------------
+// The writer thread
+
+export interface WriterConfig {
+  path: string;
+  synchronous: 'normal' | 'full';
+  /** Most records in one transaction: batches waiting in the writer's queue are merged up to this. */
+  maxBatch: number;
+  /** Passive checkpoint at most this long after a write (ms). */
+  checkpointIntervalMs: number;
+  /** Passive checkpoint as soon as about this many bytes went into the WAL since the last one. */
+  checkpointBytes: number;
+}
+
+/** An outcome as the writer gets it: validated, time filled in. */
+export interface OutcomeRow {
+  id: string;
+  label: string;
+  time: string;
+}
+
+/** Main thread → writer, processed strictly in order. */
+export type ToWriter =
+  /** One batch: the appends of one turn of the main thread's event loop (at most maxBatch). */
+  | { kind: 'rows'; rows: Row[] }
+  | { kind: 'outcomes'; service: string; outcomes: OutcomeRow[] }
+  /** Finish everything before it, checkpoint, close the connection, exit. */
+  | { kind: 'close' };
+
+/** Writer → main thread. Each answer settles the oldest unsettled jobs (jobs are answered in order). */
+export type FromWriter =
+  /** The database is open and the writer takes messages. */
+  | { kind: 'ready' }
+  /** One transaction committed (COMMIT returned): it held the next `jobs` rows batches; `duplicates` are record indexes across them, ascending. */
+  | { kind: 'committed'; jobs: number; records: number; duplicates: number[] }
+  /** One transaction failed and was rolled back: nothing of the next `jobs` rows batches was committed. */
+  | { kind: 'failed'; jobs: number; records: number; error: string; code: string | null }
+  | { kind: 'outcomes'; joined: number; unknown: string[] }
+  | { kind: 'outcomesFailed'; error: string; code: string | null }
+  /** A checkpoint pass: by the checkpointer thread, or a `topUp` by the writer right after one (or every checkpoint, without a checkpointer). */
+  | { kind: 'checkpoint'; walFrames: number; checkpointed: number; busy: boolean; ms: number; error: string | null; topUp?: boolean };
