@@ -216,6 +216,11 @@ for (const store of [embedded, redisStore]) describe(`real-time features (${stor
       const run = spawnSync(process.execPath, [join(ROOT, 'bin/rtml.mjs'), 'backfill', join(repo, 'cards'), '--events', `transactions=${join(dir, 'events.csv')}`, '-i', join(dir, 'rows.csv'), '-o', join(dir, 'out.csv'), '--at', 'at'], { encoding: 'utf8' });
       assert.equal(run.status, 0, run.stderr);
       const rows = parse(readFileSync(join(dir, 'out.csv')), { columns: true, cast: true }) as Record<string, number | string>[];
+      // Outcomes arrive later (log-and-wait); q4's never does.
+      for (let k = 0; k < 4; k++) {
+        const res = await fetch(`${server.url}/v1/services/cards/decisions/q${k}/outcome`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ label: k === 0 ? 'fraud' : 'legit' }) });
+        assert.equal(res.status, 200);
+      }
       const log = await import('../src/log/sqlite.ts');
       await server.stop();
       const decisions = log.openSqliteDecisionLog(server.dataDir);
@@ -227,9 +232,32 @@ for (const store of [embedded, redisStore]) describe(`real-time features (${stor
           const servedValues = record.inputs!;
           const backfilled = [row.amount, row.txn_count_10m, row.amount_sum_1h, row.merchants_1h, row.amount_share_1h].map((v) => Math.fround(Number(v)));
           assert.deepEqual(backfilled, [0, 1, 2, 3, 5].map((j) => servedValues[j]), `card ${row.card_id}`);
+          // The log also keeps each sourced feature's status and served value, unrounded.
+          assert.deepEqual(record.features, {
+            txn_count_10m: { status: 'present', value: row.txn_count_10m },
+            amount_sum_1h: { status: 'present', value: row.amount_sum_1h },
+            merchants_1h: { status: 'present', value: row.merchants_1h },
+            account_age_days: { status: 'missing', value: null },
+            amount_share_1h: { status: 'present', value: row.amount_share_1h },
+          });
         }
       } finally {
         await decisions.close();
+      }
+      // `rtml export` joins the served features with the outcomes: the same values backfill computed.
+      const exported = spawnSync(process.execPath, [join(ROOT, 'bin/rtml.mjs'), 'export', join(repo, 'cards'), '--data-dir', server.dataDir, '-o', join(dir, 'train.csv')], { encoding: 'utf8' });
+      assert.equal(exported.status, 0, exported.stderr);
+      const training = parse(readFileSync(join(dir, 'train.csv')), { columns: true }) as Record<string, string>[];
+      const backfilledText = parse(readFileSync(join(dir, 'out.csv')), { columns: true }) as Record<string, string>[];
+      assert.deepEqual(Object.keys(training[0]), ['id', 'time', 'model_version', ...COLUMNS, 'label']);
+      assert.deepEqual(
+        training.map((r) => r.id),
+        ['q0', 'q1', 'q2', 'q3'],
+      );
+      for (const r of training) {
+        const k = Number(r.id.slice(1));
+        for (const c of COLUMNS) assert.equal(r[c], backfilledText[k][c], `${r.id} ${c}`);
+        assert.equal(r.label, k === 0 ? 'fraud' : 'legit');
       }
     } finally {
       await server.stop();

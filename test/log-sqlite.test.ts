@@ -313,11 +313,35 @@ describe('sqlite decision log', () => {
     await log.append(record('old-1'));
     await log.close();
     const db = new Database(join(dir, DECISION_LOG_FILE));
-    db.exec("DROP TABLE outcomes; UPDATE meta SET value = '1' WHERE key = 'schema_version'");
+    db.exec("DROP TABLE outcomes; ALTER TABLE decisions DROP COLUMN features; UPDATE meta SET value = '1' WHERE key = 'schema_version'");
     db.close();
     const reopened = openSqliteDecisionLog(dir);
     assert.deepEqual(await reopened.recordOutcomes('credit', [{ id: 'old-1', label: 'good' }]), { joined: 1, unknown: [] });
     await reopened.close();
+  });
+
+  it("keeps each sourced feature's status and served value; a version 3 log gains the column, its records read back without it", async () => {
+    const dir = logDir();
+    const log = openSqliteDecisionLog(dir);
+    await log.append(record('old'));
+    await log.close();
+    // Back to version 3: no features column.
+    const db = new Database(join(dir, DECISION_LOG_FILE));
+    db.exec("ALTER TABLE decisions DROP COLUMN features; UPDATE meta SET value = '3' WHERE key = 'schema_version'");
+    db.close();
+    const migrated = openSqliteDecisionLog(dir);
+    const features = {
+      txn_count_10m: { status: 'present', value: 3 },
+      account_age_days: { status: 'stale', value: null },
+      merchant_risk: { status: 'timeout', value: 'low' },
+      is_new_device: { status: 'default', value: false },
+    } as const;
+    await migrated.append(record('new', { features }));
+    assert.equal('features' in (await migrated.get('credit', 'old'))!, false);
+    assert.deepEqual((await migrated.get('credit', 'new'))!.features, features);
+    assert.deepEqual((await migrated.query({ service: 'credit' })).map((r) => r.features ?? null), [features, null]);
+    await assert.rejects(migrated.append(record('bad', { features: [] as never })), /features must be an object when present/);
+    await migrated.close();
   });
 
   it('schema 3 keeps only the indexes its queries use, and they use them; an older log loses the others', async () => {
@@ -350,6 +374,7 @@ describe('sqlite decision log', () => {
     db.exec(`CREATE INDEX decisions_service_decision_time ON decisions (service, decision, time);
       CREATE INDEX decisions_service_model_version_time ON decisions (service, model_version, time);
       CREATE INDEX decisions_fallback_time ON decisions (service, time) WHERE fallback_used = 1;
+      ALTER TABLE decisions DROP COLUMN features;
       UPDATE meta SET value = '2' WHERE key = 'schema_version'`);
     db.close();
     const log = openSqliteDecisionLog(dir);
@@ -357,7 +382,7 @@ describe('sqlite decision log', () => {
     await log.close();
     const migrated = new Database(path);
     assert.deepEqual(migrated.prepare<[], string>("SELECT name FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL ORDER BY name").pluck().all(), KEPT);
-    assert.equal(migrated.prepare("SELECT value FROM meta WHERE key = 'schema_version'").pluck().get(), '3');
+    assert.equal(migrated.prepare("SELECT value FROM meta WHERE key = 'schema_version'").pluck().get(), String(SQLITE_SCHEMA_VERSION));
     migrated.close();
   });
 

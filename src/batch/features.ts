@@ -4,8 +4,8 @@
  *   - `backfillFile`: point-in-time features for historical rows, computed by the same
  *     aggregate engine and the same resolver (defaults, TTLs, derived features) as live
  *     traffic;
- *   - `exportLogged`: log-and-wait, the features the server actually served (the logged
- *     model inputs, decoded) joined with their outcomes.
+ *   - `exportLogged`: log-and-wait, the features the server actually served (as logged with
+ *     each decision) joined with their outcomes.
  */
 import { createWriteStream, mkdirSync } from 'node:fs';
 import { once } from 'node:events';
@@ -16,7 +16,7 @@ import { textRowConverter } from '../decision/index.ts';
 import { aggregateFeatures, backfill, streamLateness, type BackfillRequest } from '../features/backfill.ts';
 import { parseEvent, streamsOf } from '../features/events.ts';
 import type { AggregateQuery, EntityValue, FeatureStore, StreamEvent } from '../features/types.ts';
-import type { DecisionLog } from '../log/types.ts';
+import type { DecisionLog, DecisionRecord } from '../log/types.ts';
 import { openRecords } from './records.ts';
 
 function csvCell(v: unknown): string {
@@ -172,41 +172,64 @@ export interface ExportOptions {
   output: string;
   since?: string;
   until?: string;
+  /** Add a `<feature>_status` column per sourced feature (present, default, stale, missing, timeout, error). */
+  withStatus?: boolean;
 }
 
 /**
- * Log-and-wait: every logged decision of the bundle's service that has an outcome, with the
- * model inputs exactly as served (decoded from the logged vector), its time, id, model
- * version and label.
+ * Log-and-wait: every logged decision of the bundle's service that has an outcome, with its
+ * features as served: the caller's values for request features, the logged served value for
+ * sourced ones (entity, aggregate, http, derived; the default when the source failed), plus
+ * its time, id, model version and label. For decisions of a service with feature sources logged
+ * before the log kept served features (schema 4), the logged model inputs are decoded instead;
+ * those without inputs (decided by a pre-rule) are skipped.
  */
 export async function exportLogged(bundle: Bundle, log: DecisionLog, options: ExportOptions): Promise<{ rows: number; skipped: number }> {
   const { items } = await log.labelled(bundle.name, { since: options.since, until: options.until });
   const features = bundle.encoding.features;
+  const sourced = bundle.sources ? features.filter((f) => bundle.sources!.sourced.has(f.name)).map((f) => f.name) : [];
+  const statusColumns = options.withStatus ? sourced : [];
   const rows: unknown[][] = [];
   let skipped = 0;
   for (const item of items) {
     const record = await log.get(bundle.name, item.id);
-    if (!record?.inputs || record.inputs.length !== bundle.encoding.width) {
-      skipped++; // the model did not run (a pre-rule decided) or a different schema served it
+    const values = record ? servedValues(bundle, record) : null;
+    if (!values) {
+      skipped++;
       continue;
     }
-    const inputs = record.inputs;
-    let at = 0;
-    const values = features.map((f) => {
-      if (f.type === 'category' && f.encoding === 'onehot') {
-        const slice = inputs.slice(at, at + f.values.length);
-        at += f.values.length;
-        const hot = slice.indexOf(1);
-        return hot < 0 ? null : f.values[hot];
-      }
-      const v = inputs[at++];
-      if (v === null) return null;
-      if (f.type === 'category') return f.values[v] ?? null;
-      if (f.type === 'boolean') return v === 1;
-      return v;
-    });
-    rows.push([item.id, item.time, item.modelVersion, ...values, item.label]);
+    rows.push([item.id, item.time, item.modelVersion, ...values, ...statusColumns.map((name) => record!.features?.[name]?.status ?? null), item.label]);
   }
-  const written = await writeCsv(options.output, ['id', 'time', 'model_version', ...features.map((f) => f.name), 'label'], rows);
+  const header = ['id', 'time', 'model_version', ...features.map((f) => f.name), ...statusColumns.map((name) => `${name}_status`), 'label'];
+  const written = await writeCsv(options.output, header, rows);
   return { rows: written, skipped };
+}
+
+/** A logged decision's feature values in bundle order, or null when the log cannot tell them. */
+function servedValues(bundle: Bundle, record: DecisionRecord): unknown[] | null {
+  const features = bundle.encoding.features;
+  // The request is always logged; sourced features' served values since schema 4.
+  if (record.features || !bundle.sources) {
+    const request = (record.request ?? {}) as Record<string, unknown>;
+    const served = record.features ?? {};
+    // A request feature the caller left out was served as its default, like in the encoder.
+    return features.map((f) => (f.name in served ? served[f.name].value : (request[f.name] ?? f.default ?? null)));
+  }
+  // A sourced feature logged before schema 4: decode the model inputs (exactly what the model saw).
+  if (!record.inputs || record.inputs.length !== bundle.encoding.width) return null;
+  const inputs = record.inputs;
+  let at = 0;
+  return features.map((f) => {
+    if (f.type === 'category' && f.encoding === 'onehot') {
+      const slice = inputs.slice(at, at + f.values.length);
+      at += f.values.length;
+      const hot = slice.indexOf(1);
+      return hot < 0 ? null : f.values[hot];
+    }
+    const v = inputs[at++];
+    if (v === null) return null;
+    if (f.type === 'category') return f.values[v] ?? null;
+    if (f.type === 'boolean') return v === 1;
+    return v;
+  });
 }

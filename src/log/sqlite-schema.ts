@@ -7,7 +7,7 @@
 
 export const DECISION_LOG_FILE = 'decisions.sqlite';
 /** The schema this code writes; a file with a newer one is refused, an older one migrated. */
-export const SQLITE_SCHEMA_VERSION = 3;
+export const SQLITE_SCHEMA_VERSION = 4;
 
 /** How long a connection waits for a lock held by another connection or process before SQLITE_BUSY. */
 export const BUSY_TIMEOUT_MS = 5000;
@@ -84,15 +84,25 @@ DROP INDEX IF EXISTS decisions_fallback_time;
 `;
 
 /**
+ * Version 4: `features`, how each sourced feature of the decision was obtained, as JSON
+ * `{ name: { status, value } }` (status present/default/stale/missing/timeout/error, value the
+ * one served, default included). Null for services without feature sources and for decisions
+ * logged before version 4.
+ */
+const FEATURES_V4 = `
+ALTER TABLE decisions ADD COLUMN features TEXT;
+`;
+
+/**
  * A new log is created at version 1 and migrated like an old one, so that a fresh file and a
  * migrated one cannot differ.
  */
 export const CREATE_SCHEMA_V1 = SCHEMA_V1;
 /** Migrations from version N to N+1, by N. */
-export const MIGRATIONS: Record<number, string> = { 1: OUTCOMES_V2, 2: DROP_UNUSED_INDEXES_V3 };
+export const MIGRATIONS: Record<number, string> = { 1: OUTCOMES_V2, 2: DROP_UNUSED_INDEXES_V3, 3: FEATURES_V4 };
 
 export const COLUMNS =
-  'service, id, time, decision, model_name, model_version, policy_version, score, fallback_used, fallback_cause, safe_mode, request, inputs, outputs, reasons, timings_ms';
+  'service, id, time, decision, model_name, model_version, policy_version, score, fallback_used, fallback_cause, safe_mode, request, inputs, outputs, reasons, timings_ms, features';
 
 /** A record as stored, in {@link COLUMNS} order: what the main thread builds and the writer inserts. */
 export type Row = [
@@ -112,6 +122,7 @@ export type Row = [
   outputs: string | null,
   reasons: string,
   timingsMs: string,
+  features: string | null,
 ];
 
 export const INSERT_DECISION = `INSERT INTO decisions (${COLUMNS}) VALUES (${COLUMNS.split(',')

@@ -157,6 +157,7 @@ interface StoredRow {
   outputs: string | null;
   reasons: string;
   timings_ms: string;
+  features: string | null;
 }
 
 /** A message sent to the writer whose answer is awaited; jobs are answered in the order sent. */
@@ -666,6 +667,7 @@ function toRow(r: DecisionRecord): Row {
   }
   if (r.safeMode !== undefined && typeof r.safeMode !== 'boolean') fail('safeMode must be a boolean when present');
   if (!isObject(r.timingsMs)) fail('timingsMs must be an object');
+  if (r.features !== undefined && !isObject(r.features)) fail('features must be an object when present');
   return [
     r.service,
     r.id,
@@ -683,6 +685,7 @@ function toRow(r: DecisionRecord): Row {
     r.outputs === null ? null : json('outputs', r.outputs),
     json('reasons', r.reasons),
     json('timingsMs', r.timingsMs),
+    r.features === undefined ? null : json('features', r.features),
   ];
 }
 
@@ -703,5 +706,6 @@ function fromRow(row: StoredRow): DecisionRecord {
     timingsMs: JSON.parse(row.timings_ms),
   };
   if (row.safe_mode !== null) record.safeMode = row.safe_mode === 1;
+  if (row.features !== null) record.features = JSON.parse(row.features);
   return record;
 }

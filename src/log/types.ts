@@ -4,6 +4,7 @@
  * store-neutral contract; `sqlite.ts` is the embedded default adapter (a PostgreSQL one can
  * implement the same interface).
  */
+import type { FeatureStatus } from '../features/types.ts';
 
 export interface DecisionRecord {
   /** Caller-supplied or generated; unique per service. */
@@ -28,6 +29,17 @@ export interface DecisionRecord {
   safeMode?: boolean;
   /** Per stage: validation, features, model, policy, log, total. */
   timingsMs: Record<string, number>;
+  /**
+   * Each feature that came from a source (entity, aggregate, http, derived): its status and the
+   * value served (the default when it was not present). Absent when the service has no sources.
+   */
+  features?: Record<string, ServedFeature>;
+}
+
+/** How one sourced feature of a decision was obtained, and what was served. */
+export interface ServedFeature {
+  status: FeatureStatus;
+  value: number | string | boolean | null;
 }
 
 export interface DecisionQuery {

@@ -18,7 +18,7 @@ import type { FieldError, RawRow } from '../bundle/encoding.ts';
 import type { Bundle } from '../bundle/load.ts';
 import type { OutputValue } from '../bundle/outputs.ts';
 import type { Decision, Reason } from '../decision/index.ts';
-import type { DecisionLog, DecisionRecord } from '../log/types.ts';
+import type { DecisionLog, DecisionRecord, ServedFeature } from '../log/types.ts';
 import { decideAfterModel, namedOutputs, type ModelResult } from './policy.ts';
 import type { Scorer } from './score.ts';
 import type { FeatureStatus, FeatureStore } from '../features/types.ts';
@@ -204,12 +204,24 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
     fallback: response.fallback,
     timingsMs: timings,
     ...(ctx.safeMode ? { safeMode: true } : {}),
+    ...(featureStatus ? { features: servedFeatures(featureStatus, features) } : {}),
   };
   await ctx.log.append(record);
   lap('log');
   timings.total = performance.now() - started;
   ctx.observe?.(response, decision?.stage ?? 'none', { row: features, score });
   return response;
+}
+
+/** What the log keeps of each sourced feature: its status and the value the decision used. */
+function servedFeatures(status: Record<string, FeatureStatus>, row: RawRow): Record<string, ServedFeature> {
+  const served: Record<string, ServedFeature> = {};
+  for (const name in status) {
+    const value = row[name];
+    // Validation already refused anything but scalars for a feature the model or policy reads.
+    served[name] = { status: status[name], value: typeof value === 'number' || typeof value === 'string' || typeof value === 'boolean' ? value : null };
+  }
+  return served;
 }
 
 /** The model could not be used and the service has no fallback policy: answered 503. */
