@@ -226,6 +226,38 @@ function registerTests(): void {
       await store.close();
     });
 
+    it('replays a stream declared after open from the file, and rebuilds one whose retention grows', async () => {
+      const dir = tempDir('rtml-features-');
+      const CLICKS = { clicks: { latenessMs: 5 * MIN, retentionMs: 65 * MIN } };
+      const click = (id: string, time: number): StreamEvent => ({ stream: 'clicks', key: 'c1', id, time, fields: { amount: 1 } });
+      let store = open(dir, { ...STREAMS, ...CLICKS });
+      await store.ingest([click('k1', T0 - 10 * MIN), click('k2', T0), ev('old', T0 - 3 * HOUR, 100)]);
+      await store.ingest([ev('new', T0, 4)]);
+      await store.close();
+
+      // Reopened without clicks (no loaded bundle reads it), and with tx keeping 65 min: the
+      // clicks and the 3 h old event are in the file but not in memory.
+      store = open(dir, STREAMS);
+      assert.equal(store.stats.replayed.events, 1);
+      await assert.rejects(store.aggregate({ stream: 'clicks', key: 'c1', fn: 'count', windowMs: HOUR, at: T0 }), /unknown stream/);
+      await store.configureStreams(CLICKS);
+      assert.equal(await store.aggregate({ stream: 'clicks', key: 'c1', fn: 'count', windowMs: HOUR, at: T0 }), 2);
+      assert.deepEqual(await store.ingest([click('k2', T0)]), { accepted: 0, duplicates: 1, late: 0 }, 'replayed ids still dedupe');
+
+      // A bundle now reads tx over 24 h: rebuilt from the file, the 3 h old event counts; an
+      // ingest still queued when the streams change is committed first and kept.
+      assert.equal(await store.aggregate(sumQ(T0, DAY)), 4);
+      const pending = store.ingest([ev('in-flight', T0 - MIN, 8)]);
+      await store.configureStreams({ tx: { latenessMs: 5 * MIN, retentionMs: DAY + 5 * MIN } });
+      assert.deepEqual(await pending, { accepted: 1, duplicates: 0, late: 0 });
+      assert.equal(await store.aggregate(sumQ(T0, DAY)), 112);
+      assert.equal(store.stats.streams.tx.watermark, T0 - 5 * MIN);
+      // Retention only grows: configuring the shorter one again keeps what a loaded bundle may need.
+      await store.configureStreams({ tx: { latenessMs: 5 * MIN, retentionMs: 65 * MIN } });
+      assert.equal(await store.aggregate(sumQ(T0, DAY)), 112);
+      await store.close();
+    });
+
     it('evicts and deletes beyond retention by itself every cleanupIntervalMs', async () => {
       const dir = tempDir('rtml-features-');
       const store = open(dir, STREAMS, { cleanupIntervalMs: 20 });

@@ -150,6 +150,44 @@ for (const store of [embedded, redisStore]) describe(`real-time features (${stor
     }
   });
 
+  it('serves a stream that a bundle loaded after start declares, without a restart', async () => {
+    const repo = repository();
+    const server = await startServer({ repository: repo, args: await store.args(), env: { RTML_ADMIN_TOKEN: 'admin-secret' } });
+    try {
+      assert.equal((await server.post('/v1/events/logins', { login_id: 'l0', user_id: 'u1', event_time: iso(Date.now()) })).status, 404);
+      // A new rules-only service reading a new stream, loaded into the running server.
+      mkdirSync(join(repo, 'logins'));
+      writeFileSync(
+        join(repo, 'logins/rtml.yaml'),
+        `name: logins
+version: "1"
+keys: [user_id]
+sources:
+  entities: { user: { key: user_id } }
+  streams: { logins: { entity: user, time: event_time, id: login_id, lateness: 5m, fields: { ok: number } } }
+features:
+  - { name: failed_1h, type: number, default: 0, source: { aggregate: logins, fn: count, window: 1h } }
+policy: policy.yaml
+`,
+      );
+      writeFileSync(join(repo, 'logins/policy.yaml'), `version: "p1"\nactions: [allow, lock]\npre_rules:\n  - { code: MANY_FAILURES, when: "failed_1h >= 3", action: lock, message: "Three failed logins in an hour" }\nfallback:\n  default: { action: allow, code: OK, message: "Nothing unusual" }\n`);
+      const load = await server.post('/v2/repository/models/logins/load', {}, { authorization: 'Bearer admin-secret' });
+      assert.equal(load.status, 200, await load.clone().text());
+      const now = Date.now();
+      const ingest = await server.post('/v1/events/logins', [0, 1, 2].map((i) => ({ login_id: `l${i}`, user_id: 'u1', event_time: iso(now - i * 60_000), ok: 0 })));
+      assert.equal(ingest.status, 200);
+      assert.equal((await ingest.json()).accepted, 3);
+      const res = await server.post('/v1/services/logins/decisions', { user_id: 'u1' });
+      const body = await res.json();
+      assert.equal(res.status, 200, JSON.stringify(body));
+      assert.deepEqual([body.decision, body.features], ['lock', { failed_1h: 'present' }]);
+      // The service that was already serving is undisturbed.
+      assert.equal((await decide(server, { card_id: 'c1', customer_id: 'u1', amount: 50 })).decision, 'approve');
+    } finally {
+      await server.stop();
+    }
+  });
+
   it("enforces an entity field's TTL on read: a stale value is not served as fresh", async () => {
     const server = await startServer({ repository: repository(), args: await store.args() });
     try {

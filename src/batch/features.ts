@@ -15,7 +15,7 @@ import type { Bundle } from '../bundle/load.ts';
 import { textRowConverter } from '../decision/index.ts';
 import { aggregateFeatures, backfill, streamLateness, type BackfillRequest } from '../features/backfill.ts';
 import { parseEvent, streamsOf } from '../features/events.ts';
-import type { AggregateQuery, EntityValue, FeatureStore, StreamEvent } from '../features/types.ts';
+import type { AggregateQuery, EntityValue, FeatureReader, StreamEvent } from '../features/types.ts';
 import type { DecisionLog, DecisionRecord } from '../log/types.ts';
 import { openRecords } from './records.ts';
 
@@ -147,18 +147,13 @@ export async function backfillFile(bundle: Bundle, options: BackfillFileOptions)
     const row = inputRows[i];
     const at = row.__at as number;
     const precomputed = values[i];
-    const store: FeatureStore = {
-      kind: 'embedded',
-      ingest: async () => ({ accepted: 0, duplicates: 0, late: 0 }),
-      aggregate: async () => null,
+    const store: FeatureReader = {
       aggregates: async (queries: readonly AggregateQuery[]) =>
         queries.map((q) => {
           const f = aggregates.find((a) => a.stream === q.stream && a.fn === q.fn && a.field === q.field && a.windowMs === q.windowMs);
           return f ? (precomputed[f.name] ?? null) : null;
         }),
-      putEntity: async () => {},
       getEntity: async (type, id, fields) => fields.map((field) => entity(type, id, field, at)),
-      close: async () => {},
     };
     const { __at: _at, ...request } = row;
     const resolved = await resolver.resolve(request, at, store);

@@ -32,7 +32,8 @@
  * Restart: on open, the events of each configured stream newer than its retention horizon
  * (newest event time in the file − retentionMs) are replayed into memory in ingestion order
  * (seq), with their ids, so dedupe and `last` tie-breaking survive restarts; all entity fields
- * are loaded. Events of streams no longer configured stay in the file untouched.
+ * are loaded. Events of streams no longer configured stay in the file untouched, and are
+ * replayed if a later bundle declares the stream again (`configureStreams`).
  *
  * Retention: every `cleanupIntervalMs` (default 60 s; 0 = only when `cleanup()` is called)
  * events beyond each stream's retention horizon are evicted from memory and deleted from SQLite
@@ -45,6 +46,7 @@ import {
   FeatureStoreError,
   StreamState,
   normalizeEvent,
+  validateStreamConfig,
   validateWindowSpec,
   type AggregateValue,
   type EventFields,
@@ -242,6 +244,28 @@ export class EmbeddedFeatureStore implements FeatureStore {
     );
   }
 
+  /**
+   * Streams declared after open (a bundle loaded or reloaded into a running server): a new
+   * stream is replayed from the file (its events within retention, if it was configured
+   * before); a known one whose lateness or retention changed is rebuilt from the file with the
+   * new lateness and the larger retention, so a longer window also sees the older events the
+   * file still holds. Everything queued is committed first. Streams not named are left as they are.
+   */
+  async configureStreams(streams: Record<string, StreamStoreConfig>): Promise<void> {
+    if (this.closed) throw closedError();
+    for (const [name, config] of Object.entries(streams)) validateStreamConfig(name, config);
+    this.flushNow();
+    for (const [name, config] of Object.entries(streams)) {
+      const held = this.streams.get(name);
+      const retentionMs = Math.max(config.retentionMs, held?.config.retentionMs ?? 0);
+      if (held && held.config.latenessMs === config.latenessMs && held.config.retentionMs === retentionMs) continue;
+      const state = new StreamState(name, { latenessMs: config.latenessMs, retentionMs });
+      if (held) Object.assign(state.counts, held.counts);
+      this.replayed.events += this.replayStream(state);
+      this.streams.set(name, state);
+    }
+  }
+
   async getEntity(type: string, id: string, fields: readonly string[]): Promise<(EntityValue | null)[]> {
     if (this.closed) throw closedError();
     const held = this.entities.get(entityKey(type, id));
@@ -421,23 +445,8 @@ export class EmbeddedFeatureStore implements FeatureStore {
 
   private replay(): void {
     const started = performance.now();
-    const maxTimes = this.db.prepare<[], { stream: string; maxTime: number }>('SELECT stream, max(time) AS maxTime FROM events GROUP BY stream').all();
-    const horizon = new Map<string, number>();
-    for (const { stream, maxTime } of maxTimes) {
-      const state = this.streams.get(stream);
-      if (state !== undefined) horizon.set(stream, maxTime - state.config.retentionMs);
-    }
     let events = 0;
-    const rows = this.db.prepare<[], { stream: string; key: string; id: string; time: number; fields: string }>('SELECT stream, key, id, time, fields FROM events ORDER BY seq');
-    for (const r of rows.iterate()) {
-      const state = this.streams.get(r.stream);
-      if (state === undefined || r.time < horizon.get(r.stream)!) continue;
-      if (state.restore(r.key, r.id, r.time, JSON.parse(r.fields) as EventFields)) events++;
-    }
-    for (const { stream, maxTime } of maxTimes) {
-      const state = this.streams.get(stream);
-      if (state !== undefined && maxTime > state.maxTime) state.maxTime = maxTime;
-    }
+    for (const state of this.streams.values()) events += this.replayStream(state);
     let entityFields = 0;
     const ents = this.db.prepare<[], { type: string; id: string; field: string; value: string; updated_at: number }>('SELECT type, id, field, value, updated_at FROM entities');
     for (const r of ents.iterate()) {
@@ -449,6 +458,25 @@ export class EmbeddedFeatureStore implements FeatureStore {
     }
     this.entityFieldCount = entityFields;
     this.replayed = { events, entityFields, ms: performance.now() - started };
+  }
+
+  /**
+   * Loads a stream's events from the file into `state`, in ingestion order (seq) with their
+   * ids, so dedupe and `last` tie-breaking survive: those within retention of the newest.
+   * Returns how many were loaded.
+   */
+  private replayStream(state: StreamState): number {
+    const maxTime = this.db.prepare<[string], number | null>('SELECT max(time) FROM events WHERE stream = ?').pluck().get(state.name) ?? null;
+    if (maxTime === null) return 0;
+    let events = 0;
+    const rows = this.db.prepare<[string, number], { key: string; id: string; time: number; fields: string }>(
+      'SELECT key, id, time, fields FROM events WHERE stream = ? AND time >= ? ORDER BY seq',
+    );
+    for (const r of rows.iterate(state.name, maxTime - state.config.retentionMs)) {
+      if (state.restore(r.key, r.id, r.time, JSON.parse(r.fields) as EventFields)) events++;
+    }
+    if (maxTime > state.maxTime) state.maxTime = maxTime;
+    return events;
   }
 
   /** The timer's cleanup: evict memory at once, delete from SQLite one chunk per turn. */

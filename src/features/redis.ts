@@ -258,6 +258,7 @@ export class RedisFeatureStore implements FeatureStore {
   private readonly baseOptions: RedisOptions;
   private readonly url: string;
   private readonly maxEventsPerScript: number;
+  private readonly idleGraceMs: number;
   private readonly ingestScript = script(INGEST_LUA);
   private readonly entityScript = script(PUT_ENTITY_LUA);
   private readonly consumers = new Set<StopConsumer>();
@@ -289,18 +290,8 @@ export class RedisFeatureStore implements FeatureStore {
     const idleGraceMs = nonNegative('idleGraceMs', options.idleGraceMs ?? 3_600_000);
     const minDelay = positive('reconnectMinDelayMs', options.reconnectMinDelayMs ?? 50);
     const maxDelay = positive('reconnectMaxDelayMs', options.reconnectMaxDelayMs ?? 1000);
-    for (const [name, config] of Object.entries(options.streams ?? {})) {
-      validateStreamConfig(name, config);
-      const s = escapeName(name);
-      this.streams.set(name, {
-        latenessMs: config.latenessMs,
-        retentionMs: config.retentionMs,
-        ttlMs: Math.max(1, Math.ceil(config.retentionMs + idleGraceMs)),
-        stateKey: `${this.keyPrefix}st:${s}`,
-        eventsPrefix: `${this.keyPrefix}ev:${s}:`,
-        idsPrefix: `${this.keyPrefix}ids:${s}:`,
-      });
-    }
+    this.idleGraceMs = idleGraceMs;
+    for (const [name, config] of Object.entries(options.streams ?? {})) this.setStream(name, config);
     this.baseOptions = {
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
@@ -315,6 +306,33 @@ export class RedisFeatureStore implements FeatureStore {
     };
     this.reader = this.connect('reader', { commandTimeout: this.commandTimeoutMs });
     this.writer = this.connect('writer', { commandTimeout: this.writeTimeoutMs });
+  }
+
+  /**
+   * Streams declared after connecting (a bundle loaded into a running server): a new one is
+   * added; a known one takes the new lateness and the larger retention. What Redis already
+   * trimmed under the old retention is gone (Redis is not a log): a longer window is complete
+   * once that much time has passed.
+   */
+  async configureStreams(streams: Record<string, StreamStoreConfig>): Promise<void> {
+    if (this.closed) throw closedError();
+    for (const [name, config] of Object.entries(streams)) validateStreamConfig(name, config);
+    for (const [name, config] of Object.entries(streams)) {
+      this.setStream(name, { latenessMs: config.latenessMs, retentionMs: Math.max(config.retentionMs, this.streams.get(name)?.retentionMs ?? 0) });
+    }
+  }
+
+  private setStream(name: string, config: StreamStoreConfig): void {
+    validateStreamConfig(name, config);
+    const s = escapeName(name);
+    this.streams.set(name, {
+      latenessMs: config.latenessMs,
+      retentionMs: config.retentionMs,
+      ttlMs: Math.max(1, Math.ceil(config.retentionMs + this.idleGraceMs)),
+      stateKey: `${this.keyPrefix}st:${s}`,
+      eventsPrefix: `${this.keyPrefix}ev:${s}:`,
+      idsPrefix: `${this.keyPrefix}ids:${s}:`,
+    });
   }
 
   /** True while the read and write connections are both up. */

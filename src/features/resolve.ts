@@ -8,7 +8,7 @@
 import type { RawRow } from '../bundle/encoding.ts';
 import type { FeatureSpec, Manifest } from '../bundle/manifest.ts';
 import { compileExpr, type CompiledExpr } from '../decision/index.ts';
-import { parseDuration, type AggregateQuery, type FeatureStatus, type FeatureStore, type SourcesSpec } from './types.ts';
+import { parseDuration, type AggregateQuery, type FeatureReader, type FeatureStatus, type SourcesSpec } from './types.ts';
 
 export interface ResolvedFeatures {
   /** The request's fields with every sourced feature filled in (value or default). */
@@ -35,7 +35,7 @@ export interface FeatureResolver {
   readonly keys: readonly string[];
   /** Largest aggregate window per stream: what a store must retain. */
   readonly windows: ReadonlyMap<string, number>;
-  resolve(request: RawRow, at: number, store: FeatureStore | null): Promise<ResolvedFeatures>;
+  resolve(request: RawRow, at: number, store: FeatureReader | null): Promise<ResolvedFeatures>;
 }
 
 const defaultOf = (f: FeatureSpec): unknown => (f.default !== undefined ? f.default : null);
@@ -103,7 +103,7 @@ export function buildResolver(manifest: Manifest, features: readonly FeatureSpec
   const fetched = plans.filter((p): p is Exclude<Plan, { kind: 'derived' }> => p.kind !== 'derived');
   const deadlineMs = sources.deadline_ms;
 
-  const resolve = async (request: RawRow, at: number, store: FeatureStore | null): Promise<ResolvedFeatures> => {
+  const resolve = async (request: RawRow, at: number, store: FeatureReader | null): Promise<ResolvedFeatures> => {
     const row: Record<string, unknown> = { ...request };
     const status: Record<string, FeatureStatus> = {};
     const fill = (f: FeatureSpec, value: unknown, ok: FeatureStatus) => {

@@ -105,8 +105,13 @@ export interface FeatureStore {
   aggregates(queries: readonly AggregateQuery[]): Promise<(number | string | null)[]>;
   putEntity(type: string, id: string, fields: Record<string, number | string | boolean | null>, at?: number): Promise<void>;
   getEntity(type: string, id: string, fields: readonly string[]): Promise<(EntityValue | null)[]>;
+  /** Adds streams declared after open and updates known ones (lateness; retention only grows). */
+  configureStreams(streams: Record<string, { latenessMs: number; retentionMs: number }>): Promise<void>;
   close(): Promise<void>;
 }
+
+/** What the resolver reads: a store, or a point-in-time view of history (backfill). */
+export type FeatureReader = Pick<FeatureStore, 'aggregates' | 'getEntity'>;
 
 /** How each feature of a decision was obtained: logged with the decision and monitored. */
 export type FeatureStatus = 'present' | 'default' | 'stale' | 'missing' | 'timeout' | 'error';

@@ -14,8 +14,7 @@ import { registerOipRoutes } from './routes/oip.ts';
 import { registerMonitoringRoutes } from './routes/monitoring.ts';
 import { registerFeatureRoutes } from './routes/features.ts';
 import type { FeatureStore } from '../features/types.ts';
-import type { StreamStoreConfig } from '../features/aggregate.ts';
-import { streamsOf } from '../features/events.ts';
+import { FeatureStoreHost, type FeatureStoreFactory } from './feature-store.ts';
 import { logSink, webhookSink, type AlertSink } from '../monitor/alerts.ts';
 
 export interface ServerConfig {
@@ -67,8 +66,7 @@ export interface Server {
   close(): Promise<void>;
 }
 
-/** Opens the feature store once the loaded bundles have said which streams they read. */
-export type FeatureStoreFactory = (streams: Record<string, StreamStoreConfig>) => Promise<FeatureStore>;
+export type { FeatureStoreFactory } from './feature-store.ts';
 
 export async function createServer(config: ServerConfig, log: DecisionLog, openFeatureStore: FeatureStoreFactory | null = null): Promise<Server> {
   const app = Fastify({
@@ -138,15 +136,24 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
 
   const { loaded, failed } = await repository.loadAll();
   app.log.info({ repository: config.repository, loaded, failed }, 'repository loaded');
-  // A store only when some service gathers features beyond the request; its streams come from the bundles.
-  const bundles = repository.list().flatMap((s) => [...s.versions.values()].map((v) => v.bundle));
-  const { streams, conflicts } = streamsOf(bundles);
-  for (const c of conflicts) app.log.warn(c);
-  const needsStore = bundles.some((b) => b.sources !== null);
-  const featureStore = needsStore && openFeatureStore ? await openFeatureStore(Object.fromEntries([...streams].map(([name, s]) => [name, { latenessMs: s.latenessMs, retentionMs: Math.max(s.retentionMs, 1) }]))) : null;
-  if (needsStore && !featureStore) app.log.warn('services gather features from sources but no feature store is configured: those features take their defaults');
+  // A store only when some service gathers features beyond the request; its streams come from
+  // the bundles, now and at every later load (before the loaded version serves).
+  const features = new FeatureStoreHost(openFeatureStore, { warn: (msg) => app.log.warn(msg) });
+  const loadedBundles = (except?: string) => repository.list().flatMap((s) => (s.name === except ? [] : [...s.versions.values()].map((v) => v.bundle)));
+  await features.prepare(loadedBundles());
+  repository.beforeServe = (name, incoming) => features.prepare([...loadedBundles(name), ...incoming]);
 
-  const context: ServerContext = { config, repository, log, metrics, featureStore, requireAdmin, limitConcurrency };
+  const context: ServerContext = {
+    config,
+    repository,
+    log,
+    metrics,
+    get featureStore() {
+      return features.store;
+    },
+    requireAdmin,
+    limitConcurrency,
+  };
   registerDecisionRoutes(app, context);
   registerOipRoutes(app, context);
   registerMonitoringRoutes(app, context);
@@ -197,7 +204,7 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
         clearInterval(evaluationTimer);
         await app.close();
         await log.close();
-        await featureStore?.close();
+        await features.close();
         await repository.close();
       })()),
   };

@@ -92,6 +92,11 @@ export class ModelRepository {
   /** Why the last attempt to load a service failed, for the repository index. */
   private readonly failures = new Map<string, string>();
   private watcher: NodeJS.Timeout | null = null;
+  /**
+   * Runs after a service's versions loaded and passed their checks, before they serve (the
+   * server configures the feature store's streams here); a rejection refuses the load.
+   */
+  beforeServe: ((name: string, bundles: Bundle[]) => Promise<void>) | null = null;
 
   constructor(
     readonly root: string,
@@ -148,6 +153,7 @@ export class ModelRepository {
         if (versions.has(version.version)) throw new Error(`${bundleDir}: version ${version.version} appears twice`);
         versions.set(version.version, version);
       }
+      await this.beforeServe?.(name, [...versions.values()].map((v) => v.bundle));
     } catch (err) {
       for (const v of versions.values()) await v.bundle.model?.close?.();
       throw this.fail(name, err instanceof BundleError ? err.message : (err as Error).message);

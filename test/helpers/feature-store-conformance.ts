@@ -338,6 +338,20 @@ export function featureStoreConformance(
         await assert.rejects(store.aggregate(q('count', HOUR, T0, undefined, 'c1', 'no-such-stream')));
       }));
 
+    it('takes a stream declared after open (configureStreams) without disturbing the others', () =>
+      withStore(async (store) => {
+        await store.ingest([ev('t1', T0, { amount: 5 })]);
+        const login = (id: string, time: number) => ev(id, time, { amount: 1 }, 'u1', 'logins');
+        await assert.rejects(store.ingest([login('l0', T0)]), /unknown stream/);
+        await store.configureStreams({ logins: { latenessMs: MIN, retentionMs: HOUR + MIN } });
+        assert.deepEqual(await store.ingest([login('l1', T0 - 2 * MIN), login('l2', T0), login('l2', T0), login('l3', T0 - 5 * MIN)]), { accepted: 2, duplicates: 1, late: 1 });
+        assert.deepEqual(await store.aggregates([q('count', HOUR, T0, undefined, 'u1', 'logins'), q('sum', HOUR, T0, 'amount')]), [2, 5]);
+        // Configuring again, even with the streams it already has, keeps their events.
+        await store.configureStreams({ ...CONFORMANCE_STREAMS, logins: { latenessMs: MIN, retentionMs: HOUR + MIN } });
+        assert.deepEqual(await store.aggregates([q('count', HOUR, T0, undefined, 'u1', 'logins'), q('sum', HOUR, T0, 'amount')]), [2, 5]);
+        await assert.rejects(store.configureStreams({ bad: { latenessMs: -1, retentionMs: HOUR } }));
+      }));
+
     it('aggregates() answers like aggregate() for each query, in order, across streams, keys and functions', () =>
       withStore(async (store) => {
         const rand = prng(7);
