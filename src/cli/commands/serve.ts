@@ -1,0 +1,55 @@
+import { InvalidArgumentError, type Command } from 'commander';
+import { readFileSync } from 'node:fs';
+import { openEmbeddedFeatureStore } from '../../features/embedded.ts';
+import { openSqliteDecisionLog } from '../../log/sqlite.ts';
+import { createServer, DEFAULT_CONFIG, type FeatureStoreFactory } from '../../server/app.ts';
+import { defaultDataDir, parsePositiveInt } from '../shared.ts';
+
+/** `rtml serve [repository]`: serve every bundle of a model repository over HTTP until SIGTERM or SIGINT. */
+export function registerServe(program: Command): void {
+  program
+    .command('serve')
+    .description('serve every bundle in a model repository (one folder per service) over HTTP')
+    .argument('[repository]', 'model repository directory', 'examples')
+    .option('-p, --port <port>', 'port (env PORT)', parsePositiveInt, Number(process.env.PORT ?? 8080))
+    .option('--host <host>', 'address to listen on (env HOST)', process.env.HOST ?? '127.0.0.1')
+    .option('--data-dir <dir>', 'where the decision log lives (env RTML_DATA_DIR)', defaultDataDir())
+    .option('--admin-token-file <file>', 'file holding the admin bearer token (or env RTML_ADMIN_TOKEN); without one, admin operations are disabled')
+    .option('--max-in-flight <n>', 'requests served at once before answering 503', parsePositiveInt, DEFAULT_CONFIG.maxInFlight)
+    .option('--deadline-ms <ms>', 'per-request budget for the model; past it the fallback policy decides', parsePositiveInt, DEFAULT_CONFIG.deadlineMs)
+    .option('--body-limit <bytes>', 'largest request body', parsePositiveInt, DEFAULT_CONFIG.bodyLimit)
+    .option('--watch-interval-ms <ms>', 'poll the repository for new versions this often (0: off)', parsePositiveInt, DEFAULT_CONFIG.watchIntervalMs)
+    .option('--log-sync <mode>', 'decision log durability: normal (survives a killed process) or full (also a power loss)', 'full')
+    .option('--log-level <level>', 'pino log level', process.env.LOG_LEVEL ?? 'info')
+    .option('--feature-store <kind>', 'where sourced features live: embedded (in-process, durable under --data-dir) or redis', process.env.RTML_FEATURE_STORE ?? 'embedded')
+    .option('--redis-url <url>', 'Redis for --feature-store redis (env REDIS_URL)', process.env.REDIS_URL ?? 'redis://127.0.0.1:6379')
+    .option('--alert-webhook <url>', 'POST alerts here as JSON, with retries (env RTML_ALERT_WEBHOOK)', process.env.RTML_ALERT_WEBHOOK)
+    .action(async (repository: string, opts: { port: number; host: string; dataDir: string; adminTokenFile?: string; maxInFlight: number; deadlineMs: number; bodyLimit: number; watchIntervalMs: number; logSync: string; logLevel: string; alertWebhook?: string; featureStore: string; redisUrl: string }) => {
+      const adminToken = opts.adminTokenFile ? readFileSync(opts.adminTokenFile, 'utf8').trim() : (process.env.RTML_ADMIN_TOKEN ?? null);
+      if (opts.logSync !== 'normal' && opts.logSync !== 'full') throw new InvalidArgumentError('--log-sync must be normal or full');
+      const log = openSqliteDecisionLog(opts.dataDir, { synchronous: opts.logSync });
+      if (opts.featureStore !== 'embedded' && opts.featureStore !== 'redis') throw new InvalidArgumentError('--feature-store must be embedded or redis');
+      const openFeatureStore: FeatureStoreFactory =
+        opts.featureStore === 'redis'
+          ? async (streams) => (await import('../../features/redis.ts')).connectRedisFeatureStore({ url: opts.redisUrl, streams })
+          : async (streams) => openEmbeddedFeatureStore({ dataDir: opts.dataDir, streams, synchronous: opts.logSync === 'normal' ? 'normal' : 'full' });
+      const server = await createServer(
+        { repository, adminToken: adminToken || null, maxInFlight: opts.maxInFlight, deadlineMs: opts.deadlineMs, bodyLimit: opts.bodyLimit, watchIntervalMs: opts.watchIntervalMs, logLevel: opts.logLevel, alertWebhook: opts.alertWebhook || null },
+        log,
+        openFeatureStore,
+      );
+      const shutdown = (signal: string) => {
+        server.app.log.info({ signal }, 'draining in-flight requests and flushing the decision log');
+        server.close().then(
+          () => process.exit(0),
+          (err) => {
+            server.app.log.error({ err }, 'unclean shutdown');
+            process.exit(1);
+          },
+        );
+      };
+      process.once('SIGTERM', () => shutdown('SIGTERM'));
+      process.once('SIGINT', () => shutdown('SIGINT'));
+      await server.app.listen({ port: opts.port, host: opts.host });
+    });
+}
