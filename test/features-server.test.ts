@@ -283,11 +283,14 @@ policy: policy.yaml
         await decisions.close();
       }
       // `rtml export` joins the served features with the outcomes: the same values backfill computed.
-      const exported = spawnSync(process.execPath, [join(ROOT, 'bin/rtml.mjs'), 'export', join(repo, 'cards'), '--data-dir', server.dataDir, '-o', join(dir, 'train.csv')], { encoding: 'utf8' });
+      const exported = spawnSync(process.execPath, [join(ROOT, 'bin/rtml.mjs'), 'export', join(repo, 'cards'), '--data-dir', server.dataDir, '-o', join(dir, 'train.csv'), '--with-status'], { encoding: 'utf8' });
       assert.equal(exported.status, 0, exported.stderr);
+      assert.match(exported.stderr, /wrote 4 labelled decisions/);
       const training = parse(readFileSync(join(dir, 'train.csv')), { columns: true }) as Record<string, string>[];
       const backfilledText = parse(readFileSync(join(dir, 'out.csv')), { columns: true }) as Record<string, string>[];
-      assert.deepEqual(Object.keys(training[0]), ['id', 'time', 'model_version', ...COLUMNS, 'label']);
+      const statusColumns = COLUMNS.slice(1).map((c) => `${c}_status`);
+      assert.deepEqual(Object.keys(training[0]), ['id', 'time', 'model_version', ...COLUMNS, ...statusColumns, 'label']);
+      assert.deepEqual(training.map((r) => r.account_age_days_status), ['missing', 'missing', 'missing', 'missing']);
       assert.deepEqual(
         training.map((r) => r.id),
         ['q0', 'q1', 'q2', 'q3'],

@@ -11,7 +11,12 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loadBundle, type Bundle } from '../src/bundle/load.ts';
 import { parsePerturbation, simulate, type SimulateOptions } from '../src/monitor/simulate.ts';
+import { parse } from 'csv-parse/sync';
+import { exportLogged } from '../src/batch/features.ts';
+import { textRowConverter } from '../src/decision/index.ts';
+import { openSqliteDecisionLog } from '../src/log/sqlite.ts';
 import { creditRepository, startServer, type RunningServer } from './helpers/server.ts';
+import { tempDir } from './helpers/tmp.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const DATA = join(ROOT, 'examples/credit/lending_club.csv');
@@ -63,7 +68,7 @@ describe('monitoring on clean traffic', () => {
   });
 
   it('raises no alert over 5,000 unperturbed decisions, and realized AUC equals scikit-learn on the same decisions', async () => {
-    const summary = await run(server, { limit: 5000, label: 'Class', outcomeDelay: 200, watchEvery: 50 });
+    const summary = await run(server, { limit: 5000, label: 'Class', outcomeDelay: 200, watchEvery: 50, idPrefix: 'clean' });
     assert.deepEqual(summary.statuses, { 200: 5000 });
     assert.deepEqual(summary.alerts, []);
     assert.equal(summary.safeMode.engagedAt, null);
@@ -96,6 +101,23 @@ describe('monitoring on clean traffic', () => {
     }
     assert.equal(decay.outcomes, expected.scored);
     assert.equal(decay.decayed, false);
+
+    // Log-and-wait: `rtml export` gives back every labelled decision as the row it was sent.
+    const dir = tempDir();
+    const log = openSqliteDecisionLog(server.dataDir);
+    try {
+      assert.deepEqual(await exportLogged(bundle, log, { output: join(dir, 'train.csv') }), { rows: 5000, skipped: 0 });
+    } finally {
+      await log.close();
+    }
+    const exported = parse(readFileSync(join(dir, 'train.csv')), { columns: true }) as Record<string, string>[];
+    const sent = (parse(readFileSync(DATA), { columns: true, to: 5000 }) as Record<string, string>[]).map(textRowConverter(bundle.encoding.features));
+    assert.equal(exported.length, 5000);
+    for (const row of exported) {
+      const n = Number(row.id.slice('clean-'.length));
+      for (const f of bundle.encoding.features) assert.equal(row[f.name], String(sent[n][f.name] ?? ''), `${row.id} ${f.name}`);
+      assert.equal(row.label, sent[n].Class);
+    }
   });
 
   it('keeps monitoring memory flat over a long simulation', async () => {

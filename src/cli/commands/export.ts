@@ -14,12 +14,13 @@ export function registerExport(program: Command): void {
     .option('--data-dir <dir>', 'the decision log', defaultDataDir())
     .option('--since <time>', 'decisions made at or after this time')
     .option('--until <time>', 'decisions made before this time')
-    .action(async (dir: string, opts: { output: string; dataDir: string; since?: string; until?: string }) => {
+    .option('--with-status', "add <feature>_status per sourced feature (present, default, stale, missing, timeout, error) to leave out or weight what was not served fresh")
+    .action(async (dir: string, opts: { output: string; dataDir: string; since?: string; until?: string; withStatus?: boolean }) => {
       const bundle = await openBundle(dir, loadBundle);
       const log = openSqliteDecisionLog(opts.dataDir);
       try {
         const result = await exportLogged(bundle, log, opts);
-        process.stderr.write(`wrote ${result.rows} labelled decisions to ${opts.output}${result.skipped ? ` (${result.skipped} decided without the model, left out)` : ''}\n`);
+        process.stderr.write(`wrote ${result.rows} labelled decisions to ${opts.output}${result.skipped ? ` (${result.skipped} logged without their features, left out)` : ''}\n`);
       } finally {
         await log.close();
         await bundle.model?.close?.();
