@@ -46,7 +46,15 @@ export function buildProgram(): Command {
 try {
   await buildProgram().parseAsync(process.argv);
 } catch (err) {
-  if (!(err instanceof CliError)) throw err;
-  process.stderr.write(err.message);
-  process.exit(err.exitCode);
+  if (err instanceof CliError) {
+    process.stderr.write(err.message);
+    process.exit(err.exitCode);
+  }
+  // Anything else a command threw (a bad option value checked in the action, a file that
+  // cannot be read, a server that does not answer) is still "could not run": one line, not a
+  // stack trace, unless RTML_DEBUG asks for it.
+  const message = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`rtml: ${message}\n`);
+  if (process.env.RTML_DEBUG && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
+  process.exit(EXIT_ERROR);
 }
