@@ -1,7 +1,8 @@
 /**
- * Evaluator lab: measures rtml's XGBoost evaluator (src/models/xgboost/compile.ts) against
- * prototype alternatives, to back the suggestions in the benchmark report with numbers. Not
- * part of `npm run bench`; run it after `npm run bench` has written the rows and predictions:
+ * Evaluator lab: measures rtml's compiled XGBoost evaluator (src/models/xgboost/compile.ts)
+ * against its flat one and prototype alternatives, to back the suggestions in the benchmark
+ * report with numbers. Not part of `npm run bench`; run it after `npm run bench` has written
+ * the rows and predictions:
  *
  *     node --import tsx bench/evaluator_lab.ts                 # every variant, both models
  *     node --import tsx bench/evaluator_lab.ts one <case> <variant> <mode> [seconds]
@@ -13,12 +14,10 @@
  *   rowfn          same generated tree expressions, but each chunk scores ONE row and has no
  *                  loop; a small driver loops chunks x rows. No on-stack replacement of the big
  *                  functions, so single-row and batch calls share one optimised code.
- *   flat           no code generation: all trees in flat typed arrays, children adjacent, leaves
- *                  self-looping (threshold NaN) so every tree walks a fixed number of branch-free
- *                  steps, four trees interleaved for instruction-level parallelism, rows scored
- *                  in blocks of 64 per tree group (XGBoost's own batching). Trees with categorical
- *                  splits fall back to compile.ts's treeWalker, in tree order.
- *   flat-rtml      the productionised flat evaluator, src/models/xgboost/flat.ts
+ *   flat           the shipped table-driven evaluator, src/models/xgboost/flat.ts (flatForest):
+ *                  no code generation, all trees in flat typed arrays walked a fixed number of
+ *                  branch-free steps, four trees interleaved, rows in blocks of 64. (It began here
+ *                  as a prototype; `flat-rtml`, its name while both existed, still selects it.)
  * Modes: single (1-row calls cycling 1000 rows), batch (10,000 rows per call), and
  * single-after-batch / batch-after-single (one mode warmed, the other measured, same process).
  * Each (variant, mode) runs in a fresh process for a fixed time; it reports the per-rep curve
@@ -28,7 +27,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { compileForest, treeWalker, type ForestAccumulator } from '../src/models/xgboost/compile.ts';
+import { compileForest, type ForestAccumulator } from '../src/models/xgboost/compile.ts';
 import { parseXgbJson, parseXgbModel, type XgbModel, type XgbTree } from '../src/models/xgboost/format.ts';
 import { flatForest } from '../src/models/xgboost/flat.ts';
 import { objectiveFor } from '../src/models/xgboost/objectives.ts';
@@ -42,8 +41,6 @@ const CASES: Record<string, { model: string; rows: string; preds: string }> = {
 };
 const MODES = ['single', 'batch', 'single-after-batch', 'batch-after-single'] as const;
 type Mode = (typeof MODES)[number];
-
-const f32 = Math.fround;
 
 // ---------------------------------------------------------------------------------------------
 // Prototype: compiled, one row per chunk call (no loop inside the generated functions)
@@ -101,175 +98,6 @@ function compileRowFn(model: XgbModel, hoist: boolean, nodesPerChunk = 1500): Fo
 }
 
 // ---------------------------------------------------------------------------------------------
-// Prototype: flat arrays, branch-free fixed-depth walks, four trees interleaved, row blocks
-
-function compileFlat(model: XgbModel, packed = false, block = 64): ForestAccumulator {
-  let total = 1; // node 0: a dummy leaf worth 0, pads the last group of four
-  for (const t of model.trees) total += t.left.length;
-  const feat = new Int32Array(total);
-  const thr = new Float32Array(total).fill(NaN);
-  const child = new Int32Array(total);
-  const dr = new Int32Array(total);
-  const m0 = new Int32Array(total); // categorical splits: codes 0..31 that go right
-  const m1 = new Int32Array(total); // codes 32..63
-  const leaf = new Float32Array(total);
-  let next = 1;
-  /** Lays a tree out breadth-first with siblings adjacent; returns its root. */
-  const layOut = (tree: XgbTree): number => {
-    const base = next;
-    const at = new Int32Array(tree.left.length);
-    at[0] = next++;
-    const queue = [0];
-    for (let q = 0; q < queue.length; q++) {
-      const i = queue[q];
-      const k = at[i];
-      if (tree.left[i] === -1) {
-        child[k] = k; // self loop: thr NaN, dr 0, no mask -> the step adds 0
-        leaf[k] = tree.value[i];
-        continue;
-      }
-      at[tree.left[i]] = next;
-      at[tree.right[i]] = next + 1;
-      next += 2;
-      feat[k] = tree.feature[i];
-      child[k] = at[tree.left[i]];
-      dr[k] = tree.defaultLeft[i] ? 0 : 1;
-      const set = tree.categories[i];
-      if (set === null) thr[k] = tree.value[i];
-      else for (const c of set) (c < 32 ? m0 : m1)[k] |= 1 << (c & 31);
-      queue.push(tree.left[i], tree.right[i]);
-    }
-    return base;
-  };
-  // Items in tree order: groups of up to four trees of one class, or one walked tree.
-  // Class 0: numeric splits only; 2: categorical splits with codes < 64 (mask step); 1: other.
-  const kind: number[] = [];
-  const roots: number[] = [];
-  const depth: number[] = [];
-  const walkers: ((x: Float32Array, o: number) => number)[] = [];
-  let pending: XgbTree[] = [];
-  let pendingClass = 0;
-  const flush = () => {
-    if (pending.length === 0) return;
-    kind.push(pendingClass);
-    for (let j = 0; j < 4; j++) roots.push(j < pending.length ? layOut(pending[j]) : 0);
-    depth.push(Math.max(...pending.map((t) => t.depth)));
-    walkers.push(() => 0);
-    pending = [];
-  };
-  for (const tree of model.trees) {
-    const cats = tree.categories.filter((c): c is Int32Array => c !== null);
-    const cls = cats.length === 0 ? 0 : cats.every((c) => c.length === 0 || c[c.length - 1] < 64) ? 2 : 1;
-    if (cls !== pendingClass) flush();
-    if (cls === 1) {
-      kind.push(1);
-      roots.push(0, 0, 0, 0);
-      depth.push(0);
-      walkers.push(treeWalker(tree, tree.value));
-      continue;
-    }
-    pendingClass = cls;
-    pending.push(tree);
-    if (pending.length === 4) flush();
-  }
-  flush();
-  // packed: node i's feat, child, dr and threshold bits in one 16-byte record (one cache line).
-  const P = new Int32Array(total * 4);
-  const PF = new Float32Array(P.buffer);
-  for (let i = 0; i < total; i++) {
-    P[4 * i] = feat[i];
-    P[4 * i + 1] = child[i];
-    P[4 * i + 2] = dr[i];
-    PF[4 * i + 3] = thr[i];
-  }
-  const K = Int32Array.from(kind);
-  const R = Int32Array.from(roots);
-  const D = Int32Array.from(depth);
-  const items = kind.length;
-  const F = model.numFeature;
-
-  return (x, rows, m) => {
-    for (let r0 = 0; r0 < rows; r0 += block) {
-      const r1 = Math.min(rows, r0 + block);
-      for (let g = 0; g < items; g++) {
-        const kg = K[g];
-        if (kg === 1) {
-          const w = walkers[g];
-          for (let r = r0; r < r1; r++) m[r] = f32(m[r] + w(x, r * F));
-          continue;
-        }
-        const ra = R[4 * g];
-        const rb = R[4 * g + 1];
-        const rc = R[4 * g + 2];
-        const rd = R[4 * g + 3];
-        const depthG = D[g];
-        for (let r = r0, o = r0 * F; r < r1; r++, o += F) {
-          let a = ra;
-          let b = rb;
-          let c = rc;
-          let d = rd;
-          if (kg === 0 && packed) {
-            a <<= 2;
-            b <<= 2;
-            c <<= 2;
-            d <<= 2;
-            for (let k = 0; k < depthG; k++) {
-              const va = x[o + P[a]];
-              const vb = x[o + P[b]];
-              const vc = x[o + P[c]];
-              const vd = x[o + P[d]];
-              a = (P[a + 1] + (+(va >= PF[a + 3]) | (+(va !== va) & P[a + 2]))) << 2;
-              b = (P[b + 1] + (+(vb >= PF[b + 3]) | (+(vb !== vb) & P[b + 2]))) << 2;
-              c = (P[c + 1] + (+(vc >= PF[c + 3]) | (+(vc !== vc) & P[c + 2]))) << 2;
-              d = (P[d + 1] + (+(vd >= PF[d + 3]) | (+(vd !== vd) & P[d + 2]))) << 2;
-            }
-            a >>= 2;
-            b >>= 2;
-            c >>= 2;
-            d >>= 2;
-          } else if (kg === 0) {
-            for (let k = 0; k < depthG; k++) {
-              const va = x[o + feat[a]];
-              const vb = x[o + feat[b]];
-              const vc = x[o + feat[c]];
-              const vd = x[o + feat[d]];
-              a = child[a] + (+(va >= thr[a]) | (+(va !== va) & dr[a]));
-              b = child[b] + (+(vb >= thr[b]) | (+(vb !== vb) & dr[b]));
-              c = child[c] + (+(vc >= thr[c]) | (+(vc !== vc) & dr[c]));
-              d = child[d] + (+(vd >= thr[d]) | (+(vd !== vd) & dr[d]));
-            }
-          } else {
-            for (let k = 0; k < depthG; k++) {
-              a = catStep(x[o + feat[a]], a, thr, child, dr, m0, m1);
-              b = catStep(x[o + feat[b]], b, thr, child, dr, m0, m1);
-              c = catStep(x[o + feat[c]], c, thr, child, dr, m0, m1);
-              d = catStep(x[o + feat[d]], d, thr, child, dr, m0, m1);
-            }
-          }
-          let s = m[r];
-          s = f32(s + leaf[a]);
-          s = f32(s + leaf[b]);
-          s = f32(s + leaf[c]);
-          s = f32(s + leaf[d]);
-          m[r] = s;
-        }
-      }
-    }
-  };
-}
-
-/**
- * One branch-free step at node i for value v: right when v >= threshold (numeric nodes; NaN
- * threshold elsewhere), when v is a valid code in the node's set (categorical nodes), or when v
- * is missing and the default is right.
- */
-function catStep(v: number, i: number, thr: Float32Array, child: Int32Array, dr: Int32Array, m0: Int32Array, m1: Int32Array): number {
-  const ci = v | 0;
-  const inSet = (((m0[i] >>> ci) & +(ci < 32)) | ((m1[i] >>> ci) & +(ci >= 32))) & 1 & +(v >= 0) & +(v < 64);
-  return child[i] + (+(v >= thr[i]) | (+(v !== v) & dr[i]) | inSet);
-}
-
-// ---------------------------------------------------------------------------------------------
 
 type Predict = (x: Float32Array, rows: number) => Float64Array;
 
@@ -283,9 +111,7 @@ function predictor(model: XgbModel, variant: string): Predict {
   else if (variant.startsWith('depth=')) acc = compileForest(model, { maxCompiledDepth: Number(variant.slice(6)) });
   else if (variant === 'rowfn') acc = compileRowFn(model, false);
   else if (variant === 'rowfn-hoist') acc = compileRowFn(model, true);
-  else if (variant === 'flat') acc = compileFlat(model);
-  else if (variant === 'flat-packed') acc = compileFlat(model, true);
-  else if (variant === 'flat-rtml') acc = flatForest(model);
+  else if (variant === 'flat' || variant === 'flat-rtml') acc = flatForest(model);
   else throw new Error(`unknown variant ${variant}`);
   // The same wrapper as src/models/xgboost/runtime.ts's predictSync.
   const scratch = new Float32Array(64);

@@ -21,7 +21,8 @@ import {
 } from '../src/features/aggregate.ts';
 import { aggregateFeatures, backfill, streamLateness, type BackfillFeature, type BackfillRequest } from '../src/features/backfill.ts';
 import { sourcesSchema, type AggregateQuery, type StreamEvent } from '../src/features/types.ts';
-import { FUNCTIONS, ReferenceStore, WINDOWS, prng, randomEvents } from './helpers/feature-store-conformance.ts';
+import { FUNCTIONS, ReferenceStore, WINDOWS, randomEvents } from './helpers/feature-store-conformance.ts';
+import { mulberry32 } from './helpers/prng.ts';
 
 const MIN = 60_000;
 const HOUR = 60 * MIN;
@@ -120,7 +121,7 @@ describe('StreamState vs the brute force', () => {
 
   for (const seed of [1, 2, 3, 4]) {
     it(`seed ${seed}: every function and window, with ties, disorder, duplicates, late drops and eviction`, () => {
-      const rand = prng(seed);
+      const rand = mulberry32(seed);
       const state = new StreamState('s', CONFIG.s);
       const ref = new ReferenceStore(CONFIG);
       const quantum = [1, 1000, MIN, 10 * MIN][seed - 1]; // coarser = more ties
@@ -231,7 +232,7 @@ describe('backfill', () => {
     FUNCTIONS.flatMap((fn) => windows.map((windowMs) => ({ name: `${stream}_${fn}_${windowMs}`, stream, fn, windowMs, field: fn === 'count' ? undefined : fn === 'distinct' || fn === 'last' ? 'merchant' : 'amount' })));
 
   it('equals the point-in-time brute force on input in arrival order with lateness (late dropped, disorder reordered)', async () => {
-    const rand = prng(99);
+    const rand = mulberry32(99);
     const CONFIG = { s: { latenessMs: 5 * MIN, retentionMs: 30 * DAY + 5 * MIN } };
     const events = randomEvents(rand, { stream: 's', keys: 15, events: 5000, spanMs: 3 * DAY, end: T0, quantumMs: 1000, disorder: 0.3, disorderMs: 8 * MIN, duplicates: 0.05 });
     const ref = new ReferenceStore(CONFIG);
@@ -246,7 +247,7 @@ describe('backfill', () => {
   });
 
   it('streams: a long input with short windows holds only a few hours of events', async () => {
-    const rand = prng(5);
+    const rand = mulberry32(5);
     const events = randomEvents(rand, { stream: 's', keys: 50, events: 60_000, spanMs: 100 * DAY, end: T0, quantumMs: 1000 });
     const ref = new ReferenceStore({ s: { latenessMs: 0, retentionMs: HOUR } });
     ref.ingest(events);

@@ -23,11 +23,11 @@ import {
   ReferenceStore,
   WINDOWS,
   featureStoreConformance,
-  prng,
   randomEvents,
   referenceAggregate,
   type RefEvent,
 } from './helpers/feature-store-conformance.ts';
+import { mulberry32 } from './helpers/prng.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 const MIN = 60_000;
@@ -363,7 +363,7 @@ function registerTests(): void {
         // Aggregates over what is there (acknowledged + committed-but-unacknowledged) equal the brute force.
         const events: RefEvent[] = rows.map((r) => ({ ...writerEvent(Number(r.id.slice(2))), seq: r.seq }));
         const maxTime = Math.max(...events.map((e) => e.time));
-        const rand = prng(run + 1);
+        const rand = mulberry32(run + 1);
         const queries: AggregateQuery[] = [];
         for (let i = 0; i < 300; i++) {
           const fn = FUNCTIONS[i % FUNCTIONS.length];
@@ -402,7 +402,7 @@ function registerTests(): void {
       FEATURES.map((f) => ({ stream: f.stream, key: req[f.keyField!] as string, fn: f.fn, field: f.field, windowMs: f.windowMs, at: req.at }));
 
     it('agree exactly at the same timestamps when events arrive in time order', async () => {
-      const rand = prng(42);
+      const rand = mulberry32(42);
       const events = [
         ...randomEvents(rand, { stream: 'tx', keys: 40, events: 4000, spanMs: 40 * DAY, end: T0, quantumMs: 10 * MIN }),
         ...randomEvents(rand, { stream: 'clicks', keys: 30, events: 3000, spanMs: 2 * DAY, end: T0, quantumMs: MIN }),

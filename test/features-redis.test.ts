@@ -21,7 +21,8 @@ import {
   type RedisFeatureStoreOptions,
 } from '../src/features/redis.ts';
 import type { AggregateFunction, AggregateQuery, FeatureStore, IngestResult, StreamEvent } from '../src/features/types.ts';
-import { CONFORMANCE_STREAMS, CONFORMANCE_T0, ReferenceStore, assertValue, featureStoreConformance, prng } from './helpers/feature-store-conformance.ts';
+import { CONFORMANCE_STREAMS, CONFORMANCE_T0, ReferenceStore, assertValue, featureStoreConformance } from './helpers/feature-store-conformance.ts';
+import { mulberry32 } from './helpers/prng.ts';
 import { startRedis, type RunningRedis } from './helpers/redis-server.ts';
 import { tempDir } from './helpers/tmp.ts';
 
@@ -133,7 +134,7 @@ describe('redis store: agreement with the embedded store', () => {
   }
 
   it('ingests the same random events with the same outcomes and answers every query bit for bit', async () => {
-    const rand = prng(424242);
+    const rand = mulberry32(424242);
     const dir = tempDir('rtml-redis-agree-');
     dirs.push(dir);
     const embedded = new EmbeddedFeatureStore({ dataDir: dir, streams: STREAMS, synchronous: 'normal', cleanupIntervalMs: 0 });
@@ -278,7 +279,7 @@ describe('redis store: several instances share one Redis', () => {
   it('agrees with the reference model when four instances ingest concurrently', async () => {
     const prefix = freshPrefix('concurrent');
     const instances = await Promise.all([0, 1, 2, 3].map(() => open({ streams, keyPrefix: prefix })));
-    const rand = prng(99);
+    const rand = mulberry32(99);
     // Distinct ids, all within lateness of each other, each sent by two instances at once: the outcome does not depend on the interleaving.
     const events: StreamEvent[] = Array.from({ length: 2000 }, (_, i) => ({
       stream: 'tx',

@@ -8,6 +8,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, beforeEach, describe, it } from 'node:test';
 import { parse } from 'csv-parse/sync';
+import { minstd } from './helpers/prng.ts';
 import { startServer, type RunningServer } from './helpers/server.ts';
 import { startRedis, type RunningRedis } from './helpers/redis-server.ts';
 import { stumpModel, tempDir } from './helpers/tmp.ts';
@@ -230,8 +231,7 @@ policy: policy.yaml
     const dir = tempDir();
     try {
       // A few hundred events in time order over the last 2 hours, on 5 cards.
-      let seed = 42;
-      const random = () => ((seed = (seed * 48271) % 2147483647) / 2147483647);
+      const random = minstd(42);
       const start = Date.now() - 2 * 3600_000;
       const events = Array.from({ length: 300 }, (_, i) => ({
         txn_id: `e${i}`,

@@ -11,21 +11,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { Adwin, Ddm, type AdwinOptions, type DdmState } from '../src/monitor/detectors.ts';
+import { mulberry32 } from './helpers/prng.ts';
 
 const dir = join(fileURLToPath(new URL('.', import.meta.url)), 'fixtures', 'performance');
 const golden = JSON.parse(readFileSync(join(dir, 'detectors.json'), 'utf8'));
-
-/** Deterministic PRNG (mulberry32): uniform in [0, 1). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A case's stream: `bits` (a digit string), `values`, or the stream of the case named by `sameStreamAs`. */
 function streamOf(c: { bits?: string; values?: number[]; sameStreamAs?: string }): number[] {

@@ -26,6 +26,7 @@ import {
   realizedPerformance,
   rocAuc,
 } from '../src/monitor/performance.ts';
+import { mulberry32 } from './helpers/prng.ts';
 
 const dir = join(fileURLToPath(new URL('.', import.meta.url)), 'fixtures', 'performance');
 const golden = JSON.parse(readFileSync(join(dir, 'performance.json'), 'utf8'));
@@ -53,18 +54,6 @@ function close(actual: number, expected: number | null, what: string, tol = TOL)
     return;
   }
   assert.ok(Math.abs(actual - expected) <= tol * Math.max(1, Math.abs(expected)), `${what}: ${actual} vs ${expected}`);
-}
-
-/** Deterministic PRNG (mulberry32): uniform in [0, 1). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function meanSd(xs: number[]): { mean: number; sd: number; se: number } {

@@ -14,6 +14,7 @@ import { buildFlatForest, flatStepRatio, type FlatOptions } from '../src/models/
 import { parseXgbJson, parseXgbModel, type XgbModel } from '../src/models/xgboost/format.ts';
 import { objectiveFor } from '../src/models/xgboost/objectives.ts';
 import { chooseEvaluator, FLAT_MAX_STEP_RATIO, FLAT_MIN_NODES, xgboostRuntime } from '../src/models/xgboost/runtime.ts';
+import { minstd0 } from './helpers/prng.ts';
 import { stumpModel } from './helpers/tmp.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -75,8 +76,7 @@ function randomRows(model: XgbModel, rows: number, seed: number, maxCode = 80): 
   const thresholds: number[][] = Array.from({ length: model.numFeature }, () => []);
   for (const t of model.trees) for (let i = 0; i < t.left.length; i++) if (t.left[i] !== -1 && t.categories[i] === null) thresholds[t.feature[i]].push(t.value[i]);
   const x = new Float32Array(rows * model.numFeature);
-  let s = seed;
-  const random = () => (s = (s * 16807) % 2147483647) / 2147483647;
+  const random = minstd0(seed);
   for (let r = 0; r < rows; r++) {
     for (let f = 0; f < model.numFeature; f++) {
       const u = random();
@@ -225,10 +225,9 @@ describe('flat evaluator: layouts and fallbacks', () => {
     assert.equal(forest.numericTrees, 7);
     const rows = 2000;
     const x = new Float32Array(rows * 3);
-    let s = 11;
+    const random = minstd0(11);
     for (let i = 0; i < x.length; i++) {
-      s = (s * 16807) % 2147483647;
-      const u = s / 2147483647;
+      const u = random();
       x[i] = u < 0.1 ? NaN : u * 12 - 2.5;
     }
     sameMargins(model, x, rows);

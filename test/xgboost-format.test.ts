@@ -9,6 +9,7 @@ import { describe, it } from 'node:test';
 import { loadModel, ModelLoadError } from '../src/models/index.ts';
 import { parseXgbJson, parseXgbModel } from '../src/models/xgboost/format.ts';
 import { xgboostRuntime } from '../src/models/xgboost/runtime.ts';
+import { ansiCLcg, minstd0 } from './helpers/prng.ts';
 import { stumpModel, tempDir } from './helpers/tmp.ts';
 
 async function loadFails(model: unknown, pattern: RegExp): Promise<void> {
@@ -117,8 +118,7 @@ describe('xgboost-json model files', () => {
 
   it('survives random corruption of a real model: every outcome is a clean load or a ModelLoadError', async () => {
     const real = readFileSync(new URL('../examples/credit/model.json', import.meta.url), 'utf8');
-    let seed = 12345;
-    const random = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+    const random = ansiCLcg(12345);
     const dir = tempDir();
     for (let trial = 0; trial < 40; trial++) {
       const chars = real.split('');
@@ -142,10 +142,9 @@ describe('compiled trees and the tree walker agree', () => {
     const walked = xgboostRuntime(parseXgbModel(json), { maxCompiledDepth: -1 });
     const rows = 500;
     const x = new Float32Array(rows * compiled.inputWidth);
-    let seed = 7;
+    const random = minstd0(7);
     for (let i = 0; i < x.length; i++) {
-      seed = (seed * 16807) % 2147483647;
-      const u = seed / 2147483647;
+      const u = random();
       // Mix of small codes (categoricals), large values, negatives, non-integers and missing.
       x[i] = u < 0.1 ? NaN : u < 0.5 ? Math.floor(u * 60) : u < 0.6 ? -u : (u - 0.6) * 1e5;
     }

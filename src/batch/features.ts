@@ -17,13 +17,7 @@ import { aggregateFeatures, backfill, streamLateness, type BackfillRequest } fro
 import { parseEvent, streamsOf } from '../features/events.ts';
 import type { AggregateQuery, EntityValue, FeatureReader, StreamEvent } from '../features/types.ts';
 import type { DecisionLog, DecisionRecord } from '../log/types.ts';
-import { openRecords } from './records.ts';
-
-function csvCell(v: unknown): string {
-  if (v === undefined || v === null || (typeof v === 'number' && Number.isNaN(v))) return '';
-  const text = typeof v === 'object' ? JSON.stringify(v) : String(v);
-  return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
-}
+import { csvLine, openRecords } from './records.ts';
 
 async function writeCsv(path: string, header: readonly string[], rows: Iterable<readonly unknown[]>): Promise<number> {
   mkdirSync(dirname(path), { recursive: true });
@@ -32,9 +26,9 @@ async function writeCsv(path: string, header: readonly string[], rows: Iterable<
   const write = async (line: string) => {
     if (!out.write(line)) await once(out, 'drain');
   };
-  await write(header.map(csvCell).join(',') + '\n');
+  await write(csvLine(header));
   for (const row of rows) {
-    await write(row.map(csvCell).join(',') + '\n');
+    await write(csvLine(row));
     n++;
   }
   out.end();

@@ -76,6 +76,21 @@ export async function* jsonlRecords(stream: Readable): AsyncGenerator<SourceReco
   }
 }
 
+/**
+ * One CSV cell. Absent values (undefined, null, NaN) are empty cells, which read back as
+ * missing; objects are written as JSON. RFC 4180: a cell holding a quote, comma or line
+ * break is quoted, its quotes doubled.
+ */
+export function csvCell(v: unknown): string {
+  if (v === undefined || v === null || (typeof v === 'number' && Number.isNaN(v))) return '';
+  const text = typeof v === 'object' ? JSON.stringify(v) : String(v);
+  return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+}
+
+/** One CSV line of cells, newline included. */
+export function csvLine(cells: readonly unknown[]): string {
+  return cells.map(csvCell).join(',') + '\n';
+}
 
 /** The records of a file, by its format. */
 export function openRecords(path: string, format: FileFormat = formatOf(path)): AsyncGenerator<SourceRecord> {

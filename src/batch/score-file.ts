@@ -8,7 +8,7 @@ import { createReadStream, createWriteStream, mkdirSync, statSync } from 'node:f
 import { dirname } from 'node:path';
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
-import { csvRecords, formatOf, jsonlRecords, type FileFormat, type SourceRecord } from './records.ts';
+import { csvCell, csvLine, csvRecords, formatOf, jsonlRecords, type FileFormat, type SourceRecord } from './records.ts';
 import type { ModelBundle } from '../bundle/load.ts';
 import type { FieldError, RawRow } from '../bundle/encoding.ts';
 
@@ -156,15 +156,4 @@ export async function scoreFile(bundle: ModelBundle, options: ScoreFileOptions):
   if (outputError) throw outputError;
   summary.seconds = (performance.now() - started) / 1000;
   return summary;
-}
-
-function csvCell(v: unknown): string {
-  if (v === undefined || v === null) return '';
-  const text = typeof v === 'object' ? JSON.stringify(v) : String(v);
-  // RFC 4180: quote a cell holding a quote, comma or line break, doubling its quotes.
-  return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
-}
-
-function csvLine(cells: readonly unknown[]): string {
-  return cells.map(csvCell).join(',') + '\n';
 }

@@ -159,6 +159,23 @@ let scratchValue = 0;
 let scratchOor = 0;
 
 /**
+ * The cell (relative to the column's block) of a finite number in a numeric column: its bin,
+ * the number of edges <= value, after the fixed cells. The one binning rule, used by cellFor
+ * and by EncodedObservation.encode's fast path.
+ */
+function numericCell(col: CompiledColumn, value: number): number {
+  const e = col.edges;
+  let lo = 0;
+  let hi = e.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (e[mid] <= value) lo = mid + 1;
+    else hi = mid;
+  }
+  return N_COUNTS + lo;
+}
+
+/**
  * The cell (relative to the column's block) a value increments. For a valid numeric value
  * (a returned cell >= N_COUNTS), the value is left in scratchValue and the out-of-range flag
  * in scratchOor.
@@ -169,18 +186,9 @@ function cellFor(col: CompiledColumn, value: unknown): number {
     if (typeof value !== 'number') return N_TYPE;
     if (value !== value) return N_MISSING;
     if (value === Infinity || value === -Infinity) return N_TYPE;
-    // bin = number of edges <= value
-    const e = col.edges;
-    let lo = 0;
-    let hi = e.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (e[mid] <= value) lo = mid + 1;
-      else hi = mid;
-    }
     scratchValue = value;
     scratchOor = value < col.lo || value > col.hi ? 1 : 0;
-    return N_COUNTS + lo;
+    return numericCell(col, value);
   }
   let key: string;
   if (typeof value === 'string') key = value;
@@ -499,17 +507,10 @@ export class EncodedObservation {
     for (let i = 0; i < layout.featureCount; i++) {
       const value = row[names[i]];
       const col = columns[i];
-      // Inline fast path for a finite number in a numeric column; everything else via cellFor.
+      // Fast path for a finite number in a numeric column (no scratch round trip); everything
+      // else via cellFor. Both bin through numericCell.
       if (col.numeric && typeof value === 'number' && value - value === 0) {
-        const e = col.edges;
-        let lo = 0;
-        let hi = e.length;
-        while (lo < hi) {
-          const mid = (lo + hi) >>> 1;
-          if (e[mid] <= value) lo = mid + 1;
-          else hi = mid;
-        }
-        cells[i] = offsets[i] + N_COUNTS + lo;
+        cells[i] = offsets[i] + numericCell(col, value);
         values[i] = value;
         oor[i] = value < col.lo || value > col.hi ? 1 : 0;
       } else this.encodeColumn(i, value);

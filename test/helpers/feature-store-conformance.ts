@@ -23,6 +23,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { AggregateFunction, AggregateQuery, FeatureStore, IngestResult, StreamEvent } from '../../src/features/types.ts';
+import { mulberry32 } from './prng.ts';
 
 export interface ConformanceStreamConfig {
   latenessMs: number;
@@ -126,18 +127,6 @@ export class ReferenceStore {
   watermark(stream: string): number {
     return (this.maxTime.get(stream) ?? -Infinity) - this.streams[stream].latenessMs;
   }
-}
-
-/** A small seeded PRNG (mulberry32): the same seed gives the same stream on every run. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export interface RandomStreamOptions {
@@ -354,7 +343,7 @@ export function featureStoreConformance(
 
     it('aggregates() answers like aggregate() for each query, in order, across streams, keys and functions', () =>
       withStore(async (store) => {
-        const rand = prng(7);
+        const rand = mulberry32(7);
         await store.ingest(randomEvents(rand, { stream: 'tx', keys: 5, events: 300, spanMs: 2 * DAY, end: T0 }));
         await store.ingest(randomEvents(rand, { stream: 'clicks', keys: 5, events: 300, spanMs: HOUR, end: T0 }));
         const queries: AggregateQuery[] = [];
@@ -431,7 +420,7 @@ export function featureStoreConformance(
 
     it('agrees with the brute force over many keys: random streams with ties, disorder, duplicates and late events', () =>
       withStore(async (store) => {
-        const rand = prng(20260101);
+        const rand = mulberry32(20260101);
         const ref = new ReferenceStore(CONFORMANCE_STREAMS);
         const tx = [
           // Sparse over 35 days (one event every ~34 min: displaced ones are mostly late), then dense over the last day
