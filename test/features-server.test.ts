@@ -357,6 +357,53 @@ describe('real-time features through a Redis outage', () => {
   });
 });
 
+describe('a Redis Stream as an event source', () => {
+  it('rtml serve --redis-stream ingests the entries of a Redis Stream into the declared stream, as HTTP ingestion would', async () => {
+    const r = await startRedis();
+    const { Redis } = await import('ioredis');
+    const client = new Redis(r.url);
+    const server = await startServer({
+      repository: repository(),
+      args: ['--feature-store', 'redis', '--redis-url', r.url, '--redis-stream', 'transactions=shop:txns', '--redis-stream-from', '0'],
+    });
+    try {
+      assert.equal((await decide(server, { card_id: 'c7', customer_id: 'u1', amount: 5 })).decision, 'approve');
+      const now = Date.now();
+      for (let i = 0; i < 3; i++) await client.xadd('shop:txns', '*', 'txn_id', `s${i}`, 'card_id', 'c7', 'event_time', iso(now - (i + 1) * 60_000), 'amount', '12.5', 'merchant_id', 'm1');
+      await client.xadd('shop:txns', '*', 'txn_id', 'no-card', 'event_time', iso(now), 'amount', '1'); // invalid: skipped, not fatal
+      let decision = '';
+      for (let i = 0; i < 50 && decision !== 'decline'; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        decision = (await decide(server, { card_id: 'c7', customer_id: 'u1', amount: 5 })).decision;
+      }
+      assert.equal(decision, 'decline', 'three events from the Redis Stream make a burst');
+      // The consumer group acknowledged every entry it read.
+      const pending = (await client.xpending('shop:txns', 'rtml')) as [number, ...unknown[]];
+      assert.equal(pending[0], 0);
+    } finally {
+      await server.stop();
+      client.disconnect();
+      await r.stop();
+    }
+  });
+
+  it('refuses --redis-stream without Redis, or for a stream no bundle declares', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const run = (args: string[]) => spawnSync(process.execPath, [join(ROOT, 'bin/rtml.mjs'), 'serve', repository(), '--port', '0', '--data-dir', tempDir(), ...args], { encoding: 'utf8', timeout: 30_000 });
+    const embedded = run(['--redis-stream', 'transactions=k']);
+    assert.equal(embedded.status, 2);
+    assert.match(embedded.stderr, /--redis-stream needs --feature-store redis/);
+    const r = await startRedis();
+    try {
+      const unknown = run(['--feature-store', 'redis', '--redis-url', r.url, '--redis-stream', 'clicks=k']);
+      assert.equal(unknown.status, 2);
+      assert.match(unknown.stderr, /--redis-stream clicks=k: no loaded bundle declares a stream named "clicks"/);
+    } finally {
+      await r.stop();
+    }
+  });
+});
+
 describe('the card-fraud example', () => {
   it('serves decisions whose aggregate features update as events arrive', async () => {
     const repo = tempDir('rtml-cardfraud-');

@@ -138,7 +138,7 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
   app.log.info({ repository: config.repository, loaded, failed }, 'repository loaded');
   // A store only when some service gathers features beyond the request; its streams come from
   // the bundles, now and at every later load (before the loaded version serves).
-  const features = new FeatureStoreHost(openFeatureStore, { warn: (msg) => app.log.warn(msg) });
+  const features = new FeatureStoreHost(openFeatureStore, { warn: (msg) => app.log.warn(msg), error: (obj, msg) => app.log.error(obj, msg) });
   const loadedBundles = (except?: string) => repository.list().flatMap((s) => (s.name === except ? [] : [...s.versions.values()].map((v) => v.bundle)));
   await features.prepare(loadedBundles());
   repository.beforeServe = (name, incoming) => features.prepare([...loadedBundles(name), ...incoming]);

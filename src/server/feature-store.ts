@@ -7,15 +7,22 @@
  */
 import type { Bundle } from '../bundle/load.ts';
 import type { StreamStoreConfig } from '../features/aggregate.ts';
-import { streamsOf } from '../features/events.ts';
+import { streamsOf, type StreamDefinition } from '../features/events.ts';
 import type { FeatureStore } from '../features/types.ts';
-
-/** Opens the feature store with the streams the loaded bundles read. */
-export type FeatureStoreFactory = (streams: Record<string, StreamStoreConfig>) => Promise<FeatureStore>;
 
 export interface FeatureStoreLogger {
   warn(msg: string): void;
+  error(obj: object, msg: string): void;
 }
+
+/**
+ * Opens the feature store with the streams the loaded bundles read (`streams`), given their
+ * declarations (to read events from elsewhere exactly as HTTP ingestion reads them).
+ */
+export type FeatureStoreFactory = (
+  streams: Record<string, StreamStoreConfig>,
+  context: { definitions: ReadonlyMap<string, StreamDefinition>; logger: FeatureStoreLogger },
+) => Promise<FeatureStore>;
 
 export class FeatureStoreHost {
   private current: FeatureStore | null = null;
@@ -59,6 +66,6 @@ export class FeatureStoreHost {
       this.warnedNoStore = true;
       return;
     }
-    this.current = await this.open(configs);
+    this.current = await this.open(configs, { definitions: streams, logger: this.logger });
   }
 }

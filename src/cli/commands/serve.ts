@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { openEmbeddedFeatureStore } from '../../features/embedded.ts';
 import { openSqliteDecisionLog } from '../../log/sqlite.ts';
 import { createServer, DEFAULT_CONFIG, type FeatureStoreFactory } from '../../server/app.ts';
-import { defaultDataDir, parsePositiveInt } from '../shared.ts';
+import { collectPairs, defaultDataDir, parsePositiveInt } from '../shared.ts';
 
 /** `rtml serve [repository]`: serve every bundle of a model repository over HTTP until SIGTERM or SIGINT. */
 export function registerServe(program: Command): void {
@@ -23,15 +23,37 @@ export function registerServe(program: Command): void {
     .option('--log-level <level>', 'pino log level', process.env.LOG_LEVEL ?? 'info')
     .option('--feature-store <kind>', 'where sourced features live: embedded (in-process, durable under --data-dir) or redis', process.env.RTML_FEATURE_STORE ?? 'embedded')
     .option('--redis-url <url>', 'Redis for --feature-store redis (env REDIS_URL)', process.env.REDIS_URL ?? 'redis://127.0.0.1:6379')
+    .option('--redis-stream <stream=key>', 'with --feature-store redis: ingest events of STREAM from the Redis Stream KEY (repeatable)', collectPairs, {})
+    .option('--redis-stream-group <group>', 'consumer group of --redis-stream: server processes share the entries, each acknowledged once ingested', 'rtml')
+    .option('--redis-stream-from <id>', 'where a new consumer group starts: $ (new entries only), 0 (the whole stream) or an entry id', '$')
     .option('--alert-webhook <url>', 'POST alerts here as JSON, with retries (env RTML_ALERT_WEBHOOK)', process.env.RTML_ALERT_WEBHOOK)
-    .action(async (repository: string, opts: { port: number; host: string; dataDir: string; adminTokenFile?: string; maxInFlight: number; deadlineMs: number; bodyLimit: number; watchIntervalMs: number; logSync: string; logLevel: string; alertWebhook?: string; featureStore: string; redisUrl: string }) => {
+    .action(async (repository: string, opts: ServeOptions) => {
       const adminToken = opts.adminTokenFile ? readFileSync(opts.adminTokenFile, 'utf8').trim() : (process.env.RTML_ADMIN_TOKEN ?? null);
       if (opts.logSync !== 'normal' && opts.logSync !== 'full') throw new InvalidArgumentError('--log-sync must be normal or full');
       const log = openSqliteDecisionLog(opts.dataDir, { synchronous: opts.logSync });
       if (opts.featureStore !== 'embedded' && opts.featureStore !== 'redis') throw new InvalidArgumentError('--feature-store must be embedded or redis');
+      const consumed = Object.entries(opts.redisStream);
+      if (consumed.length > 0 && opts.featureStore !== 'redis') throw new InvalidArgumentError('--redis-stream needs --feature-store redis');
       const openFeatureStore: FeatureStoreFactory =
         opts.featureStore === 'redis'
-          ? async (streams) => (await import('../../features/redis.ts')).connectRedisFeatureStore({ url: opts.redisUrl, streams })
+          ? async (streams, { definitions, logger }) => {
+              const store = await (await import('../../features/redis.ts')).connectRedisFeatureStore({ url: opts.redisUrl, streams });
+              // Entries are read as HTTP ingestion reads events: by the stream's declaration.
+              for (const [stream, key] of consumed) {
+                const definition = definitions.get(stream);
+                if (!definition) {
+                  await store.close();
+                  throw new InvalidArgumentError(`--redis-stream ${stream}=${key}: no loaded bundle declares a stream named ${JSON.stringify(stream)}`);
+                }
+                store.consumeStream(key, stream, {
+                  group: opts.redisStreamGroup,
+                  from: opts.redisStreamFrom,
+                  definition,
+                  onError: (err) => logger.error({ err, stream, key }, 'reading the Redis Stream failed; retrying'),
+                });
+              }
+              return store;
+            }
           : async (streams) => openEmbeddedFeatureStore({ dataDir: opts.dataDir, streams, synchronous: opts.logSync === 'normal' ? 'normal' : 'full' });
       const server = await createServer(
         { repository, adminToken: adminToken || null, maxInFlight: opts.maxInFlight, deadlineMs: opts.deadlineMs, bodyLimit: opts.bodyLimit, watchIntervalMs: opts.watchIntervalMs, logLevel: opts.logLevel, alertWebhook: opts.alertWebhook || null },
@@ -52,4 +74,23 @@ export function registerServe(program: Command): void {
       process.once('SIGINT', () => shutdown('SIGINT'));
       await server.app.listen({ port: opts.port, host: opts.host });
     });
+}
+
+interface ServeOptions {
+  port: number;
+  host: string;
+  dataDir: string;
+  adminTokenFile?: string;
+  maxInFlight: number;
+  deadlineMs: number;
+  bodyLimit: number;
+  watchIntervalMs: number;
+  logSync: string;
+  logLevel: string;
+  alertWebhook?: string;
+  featureStore: string;
+  redisUrl: string;
+  redisStream: Record<string, string>;
+  redisStreamGroup: string;
+  redisStreamFrom: string;
 }
