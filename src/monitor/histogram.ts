@@ -201,14 +201,14 @@ function cellFor(col: CompiledColumn, value: unknown): number {
   return col.index.get(key) ?? C_UNSEEN;
 }
 
-/** Adds one numeric observation's moments to a block. */
-function addMoments(data: Float64Array, base: number, col: CompiledColumn, value: number, oor: number): void {
-  const v = value - col.shift;
+/** Adds one numeric observation's moments to a block (sums are shifted by the column's `shift` for precision). */
+function addMoments(data: Float64Array, base: number, shift: number, value: number, oor: number): void {
+  const v = value - shift;
   data[base + N_SUM] += v;
   data[base + N_SUMSQ] += v * v;
   if (value < data[base + N_MIN]) data[base + N_MIN] = value;
   if (value > data[base + N_MAX]) data[base + N_MAX] = value;
-  data[base + N_OOR] += oor;
+  if (oor !== 0) data[base + N_OOR] += oor;
 }
 
 /** Merge rule of a cell: add, take the minimum, take the maximum. */
@@ -357,7 +357,7 @@ export class FeatureHistogram {
     const cell = cellFor(this.compiled, value);
     const data = this.data!;
     data[this.offset + cell] += 1;
-    if (this.compiled.numeric && cell >= N_COUNTS) addMoments(data, this.offset, this.compiled, scratchValue, scratchOor);
+    if (this.compiled.numeric && cell >= N_COUNTS) addMoments(data, this.offset, this.compiled.shift, scratchValue, scratchOor);
   }
 
   /** Adds another histogram of the same column (same bins or categories). */
@@ -588,13 +588,7 @@ export class ProfileHistogram {
       const i = numeric[j];
       const x = values[i];
       if (x !== x) continue;
-      const base = numericOffsets[j];
-      const v = x - numericShifts[j];
-      data[base + N_SUM] += v;
-      data[base + N_SUMSQ] += v * v;
-      if (x < data[base + N_MIN]) data[base + N_MIN] = x;
-      if (x > data[base + N_MAX]) data[base + N_MAX] = x;
-      if (oor[i] !== 0) data[base + N_OOR] += 1;
+      addMoments(data, numericOffsets[j], numericShifts[j], x, oor[i]);
     }
     if (enc.fallbackCause !== null) bump(this.fallbacks, enc.fallbackCause, 1, layout.maxCounterKeys);
   }
