@@ -6,8 +6,6 @@
  * `runWriter`): it then registers no tests.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -27,6 +25,7 @@ import {
   referenceAggregate,
   type RefEvent,
 } from './helpers/feature-store-conformance.ts';
+import { ack, killAfterAcks, spawnTsx, type Kill9Run } from './helpers/kill9.ts';
 import { mulberry32 } from './helpers/prng.ts';
 import { tempDir } from './helpers/tmp.ts';
 
@@ -59,22 +58,10 @@ function writerEvent(n: number): StreamEvent {
 
 /**
  * Child: ingests batches of 1–4 events, 32 calls in flight, until killed; after each call
- * resolves, writes its ids to fd 1 with a synchronous write(2), one line each (see
- * test/helpers/log-writer.ts for why).
+ * resolves, acknowledges its ids, one line each (`ack` of test/helpers/kill9.ts).
  */
 function runWriter(dataDir: string, synchronous: 'normal' | 'full'): void {
   const store = new EmbeddedFeatureStore({ dataDir, streams: WRITER_STREAMS, synchronous, cleanupIntervalMs: 0 });
-  const ack = (text: string): void => {
-    const line = Buffer.from(text);
-    let off = 0;
-    while (off < line.length) {
-      try {
-        off += writeSync(1, line, off);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
-      }
-    }
-  };
   let next = 0;
   const worker = async (): Promise<void> => {
     for (;;) {
@@ -94,38 +81,10 @@ function runWriter(dataDir: string, synchronous: 'normal' | 'full'): void {
 }
 
 const SELF = fileURLToPath(import.meta.url);
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
-function killWriterAfter(dir: string, synchronous: 'normal' | 'full', killAfter: number): Promise<{ acked: Set<string>; signal: NodeJS.Signals | null; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', SELF], {
-      cwd: ROOT,
-      env: { ...process.env, RTML_FEATURE_WRITER: dir, RTML_FEATURE_SYNC: synchronous },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const acked = new Set<string>();
-    let partial = '';
-    let stderr = '';
-    let killTimer: NodeJS.Timeout | null = null;
-    const guard = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`writer made only ${acked.size} acks in 30 s; stderr: ${stderr}`));
-    }, 30_000);
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (chunk: string) => {
-      const lines = (partial + chunk).split('\n');
-      partial = lines.pop()!;
-      for (const line of lines) acked.add(line);
-      if (acked.size >= killAfter && killTimer === null) killTimer = setTimeout(() => child.kill('SIGKILL'), Math.floor(Math.random() * 10));
-    });
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (chunk: string) => (stderr += chunk));
-    child.on('error', reject);
-    child.on('close', (_code, signal) => {
-      clearTimeout(guard);
-      resolve({ acked, signal, stderr });
-    });
-  });
+/** Runs this file as the writer child (see `runWriter`) and SIGKILLs it after `killAfter` acknowledged events. */
+function killWriterAfter(dir: string, synchronous: 'normal' | 'full', killAfter: number): Promise<Kill9Run> {
+  return killAfterAcks(spawnTsx(SELF, [], { RTML_FEATURE_WRITER: dir, RTML_FEATURE_SYNC: synchronous }), killAfter, 30_000);
 }
 
 // ------------------------------------------------------------------------------------------

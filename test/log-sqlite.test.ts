@@ -7,7 +7,6 @@
  * dies every unacknowledged append fails.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,6 +15,7 @@ import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { DECISION_LOG_FILE, openSqliteDecisionLog, SQLITE_SCHEMA_VERSION, WRITER_THREAD } from '../src/log/sqlite.ts';
 import { DecisionLogError, DuplicateDecisionError, type DecisionLogStats, type DecisionRecord } from '../src/log/types.ts';
+import { killAfterAcks, spawnTsx, type Kill9Run } from './helpers/kill9.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 const dirs: string[] = [];
@@ -495,56 +495,17 @@ describe('sqlite decision log', () => {
   });
 });
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const WRITER = fileURLToPath(new URL('./helpers/log-writer.ts', import.meta.url));
 
-interface KillRun {
-  acked: Set<string>;
-  signal: NodeJS.Signals | null;
-  stderr: string;
-}
-
-/**
- * Runs the writer child, SIGKILLs it a random 0–10 ms after it has acknowledged `killAfter`
- * appends, and returns every id it acknowledged. Only newline-terminated lines count: a chunk
- * boundary inside a line never yields a bogus id, and a line is only ever written after its
- * append resolved. After the kill, the pipe is read to EOF so that no acknowledged line that
- * reached the kernel is missed.
- */
-function killWriterAfter(dir: string, synchronous: 'normal' | 'full', killAfter: number): Promise<KillRun> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', WRITER, dir, synchronous, '64'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    const acked = new Set<string>();
-    let partial = '';
-    let stderr = '';
-    let killTimer: NodeJS.Timeout | null = null;
-    const guard = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`writer made only ${acked.size} acks in 20 s; stderr: ${stderr}`));
-    }, 20_000);
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (chunk: string) => {
-      const lines = (partial + chunk).split('\n');
-      partial = lines.pop()!; // '' after a complete line, else an incomplete one: not counted
-      for (const line of lines) acked.add(line);
-      if (acked.size >= killAfter && killTimer === null) {
-        killTimer = setTimeout(() => child.kill('SIGKILL'), Math.floor(Math.random() * 10));
-      }
-    });
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (chunk: string) => (stderr += chunk));
-    child.on('error', reject);
-    child.on('close', (_code, signal) => {
-      clearTimeout(guard);
-      resolve({ acked, signal, stderr });
-    });
-  });
+/** Runs the writer child (test/helpers/log-writer.ts) and SIGKILLs it after `killAfter` acknowledged appends. */
+function killWriterAfter(dir: string, synchronous: 'normal' | 'full', killAfter: number): Promise<Kill9Run> {
+  return killAfterAcks(spawnTsx(WRITER, [dir, synchronous, '64']), killAfter, 20_000);
 }
 
 describe('sqlite decision log, writer thread and process lifetime', () => {
   it('does not keep the process alive: a process that appended and never closed the log exits by itself, everything acknowledged committed', async () => {
     const dir = logDir();
-    const child = spawn(process.execPath, ['--import', 'tsx', WRITER, dir, 'full', '64', '3000'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawnTsx(WRITER, [dir, 'full', '64', '3000']);
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));

@@ -39,9 +39,10 @@
  * events beyond each stream's retention horizon are evicted from memory and deleted from SQLite
  * (in chunks, so a large backlog does not block the event loop in one statement).
  */
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { openSqliteStore, type SqliteStoreFailure, type SqliteStoreSchema } from '../store/sqlite.ts';
 import {
   FeatureStoreError,
   StreamState,
@@ -89,11 +90,8 @@ export interface EmbeddedFeatureStoreStats {
 export const FEATURE_STORE_FILE = 'features.sqlite';
 export const FEATURE_STORE_SCHEMA_VERSION = 1;
 
+/** Version 1, besides the meta table (`src/store/sqlite.ts` creates it). */
 const SCHEMA_V1 = `
-CREATE TABLE meta (
-  key   TEXT PRIMARY KEY,
-  value TEXT NOT NULL
-) STRICT;
 CREATE TABLE events (
   seq    INTEGER PRIMARY KEY,
   stream TEXT NOT NULL,
@@ -171,7 +169,7 @@ export class EmbeddedFeatureStore implements FeatureStore {
 
     mkdirSync(options.dataDir, { recursive: true });
     this.path = resolve(join(options.dataDir, FEATURE_STORE_FILE));
-    this.db = openDatabase(this.path, synchronous);
+    this.db = openSqliteStore(this.path, FEATURE_STORE_SCHEMA, { synchronous }, featureStoreOpenError);
     try {
       const insertEvent = this.db.prepare<EventRow>('INSERT INTO events (stream, key, id, time, fields) VALUES (?, ?, ?, ?, ?)');
       const upsertEntity = this.db.prepare<EntityRow>(
@@ -519,60 +517,18 @@ const entityKey = (type: string, id: string): string => `${type}\u0000${id}`;
 
 const closedError = (): FeatureStoreError => new FeatureStoreError('CLOSED', 'feature store: closed');
 
-function openDatabase(path: string, synchronous: 'normal' | 'full'): Database.Database {
-  let db: Database.Database;
-  try {
-    db = new Database(path, { timeout: 5000 });
-  } catch (err) {
-    throw new FeatureStoreError('NOT_A_FEATURE_STORE', `feature store: cannot open ${path}: ${(err as Error).message}`, { cause: err });
-  }
-  try {
-    let mode: unknown;
-    try {
-      mode = db.pragma('journal_mode = WAL', { simple: true });
-    } catch (err) {
-      throw new FeatureStoreError('NOT_A_FEATURE_STORE', `feature store: ${path} is not a SQLite database: ${(err as Error).message}`, { cause: err });
-    }
-    if (mode !== 'wal') throw new FeatureStoreError('NOT_A_FEATURE_STORE', `feature store: ${path}: could not switch to WAL mode (got ${String(mode)})`);
-    db.pragma(`synchronous = ${synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
-    db.pragma('journal_size_limit = 67108864');
-    db.transaction(() => migrate(db, path)).immediate();
-    return db;
-  } catch (err) {
-    db.close();
-    throw err;
-  }
-}
+/**
+ * The feature store's schema for `openSqliteStore`: a file of another kind is refused. A new
+ * file is created at version 1 and migrated: a version 2 comes with its migration here.
+ */
+const FEATURE_STORE_SCHEMA: SqliteStoreSchema = {
+  kind: 'rtml feature store',
+  checkKind: true,
+  createV1: SCHEMA_V1,
+  migrations: {},
+  version: FEATURE_STORE_SCHEMA_VERSION,
+};
 
-function migrate(db: Database.Database, path: string): void {
-  const tables = db
-    .prepare<[], string>("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
-    .pluck()
-    .all();
-  if (!tables.includes('meta')) {
-    if (tables.length > 0) {
-      throw new FeatureStoreError('NOT_A_FEATURE_STORE', `feature store: ${path} is a SQLite database but not an rtml feature store (it has tables ${tables.join(', ')} and no meta table)`);
-    }
-    db.exec(SCHEMA_V1);
-    const put = db.prepare<[string, string]>('INSERT INTO meta (key, value) VALUES (?, ?)');
-    put.run('schema_version', String(FEATURE_STORE_SCHEMA_VERSION));
-    put.run('created_at', new Date().toISOString());
-    put.run('kind', 'rtml feature store');
-    return;
-  }
-  const kind = db.prepare<[], string>("SELECT value FROM meta WHERE key = 'kind'").pluck().get();
-  if (kind !== 'rtml feature store') {
-    throw new FeatureStoreError('NOT_A_FEATURE_STORE', `feature store: ${path} is not an rtml feature store (meta kind ${JSON.stringify(kind ?? null)})`);
-  }
-  const stored = db.prepare<[], string>("SELECT value FROM meta WHERE key = 'schema_version'").pluck().get();
-  const version = Number(stored);
-  if (stored === undefined || !Number.isInteger(version) || version < 1) {
-    throw new FeatureStoreError('NOT_A_FEATURE_STORE', `feature store: ${path} has no valid schema_version in its meta table (found ${JSON.stringify(stored ?? null)})`);
-  }
-  if (version > FEATURE_STORE_SCHEMA_VERSION) {
-    throw new FeatureStoreError(
-      'SCHEMA_VERSION',
-      `feature store: ${path} has schema version ${version}, newer than the version ${FEATURE_STORE_SCHEMA_VERSION} this rtml understands; upgrade rtml`,
-    );
-  }
-}
+/** The feature store's errors for a file it cannot open. */
+const featureStoreOpenError = (f: SqliteStoreFailure): FeatureStoreError =>
+  new FeatureStoreError(f.code === 'SCHEMA_VERSION' ? 'SCHEMA_VERSION' : 'NOT_A_FEATURE_STORE', `feature store: ${f.message}`, f.options);

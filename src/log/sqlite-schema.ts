@@ -1,30 +1,24 @@
 /**
  * What the two sides of the SQLite decision log share: the schema and its migrations, the row
- * layout, the SQL of the writes, the connection settings, and the messages between the main
- * thread (`sqlite.ts`) and the writer thread (`sqlite-writer.ts`). Kept free of heavy imports:
- * the writer thread loads it.
+ * layout, the SQL of the writes, and the messages between the main thread (`sqlite.ts`) and the
+ * writer thread (`sqlite-writer.ts`). The connection settings and the open / migrate code are
+ * shared with the feature store, in `src/store/sqlite.ts`. Kept free of heavy imports: the
+ * writer thread loads it.
  */
+import type { SqliteStoreSchema } from '../store/sqlite.ts';
 
 export const DECISION_LOG_FILE = 'decisions.sqlite';
 /** The schema this code writes; a file with a newer one is refused, an older one migrated. */
 export const SQLITE_SCHEMA_VERSION = 4;
 
-/** How long a connection waits for a lock held by another connection or process before SQLITE_BUSY. */
-export const BUSY_TIMEOUT_MS = 5000;
-/** After a checkpoint the WAL is reused from its start, not shrunk: cap what it keeps on disk (64 MiB). */
-export const JOURNAL_SIZE_LIMIT = 67_108_864;
-
 /**
- * Version 1. `seq` (the rowid) is append order, the tie-breaker among records with the same
- * time; the rest of a record is JSON text. Its last three indexes (by action, by model
+ * Version 1 (besides the meta table, which `src/store/sqlite.ts` creates). `seq` (the rowid) is
+ * append order, the tie-breaker among records with the same time; the rest of a record is JSON
+ * text. Its last three indexes (by action, by model
  * version, fallbacks) had no query using them and are dropped by version 3 (they cost an index
  * update per append, in the commit that the request waits for).
  */
 const SCHEMA_V1 = `
-CREATE TABLE meta (
-  key   TEXT PRIMARY KEY,
-  value TEXT NOT NULL
-) STRICT;
 CREATE TABLE decisions (
   seq            INTEGER PRIMARY KEY,
   service        TEXT NOT NULL,
@@ -94,12 +88,18 @@ ALTER TABLE decisions ADD COLUMN features TEXT;
 `;
 
 /**
- * A new log is created at version 1 and migrated like an old one, so that a fresh file and a
- * migrated one cannot differ.
+ * The log's schema for `openSqliteStore`: a new log is created at version 1 and migrated like
+ * an old one, so that a fresh file and a migrated one cannot differ. Its `kind` is written but
+ * not checked on open (as it never was).
  */
-export const CREATE_SCHEMA_V1 = SCHEMA_V1;
-/** Migrations from version N to N+1, by N. */
-export const MIGRATIONS: Record<number, string> = { 1: OUTCOMES_V2, 2: DROP_UNUSED_INDEXES_V3, 3: FEATURES_V4 };
+export const DECISION_LOG_SCHEMA: SqliteStoreSchema = {
+  kind: 'rtml decision log',
+  checkKind: false,
+  createV1: SCHEMA_V1,
+  /** From version N to N+1, by N. */
+  migrations: { 1: OUTCOMES_V2, 2: DROP_UNUSED_INDEXES_V3, 3: FEATURES_V4 },
+  version: SQLITE_SCHEMA_VERSION,
+};
 
 export const COLUMNS =
   'service, id, time, decision, model_name, model_version, policy_version, score, fallback_used, fallback_cause, safe_mode, request, inputs, outputs, reasons, timings_ms, features';

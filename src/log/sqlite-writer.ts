@@ -22,14 +22,12 @@
  * decision. An exception outside a transaction (it cannot open the database, a bug) ends the
  * thread; the main thread then fails every unsettled append and refuses new ones.
  */
-import Database from 'better-sqlite3';
 import { createRequire } from 'node:module';
 import { parentPort, receiveMessageOnPort, Worker, workerData } from 'node:worker_threads';
+import { BUSY_TIMEOUT_MS, openWalDatabase } from '../store/sqlite.ts';
 import {
-  BUSY_TIMEOUT_MS,
   DECISION_EXISTS,
   INSERT_DECISION,
-  JOURNAL_SIZE_LIMIT,
   PUT_OUTCOME,
   type FromWriter,
   type OutcomeRow,
@@ -42,12 +40,11 @@ if (parentPort === null) throw new Error('sqlite-writer.ts runs as a worker thre
 const port = parentPort;
 const config = workerData as WriterConfig;
 
-const db = new Database(config.path, { timeout: BUSY_TIMEOUT_MS });
-const mode = db.pragma('journal_mode = WAL', { simple: true });
-if (mode !== 'wal') throw new Error(`could not switch ${config.path} to WAL mode (got ${String(mode)})`);
-db.pragma(`synchronous = ${config.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
-db.pragma('wal_autocheckpoint = 0');
-db.pragma(`journal_size_limit = ${JOURNAL_SIZE_LIMIT}`);
+// The main thread has checked and migrated the file: this connection only opens it, in WAL
+// mode, without automatic checkpoints. Its failures end the thread as they are.
+const db = openWalDatabase(config.path, { synchronous: config.synchronous, walAutocheckpoint: 0 }, (f) =>
+  f.reason === 'not-wal' ? new Error(`could not switch ${config.path} to WAL mode (got ${f.journalMode})`) : (f.options?.cause ?? new Error(f.message)),
+);
 
 const insert = db.prepare<[Row]>(INSERT_DECISION); // an array binds the anonymous parameters in order
 const decisionExists = db.prepare<[string, string], number>(DECISION_EXISTS).pluck();

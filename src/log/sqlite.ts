@@ -55,17 +55,15 @@
  * `LOG_FAILED` {@link DecisionLogError} and so is every later append or outcome: without its
  * log, the server must not answer decisions. Reads keep working.
  */
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { openSqliteStore, type SqliteStoreFailure } from '../store/sqlite.ts';
 import {
-  BUSY_TIMEOUT_MS,
   COLUMNS,
-  CREATE_SCHEMA_V1,
   DECISION_LOG_FILE,
-  JOURNAL_SIZE_LIMIT,
-  MIGRATIONS,
+  DECISION_LOG_SCHEMA,
   SQLITE_SCHEMA_VERSION,
   type FromWriter,
   type OutcomeRow,
@@ -562,24 +560,9 @@ function startWriter(config: WriterConfig): Worker {
 
 /** Opens the main thread's connection: checks (or creates) and migrates the file, then never writes. */
 function openDatabase(path: string): Database.Database {
-  let db: Database.Database;
+  // Checkpoints are the writer thread's job: wal_autocheckpoint = 0.
+  const db = openSqliteStore(path, DECISION_LOG_SCHEMA, { walAutocheckpoint: 0 }, decisionLogOpenError);
   try {
-    db = new Database(path, { timeout: BUSY_TIMEOUT_MS });
-  } catch (err) {
-    throw new DecisionLogError('NOT_A_DECISION_LOG', `decision log: cannot open ${path}: ${(err as Error).message}`, { cause: err });
-  }
-  try {
-    let mode: unknown;
-    try {
-      mode = db.pragma('journal_mode = WAL', { simple: true });
-    } catch (err) {
-      // SQLITE_NOTADB and friends surface at the first statement, not at open.
-      throw new DecisionLogSchemaError('NOT_A_DECISION_LOG', `decision log: ${path} is not a SQLite database: ${(err as Error).message}`, { cause: err });
-    }
-    if (mode !== 'wal') throw new DecisionLogError('NOT_A_DECISION_LOG', `decision log: ${path}: could not switch to WAL mode (got ${String(mode)})`);
-    db.pragma('journal_size_limit = ' + JOURNAL_SIZE_LIMIT);
-    db.pragma('wal_autocheckpoint = 0'); // checkpoints are the writer thread's job
-    db.transaction(() => migrate(db, path)).immediate();
     db.pragma('query_only = ON'); // from here on, only the writer thread writes
     return db;
   } catch (err) {
@@ -587,41 +570,13 @@ function openDatabase(path: string): Database.Database {
     throw err;
   }
 }
-function migrate(db: Database.Database, path: string): void {
-  const tables = db
-    .prepare<[], string>("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
-    .pluck()
-    .all();
-  if (!tables.includes('meta')) {
-    if (tables.length > 0) {
-      throw new DecisionLogSchemaError('NOT_A_DECISION_LOG', `decision log: ${path} is a SQLite database but not an rtml decision log (it has tables ${tables.join(', ')} and no meta table)`);
-    }
-    // A new log starts at version 1 and takes the same migrations as an old one.
-    db.exec(CREATE_SCHEMA_V1);
-    const put = db.prepare<[string, string]>('INSERT INTO meta (key, value) VALUES (?, ?)');
-    put.run('schema_version', '1');
-    put.run('created_at', new Date().toISOString());
-    put.run('kind', 'rtml decision log');
-  }
-  const stored = db.prepare<[], string>("SELECT value FROM meta WHERE key = 'schema_version'").pluck().get();
-  const version = Number(stored);
-  if (stored === undefined || !Number.isInteger(version) || version < 1) {
-    throw new DecisionLogSchemaError('NOT_A_DECISION_LOG', `decision log: ${path} has no valid schema_version in its meta table (found ${JSON.stringify(stored ?? null)})`);
-  }
-  if (version > SQLITE_SCHEMA_VERSION) {
-    throw new DecisionLogSchemaError(
-      'SCHEMA_VERSION',
-      `decision log: ${path} has schema version ${version}, newer than the version ${SQLITE_SCHEMA_VERSION} this rtml understands; upgrade rtml (refusing to open it rather than risk writing it wrongly)`,
-    );
-  }
-  for (let v = version; v < SQLITE_SCHEMA_VERSION; v++) {
-    const step = MIGRATIONS[v];
-    if (step === undefined) throw new DecisionLogSchemaError('SCHEMA_VERSION', `decision log: ${path}: no migration from schema version ${v}`);
-    db.exec(step);
-  }
-  if (version !== SQLITE_SCHEMA_VERSION) {
-    db.prepare("UPDATE meta SET value = ? WHERE key = 'schema_version'").run(String(SQLITE_SCHEMA_VERSION));
-  }
+
+/** The log's errors for a file it cannot open: its class, code and prefix for each failure. */
+function decisionLogOpenError(f: SqliteStoreFailure): DecisionLogError {
+  const code = f.code === 'SCHEMA_VERSION' ? 'SCHEMA_VERSION' : 'NOT_A_DECISION_LOG';
+  const message = `decision log: ${f.message}${f.reason === 'newer' ? ' (refusing to open it rather than risk writing it wrongly)' : ''}`;
+  // Opening and switching to WAL mode are not about what the file holds.
+  return f.reason === 'open' || f.reason === 'not-wal' ? new DecisionLogError(code, message, f.options) : new DecisionLogSchemaError(code, message, f.options);
 }
 
 function normalizeBound(name: string, value: string): string {

@@ -7,16 +7,15 @@
  * With a `limit`, it stops after that many appends and returns without closing the log: the
  * process must then exit on its own (the log's writer thread must not keep it alive).
  *
- * The ack goes straight to fd 1 with a synchronous write(2) (`fs.writeSync`), never through
- * `process.stdout` (whose pipe writes may be queued in this process and die with it): once the
- * call returns, the line is in the kernel's pipe buffer and survives SIGKILL. Lines are short,
- * so each write is one complete line; the parent still counts only newline-terminated lines.
+ * The ack goes straight to fd 1 with a synchronous write(2) (`ack` of ./kill9.ts), so that it
+ * survives SIGKILL. Lines are short, so each write is one complete line; the parent still
+ * counts only newline-terminated lines.
  *
  *   node --import tsx test/helpers/log-writer.ts <dataDir> <normal|full> <concurrency> [limit]
  */
-import { writeSync } from 'node:fs';
 import { openSqliteDecisionLog } from '../../src/log/sqlite.ts';
 import type { DecisionRecord } from '../../src/log/types.ts';
+import { ack } from './kill9.ts';
 
 const [dataDir, synchronous = 'normal', concurrencyArg = '64', limitArg] = process.argv.slice(2);
 if (!dataDir || (synchronous !== 'normal' && synchronous !== 'full')) {
@@ -46,24 +45,12 @@ function writerRecord(n: number): DecisionRecord {
   };
 }
 
-function ack(id: string): void {
-  const line = Buffer.from(`${id}\n`);
-  let off = 0;
-  while (off < line.length) {
-    try {
-      off += writeSync(1, line, off);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err; // a non-blocking pipe that is full: retry
-    }
-  }
-}
-
 let next = 0;
 async function worker(): Promise<void> {
   while (next < limit) {
     const n = next++;
     await log.append(writerRecord(n));
-    ack(`w-${n}`);
+    ack(`w-${n}\n`);
   }
 }
 
