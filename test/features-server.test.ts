@@ -182,6 +182,9 @@ policy: policy.yaml
       const body = await res.json();
       assert.equal(res.status, 200, JSON.stringify(body));
       assert.deepEqual([body.decision, body.features], ['lock', { failed_1h: 'present' }]);
+      // The log keeps the status with the value served, for an admin to look up.
+      const logged = await fetch(`${server.url}/v1/services/logins/decisions/${body.id}`, { headers: { authorization: 'Bearer admin-secret' } });
+      assert.deepEqual((await logged.json()).features, { failed_1h: { status: 'present', value: 3 } });
       // The service that was already serving is undisturbed.
       assert.equal((await decide(server, { card_id: 'c1', customer_id: 'u1', amount: 50 })).decision, 'approve');
     } finally {
