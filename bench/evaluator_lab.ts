@@ -18,6 +18,54 @@
  *                  no code generation, all trees in flat typed arrays walked a fixed number of
  *                  branch-free steps, four trees interleaved, rows in blocks of 64. (It began here
  *                  as a prototype; `flat-rtml`, its name while both existed, still selects it.)
+ *   qs / qs-int    QuickScorer (Lucchese et al., SIGIR 2015), bench/lab_quickscorer.ts: per
+ *                  feature the split nodes sorted by threshold, a 32-bit leaf bitvector per tree
+ *                  (trees with more leaves are walked), false nodes found by scanning each
+ *                  feature's run while v >= threshold (NaN sentinel), per-feature default-right
+ *                  lists for NaN, per-code lists for categorical splits; exit leaf = lowest set
+ *                  bit; leaves summed in tree order with fround. qs-int compares int32 keys of
+ *                  the float32 bits instead of floats. No code generated. Bit-identical to
+ *                  current on the credit rows, on 5,000 random rows (10% NaN, half small
+ *                  integer codes) of credit and of every test/fixtures bundle, batch and 1-row.
+ *   level / treewise  bench/lab_levelwise.ts: every tree padded to the forest's depth D in heap
+ *                  order (pad nodes: NaN threshold, always left; leaves replicated), one step
+ *                  `i = 2i + 1 + right` with right = v >= t | (per-row code/NaN bit words AND
+ *                  node masks), all trees advanced level by level (`level`) or tree by tree
+ *                  (`treewise`). Bit-identical as qs (credit, large, all bundles).
+ *
+ * Measured 2026-11-29 (AMD EPYC Zen 5, 2 shared cores, Node 20.20; `one <case> <variant> <mode>
+ * 8`, fresh process each, 3 rounds alternating variants; median of the 3 settled figures, ns per
+ * row; XGBoost 1.7.4 inplace_predict one row: credit 40,040 ns, large 65,700 ns):
+ *
+ *   credit (200 trees, 4,048 nodes, depth 4, 159 trees categorical)
+ *     variant   single (rounds)            batch 10k (rounds)         single vs current / vs xgb
+ *     current   2803 (2728 2803 2851)      2310 (2203 2400 2310)      1.00x / 14.3x
+ *     flat      2954 (2978 2876 2954)      2528 (3162 2528 2512)      0.95x / 13.6x
+ *     qs        2797 (2778 2797 2910)      2722 (2680 2722 2766)      1.00x / 14.3x
+ *     qs-int    2717 (2693 2717 2812)      2736 (2954 2688 2736)      1.03x / 14.7x
+ *     level     5011 (4917 5011 5315)      4953 (4953 5083 4823)      0.56x /  8.0x
+ *     treewise  4936 (one run)             4542 (one run)
+ *   large (500 trees, 140,906 nodes, depth 8; every tree > 32 leaves, so qs would only walk)
+ *     flat     13483 (13483 14378 13325)  11678 (11678 10736 11719)  (auto's choice) 4.9x vs xgb
+ *     current  33041 (32764 36143 33041)  10787 (10586 11453 10787)
+ *     level    30006 (32240 27843 30006)  28524 (27607 28524 31270)  0.45x vs flat single
+ *     treewise 30966 (one run)
+ *
+ * Conclusion: no variant reaches the 1.3x bar, so none is shipped. Where the time goes (in-
+ * process breakdowns, credit single row): the exact float32 sum alone (200 x
+ * `s = fround(s + leaf)`, a cvtsd2ss/cvtss2sd/addsd dependency chain) costs ~0.4 us, a floor for
+ * every JS variant (a float64 sum of the same leaves: 0.12 us). QuickScorer applies ~860 false-
+ * node masks per row (696 numeric, 165 categorical; the tree walk needs only 723 node steps) and
+ * its scan costs ~2.3 us: about 2.7 ns per mask in V8, vs 0.55 ns per mask for the same stores in
+ * a fixed-count loop; a threshold-compare loop exit (sentinel or bounded, float or int32 keys)
+ * runs 2-3x slower than a counted loop even when its trip count is fixed. The branch-free
+ * level walk pays ~6 bounds-checked typed-array accesses per step (~2.7 ns a step, 800 steps on
+ * credit, 4,000 on large), and its padded complete trees of depth 8 (2 MB of node records)
+ * miss cache on large. compile.ts's nested ternaries, with thresholds as immediates and no
+ * loads but the hoisted features, stay as fast as anything table-driven despite their
+ * mispredicted branches. Getting to ~2 us on credit probably needs a fixed (not generated)
+ * WebAssembly kernel (f32.add for the sum, no bounds checks per access), not tried here.
+ *
  * Modes: single (1-row calls cycling 1000 rows), batch (10,000 rows per call), and
  * single-after-batch / batch-after-single (one mode warmed, the other measured, same process).
  * Each (variant, mode) runs in a fresh process for a fixed time; it reports the per-rep curve
@@ -30,6 +78,8 @@ import { fileURLToPath } from 'node:url';
 import { compileForest, type ForestAccumulator } from '../src/models/xgboost/compile.ts';
 import { parseXgbJson, parseXgbModel, type XgbModel, type XgbTree } from '../src/models/xgboost/format.ts';
 import { flatForest } from '../src/models/xgboost/flat.ts';
+import { quickScorerForest } from './lab_quickscorer.ts';
+import { levelForest } from './lab_levelwise.ts';
 import { objectiveFor } from '../src/models/xgboost/objectives.ts';
 import { fmtNs, fmtRatio, maxAbsDiff, median, now, readF32, readF64, type Measurement, type Task } from './common.ts';
 
@@ -112,6 +162,10 @@ function predictor(model: XgbModel, variant: string): Predict {
   else if (variant === 'rowfn') acc = compileRowFn(model, false);
   else if (variant === 'rowfn-hoist') acc = compileRowFn(model, true);
   else if (variant === 'flat' || variant === 'flat-rtml') acc = flatForest(model);
+  else if (variant === 'qs') acc = quickScorerForest(model);
+  else if (variant === 'qs-int') acc = quickScorerForest(model, true);
+  else if (variant === 'level') acc = levelForest(model, 'level');
+  else if (variant === 'treewise') acc = levelForest(model, 'tree');
   else throw new Error(`unknown variant ${variant}`);
   // The same wrapper as src/models/xgboost/runtime.ts's predictSync.
   const scratch = new Float32Array(64);
