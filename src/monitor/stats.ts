@@ -815,6 +815,9 @@ export interface KsQuantileResult {
  */
 class QuantileEcdf {
   private readonly k: number;
+  /** Count of quantiles <= the last v given to `cdf`, and < the last v given to `cdfLeft`. */
+  private upTo = 0;
+  private below = 0;
   constructor(
     private readonly q: ArrayLike<number>,
     private readonly m: number,
@@ -822,42 +825,39 @@ class QuantileEcdf {
     this.k = q.length;
   }
 
-  /** Linear-interpolation position of v: p with q(p) = v; right-continuous at jumps. */
+  /**
+   * Linear-interpolation position of v: p with q(p) = v; right-continuous at jumps. The
+   * window values come in increasing order, so the quantile index only moves forward: a walk
+   * from the last one (about one step per value) instead of a binary search per value.
+   */
   private pRight(v: number): number {
     const q = this.q;
     const K = this.k;
+    let lo = this.upTo;
+    while (lo < K && q[lo] <= v) lo++;
+    this.upTo = lo;
     // j = last index with q[j] <= v
-    let lo = 0;
-    let hi = K;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (q[mid] <= v) lo = mid + 1;
-      else hi = mid;
-    }
     const j = lo - 1;
     if (j < 0) return -1;
     if (j === K - 1) return 1;
     return (j + (v - q[j]) / (q[j + 1] - q[j])) / (K - 1);
   }
 
-  /** Left limit: p(v−). */
+  /** Left limit: p(v−). Same forward walk as `pRight`. */
   private pLeft(v: number): number {
     const q = this.q;
     const K = this.k;
+    let lo = this.below;
+    while (lo < K && q[lo] < v) lo++;
+    this.below = lo;
     // j = first index with q[j] >= v
-    let lo = 0;
-    let hi = K;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (q[mid] < v) lo = mid + 1;
-      else hi = mid;
-    }
     const j = lo;
     if (j === 0) return -1;
     if (j === K) return 2; // above every quantile
     return (j - 1 + (v - q[j - 1]) / (q[j] - q[j - 1])) / (K - 1);
   }
 
+  /** F(v); successive calls must not decrease v (the walk never goes back). */
   cdf(v: number): number {
     const p = this.pRight(v);
     if (p < 0) return 0;
@@ -865,6 +865,7 @@ class QuantileEcdf {
     return Math.min(1, (p * (this.m - 1) + 1) / this.m);
   }
 
+  /** F(v−); successive calls must not decrease v. */
   cdfLeft(v: number): number {
     const p = this.pLeft(v);
     if (p < 0) return 0;
@@ -889,6 +890,7 @@ export function ksAgainstQuantiles(window: ArrayLike<number>, referenceQuantiles
   const n = x.length;
   const m = Math.floor(referenceCount);
   if (n === 0 || referenceQuantiles.length === 0 || !(m >= 1)) return { statistic: NaN, pValue: NaN, n, effectiveN: NaN };
+  // One ECDF per call: it walks the quantiles forward as the sorted window values rise.
   const ecdf = new QuantileEcdf(referenceQuantiles, m);
   let d = 0;
   let i = 0;
