@@ -125,6 +125,29 @@ export type Row = [
   features: string | null,
 ];
 
+/**
+ * How a record travels to the writer: one JSON text per record, the {@link Row} tuple with its
+ * JSON columns (request, inputs, outputs, reasons, timings_ms, features) embedded as values
+ * rather than as JSON strings, so the main thread runs one JSON.stringify per record and the
+ * message it posts is one string per batch (a copy, where an array of rows is cloned value by
+ * value). The writer parses the batch and turns the embedded values back into the columns'
+ * text with {@link rowFromTuple}; JSON.stringify(JSON.parse(t)) gives back t exactly, so the
+ * stored text is what stringifying the record's fields on the main thread gave. The score is
+ * the one number JSON cannot carry as is (±Infinity): it travels as a string then.
+ *
+ * This is the writer's side: the parsed tuple, its JSON columns back to text (in place).
+ */
+export function rowFromTuple(row: unknown[]): Row {
+  if (typeof row[7] === 'string') row[7] = Number(row[7]); // ±Infinity
+  row[11] = JSON.stringify(row[11]); // request: 'null' when absent
+  if (row[12] !== null) row[12] = JSON.stringify(row[12]);
+  if (row[13] !== null) row[13] = JSON.stringify(row[13]);
+  row[14] = JSON.stringify(row[14]);
+  row[15] = JSON.stringify(row[15]);
+  if (row[16] !== null) row[16] = JSON.stringify(row[16]);
+  return row as Row;
+}
+
 export const INSERT_DECISION = `INSERT INTO decisions (${COLUMNS}) VALUES (${COLUMNS.split(',')
   .map(() => '?')
   .join(', ')}) ON CONFLICT (service, id) DO NOTHING`;
@@ -154,8 +177,11 @@ export interface OutcomeRow {
 
 /** Main thread → writer, processed strictly in order. */
 export type ToWriter =
-  /** One batch: the appends of one turn of the main thread's event loop (at most maxBatch). */
-  | { kind: 'rows'; rows: Row[] }
+  /**
+   * One batch: the appends of one turn of the main thread's event loop (at most maxBatch), as
+   * one JSON array of `count` record tuples (see {@link rowFromTuple}).
+   */
+  | { kind: 'rows'; count: number; text: string }
   | { kind: 'outcomes'; service: string; outcomes: OutcomeRow[] }
   /** Finish everything before it, checkpoint, close the connection, exit. */
   | { kind: 'close' };
