@@ -12,7 +12,7 @@ import { thresholdsFor, type MonitoringConfig } from './config.ts';
 import { Adwin } from './detectors.ts';
 import { categoryShares, COUNT_WINDOW, MonitorWindows, profileSpec, type CategoricalColumn, type FeatureHistogram, type ProfileHistogram } from './histogram.ts';
 import type { FeatureReference, NumericReference, ReferenceProfile } from './reference.ts';
-import { chiSquareGoodnessOfFit, jensenShannonDistance, ksAgainstQuantiles, psi } from './stats.ts';
+import { chiSquareGoodnessOfFit, jensenShannonDistance, ksSortedAgainstQuantiles, psi } from './stats.ts';
 
 export type Verdict = 'ok' | 'warning' | 'critical' | 'insufficient_data';
 
@@ -284,12 +284,12 @@ export class ServiceMonitor {
     const features: Record<string, ColumnReport> = {};
     for (const fh of h.features) {
       const ref = this.reference.features[fh.name];
-      features[fh.name] = this.evaluateColumn(fh, ref, thresholdsFor(this.config, fh.name), enough, withRaw ? this.windows.rawValues(fh.name) : null);
+      features[fh.name] = this.evaluateColumn(fh, ref, thresholdsFor(this.config, fh.name), enough, withRaw ? this.windows.sortedRawValues(fh.name) : null);
     }
 
     let score: WindowReport['score'] = null;
     if (h.score && this.reference.score) {
-      const column = this.evaluateColumn(h.score, this.reference.score, this.config.drift, h.score.n >= this.config.min_observations, withRaw ? this.windows.rawScores() : null);
+      const column = this.evaluateColumn(h.score, this.reference.score, this.config.drift, h.score.n >= this.config.min_observations, withRaw ? this.windows.sortedRawScores() : null);
       const ratio = this.reference.score.std > 0 ? h.score.std / this.reference.score.std : NaN;
       const collapse = h.score.n >= this.config.min_observations ? levelBelow(ratio, this.config.health.score_std_ratio) : 'insufficient_data';
       score = { ...column, std_ratio: ratio, collapse, verdict: worst([column.verdict, collapse]) };
@@ -331,6 +331,7 @@ export class ServiceMonitor {
     };
   }
 
+  /** `raw`: the column's raw values over the count window, sorted ascending (for the KS test), or null. */
   private evaluateColumn(fh: FeatureHistogram, ref: FeatureReference | undefined, t: ReturnType<typeof thresholdsFor>, enough: boolean, raw: Float64Array | null): ColumnReport {
     const total = fh.total;
     const missingRate = total > 0 ? fh.missing / total : 0;
@@ -354,7 +355,7 @@ export class ServiceMonitor {
         const freq = Float64Array.from((ref as NumericReference).frequencies);
         let significance = chiSquareGoodnessOfFit(fh.counts, freq).pValue;
         if (raw && raw.length >= this.config.min_observations && ref.quantiles.length > 1) {
-          const ks = ksAgainstQuantiles(raw, ref.quantiles, ref.count);
+          const ks = ksSortedAgainstQuantiles(raw, ref.quantiles, ref.count);
           significance = ks.pValue;
           tests.push({ test: 'ks', value: ks.statistic, p: ks.pValue, threshold: t.ks, verdict: ks.pValue < t.ks.p ? level(ks.statistic, t.ks) : 'ok' });
         }

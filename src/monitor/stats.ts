@@ -886,7 +886,11 @@ class QuantileEcdf {
  * |D − D_scipy(full reference)| <= 1/(K−1) (0.001 with 1,001 quantiles); see the tests.
  */
 export function ksAgainstQuantiles(window: ArrayLike<number>, referenceQuantiles: ArrayLike<number>, referenceCount: number): KsQuantileResult {
-  const x = sortedFinite(window);
+  return ksSortedAgainstQuantiles(sortedFinite(window), referenceQuantiles, referenceCount);
+}
+
+/** `ksAgainstQuantiles` of a window already sorted ascending, finite values only (the monitor keeps its windows sorted). */
+export function ksSortedAgainstQuantiles(x: ArrayLike<number>, referenceQuantiles: ArrayLike<number>, referenceCount: number): KsQuantileResult {
   const n = x.length;
   const m = Math.floor(referenceCount);
   if (n === 0 || referenceQuantiles.length === 0 || !(m >= 1)) return { statistic: NaN, pValue: NaN, n, effectiveN: NaN };
