@@ -31,7 +31,7 @@ import {
   INSERT_DECISION,
   JOURNAL_SIZE_LIMIT,
   PUT_OUTCOME,
-  rowFromTuple,
+  rowsFromBatch,
   type FromWriter,
   type OutcomeRow,
   type Row,
@@ -155,8 +155,8 @@ function rowBytes(rows: Row[]): number {
 }
 
 /** Writes one transaction from `first` and the rows batches queued behind it; returns the next message it took but did not write. */
-function writeFrom(first: { kind: 'rows'; count: number; text: string }): ToWriter | null {
-  const texts = [first.text];
+function writeFrom(first: Extract<ToWriter, { kind: 'rows' }>): ToWriter | null {
+  const received = [first];
   let records = first.count;
   let next: ToWriter | null = null;
   while (records < config.maxBatch) {
@@ -167,20 +167,20 @@ function writeFrom(first: { kind: 'rows'; count: number; text: string }): ToWrit
       next = m;
       break;
     }
-    texts.push(m.text);
+    received.push(m);
     records += m.count;
   }
   let batches: Row[][];
   let duplicates: number[];
   try {
     // Decoding here, not on the main thread, is the point of the text format (sqlite-schema.ts).
-    batches = texts.map((text) => (JSON.parse(text) as unknown[][]).map(rowFromTuple));
+    batches = received.map((m) => rowsFromBatch(m.text, m.floats));
     duplicates = writeRows.immediate(batches);
   } catch (err) {
-    send({ kind: 'failed', jobs: texts.length, records, error: errorMessage(err), code: errorCode(err) });
+    send({ kind: 'failed', jobs: received.length, records, error: errorMessage(err), code: errorCode(err) });
     return next;
   }
-  send({ kind: 'committed', jobs: texts.length, records, duplicates });
+  send({ kind: 'committed', jobs: received.length, records, duplicates });
   for (const rows of batches) walBytes += rowBytes(rows);
   wrote(PAGE_OVERHEAD);
   return next;

@@ -8,8 +8,9 @@
  * queues its text and returns a promise. The records queued in one turn of the event loop
  * (`setImmediate`, `maxDelayMs: 0`, the default; or `maxDelayMs` after the first queued record;
  * or at once when `maxBatch` are queued) go to the writer as one message, one JSON text of
- * row tuples that the writer decodes into columns (`rowFromTuple` in sqlite-schema.ts: one
- * stringify per record here, a string copy instead of a value-by-value clone per batch). The writer writes a batch, together with every batch already waiting behind it (up
+ * row tuples that the writer decodes into columns (`rowsFromBatch` in sqlite-schema.ts: one
+ * stringify per record here, a string copy instead of a value-by-value clone per batch, and
+ * Float32Array input vectors as binary, converted to JSON by the writer). The writer writes a batch, together with every batch already waiting behind it (up
  * to `maxBatch` records), in ONE transaction, and reports back only after COMMIT has returned;
  * only then are those appends resolved. This is group commit as before, self-clocking: while
  * one transaction commits (and fsyncs), the batches of the following turns pile up in the
@@ -88,6 +89,7 @@ import {
   type Outcome,
   type DecisionQuery,
   type DecisionRecord,
+  type DecisionRecordToAppend,
 } from './types.ts';
 
 export { DECISION_LOG_FILE, SQLITE_SCHEMA_VERSION };
@@ -203,6 +205,9 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
   let queueTexts: string[] = [];
   let queueResolves: (() => void)[] = [];
   let queueRejects: ((err: unknown) => void)[] = [];
+  // Their Float32Array input vectors, one after the other (grown as needed, sent with the batch).
+  let queueFloats = new Float32Array(4096);
+  let queueFloatsLength = 0;
   let timer: NodeJS.Immediate | NodeJS.Timeout | null = null;
   // Sent to the writer, unanswered, oldest first; `sent` and `answered` count jobs ever.
   const jobs: Job[] = [];
@@ -263,6 +268,7 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
     queueTexts = [];
     queueResolves = [];
     queueRejects = [];
+    queueFloatsLength = 0;
     while (jobsHead < jobs.length) {
       const job = jobs[jobsHead++];
       if (job.kind === 'rows') for (const reject of job.rejects) reject(failure);
@@ -374,10 +380,10 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
     else writer.unref();
   }
 
-  function post(message: ToWriter, job: Job): void {
+  function post(message: ToWriter, job: Job, transfer: ArrayBuffer[] = []): void {
     jobs.push(job);
     sent++;
-    writer.postMessage(message);
+    writer.postMessage(message, transfer);
     setReferenced();
   }
 
@@ -398,7 +404,9 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
     queueRejects = [];
     writing += texts.length;
     counters.batches++;
-    post({ kind: 'rows', count: texts.length, text: `[${texts.join(',')}]` }, job);
+    const floats = queueFloatsLength > 0 ? queueFloats.slice(0, queueFloatsLength) : null;
+    queueFloatsLength = 0;
+    post({ kind: 'rows', count: texts.length, text: `[${texts.join(',')}]`, floats }, job, floats ? [floats.buffer] : []);
   }
 
   function schedule(): void {
@@ -440,7 +448,7 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
     ready,
     [WRITER_THREAD]: writer,
 
-    append(record: DecisionRecord): Promise<void> {
+    append(record: DecisionRecordToAppend): Promise<void> {
       if (closed) return Promise.reject(new DecisionLogClosedError());
       if (failure !== null) return Promise.reject(failure);
       let text: string;
@@ -448,6 +456,17 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
         text = toRowText(record);
       } catch (err) {
         return Promise.reject(err);
+      }
+      if (record.inputs instanceof Float32Array) {
+        // Copied now: the record is serialized at append, whatever the caller does with it next.
+        const vector = record.inputs;
+        if (queueFloatsLength + vector.length > queueFloats.length) {
+          const grown = new Float32Array(Math.max(2 * queueFloats.length, queueFloatsLength + vector.length));
+          grown.set(queueFloats.subarray(0, queueFloatsLength));
+          queueFloats = grown;
+        }
+        queueFloats.set(vector, queueFloatsLength);
+        queueFloatsLength += vector.length;
       }
       return new Promise<void>((resolve, reject) => {
         queueTexts.push(text);
@@ -645,9 +664,9 @@ function json(field: string, value: unknown): string {
 
 /**
  * Validates a record's shape (cheaply: the types already say most of it) and serializes it as
- * the writer takes it: one JSON text of the row tuple, JSON columns embedded (`rowFromTuple`).
+ * the writer takes it: one JSON text of the row tuple, JSON columns embedded (`rowsFromBatch`).
  */
-function toRowText(r: DecisionRecord): string {
+function toRowText(r: DecisionRecordToAppend): string {
   if (!isObject(r)) throw new InvalidDecisionRecordError('not an object');
   const fail = (msg: string): never => {
     throw new InvalidDecisionRecordError(`${msg} (service ${JSON.stringify(r.service)}, id ${JSON.stringify(r.id)})`);
@@ -662,7 +681,7 @@ function toRowText(r: DecisionRecord): string {
     fail('model must be null or { name: string, version: string }');
   }
   if (r.policyVersion !== null && typeof r.policyVersion !== 'string') fail('policyVersion must be a string or null');
-  if (r.inputs !== null && !Array.isArray(r.inputs)) fail('inputs must be an array or null');
+  if (r.inputs !== null && !Array.isArray(r.inputs) && !(r.inputs instanceof Float32Array)) fail('inputs must be an array, a Float32Array or null');
   if (r.outputs !== null && !isObject(r.outputs)) fail('outputs must be an object or null');
   if (r.score !== null && typeof r.score !== 'number') fail('score must be a number or null');
   if (!Array.isArray(r.reasons)) fail('reasons must be an array');
@@ -686,7 +705,7 @@ function toRowText(r: DecisionRecord): string {
     r.fallback.cause,
     r.safeMode === undefined ? null : r.safeMode ? 1 : 0,
     r.request, // undefined becomes null, stored as 'null' as before
-    r.inputs, // JSON turns NaN into null
+    r.inputs instanceof Float32Array ? r.inputs.length : r.inputs, // a Float32Array goes as binary; JSON turns NaN into null
     r.outputs,
     r.reasons,
     r.timingsMs,
@@ -696,7 +715,7 @@ function toRowText(r: DecisionRecord): string {
     return JSON.stringify(tuple);
   } catch (err) {
     // Name the field at fault (a cycle, a BigInt): only on this path, one stringify per field.
-    const fields = { request: r.request, inputs: r.inputs, outputs: r.outputs, reasons: r.reasons, timingsMs: r.timingsMs, features: r.features };
+    const fields = { request: r.request, inputs: r.inputs instanceof Float32Array ? null : r.inputs, outputs: r.outputs, reasons: r.reasons, timingsMs: r.timingsMs, features: r.features };
     for (const [field, value] of Object.entries(fields)) json(field, value);
     throw new InvalidDecisionRecordError(`not serializable as JSON: ${(err as Error).message}`, { cause: err });
   }

@@ -18,7 +18,7 @@ import type { FieldError, RawRow } from '../bundle/encoding.ts';
 import type { Bundle } from '../bundle/load.ts';
 import type { OutputValue } from '../bundle/outputs.ts';
 import type { Decision, Reason } from '../decision/index.ts';
-import type { DecisionLog, DecisionRecord, ServedFeature } from '../log/types.ts';
+import type { DecisionLog, DecisionRecordToAppend, ServedFeature } from '../log/types.ts';
 import { decideAfterModel, namedOutputs, type ModelResult } from './policy.ts';
 import type { Scorer } from './score.ts';
 import type { FeatureStatus, FeatureStore } from '../features/types.ts';
@@ -132,7 +132,8 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
   let decision: Decision | null = null;
   let score: number | null = null;
   let outputs: Record<string, OutputValue> | null = null;
-  let inputs: (number | null)[] | null = null;
+  // The encoder's vector as is: the log turns NaN into null (the SQLite log in its writer thread).
+  let inputs: Float32Array | null = null;
   let fallbackCause: string | null = null;
 
   decision = policy?.preDecide(features) ?? null;
@@ -141,7 +142,7 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
     if (ctx.forcedFallback && !ctx.shadowScore) result = { ok: false, cause: ctx.forcedFallback };
     else if (performance.now() > ctx.deadline) result = { ok: false, cause: 'deadline' };
     else {
-      inputs = Array.from(encoded.inputs, (v) => (Number.isNaN(v) ? null : v));
+      inputs = encoded.inputs;
       try {
         const raw = await withDeadline(scorer.predict(encoded.inputs, 1), ctx.deadline);
         if (raw === null) result = { ok: false, cause: 'deadline' };
@@ -189,7 +190,7 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
   }
 
   // 7. Log, durably, before answering.
-  const record: DecisionRecord = {
+  const record: DecisionRecordToAppend = {
     id,
     time: new Date().toISOString(),
     service: bundle.name,
