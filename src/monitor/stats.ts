@@ -665,6 +665,33 @@ export function kstwoSf(d: number, n: number): number {
   return kolmogn(n, d, false);
 }
 
+/**
+ * kstwoSf, remembered: the monitor asks for it per numeric column at every evaluation, with
+ * the same n (window and reference sizes do not change) and, on columns of few distinct values
+ * (counts, integers), mostly a D it has seen before: D is |k/n − F(v)| for one of a few v. One
+ * exact p-value can cost a Durbin matrix power (tens of µs); a look-up is a hash probe. Same
+ * values as kstwoSf; bounded (cleared when full).
+ */
+const kstwoSfSeen = new Map<number, Map<number, number>>();
+let kstwoSfSeenSize = 0;
+const KSTWO_SF_MEMO = 4096;
+function kstwoSfMemo(d: number, n: number): number {
+  let byD = kstwoSfSeen.get(n);
+  if (byD === undefined) kstwoSfSeen.set(n, (byD = new Map()));
+  let p = byD.get(d);
+  if (p === undefined) {
+    p = kstwoSf(d, n);
+    if (kstwoSfSeenSize >= KSTWO_SF_MEMO) {
+      kstwoSfSeen.clear();
+      kstwoSfSeenSize = 0;
+      kstwoSfSeen.set(n, (byD = new Map()));
+    }
+    byD.set(d, p);
+    kstwoSfSeenSize++;
+  }
+  return p;
+}
+
 /** CDF of the two-sided one-sample KS statistic = scipy.stats.kstwo.cdf(d, n). */
 export function kstwoCdf(d: number, n: number): number {
   return kolmogn(n, d, true);
@@ -910,7 +937,7 @@ export function ksSortedAgainstQuantiles(x: ArrayLike<number>, referenceQuantile
   const big = Math.max(n, m);
   const small = Math.min(n, m);
   const effectiveN = roundHalfEven((big * small) / (big + small));
-  return { statistic: d, pValue: clip01(kstwoSf(d, effectiveN)), n, effectiveN };
+  return { statistic: d, pValue: clip01(kstwoSfMemo(d, effectiveN)), n, effectiveN };
 }
 
 // ---------------------------------------------------------------------------------------
