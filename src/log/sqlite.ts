@@ -662,35 +662,37 @@ function json(field: string, value: unknown): string {
   return text ?? 'null';
 }
 
+/** Throws the error of a malformed record. A function, not a closure in toRowText: tsx names each closure it creates (Object.defineProperty), per record there. */
+function invalidRecord(r: DecisionRecordToAppend, msg: string): never {
+  throw new InvalidDecisionRecordError(`${msg} (service ${JSON.stringify(r.service)}, id ${JSON.stringify(r.id)})`);
+}
+
 /**
  * Validates a record's shape (cheaply: the types already say most of it) and serializes it as
  * the writer takes it: one JSON text of the row tuple, JSON columns embedded (`rowsFromBatch`).
  */
 function toRowText(r: DecisionRecordToAppend): string {
   if (!isObject(r)) throw new InvalidDecisionRecordError('not an object');
-  const fail = (msg: string): never => {
-    throw new InvalidDecisionRecordError(`${msg} (service ${JSON.stringify(r.service)}, id ${JSON.stringify(r.id)})`);
-  };
-  if (typeof r.id !== 'string' || r.id === '') fail('id must be a non-empty string');
-  if (typeof r.service !== 'string' || r.service === '') fail('service must be a non-empty string');
+  if (typeof r.id !== 'string' || r.id === '') invalidRecord(r, 'id must be a non-empty string');
+  if (typeof r.service !== 'string' || r.service === '') invalidRecord(r, 'service must be a non-empty string');
   if (typeof r.time !== 'string' || !DECISION_TIME_PATTERN.test(r.time) || new Date(r.time).toISOString() !== r.time) {
-    fail(`time must be ISO 8601 UTC with milliseconds (YYYY-MM-DDTHH:MM:SS.sssZ), got ${JSON.stringify(r.time)}`);
+    invalidRecord(r, `time must be ISO 8601 UTC with milliseconds (YYYY-MM-DDTHH:MM:SS.sssZ), got ${JSON.stringify(r.time)}`);
   }
-  if (typeof r.decision !== 'string') fail('decision must be a string');
+  if (typeof r.decision !== 'string') invalidRecord(r, 'decision must be a string');
   if (r.model !== null && !(isObject(r.model) && typeof r.model.name === 'string' && typeof r.model.version === 'string')) {
-    fail('model must be null or { name: string, version: string }');
+    invalidRecord(r, 'model must be null or { name: string, version: string }');
   }
-  if (r.policyVersion !== null && typeof r.policyVersion !== 'string') fail('policyVersion must be a string or null');
-  if (r.inputs !== null && !Array.isArray(r.inputs) && !(r.inputs instanceof Float32Array)) fail('inputs must be an array, a Float32Array or null');
-  if (r.outputs !== null && !isObject(r.outputs)) fail('outputs must be an object or null');
-  if (r.score !== null && typeof r.score !== 'number') fail('score must be a number or null');
-  if (!Array.isArray(r.reasons)) fail('reasons must be an array');
+  if (r.policyVersion !== null && typeof r.policyVersion !== 'string') invalidRecord(r, 'policyVersion must be a string or null');
+  if (r.inputs !== null && !Array.isArray(r.inputs) && !(r.inputs instanceof Float32Array)) invalidRecord(r, 'inputs must be an array, a Float32Array or null');
+  if (r.outputs !== null && !isObject(r.outputs)) invalidRecord(r, 'outputs must be an object or null');
+  if (r.score !== null && typeof r.score !== 'number') invalidRecord(r, 'score must be a number or null');
+  if (!Array.isArray(r.reasons)) invalidRecord(r, 'reasons must be an array');
   if (!isObject(r.fallback) || typeof r.fallback.used !== 'boolean' || (r.fallback.cause !== null && typeof r.fallback.cause !== 'string')) {
-    fail('fallback must be { used: boolean, cause: string | null }');
+    invalidRecord(r, 'fallback must be { used: boolean, cause: string | null }');
   }
-  if (r.safeMode !== undefined && typeof r.safeMode !== 'boolean') fail('safeMode must be a boolean when present');
-  if (!isObject(r.timingsMs)) fail('timingsMs must be an object');
-  if (r.features !== undefined && !isObject(r.features)) fail('features must be an object when present');
+  if (r.safeMode !== undefined && typeof r.safeMode !== 'boolean') invalidRecord(r, 'safeMode must be a boolean when present');
+  if (!isObject(r.timingsMs)) invalidRecord(r, 'timingsMs must be an object');
+  if (r.features !== undefined && !isObject(r.features)) invalidRecord(r, 'features must be an object when present');
   const score = r.score === null || Number.isNaN(r.score) ? null : Number.isFinite(r.score) ? r.score : String(r.score);
   const tuple = [
     r.service,
