@@ -87,6 +87,12 @@ const level = (value: number, t: { warning: number; critical: number }): Verdict
 /** For measures where low is bad (a collapsed spread). */
 const levelBelow = (value: number, t: { warning: number; critical: number }): Verdict => (!Number.isFinite(value) ? 'ok' : value < t.critical ? 'critical' : value < t.warning ? 'warning' : 'ok');
 
+/** PSI and JS are effect sizes; the column's significance test (p) says whether they are more than noise. */
+function gated(t: ReturnType<typeof thresholdsFor>, test: 'psi' | 'js', value: number, p: number): TestResult {
+  const th = t[test];
+  return { test, value, p, threshold: th, verdict: p < t.significance ? level(value, th) : 'ok' };
+}
+
 /** Reference and window category counts with rare reference categories pooled into one bin. */
 function pooled(reference: Float64Array, counts: ArrayLike<number>): { reference: number[]; counts: number[] } {
   const ref: number[] = [];
@@ -344,11 +350,6 @@ export class ServiceMonitor {
       tests.push({ test: 'missing_increase', value: rise, threshold: t.missing_increase, verdict: level(rise, t.missing_increase) });
     }
     const binned = fh.n >= this.config.min_observations && enough;
-    // PSI and JS are effect sizes; the column's significance test says whether they are more than noise.
-    const gated = (test: 'psi' | 'js', value: number, p: number): TestResult => {
-      const th = t[test];
-      return { test, value, p, threshold: th, verdict: p < t.significance ? level(value, th) : 'ok' };
-    };
     if (ref.kind === 'numeric' && fh.kind === 'numeric') {
       Object.assign(report, { mean: fh.mean, std: fh.std, reference_mean: ref.mean, reference_std: ref.std, out_of_range_rate: fh.n > 0 ? fh.outOfRange / fh.n : 0 });
       if (binned) {
@@ -359,8 +360,8 @@ export class ServiceMonitor {
           significance = ks.pValue;
           tests.push({ test: 'ks', value: ks.statistic, p: ks.pValue, threshold: t.ks, verdict: ks.pValue < t.ks.p ? level(ks.statistic, t.ks) : 'ok' });
         }
-        tests.push(gated('psi', psi(freq, fh.counts), significance));
-        tests.push(gated('js', jensenShannonDistance(freq, fh.counts), significance));
+        tests.push(gated(t, 'psi', psi(freq, fh.counts), significance));
+        tests.push(gated(t, 'js', jensenShannonDistance(freq, fh.counts), significance));
       }
     } else if (ref.kind === 'categorical' && fh.kind === 'categorical') {
       report.unseen_rate = total > 0 ? fh.unseen / total : 0;
@@ -370,8 +371,8 @@ export class ServiceMonitor {
         // Cramér's V: under no drift it is about 1/sqrt(n) whatever the number of categories.
         const chi = chiSquareGoodnessOfFit(pool.counts, pool.reference);
         tests.push({ test: 'chi2', value: chi.cramersV, p: chi.pValue, threshold: t.chi2, verdict: chi.pValue < t.chi2.p ? level(chi.cramersV, t.chi2) : 'ok' });
-        tests.push(gated('psi', psi(pool.reference, pool.counts), chi.pValue));
-        tests.push(gated('js', jensenShannonDistance(pool.reference, pool.counts), chi.pValue));
+        tests.push(gated(t, 'psi', psi(pool.reference, pool.counts), chi.pValue));
+        tests.push(gated(t, 'js', jensenShannonDistance(pool.reference, pool.counts), chi.pValue));
       }
     }
     report.tests = tests;
