@@ -376,7 +376,7 @@ function creditRepository(work: string): string {
   const repo = join(work, 'repo');
   if (existsSync(repo)) return repo;
   mkdirSync(join(repo, 'credit'), { recursive: true });
-  for (const file of ['rtml.yaml', 'model.json', 'golden.jsonl', 'policy.yaml']) {
+  for (const file of ['rtml.yaml', 'model.json', 'golden.jsonl', 'policy.yaml', 'reference.json']) {
     if (existsSync(join(CREDIT, file))) cpSync(join(CREDIT, file), join(repo, 'credit', file));
   }
   return repo;

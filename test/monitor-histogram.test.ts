@@ -295,6 +295,24 @@ describe('count window', () => {
     assert.equal(noRaw.rawValues('x'), null);
   });
 
+  it('keeps the raw values sorted as they come and go, read at any interval, across resets', () => {
+    const w = new MonitorWindows(layout, { count: { size: 50, blocks: 5 }, time: [] });
+    let seed = 7;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+    const sortedCopy = () => [...w.rawValues('x')!].sort((a, b) => a - b);
+    assert.deepEqual([...w.sortedRawValues('x')!], []);
+    for (let i = 0; i < 3000; i++) {
+      // Many ties (integers), some missing values, and reads every 1 to 60 observations.
+      const r = rand();
+      w.observe({ x: r < 0.1 ? null : r < 0.5 ? Math.floor(r * 10) : r * 30 }, null, null, null, 0);
+      if (rand() < 1 / 30) assert.deepEqual([...w.sortedRawValues('x')!], sortedCopy(), `after observation ${i}`);
+      if (i === 1500) w.reset();
+    }
+    assert.deepEqual([...w.sortedRawValues('x')!], sortedCopy());
+    assert.equal(w.sortedRawValues('nope'), null);
+    assert.equal(w.sortedRawScores(), null);
+  });
+
   it('rejects bad sizes', () => {
     assert.throws(() => new CountWindow(layout, 0, 1), RangeError);
     assert.throws(() => new CountWindow(layout, 10, 11), RangeError);

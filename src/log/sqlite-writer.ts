@@ -29,6 +29,7 @@ import {
   DECISION_EXISTS,
   INSERT_DECISION,
   PUT_OUTCOME,
+  rowsFromBatch,
   type FromWriter,
   type OutcomeRow,
   type Row,
@@ -151,29 +152,32 @@ function rowBytes(rows: Row[]): number {
 }
 
 /** Writes one transaction from `first` and the rows batches queued behind it; returns the next message it took but did not write. */
-function writeFrom(first: { kind: 'rows'; rows: Row[] }): ToWriter | null {
-  const batches = [first.rows];
-  let records = first.rows.length;
+function writeFrom(first: Extract<ToWriter, { kind: 'rows' }>): ToWriter | null {
+  const received = [first];
+  let records = first.count;
   let next: ToWriter | null = null;
   while (records < config.maxBatch) {
     const queued = receiveMessageOnPort(port);
     if (queued === undefined) break;
     const m = queued.message as ToWriter;
-    if (m.kind !== 'rows' || records + m.rows.length > config.maxBatch) {
+    if (m.kind !== 'rows' || records + m.count > config.maxBatch) {
       next = m;
       break;
     }
-    batches.push(m.rows);
-    records += m.rows.length;
+    received.push(m);
+    records += m.count;
   }
+  let batches: Row[][];
   let duplicates: number[];
   try {
+    // Decoding here, not on the main thread, is the point of the text format (sqlite-schema.ts).
+    batches = received.map((m) => rowsFromBatch(m.text, m.floats));
     duplicates = writeRows.immediate(batches);
   } catch (err) {
-    send({ kind: 'failed', jobs: batches.length, records, error: errorMessage(err), code: errorCode(err) });
+    send({ kind: 'failed', jobs: received.length, records, error: errorMessage(err), code: errorCode(err) });
     return next;
   }
-  send({ kind: 'committed', jobs: batches.length, records, duplicates });
+  send({ kind: 'committed', jobs: received.length, records, duplicates });
   for (const rows of batches) walBytes += rowBytes(rows);
   wrote(PAGE_OVERHEAD);
   return next;

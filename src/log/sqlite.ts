@@ -5,10 +5,12 @@
  *
  * Appends: `append` validates and serializes the record at once on the calling (main) thread,
  * so a bad record fails alone and later mutation of the caller's object changes nothing, then
- * queues the row and returns a promise. The rows queued in one turn of the event loop
+ * queues its text and returns a promise. The records queued in one turn of the event loop
  * (`setImmediate`, `maxDelayMs: 0`, the default; or `maxDelayMs` after the first queued record;
- * or at once when `maxBatch` are queued) go to the writer as one message, an array of row
- * tuples. The writer writes a batch, together with every batch already waiting behind it (up
+ * or at once when `maxBatch` are queued) go to the writer as one message, one JSON text of
+ * row tuples that the writer decodes into columns (`rowsFromBatch` in sqlite-schema.ts: one
+ * stringify per record here, a string copy instead of a value-by-value clone per batch, and
+ * Float32Array input vectors as binary, converted to JSON by the writer). The writer writes a batch, together with every batch already waiting behind it (up
  * to `maxBatch` records), in ONE transaction, and reports back only after COMMIT has returned;
  * only then are those appends resolved. This is group commit as before, self-clocking: while
  * one transaction commits (and fsyncs), the batches of the following turns pile up in the
@@ -67,7 +69,6 @@ import {
   SQLITE_SCHEMA_VERSION,
   type FromWriter,
   type OutcomeRow,
-  type Row,
   type ToWriter,
   type WriterConfig,
 } from './sqlite-schema.ts';
@@ -86,6 +87,7 @@ import {
   type Outcome,
   type DecisionQuery,
   type DecisionRecord,
+  type DecisionRecordToAppend,
 } from './types.ts';
 
 export { DECISION_LOG_FILE, SQLITE_SCHEMA_VERSION };
@@ -160,7 +162,7 @@ interface StoredRow {
 
 /** A message sent to the writer whose answer is awaited; jobs are answered in the order sent. */
 type Job =
-  | { kind: 'rows'; rows: Row[]; resolves: (() => void)[]; rejects: ((err: unknown) => void)[] }
+  | { kind: 'rows'; texts: string[]; resolves: (() => void)[]; rejects: ((err: unknown) => void)[] }
   | { kind: 'outcomes'; resolve: (r: { joined: number; unknown: string[] }) => void; reject: (err: unknown) => void };
 
 export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLogOptions = {}): SqliteDecisionLog {
@@ -198,9 +200,12 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
   const counters = { appended: 0, commits: 0, batches: 0, checkpoints: 0 };
   let lastCheckpoint: SqliteDecisionLogStats['lastCheckpoint'] = null;
   // Appends of the current turn, not yet handed to the writer.
-  let queueRows: Row[] = [];
+  let queueTexts: string[] = [];
   let queueResolves: (() => void)[] = [];
   let queueRejects: ((err: unknown) => void)[] = [];
+  // Their Float32Array input vectors, one after the other (grown as needed, sent with the batch).
+  let queueFloats = new Float32Array(4096);
+  let queueFloatsLength = 0;
   let timer: NodeJS.Immediate | NodeJS.Timeout | null = null;
   // Sent to the writer, unanswered, oldest first; `sent` and `answered` count jobs ever.
   const jobs: Job[] = [];
@@ -249,7 +254,7 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
   function fail(why: string, cause?: unknown): void {
     if (failure !== null) return;
     if (closing !== null) failedWhileClosing = true;
-    const unsettled = writing + queueRows.length;
+    const unsettled = writing + queueTexts.length;
     failure = new DecisionLogError(
       'LOG_FAILED',
       `decision log: the writer thread of ${path} ${why}; ${unsettled} pending append(s) were not acknowledged, and the log refuses new ones until it is reopened`,
@@ -258,9 +263,10 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
     markReady(false);
     if (timer !== null) cancelTimer();
     for (const reject of queueRejects) reject(failure);
-    queueRows = [];
+    queueTexts = [];
     queueResolves = [];
     queueRejects = [];
+    queueFloatsLength = 0;
     while (jobsHead < jobs.length) {
       const job = jobs[jobsHead++];
       if (job.kind === 'rows') for (const reject of job.rejects) reject(failure);
@@ -305,11 +311,12 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
         for (let j = 0; j < m.jobs; j++) {
           const job = nextJob('rows');
           if (job === null) return;
-          writing -= job.rows.length;
-          for (let k = 0; k < job.rows.length; k++, i++) {
+          writing -= job.texts.length;
+          for (let k = 0; k < job.texts.length; k++, i++) {
             if (d < dups.length && dups[d] === i) {
               d++;
-              job.rejects[k](new DuplicateDecisionError(job.rows[k][0], job.rows[k][1]));
+              const [service, id] = JSON.parse(job.texts[k]) as [string, string]; // rare: no copy of the keys kept per append
+              job.rejects[k](new DuplicateDecisionError(service, id));
             } else {
               counters.appended++;
               job.resolves[k]();
@@ -325,7 +332,7 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
         for (let j = 0; j < m.jobs; j++) {
           const job = nextJob('rows');
           if (job === null) return;
-          writing -= job.rows.length;
+          writing -= job.texts.length;
           for (const reject of job.rejects) reject(err);
         }
         break;
@@ -371,10 +378,10 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
     else writer.unref();
   }
 
-  function post(message: ToWriter, job: Job): void {
+  function post(message: ToWriter, job: Job, transfer: ArrayBuffer[] = []): void {
     jobs.push(job);
     sent++;
-    writer.postMessage(message);
+    writer.postMessage(message, transfer);
     setReferenced();
   }
 
@@ -387,19 +394,21 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
   /** Hands the queued rows to the writer as one batch. */
   function flush(): void {
     if (timer !== null) cancelTimer();
-    if (queueRows.length === 0) return;
-    const rows = queueRows;
-    const job: Job = { kind: 'rows', rows, resolves: queueResolves, rejects: queueRejects };
-    queueRows = [];
+    if (queueTexts.length === 0) return;
+    const texts = queueTexts;
+    const job: Job = { kind: 'rows', texts, resolves: queueResolves, rejects: queueRejects };
+    queueTexts = [];
     queueResolves = [];
     queueRejects = [];
-    writing += rows.length;
+    writing += texts.length;
     counters.batches++;
-    post({ kind: 'rows', rows }, job);
+    const floats = queueFloatsLength > 0 ? queueFloats.slice(0, queueFloatsLength) : null;
+    queueFloatsLength = 0;
+    post({ kind: 'rows', count: texts.length, text: `[${texts.join(',')}]`, floats }, job, floats ? [floats.buffer] : []);
   }
 
   function schedule(): void {
-    if (queueRows.length >= maxBatch) flush();
+    if (queueTexts.length >= maxBatch) flush();
     else if (timer === null) timer = maxDelayMs > 0 ? setTimeout(flush, maxDelayMs) : setImmediate(flush);
   }
 
@@ -437,17 +446,28 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
     ready,
     [WRITER_THREAD]: writer,
 
-    append(record: DecisionRecord): Promise<void> {
+    append(record: DecisionRecordToAppend): Promise<void> {
       if (closed) return Promise.reject(new DecisionLogClosedError());
       if (failure !== null) return Promise.reject(failure);
-      let row: Row;
+      let text: string;
       try {
-        row = toRow(record);
+        text = toRowText(record);
       } catch (err) {
         return Promise.reject(err);
       }
+      if (record.inputs instanceof Float32Array) {
+        // Copied now: the record is serialized at append, whatever the caller does with it next.
+        const vector = record.inputs;
+        if (queueFloatsLength + vector.length > queueFloats.length) {
+          const grown = new Float32Array(Math.max(2 * queueFloats.length, queueFloatsLength + vector.length));
+          grown.set(queueFloats.subarray(0, queueFloatsLength));
+          queueFloats = grown;
+        }
+        queueFloats.set(vector, queueFloatsLength);
+        queueFloatsLength += vector.length;
+      }
       return new Promise<void>((resolve, reject) => {
-        queueRows.push(row);
+        queueTexts.push(text);
         queueResolves.push(resolve);
         queueRejects.push(reject);
         schedule();
@@ -532,8 +552,8 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
       return {
         appended: counters.appended,
         commits: counters.commits,
-        pending: queueRows.length + writing,
-        queued: queueRows.length,
+        pending: queueTexts.length + writing,
+        queued: queueTexts.length,
         writing,
         batches: counters.batches,
         checkpoints: counters.checkpoints,
@@ -597,33 +617,39 @@ function json(field: string, value: unknown): string {
   return text ?? 'null';
 }
 
-/** Validates a record's shape (cheaply: the types already say most of it) and serializes it. */
-function toRow(r: DecisionRecord): Row {
+/** Throws the error of a malformed record. A function, not a closure in toRowText: tsx names each closure it creates (Object.defineProperty), per record there. */
+function invalidRecord(r: DecisionRecordToAppend, msg: string): never {
+  throw new InvalidDecisionRecordError(`${msg} (service ${JSON.stringify(r.service)}, id ${JSON.stringify(r.id)})`);
+}
+
+/**
+ * Validates a record's shape (cheaply: the types already say most of it) and serializes it as
+ * the writer takes it: one JSON text of the row tuple, JSON columns embedded (`rowsFromBatch`).
+ */
+function toRowText(r: DecisionRecordToAppend): string {
   if (!isObject(r)) throw new InvalidDecisionRecordError('not an object');
-  const fail = (msg: string): never => {
-    throw new InvalidDecisionRecordError(`${msg} (service ${JSON.stringify(r.service)}, id ${JSON.stringify(r.id)})`);
-  };
-  if (typeof r.id !== 'string' || r.id === '') fail('id must be a non-empty string');
-  if (typeof r.service !== 'string' || r.service === '') fail('service must be a non-empty string');
+  if (typeof r.id !== 'string' || r.id === '') invalidRecord(r, 'id must be a non-empty string');
+  if (typeof r.service !== 'string' || r.service === '') invalidRecord(r, 'service must be a non-empty string');
   if (typeof r.time !== 'string' || !DECISION_TIME_PATTERN.test(r.time) || new Date(r.time).toISOString() !== r.time) {
-    fail(`time must be ISO 8601 UTC with milliseconds (YYYY-MM-DDTHH:MM:SS.sssZ), got ${JSON.stringify(r.time)}`);
+    invalidRecord(r, `time must be ISO 8601 UTC with milliseconds (YYYY-MM-DDTHH:MM:SS.sssZ), got ${JSON.stringify(r.time)}`);
   }
-  if (typeof r.decision !== 'string') fail('decision must be a string');
+  if (typeof r.decision !== 'string') invalidRecord(r, 'decision must be a string');
   if (r.model !== null && !(isObject(r.model) && typeof r.model.name === 'string' && typeof r.model.version === 'string')) {
-    fail('model must be null or { name: string, version: string }');
+    invalidRecord(r, 'model must be null or { name: string, version: string }');
   }
-  if (r.policyVersion !== null && typeof r.policyVersion !== 'string') fail('policyVersion must be a string or null');
-  if (r.inputs !== null && !Array.isArray(r.inputs)) fail('inputs must be an array or null');
-  if (r.outputs !== null && !isObject(r.outputs)) fail('outputs must be an object or null');
-  if (r.score !== null && typeof r.score !== 'number') fail('score must be a number or null');
-  if (!Array.isArray(r.reasons)) fail('reasons must be an array');
+  if (r.policyVersion !== null && typeof r.policyVersion !== 'string') invalidRecord(r, 'policyVersion must be a string or null');
+  if (r.inputs !== null && !Array.isArray(r.inputs) && !(r.inputs instanceof Float32Array)) invalidRecord(r, 'inputs must be an array, a Float32Array or null');
+  if (r.outputs !== null && !isObject(r.outputs)) invalidRecord(r, 'outputs must be an object or null');
+  if (r.score !== null && typeof r.score !== 'number') invalidRecord(r, 'score must be a number or null');
+  if (!Array.isArray(r.reasons)) invalidRecord(r, 'reasons must be an array');
   if (!isObject(r.fallback) || typeof r.fallback.used !== 'boolean' || (r.fallback.cause !== null && typeof r.fallback.cause !== 'string')) {
-    fail('fallback must be { used: boolean, cause: string | null }');
+    invalidRecord(r, 'fallback must be { used: boolean, cause: string | null }');
   }
-  if (r.safeMode !== undefined && typeof r.safeMode !== 'boolean') fail('safeMode must be a boolean when present');
-  if (!isObject(r.timingsMs)) fail('timingsMs must be an object');
-  if (r.features !== undefined && !isObject(r.features)) fail('features must be an object when present');
-  return [
+  if (r.safeMode !== undefined && typeof r.safeMode !== 'boolean') invalidRecord(r, 'safeMode must be a boolean when present');
+  if (!isObject(r.timingsMs)) invalidRecord(r, 'timingsMs must be an object');
+  if (r.features !== undefined && !isObject(r.features)) invalidRecord(r, 'features must be an object when present');
+  const score = r.score === null || Number.isNaN(r.score) ? null : Number.isFinite(r.score) ? r.score : String(r.score);
+  const tuple = [
     r.service,
     r.id,
     r.time,
@@ -631,17 +657,25 @@ function toRow(r: DecisionRecord): Row {
     r.model?.name ?? null,
     r.model?.version ?? null,
     r.policyVersion,
-    r.score !== null && Number.isNaN(r.score) ? null : r.score,
+    score,
     r.fallback.used ? 1 : 0,
     r.fallback.cause,
     r.safeMode === undefined ? null : r.safeMode ? 1 : 0,
-    json('request', r.request),
-    r.inputs === null ? null : json('inputs', r.inputs), // JSON turns NaN into null
-    r.outputs === null ? null : json('outputs', r.outputs),
-    json('reasons', r.reasons),
-    json('timingsMs', r.timingsMs),
-    r.features === undefined ? null : json('features', r.features),
+    r.request, // undefined becomes null, stored as 'null' as before
+    r.inputs instanceof Float32Array ? r.inputs.length : r.inputs, // a Float32Array goes as binary; JSON turns NaN into null
+    r.outputs,
+    r.reasons,
+    r.timingsMs,
+    r.features ?? null,
   ];
+  try {
+    return JSON.stringify(tuple);
+  } catch (err) {
+    // Name the field at fault (a cycle, a BigInt): only on this path, one stringify per field.
+    const fields = { request: r.request, inputs: r.inputs instanceof Float32Array ? null : r.inputs, outputs: r.outputs, reasons: r.reasons, timingsMs: r.timingsMs, features: r.features };
+    for (const [field, value] of Object.entries(fields)) json(field, value);
+    throw new InvalidDecisionRecordError(`not serializable as JSON: ${(err as Error).message}`, { cause: err });
+  }
 }
 
 function fromRow(row: StoredRow): DecisionRecord {

@@ -6,6 +6,13 @@
  */
 import type { FeatureStatus } from '../features/types.ts';
 
+/**
+ * What `append` takes: a {@link DecisionRecord} whose inputs may also be the encoder's own
+ * Float32Array (NaN for missing), which the log stores as the same array of numbers and nulls
+ * (a log may convert it off the request path; it reads back as an array).
+ */
+export type DecisionRecordToAppend = Omit<DecisionRecord, 'inputs'> & { inputs: DecisionRecord['inputs'] | Float32Array };
+
 export interface DecisionRecord {
   /** Caller-supplied or generated; unique per service. */
   id: string;
@@ -105,7 +112,7 @@ export interface DecisionLog {
    * id (other records committed alongside it are unaffected), {@link InvalidDecisionRecordError}
    * for a malformed record, {@link DecisionLogClosedError} after `close()`.
    */
-  append(record: DecisionRecord): Promise<void>;
+  append(record: DecisionRecordToAppend): Promise<void>;
   get(service: string, id: string): Promise<DecisionRecord | null>;
   /** Newest first (by `time`, then append order), optionally within a time range; bounded by limit. */
   query(filter: DecisionQuery): Promise<DecisionRecord[]>;

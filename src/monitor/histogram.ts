@@ -648,6 +648,14 @@ export class CountWindow {
   private fill = 0;
   private rawPos = 0;
   private rawCount = 0;
+  /**
+   * Per numeric column, the ring's values sorted (what the KS test needs at every evaluation),
+   * kept up to date by merging instead of sorting 1,000 values again each time: between two
+   * reads the values that entered and left the ring are noted (`entered`, `left`), and a read
+   * removes the ones that left and merges in the ones that entered, O(N) instead of O(N log N).
+   * Null until first read, and again after reset or when too much changed between two reads.
+   */
+  private readonly sorted: (SortedRing | null)[];
 
   constructor(
     readonly layout: ProfileLayout,
@@ -661,6 +669,7 @@ export class CountWindow {
     this.blockSize = Math.ceil(size / blocks);
     this.blocks = Array.from({ length: blocks + 1 }, () => new ProfileHistogram(layout));
     this.raw = layout.columns.map((c) => (keepRaw && c.numeric ? new Float64Array(size).fill(NaN) : new Float64Array(0)));
+    this.sorted = layout.columns.map(() => null);
   }
 
   /** The block observations and counters currently go to. */
@@ -678,9 +687,15 @@ export class CountWindow {
     this.fill++;
     const pos = this.rawPos;
     const numeric = this.layout.numericColumns;
+    const full = this.rawCount === this.size;
     for (let j = 0; j < numeric.length; j++) {
-      const ring = this.raw[numeric[j]];
-      if (ring.length !== 0) ring[pos] = enc.values[numeric[j]];
+      const c = numeric[j];
+      const ring = this.raw[c];
+      if (ring.length === 0) continue;
+      const value = enc.values[c];
+      const sorted = this.sorted[c];
+      if (sorted !== null && !sorted.note(full ? ring[pos] : NaN, value)) this.sorted[c] = null;
+      ring[pos] = value;
     }
     this.rawPos = pos + 1 === this.size ? 0 : pos + 1;
     if (this.rawCount < this.size) this.rawCount++;
@@ -722,13 +737,94 @@ export class CountWindow {
     return out.slice(0, k);
   }
 
+  /**
+   * The same values as `rawValues`, sorted ascending: a view that stays valid until the next
+   * observation (do not modify it). Null when the column is not numeric or raw values are off.
+   */
+  sortedRawValues(column: number): Float64Array | null {
+    let sorted = this.sorted[column];
+    if (sorted === null) {
+      const values = this.rawValues(column);
+      if (values === null) return null;
+      sorted = this.sorted[column] = new SortedRing(values.sort(), this.size);
+    }
+    return sorted.values();
+  }
+
   reset(): void {
+    this.sorted.fill(null);
     for (const b of this.blocks) b.reset();
     for (const r of this.raw) r.fill(NaN);
     this.current = 0;
     this.fill = 0;
     this.rawPos = 0;
     this.rawCount = 0;
+  }
+}
+
+/** The sorted values of one raw-value ring, and what entered and left it since the last read. */
+class SortedRing {
+  private data: Float64Array;
+  private length: number;
+  private readonly entered: Float64Array;
+  private readonly left: Float64Array;
+  private enteredN = 0;
+  private leftN = 0;
+
+  constructor(sorted: Float64Array, size: number) {
+    this.data = new Float64Array(size);
+    this.data.set(sorted);
+    this.length = sorted.length;
+    // Beyond half a ring of changes, a value could enter and leave between two reads: the caller
+    // drops this and sorts afresh (rare: the monitor reads every few dozen observations).
+    const most = Math.max(1, size >> 1);
+    this.entered = new Float64Array(most);
+    this.left = new Float64Array(most);
+  }
+
+  /** Notes one ring update (NaN: nothing); false when too much changed since the last read. */
+  note(leaving: number, entering: number): boolean {
+    if (leaving === leaving) {
+      if (this.leftN === this.left.length) return false;
+      this.left[this.leftN++] = leaving;
+    }
+    if (entering === entering) {
+      if (this.enteredN === this.entered.length) return false;
+      this.entered[this.enteredN++] = entering;
+    }
+    return true;
+  }
+
+  values(): Float64Array {
+    if (this.enteredN > 0 || this.leftN > 0) this.apply();
+    return this.data.subarray(0, this.length);
+  }
+
+  /** Removes the values that left (each is in `data`), merges in the ones that entered. */
+  private apply(): void {
+    const old = this.data;
+    const n = this.length;
+    const left = this.left.subarray(0, this.leftN).sort();
+    const entered = this.entered.subarray(0, this.enteredN).sort();
+    const out = new Float64Array(old.length);
+    let i = 0;
+    let l = 0;
+    let e = 0;
+    let k = 0;
+    while (i < n) {
+      const v = old[i++];
+      if (l < left.length && v === left[l]) {
+        l++; // -0 and 0 are interchangeable here: nothing downstream tells them apart
+        continue;
+      }
+      while (e < entered.length && entered[e] < v) out[k++] = entered[e++];
+      out[k++] = v;
+    }
+    while (e < entered.length) out[k++] = entered[e++];
+    this.data = out;
+    this.length = k;
+    this.enteredN = 0;
+    this.leftN = 0;
   }
 }
 
@@ -885,6 +981,17 @@ export class MonitorWindows {
   rawValues(feature: string): Float64Array | null {
     const i = this.layout.featureIndex(feature);
     return i < 0 ? null : (this.countWindow?.rawValues(i) ?? null);
+  }
+
+  /** `rawValues`, sorted ascending (a view valid until the next observation), for the KS test. */
+  sortedRawValues(feature: string): Float64Array | null {
+    const i = this.layout.featureIndex(feature);
+    return i < 0 ? null : (this.countWindow?.sortedRawValues(i) ?? null);
+  }
+
+  /** `rawScores`, sorted ascending (a view valid until the next observation). */
+  sortedRawScores(): Float64Array | null {
+    return this.layout.scoreIndex < 0 ? null : (this.countWindow?.sortedRawValues(this.layout.scoreIndex) ?? null);
   }
 
   /** Raw scores over the last N observations (count window), or null. */

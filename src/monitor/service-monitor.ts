@@ -12,7 +12,7 @@ import { thresholdsFor, type MonitoringConfig } from './config.ts';
 import { Adwin } from './detectors.ts';
 import { categoryShares, COUNT_WINDOW, MonitorWindows, profileSpec, type CategoricalColumn, type FeatureHistogram, type ProfileHistogram } from './histogram.ts';
 import type { FeatureReference, NumericReference, ReferenceProfile } from './reference.ts';
-import { chiSquareGoodnessOfFit, jensenShannonDistance, ksAgainstQuantiles, psi } from './stats.ts';
+import { chiSquareGoodnessOfFit, jensenShannonDistance, ksSortedAgainstQuantiles, psi } from './stats.ts';
 
 export type Verdict = 'ok' | 'warning' | 'critical' | 'insufficient_data';
 
@@ -86,6 +86,12 @@ const worst = (verdicts: Verdict[]): Verdict => verdicts.reduce<Verdict>((a, b) 
 const level = (value: number, t: { warning: number; critical: number }): Verdict => (!Number.isFinite(value) ? 'ok' : value >= t.critical ? 'critical' : value >= t.warning ? 'warning' : 'ok');
 /** For measures where low is bad (a collapsed spread). */
 const levelBelow = (value: number, t: { warning: number; critical: number }): Verdict => (!Number.isFinite(value) ? 'ok' : value < t.critical ? 'critical' : value < t.warning ? 'warning' : 'ok');
+
+/** PSI and JS are effect sizes; the column's significance test (p) says whether they are more than noise. */
+function gated(t: ReturnType<typeof thresholdsFor>, test: 'psi' | 'js', value: number, p: number): TestResult {
+  const th = t[test];
+  return { test, value, p, threshold: th, verdict: p < t.significance ? level(value, th) : 'ok' };
+}
 
 /** Reference and window category counts with rare reference categories pooled into one bin. */
 function pooled(reference: Float64Array, counts: ArrayLike<number>): { reference: number[]; counts: number[] } {
@@ -284,12 +290,12 @@ export class ServiceMonitor {
     const features: Record<string, ColumnReport> = {};
     for (const fh of h.features) {
       const ref = this.reference.features[fh.name];
-      features[fh.name] = this.evaluateColumn(fh, ref, thresholdsFor(this.config, fh.name), enough, withRaw ? this.windows.rawValues(fh.name) : null);
+      features[fh.name] = this.evaluateColumn(fh, ref, thresholdsFor(this.config, fh.name), enough, withRaw ? this.windows.sortedRawValues(fh.name) : null);
     }
 
     let score: WindowReport['score'] = null;
     if (h.score && this.reference.score) {
-      const column = this.evaluateColumn(h.score, this.reference.score, this.config.drift, h.score.n >= this.config.min_observations, withRaw ? this.windows.rawScores() : null);
+      const column = this.evaluateColumn(h.score, this.reference.score, this.config.drift, h.score.n >= this.config.min_observations, withRaw ? this.windows.sortedRawScores() : null);
       const ratio = this.reference.score.std > 0 ? h.score.std / this.reference.score.std : NaN;
       const collapse = h.score.n >= this.config.min_observations ? levelBelow(ratio, this.config.health.score_std_ratio) : 'insufficient_data';
       score = { ...column, std_ratio: ratio, collapse, verdict: worst([column.verdict, collapse]) };
@@ -331,6 +337,7 @@ export class ServiceMonitor {
     };
   }
 
+  /** `raw`: the column's raw values over the count window, sorted ascending (for the KS test), or null. */
   private evaluateColumn(fh: FeatureHistogram, ref: FeatureReference | undefined, t: ReturnType<typeof thresholdsFor>, enough: boolean, raw: Float64Array | null): ColumnReport {
     const total = fh.total;
     const missingRate = total > 0 ? fh.missing / total : 0;
@@ -343,23 +350,18 @@ export class ServiceMonitor {
       tests.push({ test: 'missing_increase', value: rise, threshold: t.missing_increase, verdict: level(rise, t.missing_increase) });
     }
     const binned = fh.n >= this.config.min_observations && enough;
-    // PSI and JS are effect sizes; the column's significance test says whether they are more than noise.
-    const gated = (test: 'psi' | 'js', value: number, p: number): TestResult => {
-      const th = t[test];
-      return { test, value, p, threshold: th, verdict: p < t.significance ? level(value, th) : 'ok' };
-    };
     if (ref.kind === 'numeric' && fh.kind === 'numeric') {
       Object.assign(report, { mean: fh.mean, std: fh.std, reference_mean: ref.mean, reference_std: ref.std, out_of_range_rate: fh.n > 0 ? fh.outOfRange / fh.n : 0 });
       if (binned) {
         const freq = Float64Array.from((ref as NumericReference).frequencies);
         let significance = chiSquareGoodnessOfFit(fh.counts, freq).pValue;
         if (raw && raw.length >= this.config.min_observations && ref.quantiles.length > 1) {
-          const ks = ksAgainstQuantiles(raw, ref.quantiles, ref.count);
+          const ks = ksSortedAgainstQuantiles(raw, ref.quantiles, ref.count);
           significance = ks.pValue;
           tests.push({ test: 'ks', value: ks.statistic, p: ks.pValue, threshold: t.ks, verdict: ks.pValue < t.ks.p ? level(ks.statistic, t.ks) : 'ok' });
         }
-        tests.push(gated('psi', psi(freq, fh.counts), significance));
-        tests.push(gated('js', jensenShannonDistance(freq, fh.counts), significance));
+        tests.push(gated(t, 'psi', psi(freq, fh.counts), significance));
+        tests.push(gated(t, 'js', jensenShannonDistance(freq, fh.counts), significance));
       }
     } else if (ref.kind === 'categorical' && fh.kind === 'categorical') {
       report.unseen_rate = total > 0 ? fh.unseen / total : 0;
@@ -369,8 +371,8 @@ export class ServiceMonitor {
         // Cramér's V: under no drift it is about 1/sqrt(n) whatever the number of categories.
         const chi = chiSquareGoodnessOfFit(pool.counts, pool.reference);
         tests.push({ test: 'chi2', value: chi.cramersV, p: chi.pValue, threshold: t.chi2, verdict: chi.pValue < t.chi2.p ? level(chi.cramersV, t.chi2) : 'ok' });
-        tests.push(gated('psi', psi(pool.reference, pool.counts), chi.pValue));
-        tests.push(gated('js', jensenShannonDistance(pool.reference, pool.counts), chi.pValue));
+        tests.push(gated(t, 'psi', psi(pool.reference, pool.counts), chi.pValue));
+        tests.push(gated(t, 'js', jensenShannonDistance(pool.reference, pool.counts), chi.pValue));
       }
     }
     report.tests = tests;

@@ -665,6 +665,33 @@ export function kstwoSf(d: number, n: number): number {
   return kolmogn(n, d, false);
 }
 
+/**
+ * kstwoSf, remembered: the monitor asks for it per numeric column at every evaluation, with
+ * the same n (window and reference sizes do not change) and, on columns of few distinct values
+ * (counts, integers), mostly a D it has seen before: D is |k/n − F(v)| for one of a few v. One
+ * exact p-value can cost a Durbin matrix power (tens of µs); a look-up is a hash probe. Same
+ * values as kstwoSf; bounded (cleared when full).
+ */
+const kstwoSfSeen = new Map<number, Map<number, number>>();
+let kstwoSfSeenSize = 0;
+const KSTWO_SF_MEMO = 4096;
+function kstwoSfMemo(d: number, n: number): number {
+  let byD = kstwoSfSeen.get(n);
+  if (byD === undefined) kstwoSfSeen.set(n, (byD = new Map()));
+  let p = byD.get(d);
+  if (p === undefined) {
+    p = kstwoSf(d, n);
+    if (kstwoSfSeenSize >= KSTWO_SF_MEMO) {
+      kstwoSfSeen.clear();
+      kstwoSfSeenSize = 0;
+      kstwoSfSeen.set(n, (byD = new Map()));
+    }
+    byD.set(d, p);
+    kstwoSfSeenSize++;
+  }
+  return p;
+}
+
 /** CDF of the two-sided one-sample KS statistic = scipy.stats.kstwo.cdf(d, n). */
 export function kstwoCdf(d: number, n: number): number {
   return kolmogn(n, d, true);
@@ -815,6 +842,9 @@ export interface KsQuantileResult {
  */
 class QuantileEcdf {
   private readonly k: number;
+  /** Count of quantiles <= the last v given to `cdf`, and < the last v given to `cdfLeft`. */
+  private upTo = 0;
+  private below = 0;
   constructor(
     private readonly q: ArrayLike<number>,
     private readonly m: number,
@@ -822,42 +852,39 @@ class QuantileEcdf {
     this.k = q.length;
   }
 
-  /** Linear-interpolation position of v: p with q(p) = v; right-continuous at jumps. */
+  /**
+   * Linear-interpolation position of v: p with q(p) = v; right-continuous at jumps. The
+   * window values come in increasing order, so the quantile index only moves forward: a walk
+   * from the last one (about one step per value) instead of a binary search per value.
+   */
   private pRight(v: number): number {
     const q = this.q;
     const K = this.k;
+    let lo = this.upTo;
+    while (lo < K && q[lo] <= v) lo++;
+    this.upTo = lo;
     // j = last index with q[j] <= v
-    let lo = 0;
-    let hi = K;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (q[mid] <= v) lo = mid + 1;
-      else hi = mid;
-    }
     const j = lo - 1;
     if (j < 0) return -1;
     if (j === K - 1) return 1;
     return (j + (v - q[j]) / (q[j + 1] - q[j])) / (K - 1);
   }
 
-  /** Left limit: p(v−). */
+  /** Left limit: p(v−). Same forward walk as `pRight`. */
   private pLeft(v: number): number {
     const q = this.q;
     const K = this.k;
+    let lo = this.below;
+    while (lo < K && q[lo] < v) lo++;
+    this.below = lo;
     // j = first index with q[j] >= v
-    let lo = 0;
-    let hi = K;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (q[mid] < v) lo = mid + 1;
-      else hi = mid;
-    }
     const j = lo;
     if (j === 0) return -1;
     if (j === K) return 2; // above every quantile
     return (j - 1 + (v - q[j - 1]) / (q[j] - q[j - 1])) / (K - 1);
   }
 
+  /** F(v); successive calls must not decrease v (the walk never goes back). */
   cdf(v: number): number {
     const p = this.pRight(v);
     if (p < 0) return 0;
@@ -865,6 +892,7 @@ class QuantileEcdf {
     return Math.min(1, (p * (this.m - 1) + 1) / this.m);
   }
 
+  /** F(v−); successive calls must not decrease v. */
   cdfLeft(v: number): number {
     const p = this.pLeft(v);
     if (p < 0) return 0;
@@ -885,10 +913,15 @@ class QuantileEcdf {
  * |D − D_scipy(full reference)| <= 1/(K−1) (0.001 with 1,001 quantiles); see the tests.
  */
 export function ksAgainstQuantiles(window: ArrayLike<number>, referenceQuantiles: ArrayLike<number>, referenceCount: number): KsQuantileResult {
-  const x = sortedFinite(window);
+  return ksSortedAgainstQuantiles(sortedFinite(window), referenceQuantiles, referenceCount);
+}
+
+/** `ksAgainstQuantiles` of a window already sorted ascending, finite values only (the monitor keeps its windows sorted). */
+export function ksSortedAgainstQuantiles(x: ArrayLike<number>, referenceQuantiles: ArrayLike<number>, referenceCount: number): KsQuantileResult {
   const n = x.length;
   const m = Math.floor(referenceCount);
   if (n === 0 || referenceQuantiles.length === 0 || !(m >= 1)) return { statistic: NaN, pValue: NaN, n, effectiveN: NaN };
+  // One ECDF per call: it walks the quantiles forward as the sorted window values rise.
   const ecdf = new QuantileEcdf(referenceQuantiles, m);
   let d = 0;
   let i = 0;
@@ -904,7 +937,7 @@ export function ksAgainstQuantiles(window: ArrayLike<number>, referenceQuantiles
   const big = Math.max(n, m);
   const small = Math.min(n, m);
   const effectiveN = roundHalfEven((big * small) / (big + small));
-  return { statistic: d, pValue: clip01(kstwoSf(d, effectiveN)), n, effectiveN };
+  return { statistic: d, pValue: clip01(kstwoSfMemo(d, effectiveN)), n, effectiveN };
 }
 
 // ---------------------------------------------------------------------------------------

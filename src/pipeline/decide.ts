@@ -18,7 +18,7 @@ import type { FieldError, RawRow } from '../bundle/encoding.ts';
 import type { Bundle } from '../bundle/load.ts';
 import type { OutputValue } from '../bundle/outputs.ts';
 import type { Decision, Reason } from '../decision/index.ts';
-import type { DecisionLog, DecisionRecord, ServedFeature } from '../log/types.ts';
+import type { DecisionLog, DecisionRecordToAppend, ServedFeature } from '../log/types.ts';
 import { decideAfterModel, namedOutputs, type ModelResult } from './policy.ts';
 import type { Scorer } from './score.ts';
 import type { FeatureStatus, FeatureStore } from '../features/types.ts';
@@ -85,12 +85,7 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
   const { bundle, scorer } = target;
   const policy = bundle.policy;
   const timings: StageTimings = { validation: 0, features: 0, model: 0, policy: 0, log: 0, total: 0 };
-  let mark = started;
-  const lap = (stage: Stage) => {
-    const now = performance.now();
-    timings[stage] += now - mark;
-    mark = now;
-  };
+  const clock = new StageClock(timings, started);
 
   // 1. Validation: the id, unknown fields, then every feature by the batch encoder's rules.
   const id = body.id === undefined ? randomUUID() : body.id;
@@ -105,7 +100,7 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
     const missingKeys = sources.keys.filter((k) => typeof body[k] !== 'string' || body[k] === '');
     if (missingKeys.length > 0) throw new RequestRejected(missingKeys.map((field) => ({ field, rule: 'required', message: `${field} is required: it identifies the entity whose features are looked up` })));
   }
-  lap('validation');
+  clock.lap('validation');
 
   // 2. Features: what the request does not carry comes from its sources, in parallel, under a deadline.
   let features: RawRow = body;
@@ -115,7 +110,7 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
     features = resolved.row;
     featureStatus = resolved.status;
   }
-  lap('features');
+  clock.lap('features');
 
   // Every feature, from the request or a source, passes the same checks and encoding as in batch.
   const encoded = scorer?.encode([features]);
@@ -126,13 +121,14 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
     bundle.encoding.encoder({ fromText: false })(features, new Float32Array(bundle.encoding.width), 0, errors);
     if (errors.length > 0) throw new RequestRejected(errors);
   }
-  lap('validation');
+  clock.lap('validation');
 
   // 3-6. Pre-rules, model, guards, policy.
   let decision: Decision | null = null;
   let score: number | null = null;
   let outputs: Record<string, OutputValue> | null = null;
-  let inputs: (number | null)[] | null = null;
+  // The encoder's vector as is: the log turns NaN into null (the SQLite log in its writer thread).
+  let inputs: Float32Array | null = null;
   let fallbackCause: string | null = null;
 
   decision = policy?.preDecide(features) ?? null;
@@ -141,7 +137,7 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
     if (ctx.forcedFallback && !ctx.shadowScore) result = { ok: false, cause: ctx.forcedFallback };
     else if (performance.now() > ctx.deadline) result = { ok: false, cause: 'deadline' };
     else {
-      inputs = Array.from(encoded.inputs, (v) => (Number.isNaN(v) ? null : v));
+      inputs = encoded.inputs;
       try {
         const raw = await withDeadline(scorer.predict(encoded.inputs, 1), ctx.deadline);
         if (raw === null) result = { ok: false, cause: 'deadline' };
@@ -155,7 +151,7 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
         result = { ok: false, cause: `model_error: ${(err as Error).message.slice(0, 200)}` };
       }
     }
-    lap('model');
+    clock.lap('model');
     // A forced fallback decides even though the model ran (in its shadow, for the monitors).
     if (ctx.forcedFallback && result.ok) result = { ok: false, cause: ctx.forcedFallback };
     if (policy) {
@@ -168,7 +164,7 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
     // A rules-only service: its heuristics are the policy, not a stand-in for a failed model.
     decision = policy.fallback(features, 'rules_only');
   }
-  lap('policy');
+  clock.lap('policy');
 
   const response: DecisionResponse = {
     id,
@@ -189,7 +185,7 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
   }
 
   // 7. Log, durably, before answering.
-  const record: DecisionRecord = {
+  const record: DecisionRecordToAppend = {
     id,
     time: new Date().toISOString(),
     service: bundle.name,
@@ -207,7 +203,7 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
     ...(featureStatus ? { features: servedFeatures(featureStatus, features) } : {}),
   };
   await ctx.log.append(record);
-  lap('log');
+  clock.lap('log');
   timings.total = performance.now() - started;
   ctx.observe?.(response, decision?.stage ?? 'none', { row: features, score });
   return response;
@@ -222,6 +218,26 @@ function servedFeatures(status: Record<string, FeatureStatus>, row: RawRow): Rec
     served[name] = { status: status[name], value: typeof value === 'number' || typeof value === 'string' || typeof value === 'boolean' ? value : null };
   }
   return served;
+}
+
+/**
+ * Adds the time since the last lap to a stage. A class rather than a closure in decide():
+ * tsx names every closure it creates (an Object.defineProperty), and this one was per request.
+ */
+class StageClock {
+  private mark: number;
+  constructor(
+    private readonly timings: StageTimings,
+    started: number,
+  ) {
+    this.mark = started;
+  }
+
+  lap(stage: Stage): void {
+    const now = performance.now();
+    this.timings[stage] += now - this.mark;
+    this.mark = now;
+  }
 }
 
 /** The model could not be used and the service has no fallback policy: answered 503. */

@@ -56,7 +56,7 @@ export interface ServerContext {
   /** preHandler for admin routes. */
   readonly requireAdmin: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
   /** preHandler for the routes that score: sheds load past the concurrency limit. */
-  readonly limitConcurrency: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
+  readonly limitConcurrency: (request: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => void;
 }
 
 export interface Server {
@@ -85,24 +85,24 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
   const metrics = createMetrics(log, repository);
 
   let inFlight = 0;
-  const limitConcurrency = async (request: FastifyRequest, reply: FastifyReply) => {
+  const release = () => {
+    inFlight--;
+    metrics.inFlight.set(inFlight);
+  };
+  // Callback style rather than async: no promise per request on the hot path. Answering 503
+  // without calling done() ends the request there (fastify's early reply from a hook).
+  const limitConcurrency = (request: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => {
     if (inFlight >= config.maxInFlight) {
       metrics.overloadRejections.inc();
-      await reply.code(503).header('retry-after', '1').send({ error: `overloaded: ${config.maxInFlight} requests in flight; retry shortly` });
-      return reply;
+      void reply.code(503).header('retry-after', '1').send({ error: `overloaded: ${config.maxInFlight} requests in flight; retry shortly` });
+      return;
     }
     inFlight++;
     metrics.inFlight.set(inFlight);
-    // Counted down however the request ends: answered, failed, or the client went away.
-    let done = false;
-    const release = () => {
-      if (done) return;
-      done = true;
-      inFlight--;
-      metrics.inFlight.set(inFlight);
-    };
-    reply.raw.once('finish', release);
+    // Counted down however the request ends: a response emits 'close' once, after 'finish'
+    // (answered or failed) or when the client went away, so one shared listener does.
     reply.raw.once('close', release);
+    done();
   };
 
   const token = config.adminToken ? Buffer.from(config.adminToken) : null;

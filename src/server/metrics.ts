@@ -3,7 +3,7 @@
  * fallbacks and errors per service and version. Label children are cached per service
  * version so the hot path does no label hashing.
  */
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
 import type { DecisionLog } from '../log/types.ts';
 import type { ModelRepository } from './repository.ts';
 import type { MonitorState, Verdict } from '../monitor/service-monitor.ts';
@@ -29,13 +29,8 @@ export function createMetrics(log: DecisionLog, repository?: ModelRepository): M
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'rtml_process_' });
 
-  const stageSeconds = new Histogram({
-    name: 'rtml_stage_duration_seconds',
-    help: 'Time spent in each stage of a decision',
-    labelNames: ['service', 'version', 'stage'],
-    buckets: LATENCY_BUCKETS,
-    registers: [registry],
-  });
+  const stageSeconds = new StageHistogram('rtml_stage_duration_seconds', 'Time spent in each stage of a decision', LATENCY_BUCKETS);
+  registry.registerMetric(stageSeconds as unknown as Metric);
   const decisions = new Counter({
     name: 'rtml_decisions_total',
     help: 'Decisions answered, by action and by the policy stage that set it',
@@ -86,16 +81,28 @@ export function createMetrics(log: DecisionLog, repository?: ModelRepository): M
 
   if (repository) registerMonitoringGauges(registry, repository);
 
-  type StageChildren = Record<Stage | 'total', { observe(v: number): void }>;
+  type StageChildren = Record<Stage | 'total', StageSeries>;
   const stageChildren = new Map<string, StageChildren>();
   const childrenFor = (service: string, version: string): StageChildren => {
     const key = `${service}\u0000${version}`;
     let children = stageChildren.get(key);
     if (!children) {
-      children = Object.fromEntries([...STAGES, 'total'].map((stage) => [stage, stageSeconds.labels(service, version, stage)])) as unknown as StageChildren;
+      children = Object.fromEntries([...STAGES, 'total'].map((stage) => [stage, stageSeconds.series({ service, version, stage })])) as unknown as StageChildren;
       stageChildren.set(key, children);
     }
     return children;
+  };
+
+  // Counter children by label values: prom-client's labels() builds and validates a label object per call.
+  const decisionChildren = new Map<string, { inc(): void }>();
+  const decisionCounter = (service: string, version: string, action: string, stage: string) => {
+    const key = `${service}\u0000${version}\u0000${action}\u0000${stage}`;
+    let child = decisionChildren.get(key);
+    if (!child) {
+      child = decisions.labels(service, version, action, stage);
+      decisionChildren.set(key, child);
+    }
+    return child;
   };
 
   return {
@@ -108,7 +115,7 @@ export function createMetrics(log: DecisionLog, repository?: ModelRepository): M
       const t = response.timings_ms;
       for (const s of STAGES) children[s].observe(t[s] / 1000);
       children.total.observe(t.total / 1000);
-      decisions.labels(response.service, version, response.decision ?? '', stage).inc();
+      decisionCounter(response.service, version, response.decision ?? '', stage).inc();
       if (response.fallback.used && response.fallback.cause) fallbacks.labels(response.service, version, causeKind(response.fallback.cause)).inc();
     },
     observeError(service, status, kind) {
@@ -118,6 +125,88 @@ export function createMetrics(log: DecisionLog, repository?: ModelRepository): M
       infers.labels(service, version, ok ? 'success' : 'fail').observe(seconds);
     },
   };
+}
+
+/** One label set's buckets of a {@link StageHistogram}: counts per bucket (not cumulative), sum, count. */
+class StageSeries {
+  readonly counts: Float64Array;
+  sum = 0;
+  count = 0;
+  constructor(
+    private readonly owner: StageHistogram,
+    readonly labels: Record<string, string>,
+  ) {
+    this.counts = new Float64Array(owner.upperBounds.length);
+  }
+
+  observe(value: number): void {
+    if (!Number.isFinite(value)) throw new TypeError(`Value is not a valid number: ${value}`);
+    if (this.count === 0) this.owner.observed.push(this); // shown once observed, as prom-client does
+    const bounds = this.owner.upperBounds;
+    for (let i = 0; i < bounds.length; i++) {
+      if (value <= bounds[i]) {
+        this.counts[i]++;
+        break;
+      }
+    }
+    this.sum += value;
+    this.count++;
+  }
+}
+
+/**
+ * rtml_stage_duration_seconds: six observations per decision. prom-client's Histogram hashes
+ * the label values and looks the series up by a string key at every observation (about 0.5 µs
+ * each); this one hands out its series once and an observation is a bucket scan and three
+ * additions. The registry reads it through prom-client's metric interface
+ * (`getForPromString`, `get`, `reset`), with the very values a prom-client Histogram gives, so
+ * /metrics does not change.
+ */
+class StageHistogram {
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  /** Series in the order of their first observation. */
+  observed: StageSeries[] = [];
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly upperBounds: readonly number[],
+  ) {}
+
+  series(labels: Record<string, string>): StageSeries {
+    return new StageSeries(this, labels);
+  }
+
+  /** prom-client's Histogram values: per series cumulative buckets, +Inf, _sum, _count; shared labels separate. */
+  getForPromString() {
+    const values: { labels: Record<string, string | number>; sharedLabels: Record<string, string>; value: number; metricName: string; exemplar?: null }[] = [];
+    for (const s of this.observed) {
+      let acc = 0;
+      for (let i = 0; i < this.upperBounds.length; i++) {
+        acc += s.counts[i];
+        values.push({ labels: { le: this.upperBounds[i] }, sharedLabels: s.labels, value: acc, metricName: `${this.name}_bucket`, exemplar: null });
+      }
+      values.push({ labels: { le: '+Inf' }, sharedLabels: s.labels, value: s.count, metricName: `${this.name}_bucket`, exemplar: null });
+      values.push({ labels: {}, sharedLabels: s.labels, value: s.sum, metricName: `${this.name}_sum`, exemplar: undefined });
+      values.push({ labels: {}, sharedLabels: s.labels, value: s.count, metricName: `${this.name}_count`, exemplar: undefined });
+    }
+    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
+  }
+
+  /** As prom-client's get(): the shared labels merged into each value's labels. */
+  get() {
+    const data = this.getForPromString();
+    return { ...data, values: data.values.map(({ sharedLabels, labels, ...rest }) => ({ ...rest, labels: { ...labels, ...sharedLabels } })) };
+  }
+
+  reset(): void {
+    for (const s of this.observed) {
+      s.counts.fill(0);
+      s.sum = 0;
+      s.count = 0;
+    }
+    this.observed = [];
+  }
 }
 
 const VERDICT_VALUE: Record<Verdict, number> = { insufficient_data: -1, ok: 0, warning: 1, critical: 2 };

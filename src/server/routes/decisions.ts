@@ -6,7 +6,7 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import { z } from 'zod';
 import type { RawRow } from '../../bundle/encoding.ts';
 import { DecisionLogError, DuplicateDecisionError } from '../../log/types.ts';
-import { decide, ModelUnavailable, RequestRejected } from '../../pipeline/decide.ts';
+import { decide, ModelUnavailable, RequestRejected, type DecisionContext } from '../../pipeline/decide.ts';
 import { parseOutcome } from '../../pipeline/outcomes.ts';
 import type { Outcome } from '../../log/types.ts';
 import type { ServerContext } from '../app.ts';
@@ -52,6 +52,23 @@ export function describeService(service: Service) {
 export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext): void {
   const { repository, log, metrics, config } = ctx;
 
+  // Metrics and the version's monitor see each answered decision. One observer per service
+  // version rather than a closure per request (run through tsx, each closure created costs an
+  // Object.defineProperty for its name).
+  const observers = new WeakMap<ServiceVersion, NonNullable<DecisionContext['observe']>>();
+  const observerOf = (target: ServiceVersion): NonNullable<DecisionContext['observe']> => {
+    let observe = observers.get(target);
+    if (!observe) {
+      const monitor = target.monitor;
+      observe = (response, stage, seen) => {
+        metrics.observeDecision(response, stage);
+        monitor?.observeDecision(seen.row, seen.score, response.decision, response.fallback.cause, response.features);
+      };
+      observers.set(target, observe);
+    }
+    return observe;
+  };
+
   app.post('/v1/services/:name/decisions', { preHandler: ctx.limitConcurrency }, async (request, reply) => {
     const { name } = nameParams.parse(request.params);
     const service = repository.get(name);
@@ -78,10 +95,7 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
         // In safe mode the model still scores, unseen, so the monitors can tell when it recovers.
         shadowScore: safeMode && !service.killSwitch.enabled,
         safeMode,
-        observe: (response, stage, seen) => {
-          metrics.observeDecision(response, stage);
-          monitor?.observeDecision(seen.row, seen.score, response.decision, response.fallback.cause, response.features);
-        },
+        observe: observerOf(target),
       });
     } catch (err) {
       if (err instanceof RequestRejected) {
