@@ -93,6 +93,28 @@ describe('service monitor', () => {
     assert.equal(later.windows.count.observations, 200);
   });
 
+  it('on traffic, re-evaluates the alerting count window every evaluate_every decisions, the time windows at most once a second', async () => {
+    const { m, clock } = monitor({ evaluate_every: 50 });
+    const turn = () => new Promise((resolve) => setImmediate(resolve));
+    const observe = async (from: number, to: number) => {
+      for (let i = from; i < to; i++) {
+        m.observeDecision(rows[i], scores[i], null, null);
+        if (i % 50 === 49) await turn(); // the evaluation runs after the response, in setImmediate
+      }
+    };
+    await observe(0, 200);
+    let state = m.state();
+    assert.equal(state.windows.count.observations, 200);
+    assert.equal(state.windows['5m'].observations, 50, 'computed at the first evaluation, carried over within the second');
+    clock.t += 1000;
+    await observe(200, 250);
+    state = m.state();
+    assert.deepEqual([state.windows.count.observations, state.windows['5m'].observations, state.windows['1d'].observations], [250, 250, 250]);
+    // Any other evaluation (timer, operator, API) computes every window.
+    await observe(250, 300);
+    assert.equal(m.evaluate().windows['1h'].observations, 300);
+  });
+
   it('counts rejections at the edge by field and alerts on a field that keeps failing', () => {
     const { m } = monitor({ min_observations: 100 });
     for (let i = 0; i < 200; i++) m.observeDecision(rows[i], scores[i], null, null);

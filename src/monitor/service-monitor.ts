@@ -115,6 +115,9 @@ function pooled(reference: Float64Array, counts: ArrayLike<number>): { reference
   return { reference: ref, counts: cnt };
 }
 
+/** How often traffic-triggered evaluations recompute the time windows' reports (see `evaluate`). */
+export const TIME_WINDOW_REFRESH_MS = 1000;
+
 export interface ServiceMonitorOptions {
   bundle: Bundle;
   reference: ReferenceProfile;
@@ -137,6 +140,10 @@ export class ServiceMonitor {
   private sinceEvaluation = 0;
   private evaluationScheduled = false;
   private last: MonitorState | null = null;
+  /** When the time windows' reports were last computed. */
+  private timeWindowsAt = -Infinity;
+  /** Reference frequencies as the tests take them, by the reference's frequencies object: they never change. */
+  private readonly referenceShares = new WeakMap<object, Float64Array>();
   private readonly adwin = new Adwin({ delta: 0.002 });
   private outcomes = 0;
   private readonly positive: string | null;
@@ -230,7 +237,7 @@ export class ServiceMonitor {
     // Off the request path: the response is already on its way.
     setImmediate(() => {
       this.evaluationScheduled = false;
-      this.evaluate();
+      this.evaluate({ fromTraffic: true });
     });
   }
 
@@ -239,14 +246,27 @@ export class ServiceMonitor {
     return this.last ?? this.evaluate();
   }
 
-  /** Evaluates every window, updates alerts and safe mode. */
-  evaluate(): MonitorState {
+  /**
+   * Evaluates the windows, updates alerts and safe mode. Alerts read the count window only; the
+   * time windows (5m, 1h, 1d) are reports for people, so an evaluation triggered by traffic
+   * (every `evaluate_every` decisions, on the main thread) recomputes them at most once per
+   * {@link TIME_WINDOW_REFRESH_MS} and otherwise carries their last reports over; any other
+   * call (the periodic timer, an operator, a test) evaluates every window.
+   */
+  evaluate(options: { fromTraffic?: boolean } = {}): MonitorState {
     this.sinceEvaluation = 0;
     const now = this.now();
+    const names = this.windows.windowNames;
+    const alerting = names.includes(COUNT_WINDOW) ? COUNT_WINDOW : names[0];
+    const refresh = !options.fromTraffic || this.last === null || now - this.timeWindowsAt >= TIME_WINDOW_REFRESH_MS;
     const windows: Record<string, WindowReport> = {};
-    for (const name of this.windows.windowNames) windows[name] = this.evaluateWindow(this.windows.snapshot(name, now), name === COUNT_WINDOW);
+    for (const name of names) {
+      if (name !== alerting && !refresh && this.last?.windows[name]) windows[name] = this.last.windows[name];
+      else windows[name] = this.evaluateWindow(this.windows.snapshot(name, now), name === COUNT_WINDOW);
+    }
+    if (refresh) this.timeWindowsAt = now;
 
-    const candidates = this.candidates(windows[COUNT_WINDOW] ?? Object.values(windows)[0], `last_${this.config.count_window}`);
+    const candidates = this.candidates(windows[alerting], `last_${this.config.count_window}`);
     this.alerts.update(candidates, now);
     this.updateSafeMode(now);
 
@@ -317,7 +337,7 @@ export class ServiceMonitor {
     let mix: WindowReport['model_health']['decision_mix'] = null;
     if (h.decisions && this.reference.decisions) {
       const column = h.decisions.column as CategoricalColumn;
-      const refShares = categoryShares(column, this.reference.decisions);
+      const refShares = this.sharesOf(this.reference.decisions, () => categoryShares(column, this.reference.decisions!));
       const value = psi(refShares, h.decisions.counts);
       const n = h.decisions.n;
       mix = {
@@ -353,7 +373,7 @@ export class ServiceMonitor {
     if (ref.kind === 'numeric' && fh.kind === 'numeric') {
       Object.assign(report, { mean: fh.mean, std: fh.std, reference_mean: ref.mean, reference_std: ref.std, out_of_range_rate: fh.n > 0 ? fh.outOfRange / fh.n : 0 });
       if (binned) {
-        const freq = Float64Array.from((ref as NumericReference).frequencies);
+        const freq = this.sharesOf((ref as NumericReference).frequencies, () => Float64Array.from((ref as NumericReference).frequencies));
         let significance = chiSquareGoodnessOfFit(fh.counts, freq).pValue;
         if (raw && raw.length >= this.config.min_observations && ref.quantiles.length > 1) {
           const ks = ksSortedAgainstQuantiles(raw, ref.quantiles, ref.count);
@@ -366,7 +386,7 @@ export class ServiceMonitor {
     } else if (ref.kind === 'categorical' && fh.kind === 'categorical') {
       report.unseen_rate = total > 0 ? fh.unseen / total : 0;
       if (binned) {
-        const shares = categoryShares(fh.column as CategoricalColumn, ref.frequencies);
+        const shares = this.sharesOf(ref.frequencies, () => categoryShares(fh.column as CategoricalColumn, ref.frequencies));
         const pool = pooled(shares, fh.counts);
         // Cramér's V: under no drift it is about 1/sqrt(n) whatever the number of categories.
         const chi = chiSquareGoodnessOfFit(pool.counts, pool.reference);
@@ -378,6 +398,13 @@ export class ServiceMonitor {
     report.tests = tests;
     report.verdict = tests.length === 0 ? 'insufficient_data' : worst(tests.map((x) => x.verdict));
     return report;
+  }
+
+  /** A column's reference frequencies in the column's order, computed once (the reference and the layout are fixed). */
+  private sharesOf(frequencies: object, compute: () => Float64Array): Float64Array {
+    let shares = this.referenceShares.get(frequencies);
+    if (shares === undefined) this.referenceShares.set(frequencies, (shares = compute()));
+    return shares;
   }
 
   /** The conditions that hold now, as alert candidates. */
