@@ -495,8 +495,11 @@ export class EmbeddedFeatureStore implements FeatureStore {
         this.cleanupRunning = false;
         return;
       }
+      // A stream rebuilt with a longer retention meanwhile (configureStreams) has moved its
+      // horizon back: never delete what it now keeps.
+      const horizon = Math.min(w.horizon, this.streams.get(w.name)?.horizon ?? -Infinity);
       try {
-        if (this.deleteChunk.run(w.name, w.horizon, DELETE_CHUNK).changes < DELETE_CHUNK) work.shift();
+        if (this.deleteChunk.run(w.name, horizon, DELETE_CHUNK).changes < DELETE_CHUNK) work.shift();
       } catch {
         // A busy or failing file: try again at the next interval.
         this.cleanupRunning = false;
