@@ -7,7 +7,7 @@
  * dies every unacknowledged append fails.
  */
 import assert from 'node:assert/strict';
-import { rmSync, writeFileSync } from 'node:fs';
+import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -15,6 +15,7 @@ import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { DECISION_LOG_FILE, openSqliteDecisionLog, SQLITE_SCHEMA_VERSION, WRITER_THREAD } from '../src/log/sqlite.ts';
 import { DecisionLogError, DuplicateDecisionError, type DecisionLogStats, type DecisionRecord } from '../src/log/types.ts';
+import { FEATURE_STORE_FILE, openEmbeddedFeatureStore } from '../src/features/embedded.ts';
 import { killAfterAcks, spawnTsx, type Kill9Run } from './helpers/kill9.ts';
 import { tempDir } from './helpers/tmp.ts';
 
@@ -277,6 +278,12 @@ describe('sqlite decision log', () => {
     other.exec('CREATE TABLE users (id INTEGER)');
     other.close();
     assert.throws(() => openSqliteDecisionLog(foreign), (e: DecisionLogError) => e.code === 'NOT_A_DECISION_LOG' && /not an rtml decision log/.test(e.message));
+
+    // Another rtml store's file (the embedded feature store's, copied to the wrong name).
+    const features = logDir();
+    await openEmbeddedFeatureStore({ dataDir: features, streams: {} }).close();
+    renameSync(join(features, FEATURE_STORE_FILE), join(features, DECISION_LOG_FILE));
+    assert.throws(() => openSqliteDecisionLog(features), (e: DecisionLogError) => e.code === 'NOT_A_DECISION_LOG' && /is not an rtml decision log \(meta kind "rtml feature store"\)/.test(e.message));
 
     const garbage = logDir();
     writeFileSync(join(garbage, DECISION_LOG_FILE), 'this is not a database, just some text that is long enough to look like a header.....');

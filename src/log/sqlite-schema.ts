@@ -89,12 +89,12 @@ ALTER TABLE decisions ADD COLUMN features TEXT;
 
 /**
  * The log's schema for `openSqliteStore`: a new log is created at version 1 and migrated like
- * an old one, so that a fresh file and a migrated one cannot differ. Its `kind` is written but
- * not checked on open (as it never was).
+ * an old one, so that a fresh file and a migrated one cannot differ. Its `kind` has been written
+ * since the first version and is checked on open (a feature store's file is not a log).
  */
 export const DECISION_LOG_SCHEMA: SqliteStoreSchema = {
   kind: 'rtml decision log',
-  checkKind: false,
+  checkKind: true,
   createV1: SCHEMA_V1,
   /** From version N to N+1, by N. */
   migrations: { 1: OUTCOMES_V2, 2: DROP_UNUSED_INDEXES_V3, 3: FEATURES_V4 },
