@@ -43,7 +43,7 @@ export function parseTolerance(value: string): number {
   return v;
 }
 
-export function parsePositiveInt(value: string): number {
+export function parseWholeNumber(value: string): number {
   const v = Number(value);
   if (!Number.isInteger(v) || v < 0) throw new InvalidArgumentError('must be a whole number >= 0');
   return v;

@@ -4,7 +4,7 @@ import { openRecords } from '../../batch/records.ts';
 import { textRowConverter } from '../../decision/index.ts';
 import { parseEntityFields, parseEvent, streamsOf } from '../../features/events.ts';
 import type { StreamEvent } from '../../features/types.ts';
-import { EXIT_FAILED, openBundle, parsePositiveInt } from '../shared.ts';
+import { EXIT_FAILED, openBundle, parseWholeNumber } from '../shared.ts';
 
 /** `rtml ingest <bundle> -i <file> --stream s | --entity t`: load events or entity fields from a file into a running server. */
 export function registerIngest(program: Command): void {
@@ -16,7 +16,7 @@ export function registerIngest(program: Command): void {
     .option('--stream <name>', 'the events are this stream')
     .option('--entity <type>', 'the rows are fields of this entity type (its key column names the entity)')
     .option('--url <url>', 'server base URL', 'http://127.0.0.1:8080')
-    .option('--batch <n>', 'rows per request', parsePositiveInt, 1000)
+    .option('--batch <n>', 'rows per request', parseWholeNumber, 1000)
     .action(async (dir: string, opts: { input: string; stream?: string; entity?: string; url: string; batch: number }) => {
       const bundle = await openBundle(dir, loadBundle);
       if (!opts.stream === !opts.entity) throw new InvalidArgumentError('give --stream or --entity');

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { loadBundle } from '../../bundle/load.ts';
 import { buildProfile, writeProfile } from '../../monitor/profile.ts';
-import { openBundle, parsePositiveInt } from '../shared.ts';
+import { openBundle, parseWholeNumber } from '../shared.ts';
 
 /** `rtml profile <bundle> -d <file>`: measure the reference profile the monitors compare live traffic to, into reference.json. */
 export function registerProfile(program: Command): void {
@@ -13,7 +13,7 @@ export function registerProfile(program: Command): void {
     .option('--label <column>', 'label column, to record realized performance on the reference rows')
     .option('--positive <value>', "the label value of the positive class (default: the bundle's positive class)")
     .option('--holdout <file>', 'held-out rows (with the label column) to measure the reference performance on; without it, measured on --data')
-    .option('--bins <n>', 'bins per numeric column, at reference quantiles', parsePositiveInt, 10)
+    .option('--bins <n>', 'bins per numeric column, at reference quantiles', parseWholeNumber, 10)
     .action(async (dir: string, opts: { data: string; label?: string; positive?: string; holdout?: string; bins: number }) => {
       const bundle = await openBundle(dir, loadBundle);
       const profile = await buildProfile(bundle, opts);

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { openEmbeddedFeatureStore } from '../../features/embedded.ts';
 import { openSqliteDecisionLog } from '../../log/sqlite.ts';
 import { createServer, DEFAULT_CONFIG, type FeatureStoreFactory } from '../../server/app.ts';
-import { collectPairs, defaultDataDir, parsePositiveInt } from '../shared.ts';
+import { collectPairs, defaultDataDir, parseWholeNumber } from '../shared.ts';
 
 /** `rtml serve [repository]`: serve every bundle of a model repository over HTTP until SIGTERM or SIGINT. */
 export function registerServe(program: Command): void {
@@ -11,14 +11,14 @@ export function registerServe(program: Command): void {
     .command('serve')
     .description('serve every bundle in a model repository (one folder per service) over HTTP')
     .argument('[repository]', 'model repository directory', 'examples')
-    .option('-p, --port <port>', 'port (env PORT)', parsePositiveInt, Number(process.env.PORT ?? 8080))
+    .option('-p, --port <port>', 'port (env PORT)', parseWholeNumber, Number(process.env.PORT ?? 8080))
     .option('--host <host>', 'address to listen on (env HOST)', process.env.HOST ?? '127.0.0.1')
     .option('--data-dir <dir>', 'where the decision log lives (env RTML_DATA_DIR)', defaultDataDir())
     .option('--admin-token-file <file>', 'file holding the admin bearer token (or env RTML_ADMIN_TOKEN); without one, admin operations are disabled')
-    .option('--max-in-flight <n>', 'requests served at once before answering 503', parsePositiveInt, DEFAULT_CONFIG.maxInFlight)
-    .option('--deadline-ms <ms>', 'per-request budget for the model; past it the fallback policy decides', parsePositiveInt, DEFAULT_CONFIG.deadlineMs)
-    .option('--body-limit <bytes>', 'largest request body', parsePositiveInt, DEFAULT_CONFIG.bodyLimit)
-    .option('--watch-interval-ms <ms>', 'poll the repository for new versions this often (0: off)', parsePositiveInt, DEFAULT_CONFIG.watchIntervalMs)
+    .option('--max-in-flight <n>', 'requests served at once before answering 503', parseWholeNumber, DEFAULT_CONFIG.maxInFlight)
+    .option('--deadline-ms <ms>', 'per-request budget for the model; past it the fallback policy decides', parseWholeNumber, DEFAULT_CONFIG.deadlineMs)
+    .option('--body-limit <bytes>', 'largest request body', parseWholeNumber, DEFAULT_CONFIG.bodyLimit)
+    .option('--watch-interval-ms <ms>', 'poll the repository for new versions this often (0: off)', parseWholeNumber, DEFAULT_CONFIG.watchIntervalMs)
     .option('--log-sync <mode>', 'decision log durability: normal (survives a killed process) or full (also a power loss)', 'full')
     .option('--log-level <level>', 'pino log level', process.env.LOG_LEVEL ?? 'info')
     .option('--feature-store <kind>', 'where sourced features live: embedded (in-process, durable under --data-dir) or redis', process.env.RTML_FEATURE_STORE ?? 'embedded')

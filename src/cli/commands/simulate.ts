@@ -1,7 +1,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { loadBundle } from '../../bundle/load.ts';
 import { parsePerturbation, simulate } from '../../monitor/simulate.ts';
-import { openBundle, parsePositiveInt } from '../shared.ts';
+import { openBundle, parseWholeNumber } from '../shared.ts';
 
 /** `rtml simulate <bundle> -i <file>`: drive a running server with rows at a rate, optionally perturbed, posting outcomes later. */
 export function registerSimulate(program: Command): void {
@@ -11,14 +11,14 @@ export function registerSimulate(program: Command): void {
     .argument('<bundle>', 'bundle directory (names the service and its features)')
     .requiredOption('-i, --input <file>', 'rows to send (.csv or .jsonl), cycled if --limit is larger')
     .option('--url <url>', 'server base URL', 'http://127.0.0.1:8080')
-    .option('--rate <n>', 'requests per second (0: as fast as --concurrency allows)', parsePositiveInt, 100)
-    .option('--concurrency <n>', 'requests in flight at most', parsePositiveInt, 8)
-    .option('--limit <n>', 'rows to send', parsePositiveInt, 1000)
+    .option('--rate <n>', 'requests per second (0: as fast as --concurrency allows)', parseWholeNumber, 100)
+    .option('--concurrency <n>', 'requests in flight at most', parseWholeNumber, 8)
+    .option('--limit <n>', 'rows to send', parseWholeNumber, 1000)
     .option('--perturb <spec...>', 'scale:FEATURE:FACTOR, shift:FEATURE:DELTA, null:FEATURE, swap:FEATURE:A:B', [])
-    .option('--perturb-after <n>', 'rows sent unperturbed first', parsePositiveInt, 0)
+    .option('--perturb-after <n>', 'rows sent unperturbed first', parseWholeNumber, 0)
     .option('--label <column>', 'column with the true label, posted as the outcome later (never sent with the request)')
-    .option('--outcome-delay <n>', 'post each outcome this many decisions later (0: none)', parsePositiveInt, 0)
-    .option('--watch-every <n>', 'poll the monitoring endpoint every n decisions (0: never)', parsePositiveInt, 100)
+    .option('--outcome-delay <n>', 'post each outcome this many decisions later (0: none)', parseWholeNumber, 0)
+    .option('--watch-every <n>', 'poll the monitoring endpoint every n decisions (0: never)', parseWholeNumber, 100)
     .option('--id-prefix <prefix>', 'decision ids are PREFIX-n', `sim-${Date.now()}`)
     .action(async (dir: string, opts: { input: string; url: string; rate: number; concurrency: number; limit: number; perturb: string[]; perturbAfter: number; label?: string; outcomeDelay: number; watchEvery: number; idPrefix: string }) => {
       const bundle = await openBundle(dir, loadBundle);
