@@ -335,6 +335,11 @@ function evaluatorTable(): void {
 }
 
 const [cmd, ...args] = process.argv.slice(2);
+if (cmd !== undefined && cmd !== 'table' && cmd !== 'one') {
+  // Anything else (--help included) would start the whole lab: many processes of ~12 s each.
+  process.stderr.write('usage: node --import tsx bench/evaluator_lab.ts [table | one <case> <variant> <mode> [seconds]]\n(no argument: every variant; see the header comment for LAB_* variables)\n');
+  process.exit(cmd === '--help' || cmd === '-h' ? 0 : 2);
+}
 if (cmd === 'table') evaluatorTable();
 else if (cmd === 'one') {
   const [caseName, variant, mode, seconds] = args;
