@@ -147,3 +147,29 @@ describe('rtml score', () => {
     assert.ok(growthMb < 100, `peak RSS grew by ${growthMb.toFixed(1)} MB from ${small.rows} to ${large.rows} rows`);
   });
 });
+
+describe('rtml score on a bundle with feature sources', () => {
+  const FRAUD = join(ROOT, 'examples/card-fraud');
+  const golden = readFileSync(join(FRAUD, 'golden.jsonl'), 'utf8').trim().split('\n').slice(0, 3).map((l) => JSON.parse(l).row as Record<string, unknown>);
+
+  it('refuses a CSV without the sourced columns instead of scoring their defaults', () => {
+    const dir = tempDir();
+    const input = join(dir, 'raw.csv');
+    writeFileSync(input, 'txn_id,card_id,customer_id,amount,merchant_category\nt1,c1,u1,90.5,gift_cards\n');
+    const run = rtml('score', FRAUD, '-i', input, '-o', join(dir, 'out.csv'));
+    assert.equal(run.status, 2);
+    assert.match(run.stderr, /card-fraud reads txn_count_10m, txn_count_1h, .* from feature sources; the input has no such columns: compute them with `rtml backfill`/);
+  });
+
+  it('reports a JSON line without a sourced feature by line and field, and scores the rest', () => {
+    const dir = tempDir();
+    const input = join(dir, 'rows.jsonl');
+    const { txn_count_10m: _dropped, ...partial } = golden[1];
+    writeFileSync(input, [golden[0], partial, golden[2]].map((r) => JSON.stringify(r)).join('\n') + '\n');
+    const output = join(dir, 'out.jsonl');
+    const run = rtml('score', FRAUD, '-i', input, '-o', output);
+    assert.equal(run.status, 1, run.stderr);
+    assert.match(run.stderr, /line 2: txn_count_10m: required: txn_count_10m comes from a feature source and is not in the row/);
+    assert.equal(readFileSync(output, 'utf8').trim().split('\n').length, 2);
+  });
+});

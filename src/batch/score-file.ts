@@ -92,9 +92,26 @@ export async function scoreFile(bundle: ModelBundle, options: ScoreFileOptions):
     options.onFailure?.(failure);
   };
 
+  // Features that come from sources (aggregates, entities, http, derived) are not in a plain
+  // file: scoring without them would silently score on their defaults. A CSV without their
+  // columns is refused; a JSON line without their keys is a bad row.
+  const sourced = bundle.sources ? bundle.encoding.features.map((f) => f.name).filter((n) => bundle.sources!.sourced.has(n)) : [];
+  const fromBackfill = 'compute them with `rtml backfill` (point in time, as the server would have served them) and score its output';
+  const missingSourced = (row: Record<string, unknown>): FieldError[] =>
+    sourced.filter((n) => !(n in row)).map((field) => ({ field, rule: 'required', message: `${field} comes from a feature source and is not in the row: ${fromBackfill}` }));
+
   // A chunk keeps unreadable records in place so failures are reported in line order.
   const flush = async (chunk: SourceRecord[]) => {
-    const readable = chunk.filter((r) => r.row !== null);
+    if (header.columns && sourced.length > 0) {
+      const absent = sourced.filter((n) => !header.columns!.includes(n));
+      if (absent.length > 0) throw new Error(`${bundle.name} reads ${absent.join(', ')} from feature sources; the input has no such columns: ${fromBackfill}`);
+    }
+    const problems = new Map<SourceRecord, FieldError[]>();
+    for (const r of chunk) {
+      const errors = r.row !== null && sourced.length > 0 ? missingSourced(r.row) : [];
+      if (errors.length > 0) problems.set(r, errors);
+    }
+    const readable = chunk.filter((r) => r.row !== null && !problems.has(r));
     const { outcomes } = await scorer.scoreRows(readable.map((r) => r.row as RawRow));
     let next = 0;
     const lines: string[] = [];
@@ -109,6 +126,11 @@ export async function scoreFile(bundle: ModelBundle, options: ScoreFileOptions):
     for (const record of chunk) {
       if (record.row === null) {
         fail({ line: record.line, errors: [{ field: null, rule: 'syntax', message: record.syntaxError ?? 'unreadable row' }] });
+        continue;
+      }
+      const missing = problems.get(record);
+      if (missing) {
+        fail({ line: record.line, errors: missing });
         continue;
       }
       const outcome = outcomes[next++];
