@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { parse } from 'csv-parse/sync';
@@ -148,7 +148,7 @@ describe('rtml score', () => {
   });
 });
 
-describe('rtml score on a bundle with feature sources', () => {
+describe('rtml score and rtml profile on a bundle with feature sources', () => {
   const FRAUD = join(ROOT, 'examples/card-fraud');
   const golden = readFileSync(join(FRAUD, 'golden.jsonl'), 'utf8').trim().split('\n').slice(0, 3).map((l) => JSON.parse(l).row as Record<string, unknown>);
 
@@ -159,6 +159,19 @@ describe('rtml score on a bundle with feature sources', () => {
     const run = rtml('score', FRAUD, '-i', input, '-o', join(dir, 'out.csv'));
     assert.equal(run.status, 2);
     assert.match(run.stderr, /card-fraud reads txn_count_10m, txn_count_1h, .* from feature sources; the input has no such columns: compute them with `rtml backfill`/);
+  });
+
+  it('refuses to profile a reference from data without the sourced columns (it would describe their defaults)', () => {
+    const dir = tempDir();
+    const bundleCopy = join(dir, 'card-fraud');
+    cpSync(FRAUD, bundleCopy, { recursive: true, filter: (src) => !/\/(data|out)$/.test(src) });
+    const input = join(dir, 'raw.csv');
+    writeFileSync(input, 'txn_id,card_id,customer_id,amount,merchant_category\nt1,c1,u1,90.5,gift_cards\n');
+    const before = readFileSync(join(bundleCopy, 'reference.json'), 'utf8');
+    const run = rtml('profile', bundleCopy, '--data', input);
+    assert.equal(run.status, 2);
+    assert.match(run.stderr, /card-fraud reads txn_count_10m, .* from feature sources; .*raw\.csv has no such columns/);
+    assert.equal(readFileSync(join(bundleCopy, 'reference.json'), 'utf8'), before, 'the reference is left as it was');
   });
 
   it('reports a JSON line without a sourced feature by line and field, and scores the rest', () => {

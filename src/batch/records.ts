@@ -7,6 +7,8 @@ import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { createInterface } from 'node:readline';
 import { parse as parseCsv, type Info } from 'csv-parse';
+import type { FieldError } from '../bundle/encoding.ts';
+import type { Bundle } from '../bundle/load.ts';
 
 export type FileFormat = 'csv' | 'jsonl';
 
@@ -96,4 +98,31 @@ export function csvLine(cells: readonly unknown[]): string {
 export function openRecords(path: string, format: FileFormat = formatOf(path)): AsyncGenerator<SourceRecord> {
   const stream = createReadStream(path);
   return format === 'csv' ? csvRecords(stream, { columns: null }) : jsonlRecords(stream);
+}
+
+/**
+ * Features a plain data file must carry for a bundle with feature sources: the sourced ones
+ * (aggregates, entities, http, derived), which only `rtml backfill` or the server compute.
+ * Reading a file without them would silently use their defaults.
+ */
+export class SourcedColumns {
+  readonly names: readonly string[];
+
+  constructor(private readonly bundle: Bundle) {
+    const sources = bundle.sources;
+    this.names = sources ? bundle.encoding.features.map((f) => f.name).filter((n) => sources.sourced.has(n)) : [];
+  }
+
+  static readonly HINT = 'compute them with `rtml backfill` (point in time, as the server would have served them) and use its output';
+
+  /** Throws when a file's columns (or a first row's keys) lack any sourced feature. */
+  requireIn(columns: readonly string[], what = 'the input'): void {
+    const absent = this.names.filter((n) => !columns.includes(n));
+    if (absent.length > 0) throw new Error(`${this.bundle.name} reads ${absent.join(', ')} from feature sources; ${what} has no such columns: ${SourcedColumns.HINT}`);
+  }
+
+  /** One error per sourced feature the row has no key for. */
+  missingFrom(row: Record<string, unknown>): FieldError[] {
+    return this.names.filter((n) => !(n in row)).map((field) => ({ field, rule: 'required', message: `${field} comes from a feature source and is not in the row: ${SourcedColumns.HINT}` }));
+  }
 }

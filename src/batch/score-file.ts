@@ -8,7 +8,7 @@ import { createReadStream, createWriteStream, mkdirSync, statSync } from 'node:f
 import { dirname } from 'node:path';
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
-import { csvCell, csvLine, csvRecords, formatOf, jsonlRecords, type FileFormat, type SourceRecord } from './records.ts';
+import { csvCell, csvLine, csvRecords, formatOf, jsonlRecords, SourcedColumns, type FileFormat, type SourceRecord } from './records.ts';
 import type { ModelBundle } from '../bundle/load.ts';
 import type { FieldError, RawRow } from '../bundle/encoding.ts';
 
@@ -92,23 +92,17 @@ export async function scoreFile(bundle: ModelBundle, options: ScoreFileOptions):
     options.onFailure?.(failure);
   };
 
-  // Features that come from sources (aggregates, entities, http, derived) are not in a plain
-  // file: scoring without them would silently score on their defaults. A CSV without their
-  // columns is refused; a JSON line without their keys is a bad row.
-  const sourced = bundle.sources ? bundle.encoding.features.map((f) => f.name).filter((n) => bundle.sources!.sourced.has(n)) : [];
-  const fromBackfill = 'compute them with `rtml backfill` (point in time, as the server would have served them) and score its output';
-  const missingSourced = (row: Record<string, unknown>): FieldError[] =>
-    sourced.filter((n) => !(n in row)).map((field) => ({ field, rule: 'required', message: `${field} comes from a feature source and is not in the row: ${fromBackfill}` }));
+  // Sourced features (aggregates, entities, ...) are not in a plain file: scoring without them
+  // would silently score on their defaults. A CSV without their columns is refused; a JSON
+  // line without their keys is a bad row.
+  const sourced = new SourcedColumns(bundle);
 
   // A chunk keeps unreadable records in place so failures are reported in line order.
   const flush = async (chunk: SourceRecord[]) => {
-    if (header.columns && sourced.length > 0) {
-      const absent = sourced.filter((n) => !header.columns!.includes(n));
-      if (absent.length > 0) throw new Error(`${bundle.name} reads ${absent.join(', ')} from feature sources; the input has no such columns: ${fromBackfill}`);
-    }
+    if (header.columns) sourced.requireIn(header.columns);
     const problems = new Map<SourceRecord, FieldError[]>();
     for (const r of chunk) {
-      const errors = r.row !== null && sourced.length > 0 ? missingSourced(r.row) : [];
+      const errors = r.row !== null ? sourced.missingFrom(r.row) : [];
       if (errors.length > 0) problems.set(r, errors);
     }
     const readable = chunk.filter((r) => r.row !== null && !problems.has(r));

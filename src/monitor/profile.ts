@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { RawRow } from '../bundle/encoding.ts';
 import { hasModel, type Bundle } from '../bundle/load.ts';
 import type { FeatureSpec } from '../bundle/manifest.ts';
-import { openRecords } from '../batch/records.ts';
+import { openRecords, SourcedColumns } from '../batch/records.ts';
 import { textRowConverter } from '../decision/index.ts';
 import { decideAfterModel, namedOutputs } from '../pipeline/policy.ts';
 import { createScorer } from '../pipeline/score.ts';
@@ -179,9 +179,18 @@ export async function buildProfile(bundle: Bundle, options: ProfileOptions): Pro
     }
   };
 
+  // A reference measured without the sourced features would describe their defaults.
+  const sourced = new SourcedColumns(bundle);
+  let checked = false;
   let chunk: RawRow[] = [];
   for await (const record of openRecords(options.data)) {
     if (record.row === null) {
+      rejected++;
+      continue;
+    }
+    if (!checked) sourced.requireIn(Object.keys(record.row), options.data);
+    checked = true;
+    if (sourced.missingFrom(record.row).length > 0) {
       rejected++;
       continue;
     }
@@ -211,8 +220,12 @@ export async function buildProfile(bundle: Bundle, options: ProfileOptions): Pro
       });
       batch = [];
     };
+    let holdoutChecked = false;
     for await (const record of openRecords(options.holdout)) {
       if (record.row === null) continue;
+      if (!holdoutChecked) sourced.requireIn(Object.keys(record.row), options.holdout);
+      holdoutChecked = true;
+      if (sourced.missingFrom(record.row).length > 0) continue;
       batch.push(typed(record.row));
       if (batch.length >= chunkSize) await take();
     }
