@@ -15,6 +15,7 @@ import { parse } from 'csv-parse/sync';
 import { exportLogged } from '../src/batch/features.ts';
 import { textRowConverter } from '../src/decision/index.ts';
 import { openSqliteDecisionLog } from '../src/log/sqlite.ts';
+import { ModelRepository } from '../src/server/repository.ts';
 import { creditRepository, startServer, type RunningServer } from './helpers/server.ts';
 import { tempDir } from './helpers/tmp.ts';
 
@@ -220,5 +221,27 @@ describe('monitoring injected faults', () => {
       await server.stop();
       hook.close();
     }
+  });
+});
+
+describe('a reference profile that does not fit the bundle', () => {
+  const silentLogger = { info: () => {}, warn: () => {}, error: () => {} };
+  const withReference = (edit: (reference: { bundle: { name: string }; features: Record<string, unknown> }) => void) => {
+    const repo = creditRepository();
+    const file = join(repo, 'credit/reference.json');
+    const reference = JSON.parse(readFileSync(file, 'utf8'));
+    edit(reference);
+    writeFileSync(file, JSON.stringify(reference));
+    return new ModelRepository(repo, silentLogger);
+  };
+
+  it('refuses the version rather than leave a feature unmonitored, or compare with another service', async () => {
+    const missing = withReference((r) => delete r.features.annual_inc);
+    await assert.rejects(missing.load('credit'), /reference\.json cannot monitor this bundle: it has no profile of annual_inc \(added to the bundle since it was measured\?\): run rtml profile/);
+    const foreign = withReference((r) => (r.bundle.name = 'card-fraud'));
+    await assert.rejects(foreign.load('credit'), /it was profiled for service "card-fraud", not "credit"/);
+    const fine = withReference(() => {});
+    assert.ok((await fine.load('credit')).defaultVersion.monitor);
+    await fine.close();
   });
 });

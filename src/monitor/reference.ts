@@ -115,3 +115,14 @@ export async function readReference(file: string): Promise<ReferenceProfile> {
     performance: p.performance ? { ...p.performance, auc: nan(p.performance.auc) } : null,
   };
 }
+
+/**
+ * Why a reference profile cannot monitor a bundle, or null when it can: it was measured for
+ * another service, or lacks features the bundle has (they would go unmonitored, silently).
+ */
+export function referenceMismatch(reference: ReferenceProfile, service: string, features: readonly string[]): string | null {
+  if (reference.bundle.name !== service) return `it was profiled for service ${JSON.stringify(reference.bundle.name)}, not ${JSON.stringify(service)}`;
+  const unprofiled = features.filter((name) => reference.features[name] === undefined);
+  if (unprofiled.length > 0) return `it has no profile of ${unprofiled.join(', ')} (added to the bundle since it was measured?)`;
+  return null;
+}

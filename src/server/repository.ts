@@ -15,7 +15,7 @@ import type { DecisionTarget } from '../pipeline/decide.ts';
 import { createScorer } from '../pipeline/score.ts';
 import type { AlertSink } from '../monitor/alerts.ts';
 import { monitoringSchema } from '../monitor/config.ts';
-import { readReference } from '../monitor/reference.ts';
+import { readReference, referenceMismatch } from '../monitor/reference.ts';
 import { ServiceMonitor } from '../monitor/service-monitor.ts';
 
 export interface ServiceVersion extends DecisionTarget {
@@ -273,8 +273,15 @@ async function loadVersion(dir: string, sinks: readonly AlertSink[]): Promise<Se
   const referenceFile = join(dir, config.reference);
   let monitor: ServiceMonitor | null = null;
   if (existsSync(referenceFile)) {
-    const reference = await readReference(referenceFile);
-    monitor = new ServiceMonitor({ bundle, reference, config, sinks });
+    try {
+      const reference = await readReference(referenceFile);
+      const mismatch = referenceMismatch(reference, bundle.name, bundle.encoding.features.map((f) => f.name));
+      if (mismatch) throw new Error(`${referenceFile} cannot monitor this bundle: ${mismatch}: run rtml profile ${dir} --data <training data>`);
+      monitor = new ServiceMonitor({ bundle, reference, config, sinks });
+    } catch (err) {
+      await bundle.model?.close?.();
+      throw err;
+    }
   } else if (bundle.manifest.monitoring) {
     await bundle.model?.close?.();
     throw new Error(`${dir}: monitoring needs the reference profile ${config.reference}: run rtml profile ${dir} --data <training data>`);
