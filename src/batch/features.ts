@@ -17,7 +17,7 @@ import { aggregateFeatures, backfill, streamLateness, type BackfillRequest } fro
 import { parseEvent, streamsOf } from '../features/events.ts';
 import type { AggregateQuery, EntityValue, FeatureReader, StreamEvent } from '../features/types.ts';
 import type { DecisionLog, DecisionRecord } from '../log/types.ts';
-import { csvLine, openRecords } from './records.ts';
+import { csvLine, openRecords, SourcedColumns } from './records.ts';
 
 async function writeCsv(path: string, header: readonly string[], rows: Iterable<readonly unknown[]>): Promise<number> {
   mkdirSync(dirname(path), { recursive: true });
@@ -176,8 +176,7 @@ export interface ExportOptions {
 export async function exportLogged(bundle: Bundle, log: DecisionLog, options: ExportOptions): Promise<{ rows: number; skipped: number }> {
   const { items } = await log.labelled(bundle.name, { since: options.since, until: options.until });
   const features = bundle.encoding.features;
-  const sourced = bundle.sources ? features.filter((f) => bundle.sources!.sourced.has(f.name)).map((f) => f.name) : [];
-  const statusColumns = options.withStatus ? sourced : [];
+  const statusColumns = options.withStatus ? new SourcedColumns(bundle).names : [];
   const rows: unknown[][] = [];
   let skipped = 0;
   for (const item of items) {

@@ -99,11 +99,14 @@ export async function scoreFile(bundle: ModelBundle, options: ScoreFileOptions):
 
   // A chunk keeps unreadable records in place so failures are reported in line order.
   const flush = async (chunk: SourceRecord[]) => {
-    if (header.columns) sourced.requireIn(header.columns);
+    // A CSV's rows all have its header's columns: checked once. JSON lines, row by row.
     const problems = new Map<SourceRecord, FieldError[]>();
-    for (const r of chunk) {
-      const errors = r.row !== null ? sourced.missingFrom(r.row) : [];
-      if (errors.length > 0) problems.set(r, errors);
+    if (header.columns) sourced.requireIn(header.columns);
+    else {
+      for (const r of chunk) {
+        const errors = r.row !== null ? sourced.missingFrom(r.row) : [];
+        if (errors.length > 0) problems.set(r, errors);
+      }
     }
     const readable = chunk.filter((r) => r.row !== null && !problems.has(r));
     const { outcomes } = await scorer.scoreRows(readable.map((r) => r.row as RawRow));
