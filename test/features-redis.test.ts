@@ -21,7 +21,7 @@ import {
   type RedisFeatureStoreOptions,
 } from '../src/features/redis.ts';
 import type { AggregateFunction, AggregateQuery, FeatureStore, IngestResult, StreamEvent } from '../src/features/types.ts';
-import { CONFORMANCE_STREAMS, CONFORMANCE_T0, ReferenceStore, assertValue, featureStoreConformance } from './helpers/feature-store-conformance.ts';
+import { CONFORMANCE_STREAMS, CONFORMANCE_T0, FUNCTIONS, ReferenceStore, assertValue, featureStoreConformance } from './helpers/feature-store-conformance.ts';
 import { mulberry32 } from './helpers/prng.ts';
 import { startRedis, type RunningRedis } from './helpers/redis-server.ts';
 import { tempDir } from './helpers/tmp.ts';
@@ -30,7 +30,6 @@ const MIN = 60_000;
 const HOUR = 60 * MIN;
 const DAY = 24 * HOUR;
 const T0 = CONFORMANCE_T0;
-const FUNCTIONS: readonly AggregateFunction[] = ['count', 'sum', 'mean', 'min', 'max', 'distinct', 'last'];
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
