@@ -114,6 +114,19 @@ async function run(task: Task & EvaluatorChoice): Promise<Measurement> {
   let warmed: Warmed = { reps: [], ms: 0, settled: false };
   let repsNsPerRow: number[] = [];
   let rows = 0;
+  // What every case reports, once it has filled in the figures above.
+  const measured = (loadMs: number): Measurement => ({
+    kind: task.kind,
+    repsNsPerRow,
+    medianNsPerRow: median(repsNsPerRow),
+    warmupNsPerRow: warmed.reps,
+    warmupMs: warmed.ms,
+    settled: warmed.settled,
+    firstCallNs,
+    loadMs,
+    rows,
+    extra,
+  });
 
   switch (task.kind) {
     case 'native-single': {
@@ -127,7 +140,7 @@ async function run(task: Task & EvaluatorChoice): Promise<Measurement> {
       warmed = await warm(single(Math.min(WARMUP_CALLS, task.calls)), task.warmup);
       repsNsPerRow = await timed(single(task.calls), task.reps);
       extra.info = model.info;
-      return { kind: task.kind, repsNsPerRow, medianNsPerRow: median(repsNsPerRow), warmupNsPerRow: warmed.reps, warmupMs: warmed.ms, settled: warmed.settled, firstCallNs, loadMs, rows, extra };
+      return measured(loadMs);
     }
     case 'native-batch': {
       const model = await nativeModel(task);
@@ -142,7 +155,7 @@ async function run(task: Task & EvaluatorChoice): Promise<Measurement> {
       repsNsPerRow = await timed(batch, task.reps);
       writeTyped(task.predsOut, keep.out!);
       extra.info = model.info;
-      return { kind: task.kind, repsNsPerRow, medianNsPerRow: median(repsNsPerRow), warmupNsPerRow: warmed.reps, warmupMs: warmed.ms, settled: warmed.settled, firstCallNs, loadMs, rows, extra };
+      return measured(loadMs);
     }
     case 'native-switch': {
       const model = await nativeModel(task);
@@ -165,7 +178,7 @@ async function run(task: Task & EvaluatorChoice): Promise<Measurement> {
         rows = all;
       }
       extra.first = task.first;
-      return { kind: task.kind, repsNsPerRow, medianNsPerRow: median(repsNsPerRow), warmupNsPerRow: warmed.reps, warmupMs: warmed.ms, settled: warmed.settled, firstCallNs, loadMs, rows, extra };
+      return measured(loadMs);
     }
     case 'pipeline-single': {
       const bundle = await loadModelBundle(task.bundle);
@@ -209,7 +222,7 @@ async function run(task: Task & EvaluatorChoice): Promise<Measurement> {
       };
       warmed = await warm(single(Math.min(WARMUP_CALLS, task.calls)), task.warmup);
       repsNsPerRow = await timed(single(task.calls), task.reps);
-      return { kind: task.kind, repsNsPerRow, medianNsPerRow: median(repsNsPerRow), warmupNsPerRow: warmed.reps, warmupMs: warmed.ms, settled: warmed.settled, firstCallNs, loadMs, rows, extra };
+      return measured(loadMs);
     }
     case 'onnx-single':
     case 'onnx-batch': {
@@ -246,7 +259,7 @@ async function run(task: Task & EvaluatorChoice): Promise<Measurement> {
         writeTyped(task.predsOut, out!);
       }
       await model.close?.();
-      return { kind: task.kind, repsNsPerRow, medianNsPerRow: median(repsNsPerRow), warmupNsPerRow: warmed.reps, warmupMs: warmed.ms, settled: warmed.settled, firstCallNs, loadMs, rows, extra };
+      return measured(loadMs);
     }
   }
 }
