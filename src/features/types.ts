@@ -5,6 +5,7 @@
  * feature's status so nothing stale or missing is hidden.
  */
 import { z } from 'zod';
+import type { StreamStoreConfig } from './aggregate.ts';
 
 /** Durations like `500ms`, `10m`, `1h`, `24h`, `30d`. */
 export const DURATION = /^(\d+)(ms|s|m|h|d)$/;
@@ -106,7 +107,7 @@ export interface FeatureStore {
   putEntity(type: string, id: string, fields: Record<string, number | string | boolean | null>, at?: number): Promise<void>;
   getEntity(type: string, id: string, fields: readonly string[]): Promise<(EntityValue | null)[]>;
   /** Adds streams declared after open and updates known ones (lateness; retention only grows). */
-  configureStreams(streams: Record<string, { latenessMs: number; retentionMs: number }>): Promise<void>;
+  configureStreams(streams: Record<string, StreamStoreConfig>): Promise<void>;
   close(): Promise<void>;
 }
 
