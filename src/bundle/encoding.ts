@@ -44,9 +44,15 @@ const NUMBER_TEXT = /^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/;
 
 const isMissing = (v: unknown, fromText: boolean): boolean => v === undefined || v === null || (fromText && typeof v === 'string' && v.trim() === '');
 
-function describe(v: unknown): string {
-  const text = typeof v === 'string' ? JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v) : String(v);
-  return `${typeof v} ${text}`;
+/**
+ * A value as an error message shows it. Never String() or JSON.stringify() a caller's object or
+ * array: one holding a `toString` key throws, one nested thousands deep overflows the stack.
+ */
+export function describe(v: unknown): string {
+  if (typeof v === 'string') return `string ${JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v)}`;
+  if (Array.isArray(v)) return `an array of ${v.length}`;
+  if (typeof v === 'object' && v !== null) return 'an object';
+  return `${typeof v} ${String(v)}`;
 }
 
 function numberWriter(f: Extract<FeatureSpec, { type: 'number' | 'integer' }>, fromText: boolean): FieldWriter {

@@ -52,6 +52,7 @@
  * unknown); `abs(n)`, `min(a, b, ...)`, `max(a, b, ...)` are numeric and MISSING when any
  * argument is; `coalesce(a, b, ...)` is the first argument that is not missing.
  */
+import { closest } from '../config/names.ts';
 
 /** A value during evaluation; `undefined` is MISSING (or UNKNOWN, for a condition). */
 export type Value = number | string | boolean | undefined;
@@ -624,33 +625,6 @@ class Checker {
   private boolean(t: StaticType, pos: number, what: string): void {
     if (t !== 'boolean' && t !== 'any') this.fail(pos, `${what} needs true/false conditions, got a ${t}`, t === 'number' ? `compare it, e.g. x > 0` : undefined);
   }
-}
-
-/** The candidate within edit distance 2 (or a case-insensitive match), if any. */
-function closest(word: string, candidates: readonly string[]): string | undefined {
-  if (word.length > 100) return undefined;
-  let best: string | undefined;
-  let bestDistance = Math.min(3, Math.max(1, Math.floor(word.length / 3)) + 1);
-  for (const c of candidates) {
-    if (c.toLowerCase() === word.toLowerCase()) return c;
-    if (Math.abs(c.length - word.length) >= bestDistance || c.length > 100) continue;
-    const d = editDistance(word, c);
-    if (d < bestDistance) {
-      bestDistance = d;
-      best = c;
-    }
-  }
-  return best;
-}
-
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    prev = cur;
-  }
-  return prev[b.length];
 }
 
 // ---------------------------------------------------------------------------------------
