@@ -60,7 +60,7 @@ import { parse } from 'csv-parse/sync';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const CREDIT = join(ROOT, 'examples', 'credit');
-const DECISIONS_PATH = '/v1/services/credit/decisions';
+export const DECISIONS_PATH = '/v1/services/credit/decisions';
 const BARE_PATH = '/bare';
 
 export const TARGET_THROUGHPUT_RATIO = 0.6;
@@ -225,13 +225,13 @@ function median(values: readonly number[]): number {
 }
 
 /** Nearest-rank percentile of an ascending array. */
-function pct(sorted: ArrayLike<number>, p: number): number {
+export function pct(sorted: ArrayLike<number>, p: number): number {
   if (sorted.length === 0) return NaN;
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
   return sorted[i];
 }
 
-function latencyStats(samples: number[]): LatencyStats {
+export function latencyStats(samples: number[]): LatencyStats {
   const s = Float64Array.from(samples).sort();
   let sum = 0;
   for (const v of s) sum += v;
@@ -252,7 +252,7 @@ function summarize(runs: LoadRun[]): Summary {
   };
 }
 
-const sleep = (ms: number) => new Promise<void>((done) => setTimeout(done, ms));
+export const sleep = (ms: number) => new Promise<void>((done) => setTimeout(done, ms));
 
 /** Clock ticks per second of /proc/<pid>/stat times (100 on practically every Linux); asked once, on first use. */
 let clkTck = 0;
@@ -268,7 +268,7 @@ function ticksPerSecond(): number {
 }
 
 /** User + system CPU seconds of a process (Linux /proc), NaN elsewhere. */
-function processCpuS(pid: number | undefined): number {
+export function processCpuS(pid: number | undefined): number {
   if (pid === undefined) return NaN;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -299,7 +299,7 @@ async function freePort(): Promise<number> {
 // ---------------------------------------------------------------------------------------------
 // Server processes
 
-interface ServerProcess {
+export interface ServerProcess {
   name: string;
   url: string;
   child: ChildProcess;
@@ -382,10 +382,10 @@ function creditRepository(work: string): string {
   return repo;
 }
 
-function startRtml(work: string, name: string, sync: 'full' | 'normal', nodeArgs: string[] = []): Promise<ServerProcess> {
+export function startRtml(work: string, name: string, sync: 'full' | 'normal', nodeArgs: string[] = [], serveArgs: string[] = []): Promise<ServerProcess> {
   const dataDir = join(work, `data-${name.replace(/\W+/g, '-')}`);
   mkdirSync(dataDir, { recursive: true });
-  const args = [...nodeArgs, join(ROOT, 'bin', 'rtml.mjs'), 'serve', creditRepository(work), '--port', '{port}', '--data-dir', dataDir, '--log-level', 'warn', '--log-sync', sync];
+  const args = [...nodeArgs, join(ROOT, 'bin', 'rtml.mjs'), 'serve', creditRepository(work), '--port', '{port}', '--data-dir', dataDir, '--log-level', 'warn', '--log-sync', sync, ...serveArgs];
   return startProcess(name, args, dataDir, '/v2/health/ready');
 }
 
@@ -393,7 +393,7 @@ function startRtml(work: string, name: string, sync: 'full' | 'normal', nodeArgs
 // Request bodies
 
 /** Distinct lending_club rows (Class removed) as JSON text, spread over the whole file. */
-function loadRows(count: number): string[] {
+export function loadRows(count: number): string[] {
   const records = parse(readFileSync(join(CREDIT, 'lending_club.csv')), { columns: true, cast: true, skip_empty_lines: true }) as Record<string, unknown>[];
   const step = Math.max(1, Math.floor(records.length / count));
   const out: string[] = [];
@@ -405,7 +405,7 @@ function loadRows(count: number): string[] {
 }
 
 /** Posts every row once (no id: the server makes one); keeps the rows answered 200 with a decision. */
-async function preflight(server: ServerProcess, rows: string[], problems: string[]): Promise<string[]> {
+export async function preflight(server: ServerProcess, rows: string[], problems: string[]): Promise<string[]> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
   const kept: string[] = [];
   const rejected: string[] = [];
@@ -461,7 +461,7 @@ function cannonRequests(rows: string[], connections: number, path: string): auto
 // ---------------------------------------------------------------------------------------------
 // Load generators
 
-interface CannonSpec {
+export interface CannonSpec {
   server: ServerProcess;
   path: string;
   rows: string[];
@@ -472,7 +472,7 @@ interface CannonSpec {
   target: string;
 }
 
-function runCannon(spec: CannonSpec): Promise<LoadRun> {
+export function runCannon(spec: CannonSpec): Promise<LoadRun> {
   const lists = cannonRequests(spec.rows, spec.connections, spec.path);
   let nextList = 0;
   const latencies: number[] = [];
