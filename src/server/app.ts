@@ -1,8 +1,8 @@
 /**
  * The decision server: fastify with the product's decision API (`/v1`), the Open Inference
- * Protocol (`/v2`), admin operations behind a bearer token, Prometheus `/metrics`, a
- * concurrency limit that sheds load with 503 + Retry-After instead of queueing without
- * bound, and a graceful drain on shutdown.
+ * Protocol (`/v2`), admin operations behind a bearer token, Prometheus `/metrics`, and a
+ * load guard (./overload.ts) that sheds load with 503 + Retry-After instead of queueing
+ * without bound, and a graceful drain on shutdown.
  */
 import { timingSafeEqual } from 'node:crypto';
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -15,19 +15,22 @@ import { registerMonitoringRoutes } from './routes/monitoring.ts';
 import { registerFeatureRoutes } from './routes/features.ts';
 import type { FeatureStore } from '../features/types.ts';
 import { FeatureStoreHost, type FeatureStoreFactory } from './feature-store.ts';
+import { guardLoad, PROBE_ROUTE, type LoadGuardConfig } from './overload.ts';
 import { logSink, webhookSink, type AlertSink } from '../monitor/alerts.ts';
 
-export interface ServerConfig {
+export interface ServerConfig extends LoadGuardConfig {
   /** The model repository: one folder per service. */
   repository: string;
   /** Bearer token for admin operations; null disables them. */
   adminToken: string | null;
-  /** Decision and infer requests served at once; beyond it, 503. */
-  maxInFlight: number;
   /** Per-request budget for the model, in milliseconds. */
   deadlineMs: number;
   /** Largest accepted request body, in bytes. */
   bodyLimit: number;
+  /** A request (headers and body) must arrive within this; a slow client is cut off. */
+  requestTimeoutMs: number;
+  /** An idle keep-alive connection closes after this; keep it above a load balancer's idle timeout. */
+  keepAliveTimeoutMs: number;
   /** Poll the repository for changes this often (0: never). */
   watchIntervalMs: number;
   logLevel: string;
@@ -38,6 +41,10 @@ export interface ServerConfig {
 export const DEFAULT_CONFIG: Omit<ServerConfig, 'repository'> = {
   adminToken: null,
   maxInFlight: 512,
+  maxEventLoopDelayMs: 100,
+  maxConnections: 10_000,
+  requestTimeoutMs: 10_000,
+  keepAliveTimeoutMs: 72_000,
   deadlineMs: 250,
   bodyLimit: 1024 * 1024,
   watchIntervalMs: 2000,
@@ -55,8 +62,6 @@ export interface ServerContext {
   readonly featureStore: FeatureStore | null;
   /** preHandler for admin routes. */
   readonly requireAdmin: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
-  /** preHandler for the routes that score: sheds load past the concurrency limit. */
-  readonly limitConcurrency: (request: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => void;
 }
 
 export interface Server {
@@ -64,6 +69,8 @@ export interface Server {
   readonly repository: ModelRepository;
   /** Stops accepting requests, lets in-flight ones finish, flushes the decision log. */
   close(): Promise<void>;
+  /** Also serves the health probes and /metrics on a port of their own; resolves with its address. */
+  listenForProbes(port: number, host: string): Promise<string>;
 }
 
 export type { FeatureStoreFactory } from './feature-store.ts';
@@ -76,6 +83,10 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
     logController: new LogController({ disableRequestLogging: true }),
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+    requestTimeout: config.requestTimeoutMs,
+    // Headers must arrive within the request timeout too (Node's default is 60 s), checked every second rather than every 30.
+    http: { headersTimeout: config.requestTimeoutMs, connectionsCheckingInterval: 1000 },
   });
   const sinks: AlertSink[] = [logSink(app.log)];
   if (config.alertWebhook) {
@@ -84,26 +95,7 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
   const repository = new ModelRepository(config.repository, app.log, sinks);
   const metrics = createMetrics(log, repository);
 
-  let inFlight = 0;
-  const release = () => {
-    inFlight--;
-    metrics.inFlight.set(inFlight);
-  };
-  // Callback style rather than async: no promise per request on the hot path. Answering 503
-  // without calling done() ends the request there (fastify's early reply from a hook).
-  const limitConcurrency = (request: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => {
-    if (inFlight >= config.maxInFlight) {
-      metrics.overloadRejections.inc();
-      void reply.code(503).header('retry-after', '1').send({ error: `overloaded: ${config.maxInFlight} requests in flight; retry shortly` });
-      return;
-    }
-    inFlight++;
-    metrics.inFlight.set(inFlight);
-    // Counted down however the request ends: a response emits 'close' once, after 'finish'
-    // (answered or failed) or when the client went away, so one shared listener does.
-    reply.raw.once('close', release);
-    done();
-  };
+  const guard = guardLoad(app, config, metrics);
 
   const token = config.adminToken ? Buffer.from(config.adminToken) : null;
   const requireAdmin = async (request: FastifyRequest, reply: FastifyReply) => {
@@ -152,13 +144,12 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
       return features.store;
     },
     requireAdmin,
-    limitConcurrency,
   };
   registerDecisionRoutes(app, context);
   registerOipRoutes(app, context);
   registerMonitoringRoutes(app, context);
   registerFeatureRoutes(app, context);
-  app.get('/metrics', async (_request, reply) => {
+  app.get('/metrics', PROBE_ROUTE, async (_request, reply) => {
     const body = await metrics.registry.metrics();
     return reply.header('content-type', metrics.registry.contentType).send(body);
   });
@@ -198,11 +189,13 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
   return {
     app,
     repository,
+    listenForProbes: (port, host) => guard.listenForProbes(port, host),
     close: () =>
       (closing ??= (async () => {
         clearInterval(outcomeTimer);
         clearInterval(evaluationTimer);
         await app.close();
+        await guard.close();
         await log.close();
         await features.close();
         await repository.close();

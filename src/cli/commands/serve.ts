@@ -5,6 +5,9 @@ import { openSqliteDecisionLog } from '../../log/sqlite.ts';
 import { createServer, DEFAULT_CONFIG, type FeatureStoreFactory } from '../../server/app.ts';
 import { collectPairs, defaultDataDir, parseWholeNumber } from '../shared.ts';
 
+/** Node's default is 511: 2,000 clients connecting at once overflow it, and each dropped SYN costs its client 1-3 s. */
+const DEFAULT_BACKLOG = 4096;
+
 /** `rtml serve [repository]`: serve every bundle of a model repository over HTTP until SIGTERM or SIGINT. */
 export function registerServe(program: Command): void {
   program
@@ -13,9 +16,15 @@ export function registerServe(program: Command): void {
     .argument('[repository]', 'model repository directory', 'examples')
     .option('-p, --port <port>', 'port (env PORT)', parseWholeNumber, Number(process.env.PORT ?? 8080))
     .option('--host <host>', 'address to listen on (env HOST)', process.env.HOST ?? '127.0.0.1')
+    .option('--probe-port <port>', 'also serve the health probes and /metrics on this port, so they never queue behind scoring connections (env PROBE_PORT)', parseWholeNumber, process.env.PROBE_PORT ? Number(process.env.PROBE_PORT) : undefined)
     .option('--data-dir <dir>', 'where the decision log lives (env RTML_DATA_DIR)', defaultDataDir())
     .option('--admin-token-file <file>', 'file holding the admin bearer token (or env RTML_ADMIN_TOKEN); without one, admin operations are disabled')
-    .option('--max-in-flight <n>', 'requests served at once before answering 503', parseWholeNumber, DEFAULT_CONFIG.maxInFlight)
+    .option('--max-in-flight <n>', 'scoring requests served at once before answering 503', parseWholeNumber, DEFAULT_CONFIG.maxInFlight)
+    .option('--max-event-loop-delay-ms <ms>', 'answer scoring requests 503 while the event loop lags more than this (0: off)', parseWholeNumber, DEFAULT_CONFIG.maxEventLoopDelayMs)
+    .option('--max-connections <n>', 'open connections served; requests on more get 503 and Connection: close (0: no limit)', parseWholeNumber, DEFAULT_CONFIG.maxConnections)
+    .option('--backlog <n>', 'connections the kernel queues until accepted (capped by net.core.somaxconn)', parseWholeNumber, DEFAULT_BACKLOG)
+    .option('--request-timeout-ms <ms>', 'a request (headers and body) must arrive within this', parseWholeNumber, DEFAULT_CONFIG.requestTimeoutMs)
+    .option('--keep-alive-timeout-ms <ms>', 'close idle keep-alive connections after this; keep above a load balancer\'s idle timeout', parseWholeNumber, DEFAULT_CONFIG.keepAliveTimeoutMs)
     .option('--deadline-ms <ms>', 'per-request budget for the model; past it the fallback policy decides', parseWholeNumber, DEFAULT_CONFIG.deadlineMs)
     .option('--body-limit <bytes>', 'largest request body', parseWholeNumber, DEFAULT_CONFIG.bodyLimit)
     .option('--watch-interval-ms <ms>', 'poll the repository for new versions this often (0: off)', parseWholeNumber, DEFAULT_CONFIG.watchIntervalMs)
@@ -56,7 +65,20 @@ export function registerServe(program: Command): void {
             }
           : async (streams) => openEmbeddedFeatureStore({ dataDir: opts.dataDir, streams, synchronous: opts.logSync === 'normal' ? 'normal' : 'full' });
       const server = await createServer(
-        { repository, adminToken: adminToken || null, maxInFlight: opts.maxInFlight, deadlineMs: opts.deadlineMs, bodyLimit: opts.bodyLimit, watchIntervalMs: opts.watchIntervalMs, logLevel: opts.logLevel, alertWebhook: opts.alertWebhook || null },
+        {
+          repository,
+          adminToken: adminToken || null,
+          maxInFlight: opts.maxInFlight,
+          maxEventLoopDelayMs: opts.maxEventLoopDelayMs,
+          maxConnections: opts.maxConnections,
+          requestTimeoutMs: opts.requestTimeoutMs,
+          keepAliveTimeoutMs: opts.keepAliveTimeoutMs,
+          deadlineMs: opts.deadlineMs,
+          bodyLimit: opts.bodyLimit,
+          watchIntervalMs: opts.watchIntervalMs,
+          logLevel: opts.logLevel,
+          alertWebhook: opts.alertWebhook || null,
+        },
         log,
         openFeatureStore,
       );
@@ -72,16 +94,23 @@ export function registerServe(program: Command): void {
       };
       process.once('SIGTERM', () => shutdown('SIGTERM'));
       process.once('SIGINT', () => shutdown('SIGINT'));
-      await server.app.listen({ port: opts.port, host: opts.host });
+      await server.app.listen({ port: opts.port, host: opts.host, backlog: opts.backlog });
+      if (opts.probePort !== undefined) server.app.log.info(`Probes listening at ${await server.listenForProbes(opts.probePort, opts.host)}`);
     });
 }
 
 interface ServeOptions {
   port: number;
   host: string;
+  probePort?: number;
   dataDir: string;
   adminTokenFile?: string;
   maxInFlight: number;
+  maxEventLoopDelayMs: number;
+  maxConnections: number;
+  backlog: number;
+  requestTimeoutMs: number;
+  keepAliveTimeoutMs: number;
   deadlineMs: number;
   bodyLimit: number;
   watchIntervalMs: number;

@@ -10,6 +10,7 @@ import { decide, ModelUnavailable, RequestRejected, type DecisionContext } from 
 import { parseOutcome } from '../../pipeline/outcomes.ts';
 import type { Outcome } from '../../log/types.ts';
 import type { ServerContext } from '../app.ts';
+import { SCORING_ROUTE } from '../overload.ts';
 import type { Service, ServiceVersion } from '../repository.ts';
 
 const nameParams = z.object({ name: z.string() });
@@ -69,7 +70,7 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
     return observe;
   };
 
-  app.post('/v1/services/:name/decisions', { preHandler: ctx.limitConcurrency }, async (request, reply) => {
+  app.post('/v1/services/:name/decisions', SCORING_ROUTE, async (request, reply) => {
     const { name } = nameParams.parse(request.params);
     const service = repository.get(name);
     if (!service) return notFound(reply, name);
