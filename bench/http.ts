@@ -285,7 +285,7 @@ function selfCpuS(): number {
   return (u.user + u.system) / 1e6;
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   const srv = createNetServer();
   await new Promise<void>((done, fail) => {
     srv.once('error', fail);

@@ -14,8 +14,11 @@
  *     Retry-After are counted; latency is autocannon's per-request time (from the write of a
  *     request to its answer, so queueing in the server shows; waiting in the client does not).
  *     Meanwhile a separate process probes `/v2/health/live` and `/v2/health/ready` every
- *     100 ms, each on a new connection (as a load balancer would), open loop, and the server's
- *     RSS is sampled every 100 ms from /proc.
+ *     100 ms, each on a new connection (as a load balancer would), open loop, both on the main
+ *     port and on the probe port (`--probe-port`), and the server's RSS is sampled every
+ *     100 ms from /proc. The server's own event-loop lag and its 503s by reason come from
+ *     /metrics (scraped before and after), the kernel's accept-queue overflows from
+ *     /proc/net/netstat.
  *  3. After: the server stops on SIGTERM (its exit code is reported) and its decision log must
  *     hold a row for every 2xx the bench received.
  *
@@ -28,10 +31,11 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http, { type IncomingHttpHeaders } from 'node:http';
 import { cpus, loadavg, tmpdir } from 'node:os';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { DECISIONS_PATH, latencyStats, loadRows, pct, preflight, runCannon, sleep, startRtml, type LatencyStats, type ServerProcess } from './http.ts';
+import { DECISIONS_PATH, freePort, latencyStats, loadRows, preflight, runCannon, sleep, startRtml, type LatencyStats, type ServerProcess } from './http.ts';
 
 const HEALTH_PATHS = ['/v2/health/live', '/v2/health/ready'] as const;
 const PROBE_INTERVAL_MS = 100;
@@ -46,16 +50,28 @@ export interface OverloadBenchOptions {
   durationS: number;
   /** Extra `rtml serve` arguments, e.g. to compare settings. */
   serveArgs: string[];
+  /** Also probe on a port of their own (`--probe-port`; default true; false to measure a server without one). */
+  probePort: boolean;
   log: (msg: string) => void;
 }
 
 interface HealthProbe {
+  /** 'main': the port scoring traffic uses; 'probe port': `rtml serve --probe-port`. */
+  port: 'main' | 'probe port';
   path: string;
   /** Milliseconds from the connect to the end of the answer (or the failure). */
   ms: number;
   status: number;
   /** Error code when no answer came. */
   error: string | null;
+}
+
+export interface HealthSummary {
+  port: HealthProbe['port'];
+  probes: number;
+  answered200: number;
+  failures: string[];
+  latency: LatencyStats;
 }
 
 export interface OverloadBenchResult {
@@ -79,8 +95,13 @@ export interface OverloadBenchResult {
     socketErrors: number;
     latency2xx: LatencyStats;
     latency503: LatencyStats;
+    /** The server's event-loop lag over the run (prom-client's histogram; includes its 10 ms period) and its 503s by reason. */
+    server: { lagP99Ms: number; lagMaxMs: number; refusals: Record<string, number> };
+    /** This process's (the load generator's) event-loop lag: latency it adds to every figure. */
+    client: { lagP99Ms: number; lagMaxMs: number };
   };
-  health: { probes: number; answered200: number; failures: string[]; latency: LatencyStats; byPath: Record<string, { p50: number; max: number; failed: number }> };
+  /** Probes on the main port and on the probe port. */
+  health: HealthSummary[];
   rssMiB: { before: number; peak: number; after: number };
   /** Increase of the kernel's TCP counters over the overload run (system-wide: other processes count too). */
   tcp: TcpCounters;
@@ -94,6 +115,7 @@ const DEFAULTS: OverloadBenchOptions = {
   factor: 3,
   durationS: 20,
   serveArgs: [],
+  probePort: true,
   log: (msg) => process.stderr.write(`[overload ${((performance.now() - T0) / 1000).toFixed(0).padStart(3)}s] ${msg}\n`),
 };
 let T0 = performance.now();
@@ -108,10 +130,11 @@ function rssMiB(pid: number | undefined): number {
   }
 }
 
-const TCP_COUNTERS = ['ListenOverflows', 'TCPSynRetrans', 'TCPAbortOnData', 'TCPAbortOnClose'] as const;
+// (The abort counters are left out: the load generator's own teardown of 2,000 connections moves them.)
+const TCP_COUNTERS = ['ListenOverflows', 'TCPSynRetrans'] as const;
 type TcpCounters = Record<(typeof TCP_COUNTERS)[number], number>;
 
-/** The kernel's TCP counters that show an overflowing accept queue or reset connections (system-wide, Linux). */
+/** The kernel's TCP counters that show an overflowing accept queue (system-wide, Linux). */
 function tcpCounters(): TcpCounters {
   const out = Object.fromEntries(TCP_COUNTERS.map((k) => [k, NaN])) as TcpCounters;
   try {
@@ -123,6 +146,15 @@ function tcpCounters(): TcpCounters {
     // not Linux: NaN
   }
   return out;
+}
+
+/** The server's own view from /metrics: its event-loop lag since the last scrape (prom-client resets it), and its 503s by reason. */
+async function scrape(url: string): Promise<{ lagP99Ms: number; lagMaxMs: number; refusals: Record<string, number> }> {
+  const text = await (await fetch(url + '/metrics', { signal: AbortSignal.timeout(CLIENT_TIMEOUT_S * 1000) })).text();
+  const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  const refusals: Record<string, number> = {};
+  for (const m of text.matchAll(/^rtml_overload_rejections_total(?:\{reason="(\w+)"\})? (\S+)$/gm)) refusals[m[1] ?? 'all'] = Number(m[2]);
+  return { lagP99Ms: value('rtml_process_nodejs_eventloop_lag_p99_seconds') * 1000, lagMaxMs: value('rtml_process_nodejs_eventloop_lag_max_seconds') * 1000, refusals };
 }
 
 /** Request lists for the overload run: a few shared lists (2,000 private ones would hold ~500 MB of bodies). */
@@ -195,8 +227,8 @@ function runOverload(server: ServerProcess, rows: string[], connections: number,
 }
 
 /** Health probes from their own process, so the load generator's busy event loop does not delay them. */
-function startProber(url: string): { stop(): Promise<HealthProbe[]> } {
-  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--probe', url], { stdio: ['pipe', 'pipe', 'inherit'] });
+function startProber(mainUrl: string, probeUrl: string | null): { stop(): Promise<HealthProbe[]> } {
+  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--probe', mainUrl, ...(probeUrl ? [probeUrl] : [])], { stdio: ['pipe', 'pipe', 'inherit'] });
   const result = new Promise<HealthProbe[]>((done, fail) => {
     const lines: string[] = [];
     createInterface({ input: child.stdout! }).on('line', (line) => lines.push(line));
@@ -210,16 +242,16 @@ function startProber(url: string): { stop(): Promise<HealthProbe[]> } {
   };
 }
 
-/** The prober process: one probe every PROBE_INTERVAL_MS, alternating paths, each on a new connection; prints JSON once stdin closes. */
-async function probe(url: string): Promise<void> {
+/** The prober process: every PROBE_INTERVAL_MS one probe per port, alternating paths, each on a new connection; prints JSON once stdin closes. */
+async function probe(mainUrl: string, probeUrl: string | undefined): Promise<void> {
   const probes: HealthProbe[] = [];
   const pending = new Set<Promise<void>>();
   let n = 0;
-  const once = (path: string) =>
+  const once = (port: HealthProbe['port'], url: string, path: string) =>
     new Promise<void>((done) => {
       const t0 = performance.now();
       const finish = (status: number, error: string | null) => {
-        probes.push({ path, ms: performance.now() - t0, status, error });
+        probes.push({ port, path, ms: performance.now() - t0, status, error });
         done();
       };
       const req = http.get(url + path, { agent: false, timeout: CLIENT_TIMEOUT_S * 1000 }, (res) => {
@@ -231,9 +263,11 @@ async function probe(url: string): Promise<void> {
       req.on('error', (err: NodeJS.ErrnoException) => finish(0, err.code ?? err.message));
     });
   const timer = setInterval(() => {
-    const p = once(HEALTH_PATHS[n++ % HEALTH_PATHS.length]);
-    pending.add(p);
-    void p.then(() => pending.delete(p));
+    const path = HEALTH_PATHS[n++ % HEALTH_PATHS.length];
+    for (const p of [once('main', mainUrl, path), ...(probeUrl ? [once('probe port', probeUrl, path)] : [])]) {
+      pending.add(p);
+      void p.then(() => pending.delete(p));
+    }
   }, PROBE_INTERVAL_MS);
   process.stdin.resume();
   await new Promise((done) => process.stdin.once('end', done));
@@ -242,20 +276,15 @@ async function probe(url: string): Promise<void> {
   process.stdout.write(JSON.stringify(probes) + '\n');
 }
 
-function healthSummary(probes: HealthProbe[]): OverloadBenchResult['health'] {
-  const byPath: OverloadBenchResult['health']['byPath'] = {};
-  for (const path of HEALTH_PATHS) {
-    const mine = probes.filter((p) => p.path === path);
-    const ms = Float64Array.from(mine.map((p) => p.ms)).sort();
-    byPath[path] = { p50: pct(ms, 50), max: ms.length ? ms[ms.length - 1] : NaN, failed: mine.filter((p) => p.status !== 200).length };
-  }
+function healthSummary(all: HealthProbe[], port: HealthProbe['port']): HealthSummary {
+  const probes = all.filter((p) => p.port === port);
   const failed = probes.filter((p) => p.status !== 200);
   return {
+    port,
     probes: probes.length,
     answered200: probes.length - failed.length,
-    failures: failed.slice(0, 10).map((p) => `${p.path}: ${p.error ?? p.status} after ${p.ms.toFixed(0)} ms`),
+    failures: failed.slice(0, 5).map((p) => `${p.path}: ${p.error ?? p.status} after ${p.ms.toFixed(0)} ms`),
     latency: latencyStats(probes.map((p) => p.ms)),
-    byPath,
   };
 }
 
@@ -269,7 +298,8 @@ export async function benchOverload(options: Partial<OverloadBenchOptions> = {})
   let server: ServerProcess | null = null;
   try {
     log(`starting rtml --log-sync full ${opts.serveArgs.join(' ')}; scratch ${work}`);
-    server = await startRtml(work, 'rtml', 'full', [], opts.serveArgs);
+    const probePort = opts.probePort ? await freePort() : null;
+    server = await startRtml(work, 'rtml', 'full', [], [...(probePort ? ['--probe-port', String(probePort)] : []), ...opts.serveArgs]);
     const rows = await preflight(server, loadRows(2000), problems);
     if (rows.length === 0) throw new Error(`no lending_club row was answered 200 by rtml:\n${problems.join('\n')}`);
 
@@ -284,15 +314,21 @@ export async function benchOverload(options: Partial<OverloadBenchOptions> = {})
     const rssBefore = rssMiB(pid);
     let rssPeak = rssBefore;
     const rssTimer = setInterval(() => (rssPeak = Math.max(rssPeak, rssMiB(pid) || 0)), 100);
+    await scrape(server.url);
+    const clientLag = monitorEventLoopDelay({ resolution: 10 });
+    clientLag.enable();
     const tcp0 = tcpCounters();
-    const prober = startProber(server.url);
+    const prober = startProber(server.url, probePort ? `http://127.0.0.1:${probePort}` : null);
     await sleep(500); // the prober's first probes see the server before the load
     log(`overload: ${rate ? `${rate} req/s offered (${opts.factor}x)` : 'closed loop'} over ${opts.connections} connections for ${opts.durationS} s`);
     const run = await runOverload(server, rows, opts.connections, rate, opts.durationS);
+    clientLag.disable();
+    const serverView = await scrape(server.url);
     await sleep(2000); // then the server settles
     clearInterval(rssTimer);
     const rssAfter = rssMiB(pid);
-    const health = healthSummary(await prober.stop());
+    const probes = await prober.stop();
+    const health = [healthSummary(probes, 'main'), ...(probePort ? [healthSummary(probes, 'probe port')] : [])];
     const tcp1 = tcpCounters();
     const tcp = Object.fromEntries(TCP_COUNTERS.map((k) => [k, tcp1[k] - tcp0[k]])) as TcpCounters;
 
@@ -319,10 +355,12 @@ export async function benchOverload(options: Partial<OverloadBenchOptions> = {})
       socketErrors: run.socketErrors,
       latency2xx: latencyStats(run.latency2xx),
       latency503: latencyStats(run.latency503),
+      server: serverView,
+      client: { lagP99Ms: clientLag.percentile(99) / 1e6, lagMaxMs: clientLag.max / 1e6 },
     };
     if (o.timeouts + o.socketErrors > 0) problems.push(`overload: ${o.timeouts} timeouts and ${o.socketErrors} socket errors`);
     if (o.status503WithoutRetryAfter > 0 || Object.keys(o.otherStatuses).length > 0) problems.push(`overload: ${o.status503WithoutRetryAfter} 503s without Retry-After, other statuses ${JSON.stringify(o.otherStatuses)}`);
-    if (health.answered200 < health.probes) problems.push(`health: ${health.probes - health.answered200} of ${health.probes} probes not answered 200`);
+    for (const h of health) if (h.answered200 < h.probes) problems.push(`health on the ${h.port}: ${h.probes - h.answered200} of ${h.probes} probes not answered 200`);
     return {
       machine: { cpus: cpus().length, model: cpus()[0]?.model ?? 'unknown', node: process.version, loadavgBefore: loadBefore, loadavgAfter: loadavg() },
       serveArgs: opts.serveArgs,
@@ -346,7 +384,6 @@ const f1 = (v: number) => (Number.isFinite(v) ? v.toFixed(1) : 'n/a');
 
 export function formatOverloadBench(r: OverloadBenchResult): string {
   const o = r.overload;
-  const h = r.health;
   const lines: string[] = [];
   lines.push(`Overload: 127.0.0.1, ${r.machine.cpus} x ${r.machine.model}, Node ${r.machine.node}; load average ${r.machine.loadavgBefore.map((v) => v.toFixed(2)).join(' ')} before, ${r.machine.loadavgAfter.map((v) => v.toFixed(2)).join(' ')} after; client and server share the cores`);
   lines.push(`rtml serve --log-sync full ${r.serveArgs.join(' ')}`.trimEnd());
@@ -355,13 +392,12 @@ export function formatOverloadBench(r: OverloadBenchResult): string {
   lines.push(`  answers ${f0(o.answers)}: 2xx ${f0(o.ok2xx)} (${f0(o.okRps)}/s), 503 with Retry-After ${f0(o.status503WithRetryAfter)}, 503 without ${f0(o.status503WithoutRetryAfter)}, other ${JSON.stringify(o.otherStatuses)}`);
   lines.push(`  timeouts ${f0(o.timeouts)}, socket errors ${f0(o.socketErrors)}`);
   lines.push(`  latency 2xx p50 ${f1(o.latency2xx.p50)} / p99 ${f1(o.latency2xx.p99)} / max ${f1(o.latency2xx.max)} ms; 503 p50 ${f1(o.latency503.p50)} / p99 ${f1(o.latency503.p99)} / max ${f1(o.latency503.max)} ms`);
-  lines.push(
-    `health probes (new connection each, every ${PROBE_INTERVAL_MS} ms): ${h.answered200}/${h.probes} answered 200; p50 ${f1(h.latency.p50)} ms, p99 ${f1(h.latency.p99)} ms, max ${f1(h.latency.max)} ms; ` +
-      Object.entries(h.byPath)
-        .map(([path, s]) => `${path} p50 ${f1(s.p50)} max ${f1(s.max)}${s.failed ? ` (${s.failed} failed)` : ''}`)
-        .join(', '),
-  );
-  for (const f of h.failures) lines.push(`  failed probe: ${f}`);
+  lines.push(`  server event-loop lag p99 ${f1(o.server.lagP99Ms)} / max ${f1(o.server.lagMaxMs)} ms (10 ms period included); 503s by reason ${JSON.stringify(o.server.refusals)}; load generator's own lag p99 ${f1(o.client.lagP99Ms)} / max ${f1(o.client.lagMaxMs)} ms`);
+  lines.push(`health probes (/v2/health/live and /ready alternately, each on a new connection, every ${PROBE_INTERVAL_MS} ms):`);
+  for (const h of r.health) {
+    lines.push(`  ${h.port.padEnd(10)} ${h.answered200}/${h.probes} answered 200; p50 ${f1(h.latency.p50)} ms, p99 ${f1(h.latency.p99)} ms, max ${f1(h.latency.max)} ms`);
+    for (const f of h.failures) lines.push(`    failed: ${f}`);
+  }
   lines.push(`server RSS: ${f1(r.rssMiB.before)} MiB before, ${f1(r.rssMiB.peak)} MiB peak, ${f1(r.rssMiB.after)} MiB 2 s after`);
   lines.push(`kernel TCP counters over the run (system-wide): ${Object.entries(r.tcp).map(([k, v]) => `${k} +${f0(v)}`).join(', ')}`);
   lines.push(`SIGTERM: exit ${r.shutdown.exitCode}; decision log ${f0(r.shutdown.logRows)} rows for ${f0(r.shutdown.answered2xx)} 2xx answers${r.shutdown.ok ? '' : ' MISMATCH'}`);
@@ -387,6 +423,7 @@ function parseArgs(argv: string[]): { options: Partial<OverloadBenchOptions>; js
     else if (a === '--factor') options.factor = Number(argv[++i]);
     else if (a === '--duration') options.durationS = num();
     else if (a === '--serve-args') options.serveArgs = argv[++i].split(/\s+/).filter(Boolean);
+    else if (a === '--no-probe-port') options.probePort = false;
     else if (a === '--json') json = argv[++i];
     else throw new Error(`unknown option ${a}`);
   }
@@ -395,7 +432,7 @@ function parseArgs(argv: string[]): { options: Partial<OverloadBenchOptions>; js
 
 if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
   if (process.argv[2] === '--probe') {
-    await probe(process.argv[3]);
+    await probe(process.argv[3], process.argv[4]);
   } else {
     const { options, json } = parseArgs(process.argv.slice(2));
     const result = await benchOverload(options);
