@@ -1,13 +1,15 @@
 /**
  * The server under more load than it can take, and told to stop: a real `rtml serve` process.
  * Every request gets an answer, 200 or 503 with Retry-After (never a socket error), health
- * probes keep answering, and slow clients are cut off.
- * No timing is asserted: these are outcomes, not figures (bench/overload.ts has the figures).
+ * probes keep answering, slow clients are cut off, and SIGTERM drains without losing or
+ * resetting an accepted request. Outcomes, not figures (bench/overload.ts has the figures):
+ * the only time asserted is a bound 15x the timeout under test.
  */
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { connect } from 'node:net';
 import { describe, it } from 'node:test';
+import { openSqliteDecisionLog } from '../src/log/sqlite.ts';
 import { lendingClubRows, startServer, type RunningServer } from './helpers/server.ts';
 
 const DECISIONS = '/v1/services/credit/decisions';
@@ -166,6 +168,84 @@ describe('overload and shutdown', () => {
       assert.deepEqual(results, ['HTTP/1.1 408 Request Timeout', 'HTTP/1.1 408 Request Timeout', 'HTTP/1.1 408 Request Timeout']);
     } finally {
       await server.stop();
+    }
+  });
+
+  it('drains on SIGTERM: not ready, new requests 503 + Retry-After + close, in-flight ones answered and logged, no reset', async () => {
+    const server = await startServer({ args: ['--drain-grace-ms', '1500'] });
+    const rows = await lendingClubRows(200);
+    const answered: string[] = [];
+    const refusals: Answer[] = [];
+    const errors: string[] = [];
+    let n = 0;
+    // Clients that keep sending until they are refused, as a client would before going elsewhere.
+    const worker = async () => {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      try {
+        for (;;) {
+          const id = `drain-${n++}`;
+          const a = await send(server.url, DECISIONS, { body: JSON.stringify({ id, ...rows[n % rows.length] }), agent });
+          if (a.status === 200) answered.push(id);
+          else {
+            refusals.push(a);
+            return;
+          }
+        }
+      } catch (err) {
+        errors.push(errorCode(err));
+      } finally {
+        agent.destroy();
+      }
+    };
+    // A client whose keep-alive connection sits idle when SIGTERM comes, then sends on it.
+    const idle = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      assert.equal((await send(server.url, DECISIONS, { body: JSON.stringify(rows[0]), agent: idle })).status, 200);
+      const workers = Array.from({ length: 16 }, worker);
+      while (answered.length < 200 && errors.length === 0 && refusals.length === 0) await new Promise((r) => setTimeout(r, 10));
+
+      const exited = server.stop();
+      // Readiness until the listener closes: the signal turns it 503 (a probe may come first).
+      const readiness: string[] = [];
+      let draining = () => {};
+      const drainSeen = new Promise<void>((resolve) => (draining = resolve));
+      const watcher = (async () => {
+        for (;;) {
+          const status = await send(server.url, '/v2/health/ready').then((a) => String(a.status), errorCode);
+          readiness.push(status);
+          if (status === '503') draining();
+          if (status !== '200' && status !== '503') return;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      })();
+      await drainSeen;
+      const onIdle = await send(server.url, DECISIONS, { body: JSON.stringify(rows[1]), agent: idle });
+      await Promise.all(workers);
+      assert.equal(await exited, 0);
+      await watcher;
+
+      assert.deepEqual(errors, [], 'no request on an accepted connection was reset');
+      assert.equal(refusals.length, 16);
+      for (const r of refusals) {
+        assert.equal(r.status, 503, r.body);
+        assert.equal(r.retryAfter, '1');
+        assert.equal(r.connection, 'close');
+      }
+      assert.ok(onIdle.reused, 'the idle keep-alive connection was still open');
+      assert.deepEqual([onIdle.status, onIdle.retryAfter, onIdle.connection], [503, '1', 'close']);
+      // Not ready from the signal on, until the listener closed: 200s, then 503s, then refused (or, for a
+      // probe the kernel queued but the server never accepted, reset as the listener closes).
+      assert.match(readiness.join(' '), /^(200 )*(503 )+(ECONNREFUSED|ECONNRESET)$/);
+
+      const log = openSqliteDecisionLog(server.dataDir);
+      try {
+        for (const id of answered) assert.ok(await log.get('credit', id), `answered ${id} is not in the log`);
+      } finally {
+        await log.close();
+      }
+    } finally {
+      idle.destroy();
+      await server.kill();
     }
   });
 });

@@ -2,7 +2,7 @@
  * The decision server: fastify with the product's decision API (`/v1`), the Open Inference
  * Protocol (`/v2`), admin operations behind a bearer token, Prometheus `/metrics`, and a
  * load guard (./overload.ts) that sheds load with 503 + Retry-After instead of queueing
- * without bound, and a graceful drain on shutdown.
+ * without bound and drains gracefully on shutdown.
  */
 import { timingSafeEqual } from 'node:crypto';
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -43,6 +43,7 @@ export const DEFAULT_CONFIG: Omit<ServerConfig, 'repository'> = {
   maxInFlight: 512,
   maxEventLoopDelayMs: 100,
   maxConnections: 10_000,
+  drainGraceMs: 1500,
   requestTimeoutMs: 10_000,
   keepAliveTimeoutMs: 72_000,
   deadlineMs: 250,
@@ -62,12 +63,14 @@ export interface ServerContext {
   readonly featureStore: FeatureStore | null;
   /** preHandler for admin routes. */
   readonly requireAdmin: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
+  /** Shutting down: readiness answers 503. */
+  readonly draining: boolean;
 }
 
 export interface Server {
   readonly app: FastifyInstance;
   readonly repository: ModelRepository;
-  /** Stops accepting requests, lets in-flight ones finish, flushes the decision log. */
+  /** Drains (not ready, new requests 503 for the grace period), stops accepting, lets in-flight requests finish, flushes the decision log. */
   close(): Promise<void>;
   /** Also serves the health probes and /metrics on a port of their own; resolves with its address. */
   listenForProbes(port: number, host: string): Promise<string>;
@@ -81,7 +84,8 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
     bodyLimit: config.bodyLimit,
     // Per-request access logs would cost more than a decision; errors and admin actions are logged.
     logController: new LogController({ disableRequestLogging: true }),
-    return503OnClosing: true,
+    // The load guard answers requests that arrive while closing (503 with Retry-After, which fastify's own 503 lacks).
+    return503OnClosing: false,
     forceCloseConnections: 'idle',
     keepAliveTimeout: config.keepAliveTimeoutMs,
     requestTimeout: config.requestTimeoutMs,
@@ -144,6 +148,9 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
       return features.store;
     },
     requireAdmin,
+    get draining() {
+      return guard.draining;
+    },
   };
   registerDecisionRoutes(app, context);
   registerOipRoutes(app, context);
@@ -192,6 +199,7 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
     listenForProbes: (port, host) => guard.listenForProbes(port, host),
     close: () =>
       (closing ??= (async () => {
+        await guard.drain();
         clearInterval(outcomeTimer);
         clearInterval(evaluationTimer);
         await app.close();

@@ -9,6 +9,10 @@
  *   a reload), so the requests already admitted and the probes keep being answered.
  * - Connections beyond `maxConnections`: their requests are answered 503 + Connection: close,
  *   so they go away (Node's own `server.maxConnections` would reset them instead).
+ * - Draining (`drain()`, on SIGTERM): readiness answers 503 so a load balancer stops sending;
+ *   for `drainGraceMs` the listener stays open and every new request is answered 503 +
+ *   Retry-After + Connection: close (answers to requests already admitted say close too),
+ *   then the caller closes the listener and waits for what is in flight.
  * - Probes can have a listener of their own (`listenForProbes`). Node (libuv >= 1.45) accepts
  *   one connection per event-loop turn, and under overload a turn takes tens of milliseconds, so
  *   a probe's new connection on the main port waits behind every connection queued before it
@@ -29,7 +33,7 @@ declare module 'fastify' {
 
 /** Options of the routes that score (decisions, infer). */
 export const SCORING_ROUTE = { config: { load: 'scoring' as const } };
-/** Options of the routes a load balancer or Prometheus polls: answered under any load. */
+/** Options of the routes a load balancer or Prometheus polls: answered under any load and while draining. */
 export const PROBE_ROUTE = { config: { load: 'probe' as const } };
 
 export interface LoadGuardConfig {
@@ -39,22 +43,29 @@ export interface LoadGuardConfig {
   maxEventLoopDelayMs: number;
   /** Open connections served; requests on connections beyond it get 503 + Connection: close (0: no limit). */
   maxConnections: number;
+  /** After SIGTERM, how long to keep accepting (answering 503) before closing the listener. */
+  drainGraceMs: number;
 }
 
 export interface LoadGuard {
+  /** True once `drain()` was called: readiness answers 503. */
+  readonly draining: boolean;
+  /** Turns not-ready and refuses new work for the grace period; resolves when the listener may close. */
+  drain(): Promise<void>;
   /** Serves the probe routes, and only those, on a port of their own; resolves with its address. */
   listenForProbes(port: number, host: string): Promise<string>;
   /** Stops the event-loop monitor and the probe listener. */
   close(): Promise<void>;
 }
 
-type Refusal = 'in_flight' | 'event_loop' | 'connections';
+type Refusal = 'in_flight' | 'event_loop' | 'connections' | 'draining';
 
 /** Fixed bodies: a refusal serializes nothing. */
 const REFUSALS: Record<Refusal, string> = {
   in_flight: JSON.stringify({ error: 'overloaded: too many requests in flight; retry shortly' }),
   event_loop: JSON.stringify({ error: 'overloaded: the server is behind; retry shortly' }),
   connections: JSON.stringify({ error: 'overloaded: too many open connections; retry on a new connection' }),
+  draining: JSON.stringify({ error: 'shutting down; retry on a new connection' }),
 };
 /** Seconds a client should wait; a load balancer retries elsewhere at once. */
 const RETRY_AFTER_S = '1';
@@ -64,6 +75,8 @@ const DELAY_WINDOW_MS = 100;
 const DELAY_RESOLUTION_MS = 10;
 
 export function guardLoad(app: FastifyInstance, config: LoadGuardConfig, metrics: Metrics): LoadGuard {
+  let draining = false;
+
   let inFlight = 0;
   const release = () => {
     inFlight--;
@@ -108,6 +121,7 @@ export function guardLoad(app: FastifyInstance, config: LoadGuardConfig, metrics
   app.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => {
     const load = request.routeOptions.config.load;
     if (load === 'probe') return done();
+    if (draining) return refuse(reply, 'draining', true);
     if (config.maxConnections > 0 && excess.has(request.raw.socket)) return refuse(reply, 'connections', true);
     if (load !== 'scoring') return done();
     if (inFlight >= config.maxInFlight) return refuse(reply, 'in_flight', false);
@@ -125,7 +139,20 @@ export function guardLoad(app: FastifyInstance, config: LoadGuardConfig, metrics
   });
   let probes: HttpServer | null = null;
 
+  // Requests admitted before the drain began are answered in full, and told to close their connection.
+  app.addHook('onSend', (_request, reply, payload, done) => {
+    if (draining) void reply.header('connection', 'close');
+    done(null, payload);
+  });
+
   return {
+    get draining() {
+      return draining;
+    },
+    async drain() {
+      draining = true;
+      if (config.drainGraceMs > 0) await new Promise((resolve) => setTimeout(resolve, config.drainGraceMs));
+    },
     async listenForProbes(port, host) {
       probes = createServer((req, res) => {
         if (probePaths.has((req.url ?? '').split('?')[0])) return app.routing(req, res);

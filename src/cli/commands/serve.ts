@@ -25,6 +25,7 @@ export function registerServe(program: Command): void {
     .option('--backlog <n>', 'connections the kernel queues until accepted (capped by net.core.somaxconn)', parseWholeNumber, DEFAULT_BACKLOG)
     .option('--request-timeout-ms <ms>', 'a request (headers and body) must arrive within this', parseWholeNumber, DEFAULT_CONFIG.requestTimeoutMs)
     .option('--keep-alive-timeout-ms <ms>', 'close idle keep-alive connections after this; keep above a load balancer\'s idle timeout', parseWholeNumber, DEFAULT_CONFIG.keepAliveTimeoutMs)
+    .option('--drain-grace-ms <ms>', 'on SIGTERM: not ready, new requests answered 503 for this long before the listener closes', parseWholeNumber, DEFAULT_CONFIG.drainGraceMs)
     .option('--deadline-ms <ms>', 'per-request budget for the model; past it the fallback policy decides', parseWholeNumber, DEFAULT_CONFIG.deadlineMs)
     .option('--body-limit <bytes>', 'largest request body', parseWholeNumber, DEFAULT_CONFIG.bodyLimit)
     .option('--watch-interval-ms <ms>', 'poll the repository for new versions this often (0: off)', parseWholeNumber, DEFAULT_CONFIG.watchIntervalMs)
@@ -71,6 +72,7 @@ export function registerServe(program: Command): void {
           maxInFlight: opts.maxInFlight,
           maxEventLoopDelayMs: opts.maxEventLoopDelayMs,
           maxConnections: opts.maxConnections,
+          drainGraceMs: opts.drainGraceMs,
           requestTimeoutMs: opts.requestTimeoutMs,
           keepAliveTimeoutMs: opts.keepAliveTimeoutMs,
           deadlineMs: opts.deadlineMs,
@@ -83,7 +85,7 @@ export function registerServe(program: Command): void {
         openFeatureStore,
       );
       const shutdown = (signal: string) => {
-        server.app.log.info({ signal }, 'draining in-flight requests and flushing the decision log');
+        server.app.log.info({ signal, graceMs: opts.drainGraceMs }, 'draining: not ready, new requests answered 503, in-flight requests finish, then the decision log is flushed');
         server.close().then(
           () => process.exit(0),
           (err) => {
@@ -111,6 +113,7 @@ interface ServeOptions {
   backlog: number;
   requestTimeoutMs: number;
   keepAliveTimeoutMs: number;
+  drainGraceMs: number;
   deadlineMs: number;
   bodyLimit: number;
   watchIntervalMs: number;

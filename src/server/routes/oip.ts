@@ -76,7 +76,8 @@ export function registerOipRoutes(app: FastifyInstance, ctx: ServerContext): voi
   };
 
   app.get('/v2/health/live', PROBE_ROUTE, async () => ({ live: true }));
-  app.get('/v2/health/ready', PROBE_ROUTE, async () => ({ ready: true }));
+  // Not ready once draining, so a load balancer stops sending before the listener closes.
+  app.get('/v2/health/ready', PROBE_ROUTE, async (_request, reply) => (ctx.draining ? reply.code(503).send({ ready: false, draining: true }) : { ready: true }));
   app.get('/v2', async () => ({ name: 'rtml', version: SERVER_VERSION, extensions: EXTENSIONS }));
 
   const metadata = async (request: { params: unknown }, reply: FastifyReply) => {
