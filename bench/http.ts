@@ -1107,29 +1107,48 @@ export function formatHttpBench(r: HttpBenchResult): string {
     lines.push('  top functions by self time:');
     for (const fn of p.topFunctions.slice(0, 12)) lines.push(`  ${f1(fn.share * 100).padStart(5)}% ${f1(fn.usPerReq).padStart(6)} µs/req  ${fn.name}  ${fn.where}`);
   }
-  if (r.problems.length > 0) {
+  endReport(lines, r.problems, r.wallS);
+  return lines.join('\n');
+}
+
+/** A report's last lines: anything unexpected, and the wall time. */
+export function endReport(lines: string[], problems: readonly string[], wallS: number): void {
+  if (problems.length > 0) {
     lines.push('');
     lines.push('Problems:');
-    for (const p of r.problems) lines.push(`  - ${p}`);
+    for (const p of problems) lines.push(`  - ${p}`);
   }
   lines.push('');
-  lines.push(`wall time ${f1(r.wallS)} s`);
-  return lines.join('\n');
+  lines.push(`wall time ${f1(wallS)} s`);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Command line
 
-function parseArgs(argv: string[]): { options: Partial<HttpBenchOptions>; json: string | null } {
-  const options: Partial<HttpBenchOptions> = {};
+/**
+ * A bench's command line: `option(name, value, num)` applies one option and says whether it
+ * knew it (`value()` takes the next argument, `num()` the next as a positive number);
+ * `--json FILE` is common to all.
+ */
+export function parseBenchArgs(argv: string[], option: (name: string, value: () => string, num: () => number) => boolean): { json: string | null } {
   let json: string | null = null;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
+    const value = () => argv[++i];
     const num = () => {
-      const v = Number(argv[++i]);
+      const v = Number(value());
       if (!(v > 0)) throw new Error(`${a} needs a positive number`);
       return v;
     };
+    if (a === '--json') json = value();
+    else if (!option(a, value, num)) throw new Error(`unknown option ${a}`);
+  }
+  return { json };
+}
+
+function parseArgs(argv: string[]): { options: Partial<HttpBenchOptions>; json: string | null } {
+  const options: Partial<HttpBenchOptions> = {};
+  const { json } = parseBenchArgs(argv, (a, _value, num) => {
     if (a === '--reps') options.reps = Math.round(num());
     else if (a === '--duration') options.durationS = num();
     else if (a === '--warmup') options.warmupS = num();
@@ -1139,9 +1158,9 @@ function parseArgs(argv: string[]): { options: Partial<HttpBenchOptions>; json: 
     else if (a === '--profile') options.profile = 'always';
     else if (a === '--no-profile') options.profile = 'never';
     else if (a === '--quick') Object.assign(options, { reps: 1, durationS: 4, warmupS: 1, halfLoadDurationS: 3 });
-    else if (a === '--json') json = argv[++i];
-    else throw new Error(`unknown option ${a}`);
-  }
+    else return false;
+    return true;
+  });
   return { options, json };
 }
 

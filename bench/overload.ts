@@ -35,7 +35,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { DECISIONS_PATH, freePort, latencyStats, loadRows, preflight, runCannon, sleep, startRtml, type LatencyStats, type ServerProcess } from './http.ts';
+import { DECISIONS_PATH, endReport, freePort, latencyStats, loadRows, parseBenchArgs, preflight, runCannon, sleep, startRtml, type LatencyStats, type ServerProcess } from './http.ts';
 
 const HEALTH_PATHS = ['/v2/health/live', '/v2/health/ready'] as const;
 const PROBE_INTERVAL_MS = 100;
@@ -401,32 +401,21 @@ export function formatOverloadBench(r: OverloadBenchResult): string {
   lines.push(`server RSS: ${f1(r.rssMiB.before)} MiB before, ${f1(r.rssMiB.peak)} MiB peak, ${f1(r.rssMiB.after)} MiB 2 s after`);
   lines.push(`kernel TCP counters over the run (system-wide): ${Object.entries(r.tcp).map(([k, v]) => `${k} +${f0(v)}`).join(', ')}`);
   lines.push(`SIGTERM: exit ${r.shutdown.exitCode}; decision log ${f0(r.shutdown.logRows)} rows for ${f0(r.shutdown.answered2xx)} 2xx answers${r.shutdown.ok ? '' : ' MISMATCH'}`);
-  if (r.problems.length > 0) {
-    lines.push('Problems:');
-    for (const p of r.problems) lines.push(`  - ${p}`);
-  }
-  lines.push(`wall time ${f1(r.wallS)} s`);
+  endReport(lines, r.problems, r.wallS);
   return lines.join('\n');
 }
 
 function parseArgs(argv: string[]): { options: Partial<OverloadBenchOptions>; json: string | null } {
   const options: Partial<OverloadBenchOptions> = {};
-  let json: string | null = null;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const num = () => {
-      const v = Number(argv[++i]);
-      if (!(v > 0)) throw new Error(`${a} needs a positive number`);
-      return v;
-    };
+  const { json } = parseBenchArgs(argv, (a, value, num) => {
     if (a === '--connections') options.connections = Math.round(num());
-    else if (a === '--factor') options.factor = Number(argv[++i]);
+    else if (a === '--factor') options.factor = Number(value());
     else if (a === '--duration') options.durationS = num();
-    else if (a === '--serve-args') options.serveArgs = argv[++i].split(/\s+/).filter(Boolean);
+    else if (a === '--serve-args') options.serveArgs = value().split(/\s+/).filter(Boolean);
     else if (a === '--no-probe-port') options.probePort = false;
-    else if (a === '--json') json = argv[++i];
-    else throw new Error(`unknown option ${a}`);
-  }
+    else return false;
+    return true;
+  });
   return { options, json };
 }
 
