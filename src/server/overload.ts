@@ -5,8 +5,9 @@
  * never a timeout or a reset; health probes and /metrics are never refused.
  *
  * - Scoring routes (`SCORING_ROUTE`): at most `maxInFlight` at once, and none admitted while
- *   the event loop lags more than `maxEventLoopDelayMs` (whatever the cause: requests, GC,
- *   a reload), so the requests already admitted and the probes keep being answered.
+ *   the event loop keeps lagging more than `maxEventLoopDelayMs` (two 100 ms windows in a
+ *   row), so that event-loop turns stay short: the requests already admitted and the probes
+ *   keep being answered, and queued connections keep being accepted (one per turn).
  * - Connections beyond `maxConnections`: their requests are answered 503 + Connection: close,
  *   so they go away (Node's own `server.maxConnections` would reset them instead).
  * - Draining (`drain()`, on SIGTERM): readiness answers 503 so a load balancer stops sending;
@@ -83,16 +84,20 @@ export function guardLoad(app: FastifyInstance, config: LoadGuardConfig, metrics
     metrics.inFlight.set(inFlight);
   };
 
-  // The event loop's lag, judged per window from a histogram sampled by a libuv timer:
-  // a window whose mean lag exceeds the limit sheds scoring until a window comes in under it.
-  // A window without samples means the loop did not turn for 10 ms at all: behind.
+  // The event loop's lag, judged per window from a histogram sampled by a libuv timer (a
+  // window without samples: the loop did not turn at all). Two late windows in a row shed
+  // scoring until a window comes in under the limit: sustained lag is overload, while one
+  // long task (startup, a model compiling) is over by the time its window is judged.
   let behind = false;
+  let lastLate = false;
   const delay = monitorEventLoopDelay({ resolution: DELAY_RESOLUTION_MS });
   let judge: NodeJS.Timeout | null = null;
   if (config.maxEventLoopDelayMs > 0) {
     delay.enable();
     judge = setInterval(() => {
-      behind = delay.count === 0 || delay.mean / 1e6 - DELAY_RESOLUTION_MS > config.maxEventLoopDelayMs;
+      const late = delay.count === 0 || delay.mean / 1e6 - DELAY_RESOLUTION_MS > config.maxEventLoopDelayMs;
+      behind = late && lastLate;
+      lastLate = late;
       delay.reset();
     }, DELAY_WINDOW_MS);
     judge.unref();
