@@ -78,6 +78,8 @@ export interface SimulateOptions {
   /** Poll the monitoring endpoint every this many decisions (0: never). */
   watchEvery: number;
   idPrefix: string;
+  /** Bearer token sent with every request (outcomes need a write or admin token). */
+  token?: string;
   onProgress?: (summary: SimulateSummary) => void;
 }
 
@@ -113,6 +115,7 @@ export async function simulate(options: SimulateOptions): Promise<SimulateSummar
   const toTyped = /\.(jsonl|ndjson|json)$/i.test(options.input) ? (row: RawRow) => row : textRowConverter(options.features);
   const rows = cycle(options.input, toTyped);
   const pendingOutcomes: { due: number; id: string; label: unknown }[] = [];
+  const auth: Record<string, string> = options.token ? { authorization: `Bearer ${options.token}` } : {};
   const seenAlerts = new Set<string>();
   const interval = options.rate > 0 ? 1000 / options.rate : 0;
   let nextAt = performance.now();
@@ -123,10 +126,12 @@ export async function simulate(options: SimulateOptions): Promise<SimulateSummar
     pendingOutcomes.splice(0, due.length);
     const res = await fetch(`${base}/v1/services/${options.service}/outcomes`, {
       method: 'POST',
-      headers: { 'content-type': 'application/x-ndjson' },
+      headers: { 'content-type': 'application/x-ndjson', ...auth },
       body: due.map((o) => JSON.stringify({ id: o.id, label: o.label })).join('\n'),
     });
-    if (res.ok) summary.outcomesPosted += ((await res.json()) as { joined: number }).joined;
+    // Outcomes that did not arrive must not look as if they had.
+    if (!res.ok) throw new Error(`posting outcomes to ${base}: ${res.status} ${(await res.text()).slice(0, 300)}`);
+    summary.outcomesPosted += ((await res.json()) as { joined: number }).joined;
   };
 
   const watch = async () => {
@@ -149,7 +154,7 @@ export async function simulate(options: SimulateOptions): Promise<SimulateSummar
     if (options.label !== undefined) delete row[options.label];
     if (n >= options.perturbAfter) for (const p of options.perturbations) perturb(row, p);
     const id = `${options.idPrefix}-${n}`;
-    const res = await fetch(`${base}/v1/services/${options.service}/decisions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id, ...row }) });
+    const res = await fetch(`${base}/v1/services/${options.service}/decisions`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify({ id, ...row }) });
     summary.statuses[res.status] = (summary.statuses[res.status] ?? 0) + 1;
     const body = (await res.json()) as { decision?: string; fallback?: { used: boolean; cause: string | null } };
     if (res.ok && body.decision) {

@@ -15,6 +15,8 @@ export function registerServe(program: Command): void {
     .option('--host <host>', 'address to listen on (env HOST)', process.env.HOST ?? '127.0.0.1')
     .option('--data-dir <dir>', 'where the decision log lives (env RTML_DATA_DIR)', defaultDataDir())
     .option('--admin-token-file <file>', 'file holding the admin bearer token (or env RTML_ADMIN_TOKEN); without one, admin operations are disabled')
+    .option('--write-token-file <file>', 'file holding the bearer token for outcomes, events and entity updates (or env RTML_WRITE_TOKEN); the admin token works too; with neither, writes are disabled')
+    .option('--decide-token-file <file>', 'file holding a bearer token decisions and inference then need (or env RTML_DECIDE_TOKEN); without one they are public')
     .option('--max-in-flight <n>', 'requests served at once before answering 503', parseWholeNumber, DEFAULT_CONFIG.maxInFlight)
     .option('--deadline-ms <ms>', 'per-request budget for the model; past it the fallback policy decides', parseWholeNumber, DEFAULT_CONFIG.deadlineMs)
     .option('--body-limit <bytes>', 'largest request body', parseWholeNumber, DEFAULT_CONFIG.bodyLimit)
@@ -28,7 +30,9 @@ export function registerServe(program: Command): void {
     .option('--redis-stream-from <id>', 'where a new consumer group starts: $ (new entries only), 0 (the whole stream) or an entry id', '$')
     .option('--alert-webhook <url>', 'POST alerts here as JSON, with retries (env RTML_ALERT_WEBHOOK)', process.env.RTML_ALERT_WEBHOOK)
     .action(async (repository: string, opts: ServeOptions) => {
-      const adminToken = opts.adminTokenFile ? readFileSync(opts.adminTokenFile, 'utf8').trim() : (process.env.RTML_ADMIN_TOKEN ?? null);
+      const adminToken = readToken(opts.adminTokenFile, 'RTML_ADMIN_TOKEN');
+      const writeToken = readToken(opts.writeTokenFile, 'RTML_WRITE_TOKEN');
+      const decideToken = readToken(opts.decideTokenFile, 'RTML_DECIDE_TOKEN');
       if (opts.logSync !== 'normal' && opts.logSync !== 'full') throw new InvalidArgumentError('--log-sync must be normal or full');
       const log = openSqliteDecisionLog(opts.dataDir, { synchronous: opts.logSync });
       if (opts.featureStore !== 'embedded' && opts.featureStore !== 'redis') throw new InvalidArgumentError('--feature-store must be embedded or redis');
@@ -56,7 +60,7 @@ export function registerServe(program: Command): void {
             }
           : async (streams) => openEmbeddedFeatureStore({ dataDir: opts.dataDir, streams, synchronous: opts.logSync === 'normal' ? 'normal' : 'full' });
       const server = await createServer(
-        { repository, adminToken: adminToken || null, maxInFlight: opts.maxInFlight, deadlineMs: opts.deadlineMs, bodyLimit: opts.bodyLimit, watchIntervalMs: opts.watchIntervalMs, logLevel: opts.logLevel, alertWebhook: opts.alertWebhook || null },
+        { repository, adminToken, writeToken, decideToken, maxInFlight: opts.maxInFlight, deadlineMs: opts.deadlineMs, bodyLimit: opts.bodyLimit, watchIntervalMs: opts.watchIntervalMs, logLevel: opts.logLevel, alertWebhook: opts.alertWebhook || null },
         log,
         openFeatureStore,
       );
@@ -76,11 +80,21 @@ export function registerServe(program: Command): void {
     });
 }
 
+/** A bearer token from a file (trimmed) or the environment; empty means none. Short tokens are refused: they can be guessed. */
+function readToken(file: string | undefined, env: string): string | null {
+  const token = (file ? readFileSync(file, 'utf8') : (process.env[env] ?? '')).trim();
+  if (token === '') return null;
+  if (token.length < 16) throw new InvalidArgumentError(`${file ?? env}: a token needs at least 16 characters`);
+  return token;
+}
+
 interface ServeOptions {
   port: number;
   host: string;
   dataDir: string;
   adminTokenFile?: string;
+  writeTokenFile?: string;
+  decideTokenFile?: string;
   maxInFlight: number;
   deadlineMs: number;
   bodyLimit: number;

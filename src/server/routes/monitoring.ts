@@ -82,7 +82,7 @@ export function registerMonitoringRoutes(app: FastifyInstance, ctx: ServerContex
     return { ...state, performance: await performance(ctx, found.version) };
   });
 
-  app.put('/v1/services/:name/safe-mode', { preHandler: ctx.requireAdmin }, async (request, reply) => {
+  app.put('/v1/services/:name/safe-mode', { preHandler: ctx.auth.admin }, async (request, reply) => {
     const { name } = params.parse(request.params);
     const found = monitored(name, reply);
     if (!found) return reply;
@@ -93,7 +93,7 @@ export function registerMonitoringRoutes(app: FastifyInstance, ctx: ServerContex
     return { service: name, safe_mode: state };
   });
 
-  app.post('/v1/services/:name/alerts/:id/acknowledge', { preHandler: ctx.requireAdmin }, async (request, reply) => {
+  app.post('/v1/services/:name/alerts/:id/acknowledge', { preHandler: ctx.auth.admin }, async (request, reply) => {
     const { name, id } = z.object({ name: z.string(), id: z.string() }).parse(request.params);
     const found = monitored(name, reply);
     if (!found) return reply;
