@@ -414,6 +414,12 @@ describe('hostile input', () => {
       assert.match((await renamed.json()).error, /did you mean revol_util/);
     });
 
+    it('computes realized performance once for a burst of public monitoring reads, not once per read', async () => {
+      const states = await Promise.all(Array.from({ length: 20 }, async () => (await fetch(`${server.url}/v1/services/credit/monitoring`)).json()));
+      const computed = new Set(states.map((s) => s.performance.computed_at));
+      assert.ok(computed.size <= 2, `${computed.size} computations for 20 reads`);
+    });
+
     it('names the class a multi-class model without a policy decides, with every output', async () => {
       const res = await server.post('/v1/services/multi/decisions', { x0: 0.1, x1: -1, x2: 2, x3: 0, x4: 1, x5: 0.5, x6: -0.3 });
       assert.equal(res.status, 200);

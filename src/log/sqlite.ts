@@ -194,6 +194,7 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
   type LabelledRow = Omit<LabelledDecision, 'fallbackUsed'> & { fallbackUsed: number };
   const selectOutcomesAfter = db.prepare<[number, number], LabelledRow>(`${LABELLED} WHERE o.seq > ? ORDER BY o.seq LIMIT ?`);
   const selectLabelled = db.prepare<[string, string, string], LabelledRow>(`${LABELLED} WHERE d.service = ? AND d.time >= ? AND d.time < ? ORDER BY d.time`);
+  const selectLatestLabelled = db.prepare<[string, string, string, number], LabelledRow>(`${LABELLED} WHERE d.service = ? AND d.time >= ? AND d.time < ? ORDER BY d.time DESC LIMIT ?`);
   const countInRange = db.prepare<[string, string, string], number>('SELECT count(*) FROM decisions WHERE service = ? AND time >= ? AND time < ?').pluck();
   const fromLabelled = (r: LabelledRow): LabelledDecision => ({ ...r, fallbackUsed: r.fallbackUsed === 1 });
 
@@ -518,12 +519,13 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
       return { cursor: items.length > 0 ? items[items.length - 1].seq : cursor, items };
     },
 
-    async labelled(service: string, range: { since?: string; until?: string }) {
+    async labelled(service: string, range: { since?: string; until?: string; limit?: number }) {
       ensureOpen();
       const since = range.since === undefined ? '' : normalizeBound('since', range.since);
       const until = range.until === undefined ? '9999' : normalizeBound('until', range.until);
       await settled();
-      return { decisions: countInRange.get(service, since, until)!, items: selectLabelled.all(service, since, until).map(fromLabelled) };
+      const rows = range.limit === undefined ? selectLabelled.all(service, since, until) : selectLatestLabelled.all(service, since, until, range.limit).reverse();
+      return { decisions: countInRange.get(service, since, until)!, items: rows.map(fromLabelled) };
     },
 
     async count(service?: string): Promise<number> {
