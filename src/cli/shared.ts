@@ -1,9 +1,9 @@
 /**
  * What the `rtml` commands share: exit codes, the one way a command stops with an error
- * (`CliError`, printed and turned into an exit code by `main.ts`), opening a bundle, and the
- * parsers commander calls on option values.
+ * (`CliError`, printed and turned into an exit code by `main.ts`), opening a bundle, the
+ * options of commands that read data files, and the parsers commander calls on option values.
  */
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, Option } from 'commander';
 import { BundleError, type Bundle } from '../bundle/load.ts';
 import type { FileFormat } from '../batch/score-file.ts';
 
@@ -59,4 +59,32 @@ export function collectPairs(value: string, previous: Record<string, string>): R
 export function parseFormat(value: string): FileFormat {
   if (value !== 'csv' && value !== 'jsonl') throw new InvalidArgumentError('must be csv or jsonl');
   return value;
+}
+
+/** Options of every command that reads a data file. */
+export interface DataFileOptions {
+  allowMissing: string[];
+  delimiter?: string;
+}
+
+/** `--allow-missing`, for a command that reads data files. */
+export function allowMissingOption(): Option {
+  return new Option('--allow-missing <columns>', 'columns deliberately absent from the data, comma-separated, repeatable (else a missing or misspelt column is an error)').argParser(collectNames).default([]);
+}
+
+/** `--delimiter`, for a command that reads CSV files. */
+export function delimiterOption(): Option {
+  return new Option('--delimiter <char>', "CSV field separator: ',' (default), ';', tab or '|'").argParser(parseDelimiter);
+}
+
+function collectNames(value: string, previous: string[]): string[] {
+  const names = value.split(',').map((n) => n.trim()).filter((n) => n !== '');
+  if (names.length === 0) throw new InvalidArgumentError('name one or more columns, comma-separated');
+  return [...previous, ...names];
+}
+
+export function parseDelimiter(value: string): string {
+  const delimiter = value === 'tab' || value === '\\t' ? '\t' : value;
+  if (![',', ';', '\t', '|'].includes(delimiter)) throw new InvalidArgumentError("must be one of ',' ';' tab '|'");
+  return delimiter;
 }

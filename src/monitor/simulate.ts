@@ -5,8 +5,8 @@
  * it can say how many decisions after a fault the first alert came.
  */
 import type { RawRow } from '../bundle/encoding.ts';
-import type { FeatureSpec } from '../bundle/manifest.ts';
-import { openRecords } from '../batch/records.ts';
+import type { Bundle } from '../bundle/load.ts';
+import { bundleColumns, ColumnCheck, formatOf, openRecords, type ReadOptions } from '../batch/records.ts';
 import { textRowConverter } from '../decision/index.ts';
 
 export type Perturbation =
@@ -60,9 +60,13 @@ export function perturb(row: Record<string, unknown>, p: Perturbation): void {
 
 export interface SimulateOptions {
   url: string;
-  service: string;
-  features: readonly FeatureSpec[];
+  /** Names the service; its features are what the input's columns are checked against. */
+  bundle: Bundle;
   input: string;
+  /** Feature columns deliberately absent from the input. */
+  allowMissing?: readonly string[];
+  /** CSV field separator (default `,`). */
+  delimiter?: string;
   /** Requests per second (0: as fast as `concurrency` allows). */
   rate: number;
   concurrency: number;
@@ -94,10 +98,10 @@ export interface SimulateSummary {
   seconds: number;
 }
 
-async function* cycle(input: string, toTyped: (row: RawRow) => RawRow): AsyncGenerator<Record<string, unknown>> {
+async function* cycle(input: string, read: ReadOptions, toTyped: (row: RawRow) => RawRow): AsyncGenerator<Record<string, unknown>> {
   for (;;) {
     let any = false;
-    for await (const record of openRecords(input)) {
+    for await (const record of openRecords(input, read)) {
       if (record.row === null) continue;
       any = true;
       yield { ...toTyped(record.row) };
@@ -110,8 +114,13 @@ export async function simulate(options: SimulateOptions): Promise<SimulateSummar
   const started = performance.now();
   const base = options.url.replace(/\/$/, '');
   const summary: SimulateSummary = { sent: 0, statuses: {}, actions: {}, fallbacks: {}, outcomesPosted: 0, alerts: [], safeMode: { engagedAt: null, releasedAt: null }, seconds: 0 };
-  const toTyped = /\.(jsonl|ndjson|json)$/i.test(options.input) ? (row: RawRow) => row : textRowConverter(options.features);
-  const rows = cycle(options.input, toTyped);
+  const service = options.bundle.name;
+  const toTyped = formatOf(options.input) === 'jsonl' ? (row: RawRow) => row : textRowConverter(options.bundle.encoding.features);
+  // The server computes sourced features from the keys; a label that is not there would post no outcome.
+  const label = options.label === undefined ? [] : [{ name: options.label, required: true, why: 'the label to post as the outcome (--label)' }];
+  const columns = bundleColumns(options.bundle, { allowMissing: options.allowMissing, sourced: 'server', also: label });
+  ColumnCheck.requireKnown(options.allowMissing ?? [], [columns], options.bundle.name);
+  const rows = cycle(options.input, { delimiter: options.delimiter, columns }, toTyped);
   const pendingOutcomes: { due: number; id: string; label: unknown }[] = [];
   const seenAlerts = new Set<string>();
   const interval = options.rate > 0 ? 1000 / options.rate : 0;
@@ -121,7 +130,7 @@ export async function simulate(options: SimulateOptions): Promise<SimulateSummar
     const due = pendingOutcomes.filter((o) => force || o.due <= summary.sent);
     if (due.length === 0 || (!force && due.length < 50)) return;
     pendingOutcomes.splice(0, due.length);
-    const res = await fetch(`${base}/v1/services/${options.service}/outcomes`, {
+    const res = await fetch(`${base}/v1/services/${service}/outcomes`, {
       method: 'POST',
       headers: { 'content-type': 'application/x-ndjson' },
       body: due.map((o) => JSON.stringify({ id: o.id, label: o.label })).join('\n'),
@@ -130,7 +139,7 @@ export async function simulate(options: SimulateOptions): Promise<SimulateSummar
   };
 
   const watch = async () => {
-    const res = await fetch(`${base}/v1/services/${options.service}/monitoring`);
+    const res = await fetch(`${base}/v1/services/${service}/monitoring`);
     if (!res.ok) return;
     const state = (await res.json()) as { alerts: { active: { key: string; severity: string }[] }; safe_mode: { active: boolean } };
     for (const a of state.alerts.active) {
@@ -149,7 +158,7 @@ export async function simulate(options: SimulateOptions): Promise<SimulateSummar
     if (options.label !== undefined) delete row[options.label];
     if (n >= options.perturbAfter) for (const p of options.perturbations) perturb(row, p);
     const id = `${options.idPrefix}-${n}`;
-    const res = await fetch(`${base}/v1/services/${options.service}/decisions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id, ...row }) });
+    const res = await fetch(`${base}/v1/services/${service}/decisions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id, ...row }) });
     summary.statuses[res.status] = (summary.statuses[res.status] ?? 0) + 1;
     const body = (await res.json()) as { decision?: string; fallback?: { used: boolean; cause: string | null } };
     if (res.ok && body.decision) {

@@ -1,10 +1,10 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { loadBundle } from '../../bundle/load.ts';
-import { openRecords } from '../../batch/records.ts';
+import { ColumnCheck, describeErrors, entityColumns, openRecords, streamColumns } from '../../batch/records.ts';
 import { textRowConverter } from '../../decision/index.ts';
 import { parseEntityFields, parseEvent, streamsOf } from '../../features/events.ts';
 import type { StreamEvent } from '../../features/types.ts';
-import { EXIT_FAILED, openBundle, parseWholeNumber } from '../shared.ts';
+import { allowMissingOption, delimiterOption, EXIT_FAILED, openBundle, parseWholeNumber, type DataFileOptions } from '../shared.ts';
 
 /** `rtml ingest <bundle> -i <file> --stream s | --entity t`: load events or entity fields from a file into a running server. */
 export function registerIngest(program: Command): void {
@@ -17,7 +17,9 @@ export function registerIngest(program: Command): void {
     .option('--entity <type>', 'the rows are fields of this entity type (its key column names the entity)')
     .option('--url <url>', 'server base URL', 'http://127.0.0.1:8080')
     .option('--batch <n>', 'rows per request', parseWholeNumber, 1000)
-    .action(async (dir: string, opts: { input: string; stream?: string; entity?: string; url: string; batch: number }) => {
+    .addOption(allowMissingOption())
+    .addOption(delimiterOption())
+    .action(async (dir: string, opts: DataFileOptions & { input: string; stream?: string; entity?: string; url: string; batch: number }) => {
       const bundle = await openBundle(dir, loadBundle);
       if (!opts.stream === !opts.entity) throw new InvalidArgumentError('give --stream or --entity');
       const base = opts.url.replace(/\/$/, '');
@@ -31,6 +33,8 @@ export function registerIngest(program: Command): void {
       if (opts.stream) {
         const def = streamsOf([bundle]).streams.get(opts.stream);
         if (!def) throw new InvalidArgumentError(`${bundle.name} declares no stream ${opts.stream}`);
+        const columns = streamColumns(def, opts.allowMissing);
+        ColumnCheck.requireKnown(opts.allowMissing, [columns], `stream ${def.name}`);
         let batch: StreamEvent[] = [];
         const send = async () => {
           if (batch.length === 0) return;
@@ -41,9 +45,9 @@ export function registerIngest(program: Command): void {
           totals.late += r.late ?? 0;
           batch = [];
         };
-        for await (const record of openRecords(opts.input)) {
+        for await (const record of openRecords(opts.input, { delimiter: opts.delimiter, columns })) {
           totals.rows++;
-          const parsed = record.row === null ? { ok: false as const, message: record.syntaxError ?? '' } : parseEvent(def, record.row, true);
+          const parsed = record.row === null ? { ok: false as const, message: describeErrors(record.errors) } : parseEvent(def, record.row, true);
           if (!parsed.ok) {
             if (++totals.invalid <= 20) process.stderr.write(`line ${record.line}: ${parsed.message}\n`);
             continue;
@@ -55,13 +59,15 @@ export function registerIngest(program: Command): void {
       } else {
         const keyField = bundle.manifest.sources?.entities[opts.entity!]?.key;
         if (!keyField) throw new InvalidArgumentError(`${bundle.name} declares no entity ${opts.entity}`);
+        const columns = entityColumns(bundle, opts.entity!, keyField, opts.allowMissing);
+        ColumnCheck.requireKnown(opts.allowMissing, [columns], `entity ${opts.entity}`);
         const typed = textRowConverter(bundle.encoding.features);
-        for await (const record of openRecords(opts.input)) {
+        for await (const record of openRecords(opts.input, { delimiter: opts.delimiter, columns })) {
           totals.rows++;
           const row = record.row === null ? null : { ...typed(record.row) };
           const id = row?.[keyField];
           if (row) delete row[keyField];
-          const parsed = row ? parseEntityFields(row) : { ok: false as const, message: record.syntaxError ?? '' };
+          const parsed = row ? parseEntityFields(row) : { ok: false as const, message: record.row === null ? describeErrors(record.errors) : '' };
           if (!parsed.ok || (typeof id !== 'string' && typeof id !== 'number')) {
             if (++totals.invalid <= 20) process.stderr.write(`line ${record.line}: ${parsed.ok ? `${keyField} is required` : parsed.message}\n`);
             continue;

@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
 import { loadBundle } from '../../bundle/load.ts';
-import { openRecords } from '../../batch/records.ts';
+import { ColumnCheck, describeErrors, openRecords } from '../../batch/records.ts';
 import { openSqliteDecisionLog } from '../../log/sqlite.ts';
 import type { Outcome } from '../../log/types.ts';
 import { parseOutcome } from '../../pipeline/outcomes.ts';
-import { defaultDataDir, EXIT_FAILED, openBundle } from '../shared.ts';
+import { allowMissingOption, defaultDataDir, delimiterOption, EXIT_FAILED, openBundle, type DataFileOptions } from '../shared.ts';
 
 /** `rtml outcomes <bundle> -i <file>`: join outcomes to logged decisions, through a running server or straight into the log. */
 export function registerOutcomes(program: Command): void {
@@ -15,8 +15,13 @@ export function registerOutcomes(program: Command): void {
     .requiredOption('-i, --input <file>', 'outcomes file: columns id, label, time (ISO 8601, optional)')
     .option('--url <url>', "a running server's base URL: post there (its monitors see them at once)")
     .option('--data-dir <dir>', 'or write straight into this decision log', defaultDataDir())
-    .action(async (dir: string, opts: { input: string; url?: string; dataDir: string }) => {
+    .addOption(allowMissingOption())
+    .addOption(delimiterOption())
+    .action(async (dir: string, opts: DataFileOptions & { input: string; url?: string; dataDir: string }) => {
       const bundle = await openBundle(dir, loadBundle);
+      // `Id` or `labels` for `id` or `label` would make every row invalid; `Time` for `time` would silently stamp them now.
+      const columns = new ColumnCheck([{ name: 'id', required: true, why: 'the decision id' }, { name: 'label', required: true, why: 'the outcome' }, { name: 'time' }], opts.allowMissing);
+      ColumnCheck.requireKnown(opts.allowMissing, [columns], 'rtml outcomes');
       const log = opts.url ? null : openSqliteDecisionLog(opts.dataDir);
       const totals = { rows: 0, joined: 0, unknown: 0, invalid: 0 };
       const send = async (batch: Outcome[]) => {
@@ -38,9 +43,9 @@ export function registerOutcomes(program: Command): void {
         totals.unknown += body.unknown?.length ?? 0;
       };
       let batch: Outcome[] = [];
-      for await (const record of openRecords(opts.input)) {
+      for await (const record of openRecords(opts.input, { delimiter: opts.delimiter, columns })) {
         totals.rows++;
-        const parsed = record.row === null ? { ok: false as const, message: record.syntaxError ?? 'unreadable' } : parseOutcome(bundle, record.row);
+        const parsed = record.row === null ? { ok: false as const, message: describeErrors(record.errors) } : parseOutcome(bundle, record.row);
         if (!parsed.ok) {
           totals.invalid++;
           if (totals.invalid <= 20) process.stderr.write(`line ${record.line}: ${parsed.message}\n`);
