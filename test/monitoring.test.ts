@@ -23,10 +23,13 @@ const ROOT = new URL('..', import.meta.url).pathname;
 const DATA = join(ROOT, 'examples/credit/lending_club.csv');
 const golden = JSON.parse(readFileSync(join(ROOT, 'test/fixtures/monitoring/golden.json'), 'utf8'));
 
+/** The servers' admin token, which also lets the simulator post outcomes (writes need a token). */
+const TOKEN = 'tok';
 let bundle: Bundle;
 const run = (server: RunningServer, options: Partial<SimulateOptions>) =>
   simulate({
     url: server.url,
+    token: TOKEN,
     bundle,
     input: DATA,
     rate: 0,
@@ -61,7 +64,7 @@ before(async () => {
 describe('monitoring on clean traffic', () => {
   let server: RunningServer;
   before(async () => {
-    server = await startServer();
+    server = await startServer({ env: { RTML_ADMIN_TOKEN: TOKEN } });
   });
   after(async () => {
     await server.stop();
@@ -139,7 +142,7 @@ describe('monitoring injected faults', () => {
     ['swap:term:term_36:term_60', 'feature_drift:term'],
   ]) {
     it(`alerts within 500 decisions of ${spec} and engages safe mode`, async () => {
-      const server = await startServer();
+      const server = await startServer({ env: { RTML_ADMIN_TOKEN: TOKEN } });
       try {
         const summary = await run(server, { limit: 1500, perturbAfter: 1000, perturbations: [parsePerturbation(spec)] });
         assert.deepEqual(summary.statuses, { 200: 1500 });

@@ -1,7 +1,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { loadBundle } from '../../bundle/load.ts';
 import { parsePerturbation, simulate } from '../../monitor/simulate.ts';
-import { allowMissingOption, delimiterOption, openBundle, parseWholeNumber, type DataFileOptions } from '../shared.ts';
+import { allowMissingOption, delimiterOption, openBundle, parseWholeNumber, readToken, tokenFileOption, type DataFileOptions } from '../shared.ts';
 
 /** `rtml simulate <bundle> -i <file>`: drive a running server with rows at a rate, optionally perturbed, posting outcomes later. */
 export function registerSimulate(program: Command): void {
@@ -11,6 +11,7 @@ export function registerSimulate(program: Command): void {
     .argument('<bundle>', 'bundle directory (names the service and its features)')
     .requiredOption('-i, --input <file>', 'rows to send (.csv or .jsonl), cycled if --limit is larger')
     .option('--url <url>', 'server base URL', 'http://127.0.0.1:8080')
+    .addOption(tokenFileOption())
     .option('--rate <n>', 'requests per second (0: as fast as --concurrency allows)', parseWholeNumber, 100)
     .option('--concurrency <n>', 'requests in flight at most', parseWholeNumber, 8)
     .option('--limit <n>', 'rows to send', parseWholeNumber, 1000)
@@ -22,7 +23,7 @@ export function registerSimulate(program: Command): void {
     .option('--id-prefix <prefix>', 'decision ids are PREFIX-n', `sim-${Date.now()}`)
     .addOption(allowMissingOption())
     .addOption(delimiterOption())
-    .action(async (dir: string, opts: DataFileOptions & { input: string; url: string; rate: number; concurrency: number; limit: number; perturb: string[]; perturbAfter: number; label?: string; outcomeDelay: number; watchEvery: number; idPrefix: string }) => {
+    .action(async (dir: string, opts: DataFileOptions & { input: string; url: string; tokenFile?: string; rate: number; concurrency: number; limit: number; perturb: string[]; perturbAfter: number; label?: string; outcomeDelay: number; watchEvery: number; idPrefix: string }) => {
       const bundle = await openBundle(dir, loadBundle);
       let perturbations;
       try {
@@ -32,6 +33,7 @@ export function registerSimulate(program: Command): void {
       }
       const summary = await simulate({
         url: opts.url,
+        token: readToken(opts.tokenFile),
         bundle,
         input: opts.input,
         allowMissing: opts.allowMissing,
