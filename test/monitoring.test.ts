@@ -27,8 +27,7 @@ let bundle: Bundle;
 const run = (server: RunningServer, options: Partial<SimulateOptions>) =>
   simulate({
     url: server.url,
-    service: 'credit',
-    features: bundle.encoding.features,
+    bundle,
     input: DATA,
     rate: 0,
     concurrency: 8,

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { RawRow } from '../bundle/encoding.ts';
 import { hasModel, type Bundle } from '../bundle/load.ts';
 import type { FeatureSpec } from '../bundle/manifest.ts';
-import { openRecords, SourcedColumns } from '../batch/records.ts';
+import { bundleColumns, ColumnCheck, openRecords, type ReadOptions } from '../batch/records.ts';
 import { textRowConverter } from '../decision/index.ts';
 import { decideAfterModel, namedOutputs } from '../pipeline/policy.ts';
 import { createScorer } from '../pipeline/score.ts';
@@ -28,6 +28,10 @@ export interface ProfileOptions {
    * measured on `data`, which for training data is optimistic (in-sample).
    */
   holdout?: string;
+  /** Feature columns deliberately absent from the data: profiled as missing, or their default. */
+  allowMissing?: readonly string[];
+  /** CSV field separator (default `,`). */
+  delimiter?: string;
   chunkSize?: number;
 }
 
@@ -179,18 +183,14 @@ export async function buildProfile(bundle: Bundle, options: ProfileOptions): Pro
     }
   };
 
-  // A reference measured without the sourced features would describe their defaults.
-  const sourced = new SourcedColumns(bundle);
-  let checked = false;
+  // A reference measured without a feature's column (a sourced one, or a misspelt one) would
+  // describe its default or missing values: the data must have them all, unless said otherwise.
+  const expected = bundleColumns(bundle, { allowMissing: options.allowMissing });
+  ColumnCheck.requireKnown(options.allowMissing ?? [], [expected], bundle.name);
+  const read: ReadOptions = { delimiter: options.delimiter, columns: expected };
   let chunk: RawRow[] = [];
-  for await (const record of openRecords(options.data)) {
+  for await (const record of openRecords(options.data, read)) {
     if (record.row === null) {
-      rejected++;
-      continue;
-    }
-    if (!checked) sourced.requireIn(Object.keys(record.row), options.data);
-    checked = true;
-    if (sourced.missingFrom(record.row).length > 0) {
       rejected++;
       continue;
     }
@@ -220,12 +220,8 @@ export async function buildProfile(bundle: Bundle, options: ProfileOptions): Pro
       });
       batch = [];
     };
-    let holdoutChecked = false;
-    for await (const record of openRecords(options.holdout)) {
+    for await (const record of openRecords(options.holdout, read)) {
       if (record.row === null) continue;
-      if (!holdoutChecked) sourced.requireIn(Object.keys(record.row), options.holdout);
-      holdoutChecked = true;
-      if (sourced.missingFrom(record.row).length > 0) continue;
       batch.push(typed(record.row));
       if (batch.length >= chunkSize) await take();
     }

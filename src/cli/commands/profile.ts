@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { loadBundle } from '../../bundle/load.ts';
 import { buildProfile, writeProfile } from '../../monitor/profile.ts';
-import { openBundle, parseWholeNumber } from '../shared.ts';
+import { allowMissingOption, delimiterOption, openBundle, parseWholeNumber, type DataFileOptions } from '../shared.ts';
 
 /** `rtml profile <bundle> -d <file>`: measure the reference profile the monitors compare live traffic to, into reference.json. */
 export function registerProfile(program: Command): void {
@@ -14,7 +14,9 @@ export function registerProfile(program: Command): void {
     .option('--positive <value>', "the label value of the positive class (default: the bundle's positive class)")
     .option('--holdout <file>', 'held-out rows (with the label column) to measure the reference performance on; without it, measured on --data')
     .option('--bins <n>', 'bins per numeric column, at reference quantiles', parseWholeNumber, 10)
-    .action(async (dir: string, opts: { data: string; label?: string; positive?: string; holdout?: string; bins: number }) => {
+    .addOption(allowMissingOption())
+    .addOption(delimiterOption())
+    .action(async (dir: string, opts: DataFileOptions & { data: string; label?: string; positive?: string; holdout?: string; bins: number }) => {
       const bundle = await openBundle(dir, loadBundle);
       const profile = await buildProfile(bundle, opts);
       const file = await writeProfile(bundle, profile);
