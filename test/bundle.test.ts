@@ -3,13 +3,15 @@
  * the rule; declared features must fit the model actually loaded.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, renameSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { BundleError, loadBundle } from '../src/bundle/load.ts';
-import { stumpModel, tempBundle } from './helpers/tmp.ts';
+import { stumpModel, tempBundle, tempDir } from './helpers/tmp.ts';
 
-async function bundleFails(files: Record<string, string | object>, ...patterns: RegExp[]): Promise<BundleError> {
-  const dir = tempBundle(files);
+async function bundleFails(files: Record<string, string | object> | string, ...patterns: RegExp[]): Promise<BundleError> {
+  const dir = typeof files === 'string' ? files : tempBundle(files);
   let caught: unknown;
   try {
     await loadBundle(dir);
@@ -94,5 +96,87 @@ describe('bundle manifest', () => {
 
   it('refuses an unknown model format', async () => {
     await bundleFails({ 'rtml.yaml': yaml('').replace('xgboost-json', 'pickle'), 'model.json': model }, /unknown model format pickle/);
+  });
+});
+
+describe('a bundle reads only its own files', () => {
+  // Outside every bundle: a valid model, policy, golden file and reference, and a secret.
+  const SECRET = 'root:x:0:0:SECRET-CONTENT';
+  const outside = tempBundle({ 'model.json': model, 'secret.txt': SECRET, 'ref.json': '{}', 'policy.yaml': 'version: "1"\nactions: [go]\nfallback: { default: { action: go, code: GO, message: go } }\n' });
+  const withLink = (files: Record<string, string | object>, link: string, target: string) => {
+    const dir = tempBundle(files);
+    symlinkSync(target, join(dir, link));
+    return dir;
+  };
+  const refusedQuietly = async (dir: string, ...patterns: RegExp[]) => {
+    const err = await bundleFails(dir, ...patterns);
+    assert.doesNotMatch(err.message, /SECRET-CONTENT/);
+  };
+
+  it('refuses names that climb out or are absolute, for every file the manifest names', async () => {
+    const ref = (path: string) => `monitoring: { reference: ${JSON.stringify(path)} }\n`;
+    await bundleFails({ 'rtml.yaml': yaml('').replace('path: model.json', `path: ${join(outside, 'model.json')}`) }, /model\.path: must be a path inside the bundle/);
+    await bundleFails({ 'rtml.yaml': yaml('golden: ../../etc/passwd\n'), 'model.json': model }, /golden: must be a path inside the bundle/);
+    await bundleFails({ 'rtml.yaml': yaml('policy: /etc/passwd\n'), 'model.json': model }, /policy: must be a path inside the bundle/);
+    await refusedQuietly(tempBundle({ 'rtml.yaml': yaml(ref('../../../etc/passwd')), 'model.json': model }), /monitoring\.reference: must be a path inside the bundle, got "\.\.\/\.\.\/\.\.\/etc\/passwd"/);
+    await bundleFails({ 'rtml.yaml': yaml(ref(join(outside, 'secret.txt'))), 'model.json': model }, /monitoring\.reference: must be a path inside the bundle/);
+  });
+
+  it('refuses a symlink to a file outside, explicit or default-named, without reading it', async () => {
+    await refusedQuietly(withLink({ 'rtml.yaml': yaml('') }, 'model.json', join(outside, 'model.json')), /model\.path: model\.json resolves outside the bundle/);
+    await refusedQuietly(withLink({ 'rtml.yaml': yaml(''), 'model.json': model }, 'golden.jsonl', join(outside, 'secret.txt')), /golden: golden\.jsonl resolves outside the bundle/);
+    await refusedQuietly(withLink({ 'rtml.yaml': yaml(''), 'model.json': model }, 'policy.yaml', join(outside, 'policy.yaml')), /policy: policy\.yaml resolves outside the bundle/);
+    await refusedQuietly(withLink({ 'rtml.yaml': yaml(''), 'model.json': model }, 'reference.json', join(outside, 'secret.txt')), /monitoring\.reference: reference\.json resolves outside the bundle/);
+    await refusedQuietly(withLink({ 'model.json': model }, 'rtml.yaml', join(outside, 'secret.txt')), /rtml\.yaml resolves outside the bundle/);
+    // Relative targets resolve the same way, and a dangling link is not followed anywhere.
+    await refusedQuietly(withLink({ 'rtml.yaml': yaml(''), 'model.json': model }, 'reference.json', '../../../../etc/passwd'), /reference\.json resolves outside the bundle/);
+    await bundleFails(withLink({ 'rtml.yaml': yaml(''), 'model.json': model }, 'golden.jsonl', join(outside, 'gone.jsonl')), /golden: golden\.jsonl is a symlink that does not resolve/);
+  });
+
+  it('refuses a file reached through a symlinked folder that leads outside', async () => {
+    const dir = withLink({ 'rtml.yaml': yaml('').replace('path: model.json', 'path: models/model.json') }, 'models', outside);
+    await refusedQuietly(dir, /model\.path: models\/model\.json resolves outside the bundle/);
+  });
+
+  it('follows symlinks that stay inside the bundle', async () => {
+    const dir = tempBundle({ 'rtml.yaml': yaml('') });
+    mkdirSync(join(dir, 'v3'));
+    writeFileSync(join(dir, 'v3', 'model.json'), JSON.stringify(model));
+    symlinkSync('v3/model.json', join(dir, 'model.json'));
+    const bundle = await loadBundle(dir);
+    assert.deepEqual(bundle.encoding.columns, ['a', 'b']);
+  });
+
+  it('refuses a FIFO or a directory instead of hanging on it', { timeout: 10_000 }, async () => {
+    const dir = tempBundle({ 'rtml.yaml': yaml('') });
+    execFileSync('mkfifo', [join(dir, 'model.json')]);
+    await bundleFails(dir, /model\.path: model\.json is a FIFO, not a regular file/);
+    const withDir = tempBundle({ 'rtml.yaml': yaml(''), 'model.json': model });
+    mkdirSync(join(withDir, 'policy.yaml'));
+    await bundleFails(withDir, /policy: policy\.yaml is a directory, not a regular file/);
+  });
+
+  it('refuses a file over its kind\'s size before reading it', async () => {
+    // Sparse files: the size is real to stat, the disk holds nothing.
+    const bigModel = tempBundle({ 'rtml.yaml': yaml(''), 'model.json': '' });
+    truncateSync(join(bigModel, 'model.json'), 1024 ** 3 + 1);
+    await bundleFails(bigModel, /model\.path: model\.json has 1073741825 bytes, over the limit of 1024 MiB for a model file/);
+    const bigReference = tempBundle({ 'rtml.yaml': yaml(''), 'model.json': model, 'reference.json': '' });
+    truncateSync(join(bigReference, 'reference.json'), 64 * 1024 ** 2 + 1);
+    await bundleFails(bigReference, /monitoring\.reference: reference\.json has 67108865 bytes, over the limit of 64 MiB/);
+    const bigManifest = tempBundle({ 'rtml.yaml': yaml(''), 'model.json': model });
+    truncateSync(join(bigManifest, 'rtml.yaml'), 4 * 1024 ** 2 + 1);
+    await bundleFails(bigManifest, /rtml\.yaml has 4194305 bytes, over the limit of 4 MiB for a manifest file/);
+  });
+
+  it('exposes the confined reference path so the server reads the reference through it', async () => {
+    const dir = tempBundle({ 'rtml.yaml': yaml('monitoring: { reference: profiles/ref.json }\n'), 'model.json': model });
+    assert.equal((await loadBundle(dir)).referencePath, null);
+    mkdirSync(join(dir, 'profiles'));
+    writeFileSync(join(dir, 'profiles', 'ref.json'), '{}');
+    assert.equal((await loadBundle(dir)).referencePath, join(dir, 'profiles', 'ref.json'));
+    renameSync(join(dir, 'profiles'), join(dir, 'moved'));
+    symlinkSync(join(outside), join(dir, 'profiles'));
+    await bundleFails(dir, /monitoring\.reference: profiles\/ref\.json resolves outside the bundle/);
   });
 });
