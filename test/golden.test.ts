@@ -37,7 +37,7 @@ describe('golden parity at 1e-6', () => {
       if (info.booster === 'dart') seen.add('dart');
       await bundle.model.close?.();
     }
-    for (const required of ['binary:logistic', 'binary:logitraw', 'reg:squarederror', 'reg:logistic', 'count:poisson', 'reg:gamma', 'reg:tweedie', 'multi:softprob', 'multi:softmax', 'dart', 'onnx']) {
+    for (const required of ['binary:logistic', 'binary:logitraw', 'binary:hinge', 'reg:squarederror', 'reg:logistic', 'count:poisson', 'reg:gamma', 'reg:tweedie', 'multi:softprob', 'multi:softmax', 'dart', 'onnx']) {
       assert.ok(seen.has(required), `no golden bundle covers ${required}`);
     }
   });

@@ -8,10 +8,11 @@ import { join, resolve } from 'node:path';
 import { ConfigError, readYaml, yamlPath, type ConfigProblem } from '../config/yaml.ts';
 import { loadModel, ModelLoadError, type ModelRuntime } from '../models/index.ts';
 import { buildEncoding, type Encoding } from './encoding.ts';
+import { checkColumns } from './columns.ts';
 import { loadPolicy, POLICY_FILE, PolicyError, type Policy } from '../decision/index.ts';
 import { manifestSchema, type FeatureSpec, type Manifest } from './manifest.ts';
 import { buildResolver, type FeatureResolver } from '../features/resolve.ts';
-import { buildOutputMapping, OutputMismatchError, type OutputMapping } from './outputs.ts';
+import { buildOutputMapping, OutputMismatchError, taskMismatch, type OutputMapping } from './outputs.ts';
 import { bundleFile, BundleFileError, type BundleFileKind } from './files.ts';
 import { REFERENCE_FILE } from '../monitor/reference.ts';
 
@@ -128,10 +129,12 @@ export async function loadBundle(dir: string): Promise<Bundle> {
     features = [];
   }
   const encoding = buildEncoding(features);
-  if (model && problems.length === 0) checkColumns(model, manifest, encoding, problem);
+  if (model && problems.length === 0) checkColumns(model, manifest.features, encoding, problem);
 
   let outputs: OutputMapping | null = null;
-  if (model && manifest.outputs) {
+  const mismatch = model?.task && manifest.outputs ? taskMismatch(manifest.outputs, model.task) : null;
+  if (mismatch) problem(mismatch.path, mismatch.rule);
+  else if (model && manifest.outputs) {
     try {
       outputs = buildOutputMapping(manifest.outputs, model.outputWidth, model.outputKind);
     } catch (err) {
@@ -163,20 +166,4 @@ export async function loadBundle(dir: string): Promise<Bundle> {
   if (problems.length > 0) return fail();
 
   return { dir: resolve(dir), manifest, name: manifest.name, version: manifest.version, model, encoding, outputs, policy, goldenPath, referencePath, sources: resolver };
-}
-
-/** The encoded columns must be as many as the model takes, and where the model names them, the same. */
-function checkColumns(model: ModelRuntime, manifest: Manifest, encoding: Encoding, problem: (path: string, rule: string) => void): void {
-  if (encoding.width !== model.inputWidth) {
-    problem('features', `encode to ${encoding.width} model columns but the model expects ${model.inputWidth}`);
-    return;
-  }
-  if (!model.featureNames || !manifest.features) return;
-  // Same count is not enough: a swapped column order is the classic silent failure.
-  const declared = new Set(encoding.features.map((f) => f.name));
-  encoding.columns.forEach((column, i) => {
-    if (declared.has(column) && model.featureNames![i] !== column) {
-      problem('features', `model column ${i} is ${JSON.stringify(model.featureNames![i])} but the features put ${JSON.stringify(column)} there`);
-    }
-  });
 }
