@@ -8,7 +8,7 @@
  */
 import { lstat, realpath, stat } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
-import { isAbsolute, relative, resolve, sep } from 'node:path';
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 
 export type BundleFileKind = 'manifest' | 'model' | 'golden' | 'policy' | 'reference';
 
@@ -77,4 +77,24 @@ export async function bundleFile(dir: string, name: string, kind: BundleFileKind
   const limit = MAX_BUNDLE_FILE_BYTES[kind];
   if (st.size > limit) throw new BundleFileError(`${name} has ${st.size} bytes, over the limit of ${limit / MiB} MiB for a ${kind} file`);
   return real;
+}
+
+/**
+ * Where to write the file `name` of a bundle (`rtml profile`'s reference): the real path of
+ * the file or, when it does not exist yet, of its folder, which must be inside the bundle as
+ * for reading, so a symlinked folder cannot send the write elsewhere.
+ */
+export async function bundleFileForWriting(dir: string, name: string, kind: BundleFileKind): Promise<string> {
+  const existing = await bundleFile(dir, name, kind);
+  if (existing !== null) return existing;
+  const lexical = resolve(dir, name);
+  let folder: string;
+  let realDir: string;
+  try {
+    [folder, realDir] = await Promise.all([realpath(dirname(lexical)), realpath(dir)]);
+  } catch {
+    throw new BundleFileError(`${name} cannot be written: its folder does not exist in the bundle`);
+  }
+  if (!isWithin(realDir, folder)) throw new BundleFileError(`${name} would be written outside the bundle (through a symlinked folder)`);
+  return join(folder, basename(lexical));
 }
