@@ -260,6 +260,8 @@ describe('features must fit the columns the model describes', () => {
       bundleCopy('categorical', (y) => y.replace(/\{name: "city", type: category, nullable: true, values: \[[^\]]*\], encoding: ordinal\}/, '{name: "city", type: number, nullable: true}')),
       /features\[0\]: model column 0 \("city"\) is categorical \(feature type "c"\): declare it type category, encoding ordinal/,
     );
+    // Without a features list every column would be a number: the categorical ones must be declared.
+    await bundleFails(bundleCopy('categorical', (y) => y.replace(/features:\n( {2}- .*\n)+/, '')), /features: model column 0 \("city"\) is categorical \(feature type "c"\)/);
     await bundleFails(
       bundleCopy('binary_logistic', (y) => y.replace(/\{name: "n_items", type: integer, min: 0\}/, '{name: "n_items", type: category, values: ["0", "1", "2", "3"], encoding: ordinal}')),
       /features\[6\]\.encoding: ordinal feeds category codes to model column 6 \("n_items"\), which the model types "int", not categorical \("c"\)/,
