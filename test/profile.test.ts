@@ -116,3 +116,19 @@ describe('rtml profile labels', () => {
     await bundle.model?.close?.();
   });
 });
+
+describe('rtml profile files', () => {
+  it('reads each file by its own format: JSON-lines data with a CSV holdout measures what two CSV files do', async () => {
+    const bundle = await loadBundle(creditCopy());
+    const { parse } = await import('csv-parse/sync');
+    const rows = parse(readFileSync(join(CREDIT, 'train.csv')), { columns: true, cast: true }) as Record<string, unknown>[];
+    const dataJsonl = join(tempDir(), 'train.jsonl');
+    writeFileSync(dataJsonl, rows.map((r) => JSON.stringify(Object.fromEntries(Object.entries(r).filter(([, v]) => v !== '')))).join('\n'));
+    const holdout = join(CREDIT, 'test.csv');
+    const fromCsv = await buildProfile(bundle, { data: join(CREDIT, 'train.csv'), label: 'Class', holdout });
+    const fromJsonl = await buildProfile(bundle, { data: dataJsonl, label: 'Class', holdout });
+    assert.ok((fromCsv.performance?.rows ?? 0) > 1900);
+    assert.equal(fromJsonl.performance?.rows, fromCsv.performance?.rows);
+    assert.equal(fromJsonl.performance?.auc, fromCsv.performance?.auc);
+  });
+});

@@ -108,6 +108,23 @@ describe('rtml score', () => {
     assert.ok(out[3].p_bad > 0 && out[3].p_bad < 1);
   });
 
+  it('writes JSON lines as CSV with every feature in the header, and says which later fields a CSV cannot hold', () => {
+    const dir = tempDir();
+    const rows = (parse(csvLines.slice(0, 4).join('\n'), { columns: true, cast: true }) as Record<string, unknown>[]).map((r) => ({ ...r }));
+    delete rows[0].revol_util; // absent from the first row only
+    rows[2].branch = 'north'; // a field only a later row has
+    const input = join(dir, 'in.jsonl');
+    writeFileSync(input, rows.map((r) => JSON.stringify(r)).join('\n'));
+    const output = join(dir, 'out.csv');
+    const run = rtml('score', CREDIT, '-i', input, '-o', output);
+    assert.equal(run.status, 0, run.stderr);
+    assert.match(run.stderr, /line 3: field "branch" is not in the CSV header .*not written/);
+    const out = parse(readFileSync(output), { columns: true }) as Record<string, string>[];
+    assert.equal(out.length, 3);
+    assert.equal(out[0].revol_util, '');
+    assert.equal(out[1].revol_util, String(rows[1].revol_util));
+  });
+
   it('exits 0 when every row scores, and 2 when the bundle is invalid', () => {
     const dir = tempDir();
     const input = join(dir, 'in.csv');

@@ -32,6 +32,8 @@ export interface ScoreFileOptions {
   /** Rows scored per model call. */
   chunkSize?: number;
   onFailure?: (failure: RowFailure) => void;
+  /** Something the caller should know that fails no row (a field the output cannot hold). */
+  onNotice?: (message: string) => void;
   /** Add the policy's decision, reason codes and fallback cause when the bundle has a policy (default true). */
   decisions?: boolean;
   /** Feature columns deliberately absent from the input: scored as missing, or their default. */
@@ -102,6 +104,16 @@ export async function scoreFile(bundle: ModelBundle, options: ScoreFileOptions):
     options.onFailure?.(failure);
   };
 
+  // A CSV has one header: a field a later JSON line brings cannot be written, and says so once.
+  const dropped = new Set<string>();
+  const noticeDropped = (row: Record<string, unknown>, line: number) => {
+    for (const key of Object.keys(row)) {
+      if (header.columns!.includes(key) || dropped.has(key) || dropped.size >= 20) continue;
+      dropped.add(key);
+      options.onNotice?.(`line ${line}: field ${JSON.stringify(key.slice(0, 100))} is not in the CSV header (the first row's fields and the features): not written; write JSON lines to keep every field`);
+    }
+  };
+
   // A chunk keeps unreadable records in place so failures are reported in line order.
   const flush = async (chunk: SourceRecord[]) => {
     const readable = chunk.filter((r) => r.row !== null);
@@ -109,7 +121,8 @@ export async function scoreFile(bundle: ModelBundle, options: ScoreFileOptions):
     let next = 0;
     const lines: string[] = [];
     if (outputFormat === 'csv' && !wroteHeader) {
-      const inputColumns = header.columns ?? Object.keys(readable[0]?.row ?? {});
+      // JSON lines into CSV: the first row's fields, and every feature even if that row lacked it.
+      const inputColumns = header.columns ?? [...new Set([...Object.keys(readable[0]?.row ?? {}), ...bundle.encoding.features.map((f) => f.name)])];
       const clash = inputColumns.find((c) => outputColumns.includes(c));
       if (clash !== undefined) throw new Error(`the input already has a column named ${JSON.stringify(clash)}, which the model's output would overwrite`);
       header.columns = inputColumns;
@@ -130,6 +143,7 @@ export async function scoreFile(bundle: ModelBundle, options: ScoreFileOptions):
       const row = record.row;
       const values = outputValues(row, outcome);
       if (outputFormat === 'csv') {
+        if (inputFormat === 'jsonl') noticeDropped(row, record.line);
         const cells = header.columns!.map((c) => csvCell(row[c]));
         for (const v of values) cells.push(csvCell(v));
         lines.push(csvLine(cells));

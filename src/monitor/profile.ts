@@ -8,7 +8,7 @@ import type { RawRow } from '../bundle/encoding.ts';
 import { hasModel, type Bundle } from '../bundle/load.ts';
 import { bundleFileForWriting } from '../bundle/files.ts';
 import type { FeatureSpec } from '../bundle/manifest.ts';
-import { bundleColumns, ColumnCheck, openRecords, type ReadOptions } from '../batch/records.ts';
+import { bundleColumns, ColumnCheck, formatOf, openRecords, type ReadOptions } from '../batch/records.ts';
 import { textRowConverter } from '../decision/index.ts';
 import { decideAfterModel, namedOutputs } from '../pipeline/policy.ts';
 import { createScorer } from '../pipeline/score.ts';
@@ -135,8 +135,10 @@ export async function buildProfile(bundle: Bundle, options: ProfileOptions): Pro
   const chunkSize = options.chunkSize ?? 2048;
   const features = bundle.encoding.features;
   const columns = features.map((f) => new ColumnCollector(f));
-  const fromCsv = !/\.(jsonl|ndjson|json)$/i.test(options.data);
-  const typed = fromCsv ? textRowConverter(features) : (row: RawRow) => row;
+  // Each file is read by its own format: the data may be CSV and the holdout JSON lines.
+  const fromText = textRowConverter(features);
+  const typedFor = (file: string) => (formatOf(file) === 'csv' ? fromText : (row: RawRow) => row);
+  const typed = typedFor(options.data);
   const scorer = hasModel(bundle) ? createScorer(bundle, { fromText: false }) : null;
   const encoder = bundle.encoding.encoder({ fromText: false });
   const scoreColumn = new ColumnCollector({ name: 'score', type: 'number', nullable: true });
@@ -217,9 +219,10 @@ export async function buildProfile(bundle: Bundle, options: ProfileOptions): Pro
       batch = [];
       batchLines = [];
     };
+    const typedHoldout = typedFor(options.holdout);
     for await (const record of openRecords(options.holdout, read)) {
       if (record.row === null) continue;
-      batch.push(typed(record.row));
+      batch.push(typedHoldout(record.row));
       batchLines.push(record.line);
       if (batch.length >= chunkSize) await take();
     }

@@ -41,6 +41,7 @@ export function registerScore(program: Command): void {
           decisions: opts.decisions,
           allowMissing: opts.allowMissing,
           delimiter: opts.delimiter,
+          onNotice: (message) => process.stderr.write(`${bar ? '\n' : ''}${message}\n`),
           onFailure: (failure) => {
             errorsOut?.write(JSON.stringify(failure) + '\n');
             if (!opts.quiet && shown++ < shownLimit) process.stderr.write(`${bar ? '\n' : ''}${describeFailure(failure)}\n`);
