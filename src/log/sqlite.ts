@@ -60,8 +60,9 @@
 import type Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { openSqliteStore, type SqliteStoreFailure } from '../store/sqlite.ts';
+import { startWorker } from '../threads.ts';
 import {
   COLUMNS,
   DECISION_LOG_FILE,
@@ -565,19 +566,9 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
   };
 }
 
-/**
- * Starts the writer thread. Running from the TypeScript sources (tsx), the worker gets tsx's
- * loader first: workers do not inherit the main thread's module hooks.
- */
+/** Starts the writer thread (from the TypeScript sources or a build alike: threads.ts). */
 function startWriter(config: WriterConfig): Worker {
-  const here = import.meta.url;
-  if (here.endsWith('.ts')) {
-    const tsx = import.meta.resolve('tsx/esm/api');
-    const entry = new URL('./sqlite-writer.ts', here).href;
-    const boot = `import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); });`;
-    return new Worker(boot, { eval: true, workerData: config });
-  }
-  return new Worker(new URL('./sqlite-writer.js', here), { workerData: config });
+  return startWorker(new URL('./sqlite-writer.ts', import.meta.url), { workerData: config });
 }
 
 /** Opens the main thread's connection: checks (or creates) and migrates the file, then never writes. */
