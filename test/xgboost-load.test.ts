@@ -98,8 +98,9 @@ describe('loading XGBoost models off the event loop', () => {
       categories_sizes: [],
       parents: new Array(n).fill(0),
       base_weights: new Array(n).fill(0),
+      tree_param: { ...(model.trees[0].tree_param as object), num_nodes: String(n) },
     };
-    model.trees = [...model.trees, ...model.trees, chain, ...model.trees, ...model.trees];
+    model.trees = [...model.trees, ...model.trees, chain, ...model.trees, ...model.trees].map((tree, t) => ({ ...tree, id: t }));
     model.tree_info = model.trees.map(() => 0);
     model.gbtree_model_param.num_trees = String(model.trees.length);
     const file = writeModel(credit);
