@@ -3,9 +3,10 @@
  * health probes and other services' decisions meanwhile).
  *
  * Where a big model's load time goes (200,000 trees of depth 2, a 126 MB file, on this
- * project's shared 2-core machine): reading the file ~10%, JSON.parse ~45%, validation
- * (`parseXgbModel`) ~35%, choosing the evaluator and laying out its tables ~10%. So one load
- * path, in two steps:
+ * project's 2-core machine when quiet): reading the file 0.1 s, JSON.parse 1.3-1.4 s,
+ * validation (`parseXgbModel`) 0.9-1.2 s, choosing the evaluator and laying out its tables
+ * 0.25 s (then the golden check scores its rows: golden.ts yields). So one load path, in two
+ * steps:
  *  1. `prepareForest`: read, parse, validate, choose the evaluator and, for the flat one, lay
  *     its tables out; the trees the evaluator still needs as trees (all of them for compiled
  *     code, the few walked ones for flat) are packed (packed.ts). For a file of at least
