@@ -47,6 +47,10 @@ describe('decision log locked by another process', () => {
       const during = await Promise.all(Array.from({ length: 20 }, (_, i) => decide(`locked-${i}`, i)));
       // A second wave while the first is being refused: it queues behind it in the writer.
       const later = await Promise.all(Array.from({ length: 5 }, (_, i) => decide(`locked-${20 + i}`, i)));
+      // An outcome cannot be written either: 503 to retry, not a 500 (it waits the busy timeout).
+      const outcome = await server.write('/v1/services/credit/decisions/before/outcome', { label: 'good' }, 'PUT');
+      assert.equal(outcome.status, 503, await outcome.clone().text());
+      assert.equal(outcome.headers.get('retry-after'), '1');
       blocker.exec('COMMIT');
       blocker.close();
       const slowest = Math.max(...[...during, ...later].map((d) => d.ms));
