@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, beforeEach, describe, it } from 'node:test';
 import { parse } from 'csv-parse/sync';
 import { minstd } from './helpers/prng.ts';
-import { startServer, type RunningServer } from './helpers/server.ts';
+import { startServer, writeAuth, type RunningServer } from './helpers/server.ts';
 import { startRedis, type RunningRedis } from './helpers/redis-server.ts';
 import { stumpModel, tempDir } from './helpers/tmp.ts';
 
@@ -118,13 +118,13 @@ for (const store of [embedded, redisStore]) describe(`real-time features (${stor
         { txn_id: 'x1', card_id: 'c2', event_time: iso(now - 60_000), amount: 999, merchant_id: 'm9' },
         { txn_id: 'bad', card_id: 'c1', event_time: 'yesterday', amount: 1 },
       ];
-      const ingest = await server.post('/v1/events/transactions', events);
+      const ingest = await server.write('/v1/events/transactions', events);
       const result = await ingest.json();
       assert.equal(ingest.status, 200, JSON.stringify(result));
       assert.deepEqual([result.accepted, result.duplicates, result.late, result.rejected], [4, 1, 0, 1]);
       assert.match(result.errors[0].message, /event_time: required, an ISO 8601/);
 
-      const put = await fetch(`${server.url}/v1/entities/customer/u1`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ account_age_days: 400 }) });
+      const put = await fetch(`${server.url}/v1/entities/customer/u1`, { method: 'PUT', headers: { 'content-type': 'application/json', ...writeAuth }, body: JSON.stringify({ account_age_days: 400 }) });
       assert.equal(put.status, 200);
 
       const second = await decide(server, { ...request, id: 'second' });
@@ -132,7 +132,7 @@ for (const store of [embedded, redisStore]) describe(`real-time features (${stor
       assert.deepEqual(second.features, { txn_count_10m: 'present', amount_sum_1h: 'present', merchants_1h: 'present', account_age_days: 'present', amount_share_1h: 'present' });
 
       // One more event makes three in ten minutes: the pre-rule sees the aggregate move.
-      await server.post('/v1/events/transactions', { txn_id: 't4', card_id: 'c1', event_time: iso(Date.now() - 1000), amount: 10, merchant_id: 'm3' });
+      await server.write('/v1/events/transactions', { txn_id: 't4', card_id: 'c1', event_time: iso(Date.now() - 1000), amount: 10, merchant_id: 'm3' });
       const third = await decide(server, { ...request, id: 'after-burst' });
       assert.equal(third.decision, 'decline');
       assert.equal(third.reasons[0].code, 'BURST');
@@ -153,9 +153,9 @@ for (const store of [embedded, redisStore]) describe(`real-time features (${stor
 
   it('serves a stream that a bundle loaded after start declares, without a restart', async () => {
     const repo = repository();
-    const server = await startServer({ repository: repo, args: await store.args(), env: { RTML_ADMIN_TOKEN: 'admin-secret' } });
+    const server = await startServer({ repository: repo, args: await store.args(), env: { RTML_ADMIN_TOKEN: 'admin-secret-0123456789' } });
     try {
-      assert.equal((await server.post('/v1/events/logins', { login_id: 'l0', user_id: 'u1', event_time: iso(Date.now()) })).status, 404);
+      assert.equal((await server.write('/v1/events/logins', { login_id: 'l0', user_id: 'u1', event_time: iso(Date.now()) })).status, 404);
       // A new rules-only service reading a new stream, loaded into the running server.
       mkdirSync(join(repo, 'logins'));
       writeFileSync(
@@ -172,10 +172,10 @@ policy: policy.yaml
 `,
       );
       writeFileSync(join(repo, 'logins/policy.yaml'), `version: "p1"\nactions: [allow, lock]\npre_rules:\n  - { code: MANY_FAILURES, when: "failed_1h >= 3", action: lock, message: "Three failed logins in an hour" }\nfallback:\n  default: { action: allow, code: OK, message: "Nothing unusual" }\n`);
-      const load = await server.post('/v2/repository/models/logins/load', {}, { authorization: 'Bearer admin-secret' });
+      const load = await server.post('/v2/repository/models/logins/load', {}, { authorization: 'Bearer admin-secret-0123456789' });
       assert.equal(load.status, 200, await load.clone().text());
       const now = Date.now();
-      const ingest = await server.post('/v1/events/logins', [0, 1, 2].map((i) => ({ login_id: `l${i}`, user_id: 'u1', event_time: iso(now - i * 60_000), ok: 0 })));
+      const ingest = await server.write('/v1/events/logins', [0, 1, 2].map((i) => ({ login_id: `l${i}`, user_id: 'u1', event_time: iso(now - i * 60_000), ok: 0 })));
       assert.equal(ingest.status, 200);
       assert.equal((await ingest.json()).accepted, 3);
       const res = await server.post('/v1/services/logins/decisions', { user_id: 'u1' });
@@ -183,7 +183,7 @@ policy: policy.yaml
       assert.equal(res.status, 200, JSON.stringify(body));
       assert.deepEqual([body.decision, body.features], ['lock', { failed_1h: 'present' }]);
       // The log keeps the status with the value served, for an admin to look up.
-      const logged = await fetch(`${server.url}/v1/services/logins/decisions/${body.id}`, { headers: { authorization: 'Bearer admin-secret' } });
+      const logged = await fetch(`${server.url}/v1/services/logins/decisions/${body.id}`, { headers: { authorization: 'Bearer admin-secret-0123456789' } });
       assert.deepEqual((await logged.json()).features, { failed_1h: { status: 'present', value: 3 } });
       // The service that was already serving is undisturbed.
       assert.equal((await decide(server, { card_id: 'c1', customer_id: 'u1', amount: 50 })).decision, 'approve');
@@ -195,7 +195,7 @@ policy: policy.yaml
   it("enforces an entity field's TTL on read: a stale value is not served as fresh", async () => {
     const server = await startServer({ repository: repository(), args: await store.args() });
     try {
-      const put = await fetch(`${server.url}/v1/entities/customer/u2`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ account_age_days: 10 }) });
+      const put = await fetch(`${server.url}/v1/entities/customer/u2`, { method: 'PUT', headers: { 'content-type': 'application/json', ...writeAuth }, body: JSON.stringify({ account_age_days: 10 }) });
       assert.equal(put.status, 200);
       const fresh = await decide(server, { card_id: 'c9', customer_id: 'u2', amount: 5 });
       assert.equal(fresh.decision, 'step_up');
@@ -212,13 +212,13 @@ policy: policy.yaml
   it('refuses unknown streams and entities, and events without a key, id or time', async () => {
     const server = await startServer({ repository: repository(), args: await store.args() });
     try {
-      assert.equal((await server.post('/v1/events/clicks', { x: 1 })).status, 404);
-      const bad = await server.post('/v1/events/transactions', [{ txn_id: 'a', event_time: iso(Date.now()), amount: 1 }]);
+      assert.equal((await server.write('/v1/events/clicks', { x: 1 })).status, 404);
+      const bad = await server.write('/v1/events/transactions', [{ txn_id: 'a', event_time: iso(Date.now()), amount: 1 }]);
       assert.equal(bad.status, 400);
       assert.match((await bad.json()).errors[0].message, /card_id: required/);
-      const future = await server.post('/v1/events/transactions', [{ txn_id: 'f', card_id: 'c', event_time: iso(Date.now() + 3600_000), amount: 1 }]);
+      const future = await server.write('/v1/events/transactions', [{ txn_id: 'f', card_id: 'c', event_time: iso(Date.now() + 3600_000), amount: 1 }]);
       assert.match((await future.json()).errors[0].message, /in the future/);
-      const entity = await fetch(`${server.url}/v1/entities/merchant/m1`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: '{"risk": 1}' });
+      const entity = await fetch(`${server.url}/v1/entities/merchant/m1`, { method: 'PUT', headers: { 'content-type': 'application/json', ...writeAuth }, body: '{"risk": 1}' });
       assert.equal(entity.status, 404);
       const missingKey = await server.post('/v1/services/cards/decisions', { amount: 5 });
       assert.equal(missingKey.status, 400);
@@ -243,7 +243,7 @@ policy: policy.yaml
         amount: Math.round(random() * 10000) / 100,
         merchant_id: `m${Math.floor(random() * 8)}`,
       }));
-      assert.equal((await server.post('/v1/events/transactions', events)).status, 200);
+      assert.equal((await server.write('/v1/events/transactions', events)).status, 200);
       const served: Record<string, Record<string, unknown>> = {};
       const at = Date.now();
       for (let k = 0; k < 5; k++) {
@@ -259,7 +259,7 @@ policy: policy.yaml
       const rows = parse(readFileSync(join(dir, 'out.csv')), { columns: true, cast: true }) as Record<string, number | string>[];
       // Outcomes arrive later (log-and-wait); q4's never does.
       for (let k = 0; k < 4; k++) {
-        const res = await fetch(`${server.url}/v1/services/cards/decisions/q${k}/outcome`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ label: k === 0 ? 'fraud' : 'legit' }) });
+        const res = await fetch(`${server.url}/v1/services/cards/decisions/q${k}/outcome`, { method: 'PUT', headers: { 'content-type': 'application/json', ...writeAuth }, body: JSON.stringify({ label: k === 0 ? 'fraud' : 'legit' }) });
         assert.equal(res.status, 200);
       }
       const log = await import('../src/log/sqlite.ts');
@@ -316,7 +316,7 @@ describe('real-time features through a Redis outage', () => {
     try {
       const now = Date.now();
       const events = [0, 1, 2].map((i) => ({ txn_id: `o${i}`, card_id: 'c1', event_time: iso(now - (i + 1) * 60_000), amount: 10, merchant_id: 'm1' }));
-      assert.equal((await server.post('/v1/events/transactions', events)).status, 200);
+      assert.equal((await server.write('/v1/events/transactions', events)).status, 200);
       const before = await decide(server, { card_id: 'c1', customer_id: 'u1', amount: 5 });
       assert.equal(before.decision, 'decline');
       assert.equal(before.features.txn_count_10m, 'present');
@@ -335,7 +335,7 @@ describe('real-time features through a Redis outage', () => {
       }
       const slowest = Math.max(...during.map((d) => d.ms));
       assert.ok(slowest < 500, `a decision took ${slowest.toFixed(0)} ms during the outage`);
-      const ingest = await server.post('/v1/events/transactions', [{ txn_id: 'o9', card_id: 'c1', event_time: iso(Date.now()), amount: 1, merchant_id: 'm1' }]);
+      const ingest = await server.write('/v1/events/transactions', [{ txn_id: 'o9', card_id: 'c1', event_time: iso(Date.now()), amount: 1, merchant_id: 'm1' }]);
       assert.equal(ingest.status, 503);
 
       await r.restart();
@@ -348,7 +348,7 @@ describe('real-time features through a Redis outage', () => {
       // Writes use their own connection, which may take a moment longer to come back.
       let status = 0;
       for (let i = 0; i < 50 && status !== 200; i++) {
-        status = (await server.post('/v1/events/transactions', events)).status;
+        status = (await server.write('/v1/events/transactions', events)).status;
         if (status !== 200) await new Promise((res) => setTimeout(res, 100));
       }
       assert.equal(status, 200);
@@ -417,7 +417,7 @@ describe('the card-fraud example', () => {
     const server = await startServer({ repository: repo });
     try {
       const purchase = { card_id: 'c0042', customer_id: 'u0035', amount: 249.99, merchant_category: 'electronics' };
-      const put = await fetch(`${server.url}/v1/entities/customer/u0035`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ account_age_days: 41, home_region: 'north' }) });
+      const put = await fetch(`${server.url}/v1/entities/customer/u0035`, { method: 'PUT', headers: { 'content-type': 'application/json', ...writeAuth }, body: JSON.stringify({ account_age_days: 41, home_region: 'north' }) });
       assert.equal(put.status, 200);
       const calm = await (await server.post('/v1/services/card-fraud/decisions', { id: 'calm', ...purchase })).json();
       assert.equal(calm.decision, 'approve', JSON.stringify(calm));
@@ -427,7 +427,7 @@ describe('the card-fraud example', () => {
       // Six rapid charges at six merchants in the last five minutes: a compromised card's burst.
       const now = Date.now();
       const burst = [1, 2, 3, 4, 5, 6].map((i) => ({ txn_id: `burst-${i}`, card_id: 'c0042', event_time: iso(now - 280_000 + 40_000 * i), amount: i < 3 ? 1.5 : 120.5, merchant_id: `m010${i}`, merchant_category: 'online_retail' }));
-      const ingest = await (await server.post('/v1/events/transactions', burst)).json();
+      const ingest = await (await server.write('/v1/events/transactions', burst)).json();
       assert.equal(ingest.accepted, 6);
       const after = await (await server.post('/v1/services/card-fraud/decisions', { id: 'after-burst', ...purchase })).json();
       assert.equal(after.decision, 'decline', JSON.stringify(after));

@@ -4,7 +4,7 @@
  * engaging and releasing; realized AUC equal to scikit-learn's; memory flat.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -16,7 +16,7 @@ import { exportLogged } from '../src/batch/features.ts';
 import { textRowConverter } from '../src/decision/index.ts';
 import { openSqliteDecisionLog } from '../src/log/sqlite.ts';
 import { ModelRepository } from '../src/server/repository.ts';
-import { creditRepository, startServer, type RunningServer } from './helpers/server.ts';
+import { creditRepository, startServer, WRITE_TOKEN, type RunningServer } from './helpers/server.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -27,8 +27,7 @@ let bundle: Bundle;
 const run = (server: RunningServer, options: Partial<SimulateOptions>) =>
   simulate({
     url: server.url,
-    service: 'credit',
-    features: bundle.encoding.features,
+    bundle,
     input: DATA,
     rate: 0,
     concurrency: 8,
@@ -38,6 +37,7 @@ const run = (server: RunningServer, options: Partial<SimulateOptions>) =>
     outcomeDelay: 0,
     watchEvery: 25,
     idPrefix: `t${Math.random().toString(36).slice(2, 8)}`,
+    token: WRITE_TOKEN,
     ...options,
   });
 
@@ -50,9 +50,15 @@ function repositoryReleasingAfter(seconds: number): string {
 }
 
 async function monitoring(server: RunningServer) {
-  const res = await fetch(`${server.url}/v1/services/credit/monitoring`);
-  assert.equal(res.status, 200);
-  return res.json();
+  // Realized performance is recomputed at most once a second: ask for one computed after now.
+  const asked = Date.now();
+  for (;;) {
+    const res = await fetch(`${server.url}/v1/services/credit/monitoring`);
+    assert.equal(res.status, 200);
+    const state = await res.json();
+    if (Date.parse(state.performance.computed_at) >= asked) return state;
+    await new Promise((r) => setTimeout(r, 200));
+  }
 }
 
 before(async () => {
@@ -158,11 +164,11 @@ describe('monitoring injected faults', () => {
   }
 
   it('releases safe mode once the fault is gone and the service has been calm, and records it on each decision', async () => {
-    const server = await startServer({ repository: repositoryReleasingAfter(1), env: { RTML_ADMIN_TOKEN: 'tok' } });
+    const server = await startServer({ repository: repositoryReleasingAfter(1), env: { RTML_ADMIN_TOKEN: 'test-admin-token-0123' } });
     try {
       const faulty = await run(server, { limit: 1500, perturbAfter: 1000, perturbations: [parsePerturbation('scale:annual_inc:3')], idPrefix: 'fault' });
       assert.notEqual(faulty.safeMode.engagedAt, null);
-      const during = await (await fetch(`${server.url}/v1/services/credit/decisions/fault-1499`, { headers: { authorization: 'Bearer tok' } })).json();
+      const during = await (await fetch(`${server.url}/v1/services/credit/decisions/fault-1499`, { headers: { authorization: 'Bearer test-admin-token-0123' } })).json();
       assert.equal(during.safeMode, true);
       assert.equal(during.fallback.used, true);
       assert.ok(during.score > 0, 'the model still scores in safe mode, unseen, so recovery shows');
@@ -195,21 +201,21 @@ describe('monitoring injected faults', () => {
       });
     });
     await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
-    const server = await startServer({ env: { RTML_ADMIN_TOKEN: 'tok' }, args: ['--alert-webhook', `http://127.0.0.1:${(hook.address() as AddressInfo).port}/alerts`] });
+    const server = await startServer({ env: { RTML_ADMIN_TOKEN: 'test-admin-token-0123' }, args: ['--alert-webhook', `http://127.0.0.1:${(hook.address() as AddressInfo).port}/alerts`] });
     try {
       const put = (body: unknown, token?: string) =>
         fetch(`${server.url}/v1/services/credit/safe-mode`, { method: 'PUT', headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) });
       assert.equal((await put({ mode: 'on' })).status, 401);
-      assert.equal((await put({ mode: 'on', reason: 'drill' }, 'tok')).status, 200);
+      assert.equal((await put({ mode: 'on', reason: 'drill' }, 'test-admin-token-0123')).status, 200);
       const forced = await run(server, { limit: 20, watchEvery: 0 });
       assert.equal(forced.fallbacks.safe_mode, 20);
-      assert.equal((await put({ mode: 'auto' }, 'tok')).status, 200);
+      assert.equal((await put({ mode: 'auto' }, 'test-admin-token-0123')).status, 200);
 
       await run(server, { limit: 1400, perturbAfter: 900, perturbations: [parsePerturbation('null:emp_length')] });
       const state = await monitoring(server);
       const alert = state.alerts.active.find((a: { key: string }) => a.key === 'missing_values:emp_length');
       assert.ok(alert);
-      const ack = await fetch(`${server.url}/v1/services/credit/alerts/${alert.id}/acknowledge`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer tok' }, body: JSON.stringify({ by: 'oncall', note: 'upstream fix in progress' }) });
+      const ack = await fetch(`${server.url}/v1/services/credit/alerts/${alert.id}/acknowledge`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer test-admin-token-0123' }, body: JSON.stringify({ by: 'oncall', note: 'upstream fix in progress' }) });
       assert.equal(ack.status, 200);
       assert.equal((await ack.json()).acknowledged.by, 'oncall');
       for (let i = 0; i < 50 && !received.some((r) => r.rule === 'missing_values'); i++) await new Promise((r) => setTimeout(r, 100));
@@ -243,5 +249,13 @@ describe('a reference profile that does not fit the bundle', () => {
     const fine = withReference(() => {});
     assert.ok((await fine.load('credit')).defaultVersion.monitor);
     await fine.close();
+  });
+
+  it('refuses a reference outside the bundle instead of reading it', async () => {
+    const repo = creditRepository();
+    renameSync(join(repo, 'credit/reference.json'), join(repo, 'reference.json'));
+    const manifest = join(repo, 'credit/rtml.yaml');
+    writeFileSync(manifest, readFileSync(manifest, 'utf8').replace('reference: reference.json', 'reference: ../reference.json'));
+    await assert.rejects(new ModelRepository(repo, silentLogger).load('credit'), /monitoring\.reference: must be a path inside the bundle, got "\.\.\/reference\.json"/);
   });
 });

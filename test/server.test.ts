@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { openSqliteDecisionLog } from '../src/log/sqlite.ts';
 import { creditRepository, lendingClubRows, startServer, type RunningServer } from './helpers/server.ts';
 
-const TOKEN = 'test-admin-token';
+const TOKEN = 'test-admin-token-0123456789';
 const admin = { authorization: `Bearer ${TOKEN}` };
 
 describe('decision API', () => {
@@ -197,11 +197,12 @@ describe('Open Inference Protocol', () => {
     assert.equal((await server.post('/v2/models/credit/infer', { inputs: [{ name: 'nope', shape: [1], datatype: 'FP64', data: [1] }] })).status, 400);
   });
 
-  it('keeps statistics and a repository index; load and unload need the admin token', async () => {
+  it('keeps statistics and a repository index; index, load and unload need the admin token', async () => {
     const stats = await get('/v2/models/credit/stats');
     assert.equal(stats.body.model_stats[0].name, 'credit');
     assert.ok(stats.body.model_stats[0].inference_stats.success.count >= 2);
-    const index = await (await server.post('/v2/repository/index', {})).json();
+    assert.equal((await server.post('/v2/repository/index', {})).status, 401);
+    const index = await (await server.post('/v2/repository/index', {}, admin)).json();
     assert.deepEqual(index, [{ name: 'credit', version: '1', state: 'READY', reason: '' }]);
     assert.equal((await server.post('/v2/repository/models/credit/load', {})).status, 401);
     assert.equal((await server.post('/v2/repository/models/credit/load', {}, admin)).status, 200);
@@ -364,7 +365,7 @@ describe('operating the server', () => {
 
       assert.deepEqual(failures, []);
       assert.ok((versions.get('1') ?? 0) > 0 && (versions.get('2') ?? 0) > 0, JSON.stringify([...versions]));
-      const index = await (await server.post('/v2/repository/index', {})).json();
+      const index = await (await server.post('/v2/repository/index', {}, admin)).json();
       assert.deepEqual(index.map((e: { version: string }) => e.version), ['1', '2']);
     } finally {
       await server.stop();

@@ -4,6 +4,7 @@
  */
 import type { Bundle } from '../bundle/load.ts';
 import { parseDuration, type StreamEvent, type SourcesSpec } from './types.ts';
+import { nearMisses } from '../config/names.ts';
 
 export type StreamSpec = SourcesSpec['streams'][string];
 
@@ -66,7 +67,16 @@ export function parseEvent(stream: StreamDefinition, raw: unknown, fromText = fa
   // One event stamped far in the future would move the stream's watermark and make every real event late.
   if (time > Date.now() + MAX_FUTURE_MS) return { ok: false, message: `${spec.time}: more than 5 minutes in the future` };
   const fields: Record<string, number | string | null> = {};
-  for (const [name, type] of Object.entries(spec.fields)) {
+  const declared = Object.entries(spec.fields);
+  // A declared field that is absent while the event carries one just like it (`Amount` for
+  // `amount`) is a typo that would aggregate as missing: the event is refused.
+  const absent = declared.filter(([name]) => r[name] === undefined || r[name] === null).map(([name]) => name);
+  if (absent.length > 0) {
+    const expected = new Set([...declared.map(([name]) => name), keyField, spec.id, spec.time]);
+    const misses = nearMisses(absent, Object.keys(r).filter((k) => !expected.has(k)));
+    for (const [name, given] of misses) return { ok: false, message: `${given}: not a field of stream ${stream.name}: did you mean ${name}? (${name} is missing)` };
+  }
+  for (const [name, type] of declared) {
     const v = r[name];
     if (v === undefined || v === null || (fromText && v === '')) fields[name] = null;
     else if (type === 'number') {
@@ -81,15 +91,46 @@ export function parseEvent(stream: StreamDefinition, raw: unknown, fromText = fa
   return { ok: true, event: { stream: stream.name, key: String(key), id: String(id), time, fields } };
 }
 
-/** Entity fields as a PUT body carries them: flat scalars only. */
-export function parseEntityFields(raw: unknown): { ok: true; fields: Record<string, number | string | boolean | null> } | { ok: false; message: string } {
+/** Bounds on one entity update: what a store row may hold. */
+export const MAX_ENTITY_FIELDS = 256;
+export const MAX_ENTITY_STRING = 4096;
+
+/** The fields of an entity type that some feature of these bundles reads. */
+export function entityFieldsRead(bundles: readonly Bundle[], type: string): Set<string> {
+  const read = new Set<string>();
+  for (const bundle of bundles) {
+    for (const f of bundle.manifest.features ?? []) {
+      if (f.source && 'entity' in f.source && f.source.entity === type) read.add(f.source.field);
+    }
+  }
+  return read;
+}
+
+export type ParsedEntityFields = { ok: true; fields: Record<string, number | string | boolean | null>; unread: string[] } | { ok: false; message: string };
+
+/**
+ * Entity fields as a PUT body carries them: flat scalars only, bounded. Fields no feature reads
+ * are kept but listed in `unread`; one that looks like a field a feature reads but is not it
+ * (`Account_Age` for `account_age`) is refused, since the feature would silently stay missing.
+ */
+export function parseEntityFields(raw: unknown, read: ReadonlySet<string> = new Set()): ParsedEntityFields {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return { ok: false, message: 'the body must be a JSON object of entity fields' };
   const fields: Record<string, number | string | boolean | null> = {};
-  for (const [k, v] of Object.entries(raw)) {
+  let count = 0;
+  for (const k in raw) {
+    if (!Object.hasOwn(raw, k)) continue;
+    if (++count > MAX_ENTITY_FIELDS) return { ok: false, message: `at most ${MAX_ENTITY_FIELDS} fields in one update` };
+    const v = (raw as Record<string, unknown>)[k];
     if (k.length === 0 || k.length > 200) return { ok: false, message: `field names must be 1-200 characters` };
+    // Assigned onto a plain object, `__proto__` would set its prototype and vanish as a field.
+    if (k === '__proto__') return { ok: false, message: '__proto__ cannot be a field name' };
+    if (typeof v === 'string' && v.length > MAX_ENTITY_STRING) return { ok: false, message: `${k}: at most ${MAX_ENTITY_STRING} characters` };
     if (v === null || typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v))) fields[k] = v;
     else return { ok: false, message: `${k}: must be a string, a finite number, a boolean or null` };
   }
-  if (Object.keys(fields).length === 0) return { ok: false, message: 'no fields to store' };
-  return { ok: true, fields };
+  if (count === 0) return { ok: false, message: 'no fields to store' };
+  const unread = Object.keys(fields).filter((k) => !read.has(k));
+  const misses = nearMisses([...read].filter((k) => !(k in fields)), unread);
+  for (const [name, given] of misses) return { ok: false, message: `${given}: no feature reads it: did you mean ${name}?` };
+  return { ok: true, fields, unread };
 }

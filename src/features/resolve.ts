@@ -5,10 +5,10 @@
  * source that is slow, failing, stale or empty yields the feature's default and says so
  * in the feature's status: nothing missing is hidden.
  */
-import type { RawRow } from '../bundle/encoding.ts';
+import { buildEncoding, type FieldError, type RawRow } from '../bundle/encoding.ts';
 import type { FeatureSpec, Manifest } from '../bundle/manifest.ts';
 import { compileExpr, type CompiledExpr } from '../decision/index.ts';
-import { parseDuration, type AggregateQuery, type FeatureReader, type FeatureStatus, type SourcesSpec } from './types.ts';
+import { failureStatus, parseDuration, type AggregateQuery, type FeatureReader, type FeatureStatus, type SourcesSpec } from './types.ts';
 
 export interface ResolvedFeatures {
   /** The request's fields with every sourced feature filled in (value or default). */
@@ -39,6 +39,38 @@ export interface FeatureResolver {
 }
 
 const defaultOf = (f: FeatureSpec): unknown => (f.default !== undefined ? f.default : null);
+
+/** An HTTP source's answer is read up to this size; a larger one is the source failing. */
+export const MAX_HTTP_SOURCE_BYTES = 1024 * 1024;
+
+/** Reads a JSON answer, refusing (with an error) one that announces or turns out larger than `limit` bytes. */
+async function readJsonBounded(res: Response, limit: number): Promise<unknown> {
+  const declared = Number(res.headers.get('content-length'));
+  if (declared > limit) {
+    await res.body?.cancel();
+    throw new Error(`answer of ${declared} bytes`);
+  }
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of res.body ?? []) {
+    size += chunk.length;
+    if (size > limit) throw new Error(`answer over ${limit} bytes`);
+    chunks.push(chunk);
+  }
+  return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+}
+
+/** Whether a sourced value passes its feature's checks (type, range, category), by the encoding itself. */
+function validatorOf(f: FeatureSpec): (value: unknown) => boolean {
+  const encode = buildEncoding([f]).encoder({ fromText: false });
+  const scratch = new Float32Array(buildEncoding([f]).width);
+  const errors: FieldError[] = [];
+  return (value) => {
+    errors.length = 0;
+    encode({ [f.name]: value }, scratch, 0, errors);
+    return errors.length === 0;
+  };
+}
 
 /** Plans the sources of a manifest's features, checking every reference; problems instead of a resolver when something is wrong. */
 export function buildResolver(manifest: Manifest, features: readonly FeatureSpec[]): { resolver: FeatureResolver | null; problems: ResolverProblem[] } {
@@ -102,6 +134,8 @@ export function buildResolver(manifest: Manifest, features: readonly FeatureSpec
 
   const fetched = plans.filter((p): p is Exclude<Plan, { kind: 'derived' }> => p.kind !== 'derived');
   const deadlineMs = sources.deadline_ms;
+  const validators = new Map(plans.map((p) => [p.feature, validatorOf(p.feature)]));
+  const fits = (f: FeatureSpec, value: unknown) => validators.get(f)!(value);
 
   const resolve = async (request: RawRow, at: number, store: FeatureReader | null): Promise<ResolvedFeatures> => {
     const row: Record<string, unknown> = { ...request };
@@ -110,6 +144,11 @@ export function buildResolver(manifest: Manifest, features: readonly FeatureSpec
       if (value === null || value === undefined) {
         row[f.name] = defaultOf(f);
         status[f.name] = f.default !== undefined ? 'default' : 'missing';
+      } else if (!fits(f, value)) {
+        // A source that answers nonsense (text for a number, out of range) is the source's
+        // fault, not the caller's: its default stands in and the status says so.
+        row[f.name] = defaultOf(f);
+        status[f.name] = 'error';
       } else {
         row[f.name] = value;
         status[f.name] = ok;
@@ -147,7 +186,7 @@ export function buildResolver(manifest: Manifest, features: readonly FeatureSpec
               if (values === 'timeout') asked.forEach((p) => fail(p.feature, 'timeout'));
               else asked.forEach((p, i) => fill(p.feature, values[i], 'present'));
             },
-            () => asked.forEach((p) => fail(p.feature, 'error')),
+            (err: unknown) => asked.forEach((p) => fail(p.feature, failureStatus(err))),
           ),
         );
       }
@@ -172,22 +211,38 @@ export function buildResolver(manifest: Manifest, features: readonly FeatureSpec
               else fill(p.feature, v?.value ?? null, 'present');
             });
           },
-          () => group.forEach((p) => fail(p.feature, 'error')),
+          (err: unknown) => group.forEach((p) => fail(p.feature, failureStatus(err))),
         ),
       );
     }
 
     for (const p of fetched) {
       if (p.kind !== 'http') continue;
-      // Placeholders like {card_id} take the request's values, URL-encoded.
-      const url = p.url.replace(/%7B(\w+)%7D|\{(\w+)\}/g, (_, a: string | undefined, b: string | undefined) => encodeURIComponent(String(request[(a ?? b)!] ?? '')));
+      // Placeholders like {card_id} take the request's values, URL-encoded. A missing one asks
+      // nothing; `.` and `..` would climb the service's paths (URLs resolve them even encoded).
+      let unusable: FeatureStatus | null = null;
+      const url = p.url.replace(/%7B(\w+)%7D|\{(\w+)\}/g, (_, a: string | undefined, b: string | undefined) => {
+        const v = request[(a ?? b)!];
+        if (v === undefined || v === null || v === '') unusable ??= 'missing';
+        else if (typeof v !== 'string' && typeof v !== 'number') unusable ??= 'error';
+        else if (/^(\.|%2e){1,2}$/i.test(String(v))) unusable ??= 'error';
+        return encodeURIComponent(String(v ?? ''));
+      });
+      if (unusable !== null) {
+        fail(p.feature, unusable);
+        continue;
+      }
       const timeout = Math.min(p.timeoutMs, deadlineMs);
       tasks.push(
         fetch(url, { signal: AbortSignal.timeout(timeout) })
           .then(async (res) => {
-            if (!res.ok) return fail(p.feature, 'error');
-            const body = (await res.json()) as Record<string, unknown>;
-            fill(p.feature, body?.[p.field] ?? null, 'present');
+            if (!res.ok) {
+              await res.body?.cancel();
+              return fail(p.feature, 'error');
+            }
+            const body = await readJsonBounded(res, MAX_HTTP_SOURCE_BYTES);
+            if (typeof body !== 'object' || body === null || Array.isArray(body)) return fail(p.feature, 'error');
+            fill(p.feature, Object.hasOwn(body, p.field) ? (body as Record<string, unknown>)[p.field] : null, 'present');
           })
           .catch((err: Error) => fail(p.feature, err.name === 'TimeoutError' || err.name === 'AbortError' ? 'timeout' : 'error')),
       );

@@ -104,8 +104,11 @@ export interface DecisionLog {
   recordOutcomes(service: string, outcomes: readonly Outcome[]): Promise<{ joined: number; unknown: string[] }>;
   /** Outcomes recorded after `cursor` (0 for all), in recording order, for streaming consumers. */
   outcomesAfter(cursor: number, limit?: number): Promise<{ cursor: number; items: LabelledDecision[] }>;
-  /** Decisions of a service made in [since, until) that have an outcome, plus how many decisions were made then. */
-  labelled(service: string, range: { since?: string; until?: string }): Promise<{ decisions: number; items: LabelledDecision[] }>;
+  /**
+   * Decisions of a service made in [since, until) that have an outcome (the latest `limit` of
+   * them, in time order, when a limit is given), plus how many decisions were made then.
+   */
+  labelled(service: string, range: { since?: string; until?: string; limit?: number }): Promise<{ decisions: number; items: LabelledDecision[] }>;
   /**
    * Resolves once the record is durable (committed): the server answers 2xx only after this.
    * Rejects with {@link DuplicateDecisionError} when the service already has a record with this
@@ -129,6 +132,7 @@ export type DecisionLogErrorCode =
   | 'LOG_CLOSED' // append or read after close()
   | 'WRITE_FAILED' // the store failed (disk full, I/O error, locked): the batch was rolled back, nothing in it committed
   | 'LOG_FAILED' // the log as a whole failed (its writer died): pending appends were not acknowledged, new ones are refused until it is reopened
+  | 'LOG_TIMEOUT' // the append was not committed within the log's appendTimeoutMs (a lock held elsewhere, a stalled disk): it never will be, retrying is safe
   | 'SCHEMA_VERSION' // the store was written by a newer rtml
   | 'NOT_A_DECISION_LOG'; // the store exists but is not an rtml decision log
 

@@ -22,6 +22,7 @@ import type { DecisionLog, DecisionRecordToAppend, ServedFeature } from '../log/
 import { decideAfterModel, namedOutputs, type ModelResult } from './policy.ts';
 import type { Scorer } from './score.ts';
 import type { FeatureStatus, FeatureStore } from '../features/types.ts';
+import { nearMisses } from '../config/names.ts';
 
 /** What the caller gets back. */
 export interface DecisionResponse {
@@ -34,9 +35,18 @@ export interface DecisionResponse {
   policy: { version: string } | null;
   fallback: { used: boolean; cause: string | null };
   timings_ms: StageTimings;
-  warnings?: FieldError[] | { field: string; rule: 'unknown'; message: string }[];
+  warnings?: UnknownField[];
+  /** Every named output of the model (`p_<class>`, `class`, `prediction`), when the model decided. */
+  outputs?: Record<string, OutputValue>;
   /** How each sourced feature was obtained (present, default, stale, missing, timeout, error). */
   features?: Record<string, FeatureStatus>;
+}
+
+/** A request field that is not a feature (`field` is `*` for the count of those not listed). */
+export interface UnknownField {
+  field: string;
+  rule: 'unknown';
+  message: string;
 }
 
 export const STAGES = ['validation', 'features', 'model', 'policy', 'log'] as const;
@@ -79,6 +89,24 @@ export interface DecisionContext {
 }
 
 const ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
+/** Entity keys (a card, a customer) become store keys: bounded like ids. */
+const MAX_KEY_LENGTH = 256;
+/** Unknown fields listed one by one in a warning or an error; the rest are counted. */
+const LISTED_UNKNOWN = 20;
+
+/** One entry per unknown field, up to LISTED_UNKNOWN, then one that counts the rest: an answer never grows with junk. */
+function unknownErrors(unknown: readonly string[], service: string): UnknownField[] {
+  const listed = unknown.slice(0, LISTED_UNKNOWN).map((field) => ({ field: field.length > 100 ? `${field.slice(0, 100)}…` : field, rule: 'unknown' as const, message: `${field.length > 100 ? `${field.slice(0, 100)}…` : field} is not a feature of ${service}` }));
+  if (unknown.length > LISTED_UNKNOWN) listed.push({ field: '*', rule: 'unknown', message: `and ${unknown.length - LISTED_UNKNOWN} more fields that are not features of ${service}` });
+  return listed;
+}
+
+function withoutFields(body: RawRow, drop: readonly string[]): RawRow {
+  const dropped = new Set(drop);
+  const kept: Record<string, unknown> = {};
+  for (const key of Object.keys(body)) if (!dropped.has(key)) kept[key] = body[key];
+  return kept;
+}
 
 export async function decide(target: DecisionTarget, body: RawRow, ctx: DecisionContext): Promise<DecisionResponse> {
   const started = performance.now();
@@ -93,12 +121,29 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
     throw new RequestRejected([{ field: 'id', rule: 'format', message: 'id must be 1-128 letters, digits, or . _ : -' }]);
   }
   const unknown = Object.keys(body).filter((k) => k !== 'id' && !target.featureNames.has(k));
-  const unknownErrors = unknown.map((field) => ({ field, rule: 'unknown' as const, message: `${field} is not a feature of ${bundle.name}` }));
-  if (unknown.length > 0 && bundle.manifest.unknown_fields === 'reject') throw new RequestRejected(unknownErrors);
+  let request = body;
+  if (unknown.length > 0) {
+    // A field that is not a feature, next to the feature it looks like, is a typo that would
+    // otherwise score on a missing value: refused whatever unknown_fields says.
+    const misses = nearMisses(
+      [...target.featureNames].filter((f) => body[f] === undefined || body[f] === null),
+      unknown,
+    );
+    if (misses.size > 0) {
+      throw new RequestRejected(
+        [...misses].map(([feature, field]) => ({ field, rule: 'unknown', message: `${field} is not a feature of ${bundle.name}: did you mean ${feature}? (${feature} is missing)` })),
+      );
+    }
+    if (bundle.manifest.unknown_fields === 'reject') throw new RequestRejected(unknownErrors(unknown, bundle.name));
+    // What is not a feature is not kept: the log holds what decided, not what else was sent.
+    request = withoutFields(body, unknown);
+  }
   const sources = bundle.sources;
   if (sources) {
-    const missingKeys = sources.keys.filter((k) => typeof body[k] !== 'string' || body[k] === '');
-    if (missingKeys.length > 0) throw new RequestRejected(missingKeys.map((field) => ({ field, rule: 'required', message: `${field} is required: it identifies the entity whose features are looked up` })));
+    const missingKeys = sources.keys.filter((k) => typeof body[k] !== 'string' || body[k] === '' || (body[k] as string).length > MAX_KEY_LENGTH);
+    if (missingKeys.length > 0) {
+      throw new RequestRejected(missingKeys.map((field) => ({ field, rule: 'required', message: `${field} is required: a string of 1-${MAX_KEY_LENGTH} characters identifying the entity whose features are looked up` })));
+    }
   }
   clock.lap('validation');
 
@@ -166,10 +211,12 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
   }
   clock.lap('policy');
 
+  const trusted = fallbackCause === null && outputs !== null;
   const response: DecisionResponse = {
     id,
     service: bundle.name,
-    decision: decision?.action ?? null,
+    // Without a policy, a classifier's decision is its predicted class; a score alone decides nothing.
+    decision: decision?.action ?? (!policy && trusted && bundle.manifest.outputs?.type === 'multiclass' ? String(outputs![bundle.outputs!.columns.at(-1)!]) : null),
     score: fallbackCause === null ? score : null,
     reasons: decision?.reasons ?? [],
     model: bundle.model ? { name: bundle.name, version: bundle.version } : null,
@@ -177,8 +224,9 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
     fallback: { used: fallbackCause !== null, cause: fallbackCause },
     timings_ms: timings,
   };
-  if (unknown.length > 0 && bundle.manifest.unknown_fields === 'report') response.warnings = unknownErrors;
+  if (unknown.length > 0 && bundle.manifest.unknown_fields === 'report') response.warnings = unknownErrors(unknown, bundle.name);
   if (featureStatus) response.features = featureStatus;
+  if (trusted) response.outputs = outputs!;
   if (!decision && fallbackCause !== null) {
     // No policy to fall back on: the caller must not act on a score we do not trust.
     throw new ModelUnavailable(fallbackCause);
@@ -191,7 +239,7 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
     service: bundle.name,
     model: response.model,
     policyVersion: policy?.version ?? null,
-    request: body,
+    request,
     inputs,
     outputs,
     score,

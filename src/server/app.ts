@@ -4,9 +4,11 @@
  * load guard (./overload.ts) that sheds load with 503 + Retry-After instead of queueing
  * without bound and drains gracefully on shutdown.
  */
-import { timingSafeEqual } from 'node:crypto';
+import { ZodError } from 'zod';
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import type { DecisionLog } from '../log/types.ts';
+import { DecisionLogError, type DecisionLog } from '../log/types.ts';
+
+const LOG_UNAVAILABLE = new Set(['LOG_FAILED', 'WRITE_FAILED', 'LOG_CLOSED', 'LOG_TIMEOUT']);
 import { createMetrics, type Metrics } from './metrics.ts';
 import { ModelRepository } from './repository.ts';
 import { registerDecisionRoutes } from './routes/decisions.ts';
@@ -17,12 +19,18 @@ import type { FeatureStore } from '../features/types.ts';
 import { FeatureStoreHost, type FeatureStoreFactory } from './feature-store.ts';
 import { guardLoad, PROBE_ROUTE, type LoadGuardConfig } from './overload.ts';
 import { logSink, webhookSink, type AlertSink } from '../monitor/alerts.ts';
+import { authChecks, refuseCrossSiteWrites, type AuthCheck, type Role } from './auth.ts';
+import { clip, lingeringClose, registerBodyParsers } from './bodies.ts';
 
 export interface ServerConfig extends LoadGuardConfig {
   /** The model repository: one folder per service. */
   repository: string;
   /** Bearer token for admin operations; null disables them. */
   adminToken: string | null;
+  /** Bearer token for outcomes, events and entity updates (the admin token works too); with neither, writes are disabled. */
+  writeToken?: string | null;
+  /** Bearer token decisions and inference need; null leaves them public. */
+  decideToken?: string | null;
   /** Per-request budget for the model, in milliseconds. */
   deadlineMs: number;
   /** Largest accepted request body, in bytes. */
@@ -61,8 +69,8 @@ export interface ServerContext {
   readonly metrics: Metrics;
   /** Where sourced features live; null when no loaded bundle needs one. */
   readonly featureStore: FeatureStore | null;
-  /** preHandler for admin routes. */
-  readonly requireAdmin: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
+  /** preHandlers by role: `auth.admin` for admin routes, `auth.write` for outcomes, events, entities, `auth.decide` for scoring. */
+  readonly auth: Readonly<Record<Role, AuthCheck>>;
   /** Shutting down: readiness answers 503. */
   readonly draining: boolean;
 }
@@ -70,6 +78,8 @@ export interface ServerContext {
 export interface Server {
   readonly app: FastifyInstance;
   readonly repository: ModelRepository;
+  /** Every route served, as `METHOD /url` (the hostile-input suite checks it covers them all). */
+  readonly routes: readonly string[];
   /** Drains (not ready, new requests 503 for the grace period), stops accepting, lets in-flight requests finish, flushes the decision log. */
   close(): Promise<void>;
   /** Also serves the health probes and /metrics on a port of their own; resolves with its address. */
@@ -101,34 +111,36 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
 
   const guard = guardLoad(app, config, metrics);
 
-  const token = config.adminToken ? Buffer.from(config.adminToken) : null;
-  const requireAdmin = async (request: FastifyRequest, reply: FastifyReply) => {
-    if (!token) {
-      await reply.code(403).send({ error: 'admin operations are disabled: configure an admin token (RTML_ADMIN_TOKEN or --admin-token-file)' });
-      return reply;
-    }
-    const header = request.headers.authorization ?? '';
-    const given = Buffer.from(header.startsWith('Bearer ') ? header.slice(7) : '');
-    if (given.length !== token.length || !timingSafeEqual(given, token)) {
-      await reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'admin operations need a valid bearer token' });
-      return reply;
-    }
-    request.log.info({ route: request.routeOptions.url, params: request.params }, 'admin operation');
-  };
+  const auth = authChecks({ admin: config.adminToken, write: config.writeToken ?? null, decide: config.decideToken ?? null });
+  app.addHook('onRequest', refuseCrossSiteWrites);
+  registerBodyParsers(app);
 
   // Framework-level errors (malformed JSON, body too large, wrong content type) are the caller's: 4xx with {error}.
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, request, reply) => {
-    const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+    // The log could not take a write (outcomes while another process holds its lock, a closed
+    // log): nothing was recorded, the caller should retry, and it is not a server bug.
+    if (err instanceof DecisionLogError && LOG_UNAVAILABLE.has(err.code)) {
+      request.log.warn({ err: err.message }, 'decision log unavailable');
+      const name = (request.params as Record<string, unknown> | undefined)?.name;
+      metrics.observeError(typeof name === 'string' && repository.get(name) ? name : '', 503, 'log_unavailable');
+      void reply.code(503).header('retry-after', '1').send({ error: `the decision log could not take the write: ${clip(err.message)}; retry shortly` });
+      return;
+    }
+    // A zod schema refusing path parameters is the caller's mistake too.
+    const status = err instanceof ZodError ? 400 : err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
     if (status === 500) request.log.error({ err }, 'unexpected error');
-    metrics.observeError(String((request.params as Record<string, unknown>)?.name ?? ''), status, err.code ?? 'internal');
-    void reply.code(status).send({ error: status === 500 ? 'internal error' : err.message });
+    // A label only for a service that exists: names from URLs would grow /metrics without bound.
+    const name = (request.params as Record<string, unknown> | undefined)?.name;
+    metrics.observeError(typeof name === 'string' && repository.get(name) ? name : '', status, status === 500 ? 'internal' : clip(err.code ?? 'error', 60));
+    const payload = { error: status === 500 ? 'internal error' : clip(err.message) };
+    // A body refused unread: answer, then keep reading what the client still sends before
+    // closing, so that it sees the 413 rather than a reset.
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return lingeringClose(request, reply, status, payload);
+    void reply.code(status).send(payload);
   });
   app.setNotFoundHandler((request, reply) => {
     void reply.code(404).send({ error: `no route ${request.method} ${request.url.split('?')[0]}` });
   });
-
-  // Bulk outcomes come as JSON lines.
-  app.addContentTypeParser(['application/x-ndjson', 'application/jsonl'], { parseAs: 'string' }, (_request, body, done) => done(null, body));
 
   const { loaded, failed } = await repository.loadAll();
   app.log.info({ repository: config.repository, loaded, failed }, 'repository loaded');
@@ -139,6 +151,11 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
   await features.prepare(loadedBundles());
   repository.beforeServe = (name, incoming) => features.prepare([...loadedBundles(name), ...incoming]);
 
+  const routes: string[] = [];
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) if (method !== 'HEAD') routes.push(`${method} ${route.url}`);
+  });
+
   const context: ServerContext = {
     config,
     repository,
@@ -147,7 +164,7 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
     get featureStore() {
       return features.store;
     },
-    requireAdmin,
+    auth,
     get draining() {
       return guard.draining;
     },
@@ -196,6 +213,7 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
   return {
     app,
     repository,
+    routes,
     listenForProbes: (port, host) => guard.listenForProbes(port, host),
     close: () =>
       (closing ??= (async () => {

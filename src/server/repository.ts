@@ -91,6 +91,8 @@ export class ModelRepository {
   private readonly services = new Map<string, Service>();
   /** Why the last attempt to load a service failed, for the repository index. */
   private readonly failures = new Map<string, string>();
+  /** Loads under way, by service: the files' signature they read, and their result. */
+  private readonly loading = new Map<string, { signature: string; done: Promise<Service> }>();
   private watcher: NodeJS.Timeout | null = null;
   /**
    * Runs after a service's versions loaded and passed their checks, before they serve (the
@@ -137,14 +139,34 @@ export class ModelRepository {
     return { loaded, failed };
   }
 
-  /** Loads (or reloads) one service from disk. Throws ServiceLoadError and keeps the old one if anything is wrong. */
+  /**
+   * Loads (or reloads) one service from disk. Throws ServiceLoadError and keeps the old one if
+   * anything is wrong. One load per service at a time (the watcher and the load endpoint may
+   * ask at once): a request while the same files are loading gets that load's result; files
+   * that changed since it started are loaded again once it is done.
+   */
   async load(name: string): Promise<Service> {
     if (!SERVICE_NAME.test(name)) throw new ServiceLoadError(name, `not a service name: ${JSON.stringify(name)}`);
     const dir = join(this.root, name);
     const dirs = existsSync(dir) ? bundleDirs(dir) : [];
     if (dirs.length === 0) throw this.fail(name, `no bundle in ${dir}: expected ${MANIFEST_FILE} there or in one folder per version`);
     const signature = signatureOf(dir);
+    const running = this.loading.get(name);
+    if (running) {
+      if (running.signature === signature) return running.done;
+      await running.done.catch(() => {});
+      return this.load(name);
+    }
+    const done = this.loadVersions(name, dir, dirs, signature);
+    this.loading.set(name, { signature, done });
+    try {
+      return await done;
+    } finally {
+      if (this.loading.get(name)?.done === done) this.loading.delete(name);
+    }
+  }
 
+  private async loadVersions(name: string, dir: string, dirs: string[], signature: string): Promise<Service> {
     const versions = new Map<string, ServiceVersion>();
     try {
       for (const bundleDir of dirs) {
@@ -270,13 +292,12 @@ async function loadVersion(dir: string, sinks: readonly AlertSink[]): Promise<Se
   }
   // Monitoring needs the reference profile; a bundle that asks for monitoring must have one.
   const config = bundle.manifest.monitoring ?? monitoringSchema.parse({});
-  const referenceFile = join(dir, config.reference);
   let monitor: ServiceMonitor | null = null;
-  if (existsSync(referenceFile)) {
+  if (bundle.referencePath) {
     try {
-      const reference = await readReference(referenceFile);
+      const reference = await readReference(bundle.referencePath);
       const mismatch = referenceMismatch(reference, bundle.name, bundle.encoding.features.map((f) => f.name));
-      if (mismatch) throw new Error(`${referenceFile} cannot monitor this bundle: ${mismatch}: run rtml profile ${dir} --data <training data>`);
+      if (mismatch) throw new Error(`${bundle.referencePath} cannot monitor this bundle: ${mismatch}: run rtml profile ${dir} --data <training data>`);
       monitor = new ServiceMonitor({ bundle, reference, config, sinks });
     } catch (err) {
       await bundle.model?.close?.();

@@ -7,6 +7,10 @@ import { tempDir } from './tmp.ts';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
 
+/** The write token every test server takes (outcomes, events, entities); `RunningServer.write` sends it. */
+export const WRITE_TOKEN = 'test-write-token-0123456789';
+export const writeAuth = { authorization: `Bearer ${WRITE_TOKEN}` };
+
 export interface RunningServer {
   url: string;
   process: ChildProcess;
@@ -19,6 +23,8 @@ export interface RunningServer {
   /** SIGKILL and wait for exit. */
   kill(): Promise<void>;
   post(path: string, body: unknown, headers?: Record<string, string>): Promise<Response>;
+  /** A write (outcomes, events, entities) with the write token: POST unless `method` says otherwise. */
+  write(path: string, body: unknown, method?: 'POST' | 'PUT'): Promise<Response>;
 }
 
 /** A temporary model repository holding a copy of the credit example as service `credit`. */
@@ -34,7 +40,7 @@ export async function startServer(options: { repository?: string; dataDir?: stri
   const dataDir = options.dataDir ?? tempDir('rtml-data-');
   const child = spawn(process.execPath, [join(ROOT, 'bin/rtml.mjs'), 'serve', repository, '--port', '0', '--data-dir', dataDir, '--watch-interval-ms', '0', '--drain-grace-ms', '0', ...(options.args ?? [])], {
     cwd: ROOT,
-    env: { ...process.env, RTML_ADMIN_TOKEN: '', ...options.env },
+    env: { ...process.env, RTML_ADMIN_TOKEN: '', RTML_WRITE_TOKEN: WRITE_TOKEN, RTML_DECIDE_TOKEN: '', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: string[] = [];
@@ -72,6 +78,8 @@ export async function startServer(options: { repository?: string; dataDir?: stri
     },
     post: (path, body, headers = {}) =>
       fetch(url + path, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) }),
+    write: (path, body, method = 'POST') =>
+      fetch(url + path, { method, headers: { 'content-type': 'application/json', ...writeAuth }, body: typeof body === 'string' ? body : JSON.stringify(body) }),
   };
 }
 

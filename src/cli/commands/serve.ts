@@ -19,6 +19,8 @@ export function registerServe(program: Command): void {
     .option('--probe-port <port>', 'also serve the health probes and /metrics on this port, so they never queue behind scoring connections (env PROBE_PORT)', parseWholeNumber, process.env.PROBE_PORT ? Number(process.env.PROBE_PORT) : undefined)
     .option('--data-dir <dir>', 'where the decision log lives (env RTML_DATA_DIR)', defaultDataDir())
     .option('--admin-token-file <file>', 'file holding the admin bearer token (or env RTML_ADMIN_TOKEN); without one, admin operations are disabled')
+    .option('--write-token-file <file>', 'file holding the bearer token for outcomes, events and entity updates (or env RTML_WRITE_TOKEN); the admin token works too; with neither, writes are disabled')
+    .option('--decide-token-file <file>', 'file holding a bearer token decisions and inference then need (or env RTML_DECIDE_TOKEN); without one they are public')
     .option('--max-in-flight <n>', 'scoring requests served at once before answering 503', parseWholeNumber, DEFAULT_CONFIG.maxInFlight)
     .option('--max-event-loop-delay-ms <ms>', 'answer scoring requests 503 while the event loop lags more than this (0: off)', parseWholeNumber, DEFAULT_CONFIG.maxEventLoopDelayMs)
     .option('--max-connections <n>', 'open connections served; requests on more get 503 and Connection: close (0: no limit)', parseWholeNumber, DEFAULT_CONFIG.maxConnections)
@@ -30,6 +32,7 @@ export function registerServe(program: Command): void {
     .option('--body-limit <bytes>', 'largest request body', parseWholeNumber, DEFAULT_CONFIG.bodyLimit)
     .option('--watch-interval-ms <ms>', 'poll the repository for new versions this often (0: off)', parseWholeNumber, DEFAULT_CONFIG.watchIntervalMs)
     .option('--log-sync <mode>', 'decision log durability: normal (survives a killed process) or full (also a power loss)', 'full')
+    .option('--log-timeout-ms <ms>', 'a decision not logged this long after it was decided answers 503 and is never logged (0: wait up to the 5 s busy timeout)', parseWholeNumber, 1000)
     .option('--log-level <level>', 'pino log level', process.env.LOG_LEVEL ?? 'info')
     .option('--feature-store <kind>', 'where sourced features live: embedded (in-process, durable under --data-dir) or redis', process.env.RTML_FEATURE_STORE ?? 'embedded')
     .option('--redis-url <url>', 'Redis for --feature-store redis (env REDIS_URL)', process.env.REDIS_URL ?? 'redis://127.0.0.1:6379')
@@ -38,9 +41,11 @@ export function registerServe(program: Command): void {
     .option('--redis-stream-from <id>', 'where a new consumer group starts: $ (new entries only), 0 (the whole stream) or an entry id', '$')
     .option('--alert-webhook <url>', 'POST alerts here as JSON, with retries (env RTML_ALERT_WEBHOOK)', process.env.RTML_ALERT_WEBHOOK)
     .action(async (repository: string, opts: ServeOptions) => {
-      const adminToken = opts.adminTokenFile ? readFileSync(opts.adminTokenFile, 'utf8').trim() : (process.env.RTML_ADMIN_TOKEN ?? null);
+      const adminToken = readToken(opts.adminTokenFile, 'RTML_ADMIN_TOKEN');
+      const writeToken = readToken(opts.writeTokenFile, 'RTML_WRITE_TOKEN');
+      const decideToken = readToken(opts.decideTokenFile, 'RTML_DECIDE_TOKEN');
       if (opts.logSync !== 'normal' && opts.logSync !== 'full') throw new InvalidArgumentError('--log-sync must be normal or full');
-      const log = openSqliteDecisionLog(opts.dataDir, { synchronous: opts.logSync });
+      const log = openSqliteDecisionLog(opts.dataDir, { synchronous: opts.logSync, appendTimeoutMs: opts.logTimeoutMs || null });
       if (opts.featureStore !== 'embedded' && opts.featureStore !== 'redis') throw new InvalidArgumentError('--feature-store must be embedded or redis');
       const consumed = Object.entries(opts.redisStream);
       if (consumed.length > 0 && opts.featureStore !== 'redis') throw new InvalidArgumentError('--redis-stream needs --feature-store redis');
@@ -68,7 +73,9 @@ export function registerServe(program: Command): void {
       const server = await createServer(
         {
           repository,
-          adminToken: adminToken || null,
+          adminToken,
+          writeToken,
+          decideToken,
           maxInFlight: opts.maxInFlight,
           maxEventLoopDelayMs: opts.maxEventLoopDelayMs,
           maxConnections: opts.maxConnections,
@@ -101,12 +108,22 @@ export function registerServe(program: Command): void {
     });
 }
 
+/** A bearer token from a file (trimmed) or the environment; empty means none. Short tokens are refused: they can be guessed. */
+function readToken(file: string | undefined, env: string): string | null {
+  const token = (file ? readFileSync(file, 'utf8') : (process.env[env] ?? '')).trim();
+  if (token === '') return null;
+  if (token.length < 16) throw new InvalidArgumentError(`${file ?? env}: a token needs at least 16 characters`);
+  return token;
+}
+
 interface ServeOptions {
   port: number;
   host: string;
   probePort?: number;
   dataDir: string;
   adminTokenFile?: string;
+  writeTokenFile?: string;
+  decideTokenFile?: string;
   maxInFlight: number;
   maxEventLoopDelayMs: number;
   maxConnections: number;
@@ -118,6 +135,7 @@ interface ServeOptions {
   bodyLimit: number;
   watchIntervalMs: number;
   logSync: string;
+  logTimeoutMs: number;
   logLevel: string;
   alertWebhook?: string;
   featureStore: string;

@@ -1,10 +1,9 @@
-/** The `xgboost-json` runtime: a native TypeScript evaluator of XGBoost's JSON models. */
-import { readFile } from 'node:fs/promises';
-import { ModelLoadError, type ModelRuntime, type RuntimeAdapter } from '../runtime.ts';
-import { compileForest, type CompileOptions } from './compile.ts';
+/** The `xgboost-json` runtime: a native TypeScript evaluator of XGBoost's JSON models (files are loaded by load.ts). */
+import type { ModelRuntime } from '../runtime.ts';
+import { compileForest, type CompileOptions, type ForestAccumulator } from './compile.ts';
 import { flatForest, flatStepRatio, type FlatOptions } from './flat.ts';
-import { parseXgbJson, parseXgbModel, XgbFormatError, type XgbModel } from './format.ts';
-import { objectiveFor, SUPPORTED_OBJECTIVES } from './objectives.ts';
+import { XgbFormatError, type XgbModel } from './format.ts';
+import { objectiveFor, SUPPORTED_OBJECTIVES, type Objective } from './objectives.ts';
 
 /**
  * Which evaluator scores the forest: `compiled` generates JavaScript per chunk of trees
@@ -47,19 +46,42 @@ export function chooseEvaluator(model: XgbModel, requested: XgbEvaluator = 'auto
   return nodes >= FLAT_MIN_NODES && flatStepRatio(model) <= FLAT_MAX_STEP_RATIO ? 'flat' : 'compiled';
 }
 
-/** Builds a runtime from an already parsed model (also used by tests and benchmarks). */
-export function xgboostRuntime(model: XgbModel, options: XgbRuntimeOptions = {}): ModelRuntime {
+/** What a runtime needs of a model besides its evaluator: everything but the trees. */
+export interface XgbModelHeader extends Omit<XgbModel, 'trees'> {
+  readonly treeCount: number;
+  readonly maxDepth: number;
+  /** Per feature, the largest category code a split tests (-1: none). */
+  readonly maxCategoryCode: readonly number[];
+}
+
+export function modelHeader(model: XgbModel): XgbModelHeader {
+  const { trees, ...rest } = model;
+  return { ...rest, treeCount: trees.length, maxDepth: trees.reduce((d, t) => Math.max(d, t.depth), 0), maxCategoryCode: maxCategoryCodes(model) };
+}
+
+/** The model's objective and its base margins; an XgbFormatError when rtml cannot evaluate them. */
+export function modelObjective(model: Pick<XgbModel, 'objective' | 'baseScore'>): { objective: Objective; baseMargins: number[] } {
   const objective = objectiveFor(model.objective);
   if (!objective) throw new XgbFormatError('$.learner.objective.name', `unsupported objective ${model.objective}; supported: ${SUPPORTED_OBJECTIVES.join(', ')}`);
-  let baseMargins: number[];
   try {
-    baseMargins = model.baseScore.map((bs) => objective.baseMargin(bs));
+    return { objective, baseMargins: model.baseScore.map((bs) => objective.baseMargin(bs)) };
   } catch (err) {
     throw new XgbFormatError('$.learner.learner_model_param.base_score', (err as Error).message);
   }
+}
+
+/** Builds a runtime from an already parsed model, on this thread (tests, benchmarks; load.ts for files). */
+export function xgboostRuntime(model: XgbModel, options: XgbRuntimeOptions = {}): ModelRuntime {
+  modelObjective(model);
   const evaluator = chooseEvaluator(model, options.evaluator);
   if (evaluator !== 'compiled' && evaluator !== 'flat') throw new TypeError(`unknown evaluator ${String(options.evaluator)}: compiled, flat or auto`);
   const accumulate = evaluator === 'flat' ? flatForest(model, options.flat) : compileForest(model, options);
+  return runtimeOf(modelHeader(model), evaluator, accumulate);
+}
+
+/** The runtime around a built evaluator. */
+export function runtimeOf(model: XgbModelHeader, evaluator: 'compiled' | 'flat', accumulate: ForestAccumulator): ModelRuntime {
+  const { objective, baseMargins } = modelObjective(model);
   const groups = model.numGroup;
   const width = objective.outputWidth(groups);
   const initial = Float32Array.from(baseMargins);
@@ -83,11 +105,14 @@ export function xgboostRuntime(model: XgbModel, options: XgbRuntimeOptions = {})
     outputWidth: width,
     outputKind: objective.outputKind,
     featureNames: model.featureNames ?? undefined,
+    featureTypes: model.featureTypes ?? undefined,
+    maxCategoryCode: model.maxCategoryCode,
+    task: { objective: model.objective, outputs: objective.outputs, readAs: objective.readAs(groups), classes: objective.classes(groups) },
     info: {
       objective: model.objective,
       booster: model.booster,
-      trees: model.trees.length,
-      max_depth: model.trees.reduce((d, t) => Math.max(d, t.depth), 0),
+      trees: model.treeCount,
+      max_depth: model.maxDepth,
       num_feature: model.numFeature,
       num_class: groups,
       xgboost_version: model.version.join('.'),
@@ -98,26 +123,14 @@ export function xgboostRuntime(model: XgbModel, options: XgbRuntimeOptions = {})
   };
 }
 
-export const xgboostAdapter: RuntimeAdapter = {
-  format: 'xgboost-json',
-  async load(file) {
-    let text: string;
-    try {
-      text = await readFile(file, 'utf8');
-    } catch (err) {
-      throw new ModelLoadError(file, (err as Error).message);
-    }
-    let json: unknown;
-    try {
-      json = parseXgbJson(text);
-    } catch (err) {
-      throw new ModelLoadError(file, `not valid JSON (truncated or corrupt?): ${(err as Error).message}`);
-    }
-    try {
-      return xgboostRuntime(parseXgbModel(json));
-    } catch (err) {
-      if (err instanceof XgbFormatError) throw new ModelLoadError(file, err.message);
-      throw err;
-    }
-  },
-};
+/** Per feature, the largest category code any categorical split tests; -1 where none does. */
+function maxCategoryCodes(model: XgbModel): number[] {
+  const max = new Array<number>(model.numFeature).fill(-1);
+  for (const tree of model.trees) {
+    tree.categories.forEach((set, node) => {
+      // Sets are sorted, so the last code is the largest.
+      if (set && set.length > 0 && tree.left[node] !== -1) max[tree.feature[node]] = Math.max(max[tree.feature[node]], set[set.length - 1]);
+    });
+  }
+  return max;
+}

@@ -10,11 +10,34 @@ import { decide, ModelUnavailable, RequestRejected, type DecisionContext } from 
 import { parseOutcome } from '../../pipeline/outcomes.ts';
 import type { Outcome } from '../../log/types.ts';
 import type { ServerContext } from '../app.ts';
+import { isJsonLines, issuesOf, MAX_LINES, type JsonLines } from '../bodies.ts';
 import { SCORING_ROUTE } from '../overload.ts';
 import type { Service, ServiceVersion } from '../repository.ts';
 
 const nameParams = z.object({ name: z.string() });
 const killSwitchBody = z.object({ enabled: z.boolean(), reason: z.string().max(500).optional() }).strict();
+
+/** Problems listed one by one in a bulk answer; the rest are counted. */
+const MAX_LISTED_ERRORS = 100;
+
+/** Fields a decision body may carry: its features and keys, and some slack for callers that send more. */
+export function fieldLimit(features: number): number {
+  return Math.max(1000, 4 * features);
+}
+
+function tooManyFields(body: object, features: number): boolean {
+  const limit = fieldLimit(features);
+  let n = 0;
+  for (const _ in body) if (++n > limit) return true;
+  return false;
+}
+
+/** A bulk body's items with their line (JSON lines) or position (a JSON array, from 1); null if it is neither. */
+export function bulkItems(body: unknown): JsonLines['items'] | null {
+  if (isJsonLines(body)) return body.items;
+  if (Array.isArray(body) && body.length <= MAX_LINES) return body.map((value, i) => ({ line: i + 1, ok: true as const, value }));
+  return null;
+}
 
 function notFound(reply: FastifyReply, name: string) {
   return reply.code(404).send({ error: `no service named ${JSON.stringify(name)}` });
@@ -70,7 +93,7 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
     return observe;
   };
 
-  app.post('/v1/services/:name/decisions', SCORING_ROUTE, async (request, reply) => {
+  app.post('/v1/services/:name/decisions', { ...SCORING_ROUTE, preHandler: ctx.auth.decide }, async (request, reply) => {
     const { name } = nameParams.parse(request.params);
     const service = repository.get(name);
     if (!service) return notFound(reply, name);
@@ -80,6 +103,10 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
       return reply.code(400).send({ error: 'the body must be a JSON object of feature values', errors: [] });
     }
     const target = service.defaultVersion;
+    if (tooManyFields(body, target.featureNames.size)) {
+      metrics.observeError(name, 400, 'body');
+      return reply.code(400).send({ error: `the body has more than ${fieldLimit(target.featureNames.size)} fields; ${name} takes ${target.featureNames.size}`, errors: [] });
+    }
     const monitor = target.monitor;
     const safeMode = monitor?.safeModeActive ?? false;
     const forcedFallback = service.killSwitch.enabled
@@ -108,9 +135,9 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
         metrics.observeError(name, 409, 'duplicate_id');
         return reply.code(409).send({ error: err.message });
       }
-      if (err instanceof DecisionLogError && (err.code === 'LOG_FAILED' || err.code === 'WRITE_FAILED' || err.code === 'LOG_CLOSED')) {
-        // No decision without its log record: the caller retries, nothing was acknowledged.
-        metrics.observeError(name, 503, 'log_unavailable');
+      if (err instanceof DecisionLogError && (err.code === 'LOG_FAILED' || err.code === 'WRITE_FAILED' || err.code === 'LOG_CLOSED' || err.code === 'LOG_TIMEOUT')) {
+        // No decision without its log record: the caller retries, nothing was acknowledged (nor logged).
+        metrics.observeError(name, 503, err.code === 'LOG_TIMEOUT' ? 'log_timeout' : 'log_unavailable');
         return reply.code(503).header('retry-after', '1').send({ error: `the decision could not be logged: ${err.message}` });
       }
       if (err instanceof ModelUnavailable) {
@@ -129,14 +156,15 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
     return service ? describeService(service) : notFound(reply, name);
   });
 
-  app.get('/v1/services/:name/decisions/:id', { preHandler: ctx.requireAdmin }, async (request, reply) => {
+  app.get('/v1/services/:name/decisions/:id', { preHandler: ctx.auth.admin }, async (request, reply) => {
     const { name, id } = z.object({ name: z.string(), id: z.string() }).parse(request.params);
     const record = await log.get(name, id);
     return record ?? reply.code(404).send({ error: `no decision ${JSON.stringify(id)} for ${JSON.stringify(name)}` });
   });
 
-  // Outcomes arrive later: one at a time, or in bulk as JSON lines (or a JSON array).
-  app.put('/v1/services/:name/decisions/:id/outcome', async (request, reply) => {
+  // Outcomes arrive later: one at a time, or in bulk as JSON lines (or a JSON array). They
+  // judge the model and become training labels: writers only.
+  app.put('/v1/services/:name/decisions/:id/outcome', { preHandler: ctx.auth.write }, async (request, reply) => {
     const { name, id } = z.object({ name: z.string(), id: z.string() }).parse(request.params);
     const service = repository.get(name);
     if (!service) return notFound(reply, name);
@@ -148,44 +176,33 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
     return { service: name, id, label: parsed.outcome.label, joined: true };
   });
 
-  app.post('/v1/services/:name/outcomes', async (request, reply) => {
+  app.post('/v1/services/:name/outcomes', { preHandler: ctx.auth.write }, async (request, reply) => {
     const { name } = nameParams.parse(request.params);
     const service = repository.get(name);
     if (!service) return notFound(reply, name);
-    let items: unknown[];
+    const items = bulkItems(request.body);
+    if (!items) return reply.code(400).send({ error: `send JSON lines (content-type application/x-ndjson) or a JSON array of {id, label, time?}, at most ${MAX_LINES} a request` });
     const errors: { line: number; message: string }[] = [];
-    if (typeof request.body === 'string') {
-      items = [];
-      request.body.split('\n').forEach((text, i) => {
-        if (text.trim() === '') return;
-        try {
-          items.push(JSON.parse(text));
-        } catch {
-          errors.push({ line: i + 1, message: 'not valid JSON' });
-          items.push(undefined);
-        }
-      });
-    } else if (Array.isArray(request.body)) items = request.body;
-    else return reply.code(400).send({ error: 'send JSON lines (content-type application/x-ndjson) or a JSON array of {id, label, time?}' });
     const outcomes: Outcome[] = [];
-    items.forEach((item, i) => {
-      if (item === undefined) return;
-      const parsed = parseOutcome(service.defaultVersion.bundle, item);
+    for (const item of items) {
+      const parsed = item.ok ? parseOutcome(service.defaultVersion.bundle, item.value) : { ok: false as const, message: item.message };
       if (parsed.ok) outcomes.push(parsed.outcome);
-      else errors.push({ line: i + 1, message: parsed.message });
-    });
+      else if (errors.length < MAX_LISTED_ERRORS) errors.push({ line: item.line, message: parsed.message });
+    }
+    const rejected = items.length - outcomes.length;
     const result = outcomes.length > 0 ? await log.recordOutcomes(name, outcomes) : { joined: 0, unknown: [] };
-    const status = errors.length > 0 && result.joined === 0 ? 400 : 200;
-    return reply.code(status).send({ service: name, received: items.length, joined: result.joined, unknown: result.unknown, errors });
+    const answer = { service: name, received: items.length, joined: result.joined, unknown: result.unknown.slice(0, MAX_LISTED_ERRORS), unknown_count: result.unknown.length, rejected, errors };
+    if (rejected > 0 && result.joined === 0) return reply.code(400).send({ error: `no outcome recorded: ${rejected} of ${items.length} rejected`, ...answer });
+    return answer;
   });
 
-  app.put('/v1/services/:name/kill-switch', { preHandler: ctx.requireAdmin }, async (request, reply) => {
+  app.put('/v1/services/:name/kill-switch', { preHandler: ctx.auth.admin }, async (request, reply) => {
     const { name } = nameParams.parse(request.params);
     const service = repository.get(name);
     if (!service) return notFound(reply, name);
     const parsed = killSwitchBody.safeParse(request.body);
     if (!parsed.success) {
-      return reply.code(400).send({ error: 'expected {"enabled": true|false, "reason"?: string}', errors: parsed.error.issues.map((i) => ({ field: i.path.join('.'), rule: i.code, message: i.message })) });
+      return reply.code(400).send({ error: 'expected {"enabled": true|false, "reason"?: string}', errors: issuesOf(parsed.error) });
     }
     const ks = service.killSwitch;
     ks.enabled = parsed.data.enabled;

@@ -11,6 +11,14 @@ import { calibrationCheck, estimatePerformance, labelCompleteness, realizedPerfo
 import type { ServerContext } from '../app.ts';
 import type { ServiceVersion } from '../repository.ts';
 
+/**
+ * Realized performance reads labelled decisions on the main thread: bounded per window (the
+ * latest ones), and computed at most once per PERFORMANCE_TTL_MS per version however many
+ * callers ask, so a public GET cannot make the server scan its log in a loop.
+ */
+const MAX_LABELLED = 100_000;
+const PERFORMANCE_TTL_MS = 1000;
+
 const PERFORMANCE_WINDOWS: [string, number | null][] = [
   ['1h', 3600_000],
   ['1d', 86_400_000],
@@ -29,7 +37,7 @@ async function performance(ctx: ServerContext, version: ServiceVersion) {
   const realized: Record<string, unknown> = {};
   let latest: LabelledDecision[] = [];
   for (const [name, span] of PERFORMANCE_WINDOWS) {
-    const { decisions, items } = await ctx.log.labelled(bundle.name, span === null ? {} : { since: new Date(now - span).toISOString() });
+    const { decisions, items } = await ctx.log.labelled(bundle.name, { ...(span === null ? {} : { since: new Date(now - span).toISOString() }), limit: MAX_LABELLED });
     // Only this version's model-scored decisions: fallbacks have no score to judge.
     const scored = items.filter((i) => i.modelVersion === version.version && i.score !== null && !i.fallbackUsed);
     if (name === 'all') latest = scored.slice(-10_000);
@@ -38,6 +46,7 @@ async function performance(ctx: ServerContext, version: ServiceVersion) {
     realized[name] = {
       decisions,
       labelled: items.length,
+      ...(items.length === MAX_LABELLED ? { limited_to_latest: MAX_LABELLED } : {}),
       label_completeness: labelCompleteness(decisions, items.length),
       ...(scored.length > 0 ? realizedPerformance(scores, labels, { bands }) : { n: 0 }),
     };
@@ -60,6 +69,16 @@ export function registerMonitoringRoutes(app: FastifyInstance, ctx: ServerContex
   const { repository } = ctx;
   const params = z.object({ name: z.string() });
 
+  const computed = new WeakMap<ServiceVersion, { at: number; result: ReturnType<typeof performance> }>();
+  const cachedPerformance = (version: ServiceVersion) => {
+    const cached = computed.get(version);
+    if (cached && Date.now() - cached.at < PERFORMANCE_TTL_MS) return cached;
+    const fresh = { at: Date.now(), result: performance(ctx, version) };
+    computed.set(version, fresh);
+    fresh.result.catch(() => computed.delete(version));
+    return fresh;
+  };
+
   const monitored = (name: string, reply: FastifyReply) => {
     const service = repository.get(name);
     if (!service) {
@@ -79,10 +98,11 @@ export function registerMonitoringRoutes(app: FastifyInstance, ctx: ServerContex
     const found = monitored(name, reply);
     if (!found) return reply;
     const state = found.monitor.evaluate();
-    return { ...state, performance: await performance(ctx, found.version) };
+    const perf = cachedPerformance(found.version);
+    return { ...state, performance: { ...(await perf.result), computed_at: new Date(perf.at).toISOString() } };
   });
 
-  app.put('/v1/services/:name/safe-mode', { preHandler: ctx.requireAdmin }, async (request, reply) => {
+  app.put('/v1/services/:name/safe-mode', { preHandler: ctx.auth.admin }, async (request, reply) => {
     const { name } = params.parse(request.params);
     const found = monitored(name, reply);
     if (!found) return reply;
@@ -93,7 +113,7 @@ export function registerMonitoringRoutes(app: FastifyInstance, ctx: ServerContex
     return { service: name, safe_mode: state };
   });
 
-  app.post('/v1/services/:name/alerts/:id/acknowledge', { preHandler: ctx.requireAdmin }, async (request, reply) => {
+  app.post('/v1/services/:name/alerts/:id/acknowledge', { preHandler: ctx.auth.admin }, async (request, reply) => {
     const { name, id } = z.object({ name: z.string(), id: z.string() }).parse(request.params);
     const found = monitored(name, reply);
     if (!found) return reply;

@@ -11,6 +11,8 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import { z } from 'zod';
 import type { FeatureSpec } from '../../bundle/manifest.ts';
 import type { ServerContext } from '../app.ts';
+import { closest } from '../../config/names.ts';
+import { issuesOf } from '../bodies.ts';
 import { PROBE_ROUTE, SCORING_ROUTE } from '../overload.ts';
 import { ServiceLoadError, type Service, type ServiceVersion } from '../repository.ts';
 
@@ -51,8 +53,12 @@ function platformOf(version: ServiceVersion): string {
   return format === 'onnx' ? 'onnx_onnxv1' : format === 'xgboost-json' ? 'xgboost_json' : 'rtml_rules';
 }
 
-function flatten(data: unknown[]): unknown[] {
-  return data.some(Array.isArray) ? (data as unknown[]).flat(Infinity) : data;
+/** Rows one infer request may carry (the body limit bounds it too). */
+export const MAX_INFER_ROWS = 100_000;
+
+/** A tensor's values in row order: `[n]` data as is, `[n, 1]` data flat or one level nested. Deeper arrays stay values (and fail validation). */
+function flatten(data: unknown[], dims: number): unknown[] {
+  return dims === 2 && data.some(Array.isArray) ? data.flat(1) : data;
 }
 
 export function registerOipRoutes(app: FastifyInstance, ctx: ServerContext): void {
@@ -118,22 +124,38 @@ export function registerOipRoutes(app: FastifyInstance, ctx: ServerContext): voi
     if (!scorer) return failed(400, `${service.name} is a rules-only service: it has no model to infer with; use POST /v1/services/${service.name}/decisions`);
     const parsed = inferRequest.safeParse(request.body);
     if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      return failed(400, `invalid inference request: ${issue.path.join('.') || 'body'}: ${issue.message}`);
+      const [issue] = issuesOf(parsed.error, 1);
+      return failed(400, `invalid inference request: ${issue.field}: ${issue.message}`);
     }
     const body = parsed.data;
 
-    // Tensors → rows: each input is one feature's column.
-    const features = new Set(version.bundle.encoding.features.map((f) => f.name));
+    // Tensors → rows: each input is one feature's column. Shapes are checked against the data
+    // actually sent before anything is allocated from them.
+    const features = version.bundle.encoding.features.map((f) => f.name);
+    const known = new Set(features);
     const rowsCount = body.inputs[0].shape[0];
-    const rows: Record<string, unknown>[] = Array.from({ length: rowsCount }, () => Object.create(null) as Record<string, unknown>);
+    if (rowsCount > MAX_INFER_ROWS) return failed(400, `input ${body.inputs[0].name} has ${rowsCount} rows; at most ${MAX_INFER_ROWS} a request`);
+    const tensors = new Map<string, unknown[]>();
     for (const input of body.inputs) {
-      if (!features.has(input.name)) return failed(400, `unexpected input ${JSON.stringify(input.name)}: inputs are the features ${[...features].join(', ')}`);
+      if (!known.has(input.name)) {
+        const close = closest(input.name, features);
+        return failed(400, `unexpected input ${JSON.stringify(input.name.slice(0, 100))}${close ? ` (did you mean ${close}?)` : ''}: inputs are the features ${features.join(', ')}`);
+      }
+      if (tensors.has(input.name)) return failed(400, `input ${input.name} is given twice`);
       const [n, width = 1] = input.shape;
-      const data = flatten(input.data);
       if (n !== rowsCount || width !== 1) return failed(400, `input ${input.name} has shape [${input.shape}]; every input must be [${rowsCount}] or [${rowsCount}, 1]`);
+      const data = flatten(input.data, input.shape.length);
       if (data.length !== n) return failed(400, `input ${input.name} has ${data.length} values for shape [${input.shape}]`);
-      for (let i = 0; i < n; i++) rows[i][input.name] = data[i];
+      tensors.set(input.name, data);
+    }
+    // Every feature is an input, as the protocol has it: one left out would score as missing.
+    const absent = features.filter((f) => !tensors.has(f));
+    if (absent.length > 0) return failed(400, `missing input${absent.length > 1 ? 's' : ''} ${absent.join(', ')}: every feature is an input; send null for missing values`);
+    const rows: Record<string, unknown>[] = new Array(rowsCount);
+    for (let i = 0; i < rowsCount; i++) {
+      const row: Record<string, unknown> = Object.create(null);
+      for (const [name, data] of tensors) row[name] = data[i];
+      rows[i] = row;
     }
 
     const scored = await scorer.scoreRows(rows);
@@ -158,7 +180,7 @@ export function registerOipRoutes(app: FastifyInstance, ctx: ServerContext): voi
     metrics.observeInfer(service.name, version.version, (performance.now() - started) / 1000, true);
     return { model_name: service.name, model_version: version.version, id: body.id ?? '', outputs };
   };
-  const inferOptions = SCORING_ROUTE;
+  const inferOptions = { ...SCORING_ROUTE, preHandler: ctx.auth.decide };
   app.post('/v2/models/:name/infer', inferOptions, infer);
   app.post('/v2/models/:name/versions/:version/infer', inferOptions, infer);
 
@@ -184,9 +206,10 @@ export function registerOipRoutes(app: FastifyInstance, ctx: ServerContext): voi
   app.get('/v2/models/:name/stats', modelStats);
   app.get('/v2/models/:name/versions/:version/stats', modelStats);
 
-  // Model repository extension. Index is read-only; load and unload are admin operations.
-  app.post('/v2/repository/index', async () => repository.index());
-  app.post('/v2/repository/models/:name/load', { preHandler: ctx.requireAdmin }, async (request, reply) => {
+  // Model repository extension: admin operations all three (the index tells why a bundle did
+  // not load, which can quote the files on disk).
+  app.post('/v2/repository/index', { preHandler: ctx.auth.admin }, async () => repository.index());
+  app.post('/v2/repository/models/:name/load', { preHandler: ctx.auth.admin }, async (request, reply) => {
     const { name } = modelParams.parse(request.params);
     try {
       const service = await repository.load(name);
@@ -196,7 +219,7 @@ export function registerOipRoutes(app: FastifyInstance, ctx: ServerContext): voi
       throw err;
     }
   });
-  app.post('/v2/repository/models/:name/unload', { preHandler: ctx.requireAdmin }, async (request, reply) => {
+  app.post('/v2/repository/models/:name/unload', { preHandler: ctx.auth.admin }, async (request, reply) => {
     const { name } = modelParams.parse(request.params);
     return repository.unload(name) ? { name, unloaded: true } : error(reply, 404, `no model named ${JSON.stringify(name)} is loaded`);
   });
