@@ -4,12 +4,13 @@
  * graph); rtml must reproduce them to 1e-6 (absolute for probabilities, relative for values).
  */
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { cpSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { loadModelBundle } from '../src/bundle/load.ts';
 import { checkGolden } from '../src/bundle/golden.ts';
+import { tempDir } from './helpers/tmp.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const FIXTURES = join(ROOT, 'test/fixtures/bundles');
@@ -37,7 +38,7 @@ describe('golden parity at 1e-6', () => {
       if (info.booster === 'dart') seen.add('dart');
       await bundle.model.close?.();
     }
-    for (const required of ['binary:logistic', 'binary:logitraw', 'reg:squarederror', 'reg:logistic', 'count:poisson', 'reg:gamma', 'reg:tweedie', 'multi:softprob', 'multi:softmax', 'dart', 'onnx']) {
+    for (const required of ['binary:logistic', 'binary:logitraw', 'binary:hinge', 'reg:squarederror', 'reg:logistic', 'count:poisson', 'reg:gamma', 'reg:tweedie', 'multi:softprob', 'multi:softmax', 'dart', 'onnx']) {
       assert.ok(seen.has(required), `no golden bundle covers ${required}`);
     }
   });
@@ -46,6 +47,21 @@ describe('golden parity at 1e-6', () => {
     const run = spawnSync(process.execPath, [join(ROOT, 'bin/rtml.mjs'), 'check', 'examples/credit'], { encoding: 'utf8', cwd: ROOT });
     assert.equal(run.status, 0, run.stdout + run.stderr);
     assert.match(run.stdout, /PASS: \d+ golden rows, largest absolute difference \d\.\d+e-\d+/);
+  });
+
+  it('`rtml check` without a golden file is not a pass: exit 1, nothing to check; an invalid bundle exits 2', () => {
+    const dir = tempDir();
+    for (const file of ['rtml.yaml', 'model.json']) cpSync(join(FIXTURES, 'binary_logistic', file), join(dir, file));
+    const manifest = join(dir, 'rtml.yaml');
+    writeFileSync(manifest, readFileSync(manifest, 'utf8').replace('golden: "golden.jsonl"\n', ''));
+    const check = () => spawnSync(process.execPath, [join(ROOT, 'bin/rtml.mjs'), 'check', dir], { encoding: 'utf8', cwd: ROOT });
+    const none = check();
+    assert.equal(none.status, 1, none.stdout + none.stderr);
+    assert.match(none.stderr, /nothing to check: .* loads and validates but has no golden file; add golden\.jsonl \(see README/);
+    writeFileSync(manifest, readFileSync(manifest, 'utf8').replace('type: binary', 'type: regression'));
+    const invalid = check();
+    assert.equal(invalid.status, 2, invalid.stdout + invalid.stderr);
+    assert.match(invalid.stderr, /invalid bundle/);
   });
 
   it('`rtml check` fails when the model no longer matches its golden file', async () => {

@@ -15,6 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import { createServer, DEFAULT_CONFIG } from '../src/server/app.ts';
 import { openSqliteDecisionLog } from '../src/log/sqlite.ts';
 import { MAX_DEPTH } from '../src/server/bodies.ts';
+import { parseEntityFields } from '../src/features/events.ts';
 import { creditRepository, lendingClubRows, startServer, WRITE_TOKEN, type RunningServer } from './helpers/server.ts';
 import { tempDir } from './helpers/tmp.ts';
 
@@ -418,6 +419,11 @@ describe('hostile input', () => {
       const states = await Promise.all(Array.from({ length: 20 }, async () => (await fetch(`${server.url}/v1/services/credit/monitoring`)).json()));
       const computed = new Set(states.map((s) => s.performance.computed_at));
       assert.ok(computed.size <= 2, `${computed.size} computations for 20 reads`);
+    });
+
+    it('refuses an entity field named __proto__ (from a file, where no JSON parser stops it) instead of dropping it', () => {
+      const parsed = parseEntityFields(JSON.parse('{"__proto__": 5, "account_age_days": 3}'));
+      assert.deepEqual(parsed, { ok: false, message: '__proto__ cannot be a field name' });
     });
 
     it('names the class a multi-class model without a policy decides, with every output', async () => {

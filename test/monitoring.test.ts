@@ -4,7 +4,7 @@
  * engaging and releasing; realized AUC equal to scikit-learn's; memory flat.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -27,8 +27,7 @@ let bundle: Bundle;
 const run = (server: RunningServer, options: Partial<SimulateOptions>) =>
   simulate({
     url: server.url,
-    service: 'credit',
-    features: bundle.encoding.features,
+    bundle,
     input: DATA,
     rate: 0,
     concurrency: 8,
@@ -250,5 +249,13 @@ describe('a reference profile that does not fit the bundle', () => {
     const fine = withReference(() => {});
     assert.ok((await fine.load('credit')).defaultVersion.monitor);
     await fine.close();
+  });
+
+  it('refuses a reference outside the bundle instead of reading it', async () => {
+    const repo = creditRepository();
+    renameSync(join(repo, 'credit/reference.json'), join(repo, 'reference.json'));
+    const manifest = join(repo, 'credit/rtml.yaml');
+    writeFileSync(manifest, readFileSync(manifest, 'utf8').replace('reference: reference.json', 'reference: ../reference.json'));
+    await assert.rejects(new ModelRepository(repo, silentLogger).load('credit'), /monitoring\.reference: must be a path inside the bundle, got "\.\.\/reference\.json"/);
   });
 });

@@ -219,6 +219,7 @@ describe('flat evaluator: layouts and fallbacks', () => {
     const base = stumpModel({ objective: 'reg:squarederror', learner: { learner_model_param: { base_score: '0.5', num_class: '0', num_feature: '3', num_target: '1' }, feature_names: ['a', 'b', 'c'], feature_types: ['float', 'float', 'float'] } });
     base.learner.gradient_booster.model.trees = depths.map((d, t) => chain(d, t) as never);
     base.learner.gradient_booster.model.tree_info = depths.map(() => 0);
+    base.learner.gradient_booster.model.gbtree_model_param.num_trees = String(depths.length);
     const model = parseXgbModel(base);
     const forest = buildFlatForest(model);
     assert.equal(forest.walkedTrees, 3);

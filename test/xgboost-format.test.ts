@@ -116,6 +116,50 @@ describe('xgboost-json model files', () => {
     await loadFails(dart, /weight_drop: has 2 weights for 1 trees/);
   });
 
+  describe('the forest must agree with its own header', () => {
+    const fixture = (name: string) => JSON.parse(readFileSync(new URL(`fixtures/bundles/${name}/model.json`, import.meta.url), 'utf8'));
+    type Forest = { gbtree_model_param: Record<string, string>; tree_info: number[]; trees: { id: number; tree_param: Record<string, string> }[]; iteration_indptr?: number[] };
+    const forestOf = (m: { learner: { gradient_booster: { model: Forest } } }) => m.learner.gradient_booster.model;
+
+    it('refuses a trees array shorter than num_trees (XGBoost itself crashes on it)', async () => {
+      const m = fixture('binary_logistic');
+      const forest = forestOf(m);
+      forest.trees.pop();
+      forest.tree_info.pop();
+      await loadFails(m, /gbtree_model_param\.num_trees: is 40 but the file holds 39 trees/);
+    });
+
+    it('refuses a forest that is not a whole number of rounds of num_parallel_tree × num_class', async () => {
+      const rf = fixture('rf_binary'); // 6 rounds of 5 parallel trees
+      const forest = forestOf(rf);
+      forest.trees.splice(28);
+      forest.tree_info.splice(28);
+      forest.gbtree_model_param.num_trees = '28';
+      await loadFails(rf, /trees: holds 28 trees: not a whole number of rounds of num_parallel_tree 5 × 1 output group/);
+      const multi = fixture('multi_softprob'); // 4 classes
+      const mf = forestOf(multi);
+      mf.trees.pop();
+      mf.tree_info.pop();
+      mf.gbtree_model_param.num_trees = String(mf.trees.length);
+      await loadFails(multi, /holds 59 trees: not a whole number of rounds of num_parallel_tree 1 × 4 output group/);
+    });
+
+    it('refuses trees moved from their position, a num_nodes that disagrees, and a bad iteration_indptr', async () => {
+      const swapped = fixture('binary_logistic');
+      const trees = forestOf(swapped).trees;
+      [trees[3], trees[4]] = [trees[4], trees[3]];
+      await loadFails(swapped, /trees\[3\]\.id: is 4 at position 3/);
+      const nodes = fixture('binary_logistic');
+      forestOf(nodes).trees[2].tree_param.num_nodes = '5';
+      await loadFails(nodes, /trees\[2\]\.tree_param\.num_nodes: is 5 but the tree has \d+ nodes/);
+      const indptr = fixture('binary_logistic');
+      forestOf(indptr).iteration_indptr = Array.from({ length: 40 }, (_, i) => i);
+      await loadFails(indptr, /iteration_indptr: ends at 39 but the file holds 40 trees/);
+      forestOf(indptr).iteration_indptr = Array.from({ length: 41 }, (_, i) => i);
+      assert.equal(xgboostRuntime(parseXgbModel(indptr)).info.trees, 40);
+    });
+  });
+
   it('survives random corruption of a real model: every outcome is a clean load or a ModelLoadError', async () => {
     const real = readFileSync(new URL('../examples/credit/model.json', import.meta.url), 'utf8');
     const random = ansiCLcg(12345);

@@ -14,10 +14,10 @@ import type { RawRow } from '../bundle/encoding.ts';
 import type { Bundle } from '../bundle/load.ts';
 import { textRowConverter } from '../decision/index.ts';
 import { aggregateFeatures, backfill, streamLateness, type BackfillRequest } from '../features/backfill.ts';
-import { parseEvent, streamsOf } from '../features/events.ts';
+import { parseEvent, streamsOf, type StreamDefinition } from '../features/events.ts';
 import type { AggregateQuery, EntityValue, FeatureReader, StreamEvent } from '../features/types.ts';
 import type { DecisionLog, DecisionRecord } from '../log/types.ts';
-import { csvLine, openRecords, SourcedColumns } from './records.ts';
+import { bundleColumns, ColumnCheck, csvLine, describeErrors, entityColumns, openRecords, sourcedFeatures, streamColumns, type ReadOptions } from './records.ts';
 
 async function writeCsv(path: string, header: readonly string[], rows: Iterable<readonly unknown[]>): Promise<number> {
   mkdirSync(dirname(path), { recursive: true });
@@ -48,14 +48,16 @@ export interface BackfillFileOptions {
   atColumn: string;
   /** Features as of just before that time (1 ms earlier), so a row's own event is not in its features. */
   before: boolean;
+  /** Columns deliberately absent from the files (request features, event or entity fields). */
+  allowMissing?: readonly string[];
+  /** CSV field separator of every file (default `,`). */
+  delimiter?: string;
 }
 
 /** Reads an event file of one stream, in file order. */
-async function* readEvents(bundle: Bundle, stream: string, file: string): AsyncGenerator<StreamEvent> {
-  const def = streamsOf([bundle]).streams.get(stream);
-  if (!def) throw new Error(`${bundle.name} declares no stream ${JSON.stringify(stream)}`);
-  for await (const record of openRecords(file)) {
-    if (record.row === null) throw new Error(`${file}:${record.line}: ${record.syntaxError}`);
+async function* readEvents(def: StreamDefinition, file: string, read: ReadOptions): AsyncGenerator<StreamEvent> {
+  for await (const record of openRecords(file, read)) {
+    if (record.row === null) throw new Error(`${file}:${record.line}: ${describeErrors(record.errors)}`);
     const parsed = parseEvent(def, record.row, true);
     if (!parsed.ok) throw new Error(`${file}:${record.line}: ${parsed.message}`);
     yield parsed.event;
@@ -76,16 +78,20 @@ async function* mergeByTime(sources: AsyncGenerator<StreamEvent>[]): AsyncGenera
   }
 }
 
+interface EntityFile {
+  type: string;
+  file: string;
+  keyField: string;
+  columns: ColumnCheck;
+}
+
 /** Entity snapshots as a point-in-time lookup: the latest value written at or before `at`. */
-async function loadEntities(bundle: Bundle, files: Record<string, string>) {
+async function loadEntities(files: readonly EntityFile[], delimiter: string | undefined) {
   const byType = new Map<string, Map<string, { at: number; fields: Record<string, unknown> }[]>>();
-  const sources = bundle.manifest.sources;
-  for (const [type, file] of Object.entries(files)) {
-    const keyField = sources?.entities[type]?.key;
-    if (!keyField) throw new Error(`${bundle.name} declares no entity ${JSON.stringify(type)}`);
+  for (const { type, file, keyField, columns } of files) {
     const rows = new Map<string, { at: number; fields: Record<string, unknown> }[]>();
-    for await (const record of openRecords(file)) {
-      if (record.row === null) throw new Error(`${file}:${record.line}: ${record.syntaxError}`);
+    for await (const record of openRecords(file, { delimiter, columns })) {
+      if (record.row === null) throw new Error(`${file}:${record.line}: ${describeErrors(record.errors)}`);
       const id = record.row[keyField];
       if (id === undefined || id === null || id === '') throw new Error(`${file}:${record.line}: ${keyField} is required`);
       const updated = record.row.updated_at;
@@ -118,11 +124,27 @@ export async function backfillFile(bundle: Bundle, options: BackfillFileOptions)
   const aggregates = aggregateFeatures(sources, features);
   const typed = textRowConverter(features);
 
+  // Every file's columns are checked before any is read; --allow-missing names a column of any of them.
+  const allowMissing = options.allowMissing ?? [];
+  const streams = streamsOf([bundle]).streams;
+  const eventFiles = Object.entries(options.events).map(([stream, file]) => {
+    const def = streams.get(stream);
+    if (!def) throw new Error(`${bundle.name} declares no stream ${JSON.stringify(stream)}`);
+    return { def, file, columns: streamColumns(def, allowMissing) };
+  });
+  const entityFiles: EntityFile[] = Object.entries(options.entities).map(([type, file]) => {
+    const keyField = sources.entities[type]?.key;
+    if (!keyField) throw new Error(`${bundle.name} declares no entity ${JSON.stringify(type)}`);
+    return { type, file, keyField, columns: entityColumns(bundle, type, keyField, allowMissing) };
+  });
+  const inputColumns = bundleColumns(bundle, { allowMissing, sourced: 'server', also: [{ name: options.atColumn, required: true, why: "each row's point in time (--at)" }] });
+  ColumnCheck.requireKnown(allowMissing, [inputColumns, ...eventFiles.map((f) => f.columns), ...entityFiles.map((f) => f.columns)], bundle.name);
+
   // The rows, each with its point in time.
   const inputRows: Record<string, unknown>[] = [];
   let columns: string[] = [];
-  for await (const record of openRecords(options.input)) {
-    if (record.row === null) throw new Error(`${options.input}:${record.line}: ${record.syntaxError}`);
+  for await (const record of openRecords(options.input, { delimiter: options.delimiter, columns: inputColumns })) {
+    if (record.row === null) throw new Error(`${options.input}:${record.line}: ${describeErrors(record.errors)}`);
     if (columns.length === 0) columns = Object.keys(record.row);
     const t = record.row[options.atColumn];
     const at = typeof t === 'number' ? t : /^\d+$/.test(String(t)) ? Number(t) : Date.parse(String(t));
@@ -130,9 +152,9 @@ export async function backfillFile(bundle: Bundle, options: BackfillFileOptions)
     inputRows.push({ ...typed(record.row as RawRow), __at: options.before ? at - 1 : at });
   }
   const requests: BackfillRequest[] = inputRows.map((r) => ({ ...r, at: r.__at as number }));
-  const eventStreams = Object.entries(options.events).map(([stream, file]) => readEvents(bundle, stream, file));
+  const eventStreams = eventFiles.map(({ def, file, columns }) => readEvents(def, file, { delimiter: options.delimiter, columns }));
   const { rows: values, stats } = await backfill({ events: mergeByTime(eventStreams), requests, features: aggregates });
-  const entity = await loadEntities(bundle, options.entities);
+  const entity = await loadEntities(entityFiles, options.delimiter);
 
   // Each row through the live resolver, over a store that answers as of that row's time.
   const out: unknown[][] = [];
@@ -176,7 +198,7 @@ export interface ExportOptions {
 export async function exportLogged(bundle: Bundle, log: DecisionLog, options: ExportOptions): Promise<{ rows: number; skipped: number }> {
   const { items } = await log.labelled(bundle.name, { since: options.since, until: options.until });
   const features = bundle.encoding.features;
-  const statusColumns = options.withStatus ? new SourcedColumns(bundle).names : [];
+  const statusColumns = options.withStatus ? sourcedFeatures(bundle) : [];
   const rows: unknown[][] = [];
   let skipped = 0;
   for (const item of items) {

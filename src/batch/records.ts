@@ -1,14 +1,17 @@
 /**
  * Reading input files record by record, in constant memory: CSV (with a header) and JSON
- * lines. Unreadable records come back in place with their line number and why, so callers
- * report them and go on.
+ * lines. A record that cannot be read (malformed, longer than `MAX_RECORD_BYTES`, nested
+ * deeper than `MAX_JSON_DEPTH`, or, in JSON lines, holding a misspelt feature name) comes
+ * back in place with its line number and why, so callers report it and go on. A CSV whose
+ * header cannot serve (a column the caller needs is absent or misspelt, the wrong delimiter)
+ * is one error before any row is read: reading on would silently score missing values.
  */
 import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { createInterface } from 'node:readline';
-import { parse as parseCsv, type Info } from 'csv-parse';
 import type { FieldError } from '../bundle/encoding.ts';
 import type { Bundle } from '../bundle/load.ts';
+import { closest, nearMisses } from '../config/names.ts';
+import type { StreamDefinition } from '../features/events.ts';
 
 export type FileFormat = 'csv' | 'jsonl';
 
@@ -16,65 +19,273 @@ export function formatOf(path: string): FileFormat {
   return /\.(jsonl|ndjson|json)$/i.test(path) ? 'jsonl' : 'csv';
 }
 
-export interface SourceRecord {
-  line: number;
-  /** Field values by column name, in file order. */
-  row: Record<string, unknown> | null;
-  syntaxError?: string;
+/**
+ * The longest record read (a CSV record or a JSON line), as the server's default body limit:
+ * a longer one is a bad row, skipped without being held in memory.
+ */
+export const MAX_RECORD_BYTES = 1 << 20;
+/** The deepest nesting of arrays and objects a JSON line may have (a row is flat). */
+export const MAX_JSON_DEPTH = 64;
+
+/** Why a record could not be used: its field (null for the whole record) and the rule it broke. */
+export type RecordError = FieldError | { field: string | null; rule: 'syntax' | 'size' | 'depth' | 'name'; message: string };
+
+/** A record, at the line where it ends: its values by column name, in file order, or why it cannot be used. */
+export type SourceRecord = { line: number; row: Record<string, unknown>; errors?: undefined } | { line: number; row: null; errors: RecordError[] };
+
+/** A record's errors as one line of text. */
+export function describeErrors(errors: readonly RecordError[]): string {
+  return errors.map((e) => (e.field === null ? e.message : `${e.field}: ${e.message}`)).join('; ');
 }
 
+export interface ReadOptions {
+  format?: FileFormat;
+  /** CSV field separator, one character (default `,`). */
+  delimiter?: string;
+  /** What the file must hold: checked against a CSV's header, and against each JSON line's keys. */
+  columns?: ColumnCheck;
+  /** How the file is named in errors (default: its path). */
+  source?: string;
+  maxRecordBytes?: number;
+}
+
+const LF = 0x0a;
+const CR = 0x0d;
+const QUOTE = 0x22;
+const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
+
+/**
+ * A file's records as bytes, each with the line it ends on, or `bytes: null` when it is
+ * longer than `maxBytes` (its bytes are dropped as they arrive, so memory stays bounded).
+ * In CSV (`delimiter` given) a line break inside a quoted field does not end a record; as
+ * in RFC 4180 a quote opens a quoted field only at the field's start. A UTF-8 byte order
+ * mark is dropped and a CR before the LF is left to the parsers.
+ */
+async function* rawRecords(stream: Readable, delimiter: number | null, maxBytes: number): AsyncGenerator<{ firstLine: number; line: number; bytes: Buffer | null }> {
+  let firstLine = 1;
+  let parts: Buffer[] = [];
+  let size = 0;
+  let oversized = false;
+  let line = 0;
+  let first = true;
+  let endsWithLf = false;
+  // CSV quoting state, carried across chunks.
+  let inQuotes = false;
+  let atFieldStart = true;
+  let justClosed = false;
+  const take = (end: Buffer) => {
+    let bytes: Buffer | null = null;
+    if (!oversized && size + end.length <= maxBytes) bytes = parts.length === 0 ? end : Buffer.concat([...parts, end]);
+    if (bytes && first && bytes.subarray(0, 3).equals(BOM)) bytes = bytes.subarray(3);
+    first = false;
+    parts = [];
+    size = 0;
+    oversized = false;
+    const record = { firstLine, line, bytes };
+    firstLine = line + 1;
+    return record;
+  };
+  for await (const data of stream) {
+    const chunk: Buffer = typeof data === 'string' ? Buffer.from(data) : data;
+    let start = 0;
+    if (delimiter === null) {
+      for (let lf = chunk.indexOf(LF); lf >= 0; lf = chunk.indexOf(LF, start)) {
+        line++;
+        yield take(chunk.subarray(start, lf));
+        start = lf + 1;
+      }
+    } else {
+      for (let i = 0; i < chunk.length; i++) {
+        const b = chunk[i];
+        if (inQuotes) {
+          if (b === QUOTE) {
+            inQuotes = false;
+            justClosed = true;
+          } else if (b === LF) line++;
+          continue;
+        }
+        // A quote at a field's start opens it; right after a closing quote it is a doubled ("") quote.
+        if (b === QUOTE && (atFieldStart || justClosed)) {
+          inQuotes = true;
+          atFieldStart = justClosed = false;
+          continue;
+        }
+        justClosed = false;
+        atFieldStart = b === delimiter || b === LF;
+        if (b === LF) {
+          line++;
+          yield take(chunk.subarray(start, i));
+          start = i + 1;
+        }
+      }
+    }
+    if (chunk.length > 0) endsWithLf = chunk[chunk.length - 1] === LF;
+    const rest = chunk.subarray(start);
+    if (oversized || size + rest.length > maxBytes) {
+      oversized = true;
+      parts = [];
+    } else if (rest.length > 0) {
+      parts.push(Buffer.from(rest)); // a copy: the stream may reuse its buffer
+      size += rest.length;
+    }
+  }
+  if (size > 0 || oversized) {
+    // The last line has no line break of its own (unless it ends inside an open quote).
+    if (!endsWithLf) line++;
+    yield take(Buffer.alloc(0));
+  }
+}
+
+/** A record's bytes without the CR of a CRLF line ending. */
+function withoutCr(bytes: Buffer): Buffer {
+  return bytes.length > 0 && bytes[bytes.length - 1] === CR ? bytes.subarray(0, bytes.length - 1) : bytes;
+}
+
+/** RFC 4180 fields of one CSV record, or why they cannot be read. */
+function csvFields(record: Buffer, delimiter: number): string[] | string {
+  const fields: string[] = [];
+  const n = record.length;
+  let i = 0;
+  for (;;) {
+    const column = fields.length + 1;
+    if (record[i] === QUOTE) {
+      let j = i + 1;
+      let doubled = false;
+      let close = record.indexOf(QUOTE, j);
+      while (close >= 0 && record[close + 1] === QUOTE) {
+        doubled = true;
+        j = close + 2;
+        close = record.indexOf(QUOTE, j);
+      }
+      if (close < 0) return `field ${column}: its opening quote is never closed`;
+      const text = record.toString('utf8', i + 1, close);
+      fields.push(doubled ? text.replaceAll('""', '"') : text);
+      i = close + 1;
+      if (i === n) return fields;
+      if (record[i] !== delimiter) return `field ${column}: text after its closing quote (a quote inside a quoted field is written twice: "")`;
+    } else {
+      let end = record.indexOf(delimiter, i);
+      if (end < 0) end = n;
+      const quote = record.indexOf(QUOTE, i);
+      if (quote >= 0 && quote < end) return `field ${column}: a quote inside an unquoted field (quote the whole field and write the quote twice)`;
+      fields.push(record.toString('utf8', i, end));
+      if (end === n) return fields;
+      i = end;
+    }
+    i++; // past the delimiter
+    if (i === n) {
+      fields.push('');
+      return fields;
+    }
+  }
+}
+
+const DELIMITER_NAMES: Record<string, string> = { ',': 'comma', ';': '`;`', '\t': 'tab', '|': '`|`' };
+
 /** Reads CSV records as {column: text}, keeping going past malformed records. */
-export async function* csvRecords(stream: Readable, header: { columns: string[] | null }): AsyncGenerator<SourceRecord> {
-  const skipped: SourceRecord[] = [];
-  const parser = stream.pipe(
-    parseCsv({
-      bom: true,
-      info: true,
-      relax_column_count: true,
-      skip_empty_lines: true,
-      skip_records_with_error: true,
-      on_skip: (err: { message: string; lines?: number } | undefined) => {
-        if (err) skipped.push({ line: err.lines ?? 0, row: null, syntaxError: err.message });
-      },
-    }),
-  );
-  for await (const { record, info } of parser as AsyncIterable<{ record: string[]; info: Info }>) {
-    while (skipped.length > 0) yield skipped.shift()!;
+export async function* csvRecords(stream: Readable, header: { columns: string[] | null }, options: ReadOptions = {}): AsyncGenerator<SourceRecord> {
+  const delimiter = options.delimiter ?? ',';
+  const source = options.source ?? 'the input';
+  const maxBytes = options.maxRecordBytes ?? MAX_RECORD_BYTES;
+  const bad = (line: number, rule: 'syntax' | 'size', message: string): SourceRecord => ({ line, row: null, errors: [{ field: null, rule, message }] });
+  for await (const raw of rawRecords(stream, delimiter.charCodeAt(0), maxBytes)) {
+    if (raw.bytes === null) {
+      // A quote left open makes the rest of the file one record.
+      const tooLong = `longer than ${maxBytes} bytes${raw.line > raw.firstLine ? ` (from line ${raw.firstLine}: a quote left open?)` : ''}`;
+      if (header.columns === null) throw new Error(`${source}: the header is ${tooLong}`);
+      yield bad(raw.line, 'size', tooLong);
+      continue;
+    }
+    const bytes = withoutCr(raw.bytes);
+    if (bytes.length === 0) continue;
+    const fields = csvFields(bytes, delimiter.charCodeAt(0));
     if (header.columns === null) {
-      header.columns = record.map((c) => c.trim());
-      const dup = header.columns.find((c, i) => header.columns!.indexOf(c) !== i);
-      if (dup !== undefined) throw new Error(`CSV header repeats column ${JSON.stringify(dup)}`);
+      // A header that does not read, or reads as one column nobody expects: another separator?
+      if (typeof fields === 'string' || (fields.length === 1 && options.columns && !options.columns.known.includes(fields[0].trim()))) {
+        const other = Object.keys(DELIMITER_NAMES).find((d) => {
+          const split = d === delimiter ? null : csvFields(bytes, d.charCodeAt(0));
+          return Array.isArray(split) && split.length > 1;
+        });
+        if (other !== undefined) {
+          const advice = other === ',' ? 'leave out --delimiter' : `use --delimiter ${other === '\t' ? 'tab' : `'${other}'`}`;
+          throw new Error(`${source}: the file looks ${DELIMITER_NAMES[other]}-separated, not ${DELIMITER_NAMES[delimiter] ?? delimiter}-separated: ${advice}`);
+        }
+      }
+      if (typeof fields === 'string') throw new Error(`${source}: line ${raw.line}: the header cannot be read: ${fields}`);
+      const columns = fields.map((c) => c.trim());
+      const seen = new Set<string>();
+      for (const c of columns) {
+        if (seen.has(c)) throw new Error(`${source}: the header repeats column ${JSON.stringify(c)}`);
+        seen.add(c);
+      }
+      options.columns?.checkHeader(columns, source);
+      header.columns = columns;
+      continue;
+    }
+    if (typeof fields === 'string') {
+      yield bad(raw.line, 'syntax', fields);
       continue;
     }
     const columns = header.columns;
-    if (record.length !== columns.length) {
-      yield { line: info.lines, row: null, syntaxError: `has ${record.length} fields, the header has ${columns.length}` };
+    if (fields.length !== columns.length) {
+      yield bad(raw.line, 'syntax', `has ${fields.length} fields, the header has ${columns.length}`);
       continue;
     }
     const row: Record<string, unknown> = Object.create(null);
-    for (let i = 0; i < columns.length; i++) row[columns[i]] = record[i];
-    yield { line: info.lines, row };
+    for (let i = 0; i < columns.length; i++) row[columns[i]] = fields[i];
+    yield { line: raw.line, row };
   }
-  while (skipped.length > 0) yield skipped.shift()!;
+  if (header.columns === null && options.columns) throw new Error(`${source} is empty: a CSV file starts with a header line naming its columns`);
 }
 
-export async function* jsonlRecords(stream: Readable): AsyncGenerator<SourceRecord> {
-  let line = 0;
-  for await (const text of createInterface({ input: stream, crlfDelay: Infinity })) {
-    line++;
+/**
+ * How deep a JSON text nests arrays and objects, counted up to `limit + 1`: JSON.parse
+ * builds whatever depth it is given, and code that walks it recursively later overflows.
+ */
+function jsonDepthExceeds(text: string, limit: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > limit) return true;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return false;
+}
+
+export async function* jsonlRecords(stream: Readable, options: ReadOptions = {}): AsyncGenerator<SourceRecord> {
+  const maxBytes = options.maxRecordBytes ?? MAX_RECORD_BYTES;
+  const bad = (line: number, rule: 'syntax' | 'size' | 'depth', message: string): SourceRecord => ({ line, row: null, errors: [{ field: null, rule, message }] });
+  for await (const raw of rawRecords(stream, null, maxBytes)) {
+    if (raw.bytes === null) {
+      yield bad(raw.line, 'size', `longer than ${maxBytes} bytes`);
+      continue;
+    }
+    const text = raw.bytes.toString('utf8');
     if (text.trim() === '') continue;
+    if (jsonDepthExceeds(text, MAX_JSON_DEPTH)) {
+      yield bad(raw.line, 'depth', `nests arrays or objects deeper than ${MAX_JSON_DEPTH} levels`);
+      continue;
+    }
     let value: unknown;
     try {
       value = JSON.parse(text);
     } catch (err) {
-      yield { line, row: null, syntaxError: `not valid JSON: ${(err as Error).message}` };
+      yield bad(raw.line, 'syntax', `not valid JSON: ${(err as Error).message}`);
       continue;
     }
     if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-      yield { line, row: null, syntaxError: 'each line must be a JSON object of feature values' };
+      yield bad(raw.line, 'syntax', 'each line must be a JSON object of feature values');
       continue;
     }
-    yield { line, row: value as Record<string, unknown> };
+    const row = value as Record<string, unknown>;
+    const errors = options.columns?.rowErrors(row) ?? [];
+    yield errors.length > 0 ? { line: raw.line, row: null, errors } : { line: raw.line, row };
   }
 }
 
@@ -95,34 +306,162 @@ export function csvLine(cells: readonly unknown[]): string {
 }
 
 /** The records of a file, by its format. */
-export function openRecords(path: string, format: FileFormat = formatOf(path)): AsyncGenerator<SourceRecord> {
+export function openRecords(path: string, options: ReadOptions = {}): AsyncGenerator<SourceRecord> {
   const stream = createReadStream(path);
-  return format === 'csv' ? csvRecords(stream, { columns: null }) : jsonlRecords(stream);
+  const read = { source: path, ...options };
+  return (options.format ?? formatOf(path)) === 'csv' ? csvRecords(stream, { columns: null }, read) : jsonlRecords(stream, read);
+}
+
+/** A column a file is expected to have. */
+export interface ExpectedColumn {
+  name: string;
+  /** A CSV without it is refused (else its absence is fine, but a misspelt one is still refused). */
+  required?: boolean;
+  /** A JSON line without it is a bad row (else the key may be absent from a line). */
+  inEveryRow?: boolean;
+  /** Why it is needed, said when it is absent; columns absent for the same reason are named together. */
+  why?: string;
+}
+
+const ALLOW_MISSING = 'If a column is absent on purpose, say so: --allow-missing COLUMN.';
+
+/**
+ * What a file must hold, checked in one place for every reader: in a CSV's header, every
+ * required column and no near miss of an expected one (`Income` for `income`); in each JSON
+ * line, every `inEveryRow` key and no near miss of an absent expected key.
+ */
+export class ColumnCheck {
+  private readonly expected: ReadonlyMap<string, ExpectedColumn>;
+  /** Every column the file may hold, those allowed to be missing included. */
+  readonly known: readonly string[];
+
+  /** `allowMissing`: columns the user says are deliberately absent (`--allow-missing`): they are not checked. */
+  constructor(columns: readonly ExpectedColumn[], allowMissing: readonly string[] = []) {
+    this.known = columns.map((c) => c.name);
+    this.expected = new Map(columns.filter((c) => !allowMissing.includes(c.name)).map((c) => [c.name, c]));
+  }
+
+  /** Throws unless every name given to `--allow-missing` is a column one of `checks` knows: a typo there would waive nothing. */
+  static requireKnown(allowMissing: readonly string[], checks: readonly ColumnCheck[], owner: string): void {
+    const known = checks.flatMap((c) => c.known);
+    for (const name of allowMissing) {
+      if (known.includes(name)) continue;
+      const near = closest(name, known);
+      throw new Error(`--allow-missing ${name}: ${owner} reads no column ${JSON.stringify(name)}${near ? `; did you mean ${near}?` : ''}`);
+    }
+  }
+
+  get names(): string[] {
+    return [...this.expected.keys()];
+  }
+
+  /** Throws one error naming every absent or misspelt column. */
+  checkHeader(columns: readonly string[], source: string): void {
+    const present = new Set(columns);
+    const absent = [...this.expected.values()].filter((e) => !present.has(e.name));
+    if (absent.length === 0) return;
+    const misspelt = nearMisses(
+      absent.map((e) => e.name),
+      columns.filter((c) => !this.expected.has(c)),
+    );
+    const problems = [...misspelt].map(([name, column]) => `has column ${JSON.stringify(column)}: did you mean ${name}?`);
+    const byReason = new Map<string, string[]>();
+    for (const e of absent) {
+      if (!e.required || misspelt.has(e.name)) continue;
+      const why = e.why ?? 'required';
+      byReason.set(why, [...(byReason.get(why) ?? []), e.name]);
+    }
+    for (const [why, names] of byReason) problems.push(`has no column${names.length > 1 ? 's' : ''} ${names.join(', ')} (${why})`);
+    if (problems.length === 0) return;
+    const text = problems.join('; ');
+    throw new Error(`${source}: ${text}${text.endsWith('?') ? '' : '.'} ${ALLOW_MISSING}`);
+  }
+
+  /** One error per key the row must have and lacks, and per key that is a near miss of an absent one. */
+  rowErrors(row: Record<string, unknown>): RecordError[] {
+    const errors: RecordError[] = [];
+    let absent: string[] | null = null;
+    for (const key of Object.keys(row)) {
+      if (this.expected.has(key)) continue;
+      // A key nobody expects: only now is it worth looking for near misses.
+      absent ??= this.names.filter((n) => !Object.hasOwn(row, n));
+      for (const [name, misspelt] of nearMisses(absent, [key])) {
+        errors.push({ field: name, rule: 'name', message: `the row has ${JSON.stringify(misspelt)}: did you mean ${name}?` });
+        absent = absent.filter((n) => n !== name);
+      }
+    }
+    for (const e of this.expected.values()) {
+      if (e.inEveryRow && !Object.hasOwn(row, e.name) && !errors.some((x) => x.field === e.name)) errors.push({ field: e.name, rule: 'required', message: `${e.name} is not in the row (${e.why ?? 'required'})` });
+    }
+    return errors;
+  }
+}
+
+
+/** Features of a bundle that come from feature sources (aggregates, entities, http, derived), in bundle order. */
+export function sourcedFeatures(bundle: Bundle): string[] {
+  const sourced = bundle.sources?.sourced;
+  return sourced ? bundle.encoding.features.map((f) => f.name).filter((n) => sourced.has(n)) : [];
+}
+
+const BACKFILL_HINT = 'compute them with `rtml backfill`, as the server would have served them, and use its output';
+
+export interface BundleColumnsOptions {
+  /** Columns the user says are deliberately absent (`--allow-missing`): read as missing, or their default. */
+  allowMissing?: readonly string[];
+  /**
+   * `file` (the default): the file carries the sourced features' values (`rtml score`,
+   * `rtml profile`). `server`: the server or backfill computes them, so the file carries
+   * the entity keys instead (`rtml simulate`, `rtml backfill -i`).
+   */
+  sourced?: 'file' | 'server';
+  /** Other columns the command reads, such as a label or a time column. */
+  also?: readonly ExpectedColumn[];
 }
 
 /**
- * Features a plain data file must carry for a bundle with feature sources: the sourced ones
- * (aggregates, entities, http, derived), which only `rtml backfill` or the server compute.
- * Reading a file without them would silently use their defaults.
+ * The columns a data file must have for a bundle: every feature without a `default` (a
+ * missing column would score every row on a missing value), and every sourced feature
+ * (only `rtml backfill` or the server compute them).
  */
-export class SourcedColumns {
-  readonly names: readonly string[];
-
-  constructor(private readonly bundle: Bundle) {
-    const sources = bundle.sources;
-    this.names = sources ? bundle.encoding.features.map((f) => f.name).filter((n) => sources.sourced.has(n)) : [];
+export function bundleColumns(bundle: Bundle, options: BundleColumnsOptions = {}): ColumnCheck {
+  const sourced = new Set(sourcedFeatures(bundle));
+  const expected: ExpectedColumn[] = [];
+  for (const f of bundle.encoding.features) {
+    if (sourced.has(f.name)) {
+      if (options.sourced !== 'server') expected.push({ name: f.name, required: true, inEveryRow: true, why: `${bundle.name} reads these from feature sources; ${BACKFILL_HINT}` });
+      continue;
+    }
+    const why = f.nullable ? `${bundle.name}'s nullable features: every row would score them as missing` : `${bundle.name}'s required features: every row would be rejected`;
+    expected.push({ name: f.name, required: f.default === undefined, why });
   }
-
-  static readonly HINT = 'compute them with `rtml backfill` (point in time, as the server would have served them) and use its output';
-
-  /** Throws when a file's columns (or a first row's keys) lack any sourced feature. */
-  requireIn(columns: readonly string[], what = 'the input'): void {
-    const absent = this.names.filter((n) => !columns.includes(n));
-    if (absent.length > 0) throw new Error(`${this.bundle.name} reads ${absent.join(', ')} from feature sources; ${what} has no such columns: ${SourcedColumns.HINT}`);
+  if (options.sourced === 'server') {
+    for (const key of bundle.sources?.keys ?? []) expected.push({ name: key, required: true, why: `keys of the entities ${bundle.name} looks up` });
   }
+  expected.push(...(options.also ?? []));
+  return new ColumnCheck(expected, options.allowMissing);
+}
 
-  /** One error per sourced feature the row has no key for. */
-  missingFrom(row: Record<string, unknown>): FieldError[] {
-    return this.names.filter((n) => !(n in row)).map((field) => ({ field, rule: 'required', message: `${field} comes from a feature source and is not in the row: ${SourcedColumns.HINT}` }));
-  }
+/** The columns of a stream's event file: the entity key, the event id and time are required; its fields may be absent. */
+export function streamColumns(stream: StreamDefinition, allowMissing: readonly string[] = []): ColumnCheck {
+  const { spec, keyField } = stream;
+  const why = `required by stream ${stream.name}`;
+  const expected: ExpectedColumn[] = [
+    { name: keyField, required: true, why },
+    { name: spec.id, required: true, why },
+    { name: spec.time, required: true, why },
+    ...Object.keys(spec.fields).map((name) => ({ name })),
+  ];
+  return new ColumnCheck(expected, allowMissing);
+}
+
+/**
+ * The columns of an entity file: its key is required; the fields the bundle's features read,
+ * and `updated_at` (for backfill), may be absent but not misspelt.
+ */
+export function entityColumns(bundle: Bundle, type: string, key: string, allowMissing: readonly string[] = []): ColumnCheck {
+  const fields = new Set<string>(['updated_at']);
+  for (const f of bundle.encoding.features) if (f.source && 'entity' in f.source && f.source.entity === type) fields.add(f.source.field);
+  const expected: ExpectedColumn[] = [{ name: key, required: true, why: `the key of entity ${type}` }, ...[...fields].map((name) => ({ name }))];
+  return new ColumnCheck(expected, allowMissing);
 }

@@ -8,9 +8,9 @@ import { createReadStream, createWriteStream, mkdirSync, statSync } from 'node:f
 import { dirname } from 'node:path';
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
-import { csvCell, csvLine, csvRecords, formatOf, jsonlRecords, SourcedColumns, type FileFormat, type SourceRecord } from './records.ts';
+import { bundleColumns, ColumnCheck, csvCell, csvLine, csvRecords, formatOf, jsonlRecords, type FileFormat, type ReadOptions, type RecordError, type SourceRecord } from './records.ts';
 import type { ModelBundle } from '../bundle/load.ts';
-import type { FieldError, RawRow } from '../bundle/encoding.ts';
+import type { RawRow } from '../bundle/encoding.ts';
 
 export { formatOf, type FileFormat } from './records.ts';
 import { createScorer } from '../pipeline/score.ts';
@@ -21,7 +21,7 @@ import type { OutputValue } from '../bundle/outputs.ts';
 export interface RowFailure {
   /** 1-based line of the file where the row ends (the header is line 1 in CSV). */
   line: number;
-  errors: (FieldError | { field: null; rule: 'syntax'; message: string })[];
+  errors: RecordError[];
 }
 
 export interface ScoreFileOptions {
@@ -32,8 +32,14 @@ export interface ScoreFileOptions {
   /** Rows scored per model call. */
   chunkSize?: number;
   onFailure?: (failure: RowFailure) => void;
+  /** Something the caller should know that fails no row (a field the output cannot hold). */
+  onNotice?: (message: string) => void;
   /** Add the policy's decision, reason codes and fallback cause when the bundle has a policy (default true). */
   decisions?: boolean;
+  /** Feature columns deliberately absent from the input: scored as missing, or their default. */
+  allowMissing?: readonly string[];
+  /** CSV field separator (default `,`). */
+  delimiter?: string;
   /** Called after each chunk with bytes of input read so far and the total (null for stdin). */
   onProgress?: (bytesRead: number, totalBytes: number | null, rowsDone: number) => void;
 }
@@ -82,8 +88,14 @@ export async function scoreFile(bundle: ModelBundle, options: ScoreFileOptions):
   output.on('error', (err) => (outputError ??= err));
   const outputDone = options.output === '-' ? Promise.resolve() : new Promise<void>((done) => output.once('close', () => done()));
 
+  // Every feature's column must be there (or be said to be absent on purpose): a missing or
+  // misspelt one would score every row on a missing value. Checked once on a CSV's header;
+  // in JSON lines, a misspelt key or a missing sourced feature makes a bad row.
+  const expected = bundleColumns(bundle, { allowMissing: options.allowMissing });
+  ColumnCheck.requireKnown(options.allowMissing ?? [], [expected], bundle.name);
+  const read: ReadOptions = { delimiter: options.delimiter, columns: expected, source: options.input === '-' ? 'standard input' : options.input };
   const header = { columns: null as string[] | null };
-  const records = inputFormat === 'csv' ? csvRecords(input, header) : jsonlRecords(input);
+  const records = inputFormat === 'csv' ? csvRecords(input, header, read) : jsonlRecords(input, read);
   const summary: ScoreFileSummary = { rows: 0, scored: 0, failed: 0, seconds: 0 };
   let wroteHeader = false;
 
@@ -92,28 +104,25 @@ export async function scoreFile(bundle: ModelBundle, options: ScoreFileOptions):
     options.onFailure?.(failure);
   };
 
-  // Sourced features (aggregates, entities, ...) are not in a plain file: scoring without them
-  // would silently score on their defaults. A CSV without their columns is refused; a JSON
-  // line without their keys is a bad row.
-  const sourced = new SourcedColumns(bundle);
+  // A CSV has one header: a field a later JSON line brings cannot be written, and says so once.
+  const dropped = new Set<string>();
+  const noticeDropped = (row: Record<string, unknown>, line: number) => {
+    for (const key of Object.keys(row)) {
+      if (header.columns!.includes(key) || dropped.has(key) || dropped.size >= 20) continue;
+      dropped.add(key);
+      options.onNotice?.(`line ${line}: field ${JSON.stringify(key.slice(0, 100))} is not in the CSV header (the first row's fields and the features): not written; write JSON lines to keep every field`);
+    }
+  };
 
   // A chunk keeps unreadable records in place so failures are reported in line order.
   const flush = async (chunk: SourceRecord[]) => {
-    // A CSV's rows all have its header's columns: checked once. JSON lines, row by row.
-    const problems = new Map<SourceRecord, FieldError[]>();
-    if (header.columns) sourced.requireIn(header.columns);
-    else {
-      for (const r of chunk) {
-        const errors = r.row !== null ? sourced.missingFrom(r.row) : [];
-        if (errors.length > 0) problems.set(r, errors);
-      }
-    }
-    const readable = chunk.filter((r) => r.row !== null && !problems.has(r));
+    const readable = chunk.filter((r) => r.row !== null);
     const { outcomes } = await scorer.scoreRows(readable.map((r) => r.row as RawRow));
     let next = 0;
     const lines: string[] = [];
     if (outputFormat === 'csv' && !wroteHeader) {
-      const inputColumns = header.columns ?? Object.keys(readable[0]?.row ?? {});
+      // JSON lines into CSV: the first row's fields, and every feature even if that row lacked it.
+      const inputColumns = header.columns ?? [...new Set([...Object.keys(readable[0]?.row ?? {}), ...bundle.encoding.features.map((f) => f.name)])];
       const clash = inputColumns.find((c) => outputColumns.includes(c));
       if (clash !== undefined) throw new Error(`the input already has a column named ${JSON.stringify(clash)}, which the model's output would overwrite`);
       header.columns = inputColumns;
@@ -122,12 +131,7 @@ export async function scoreFile(bundle: ModelBundle, options: ScoreFileOptions):
     }
     for (const record of chunk) {
       if (record.row === null) {
-        fail({ line: record.line, errors: [{ field: null, rule: 'syntax', message: record.syntaxError ?? 'unreadable row' }] });
-        continue;
-      }
-      const missing = problems.get(record);
-      if (missing) {
-        fail({ line: record.line, errors: missing });
+        fail({ line: record.line, errors: record.errors });
         continue;
       }
       const outcome = outcomes[next++];
@@ -139,6 +143,7 @@ export async function scoreFile(bundle: ModelBundle, options: ScoreFileOptions):
       const row = record.row;
       const values = outputValues(row, outcome);
       if (outputFormat === 'csv') {
+        if (inputFormat === 'jsonl') noticeDropped(row, record.line);
         const cells = header.columns!.map((c) => csvCell(row[c]));
         for (const v of values) cells.push(csvCell(v));
         lines.push(csvLine(cells));

@@ -7,6 +7,7 @@ import { createInterface } from 'node:readline';
 import { z } from 'zod';
 import { createScorer } from '../pipeline/score.ts';
 import type { ModelBundle } from './load.ts';
+import { MAX_BUNDLE_FILE_BYTES } from './files.ts';
 
 const goldenLine = z.object({
   row: z.record(z.string(), z.unknown()),
@@ -37,7 +38,8 @@ export async function checkGolden(bundle: ModelBundle, tolerance = 1e-6): Promis
   const scorer = createScorer(bundle, { fromText: false });
   const measure = bundle.outputs.tolerance;
   const report: GoldenReport = { rows: 0, maxDiff: 0, measure, worstLine: 0, failures: [] };
-  const lines = createInterface({ input: createReadStream(bundle.goldenPath), crlfDelay: Infinity });
+  // Bounded at load; `end` keeps the read bounded should the file grow since.
+  const lines = createInterface({ input: createReadStream(bundle.goldenPath, { end: MAX_BUNDLE_FILE_BYTES.golden - 1 }), crlfDelay: Infinity });
   let lineNo = 0;
   for await (const text of lines) {
     lineNo++;

@@ -3,18 +3,21 @@
  * the file, the YAML path and line, and the rule), loads the model through its runtime and
  * checks that the declared features and outputs fit the model actually loaded.
  */
-import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { isAbsolute, join, relative, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { ConfigError, readYaml, yamlPath, type ConfigProblem } from '../config/yaml.ts';
 import { loadModel, ModelLoadError, type ModelRuntime } from '../models/index.ts';
 import { buildEncoding, type Encoding } from './encoding.ts';
+import { checkColumns } from './columns.ts';
 import { loadPolicy, POLICY_FILE, PolicyError, type Policy } from '../decision/index.ts';
 import { manifestSchema, type FeatureSpec, type Manifest } from './manifest.ts';
 import { buildResolver, type FeatureResolver } from '../features/resolve.ts';
-import { buildOutputMapping, OutputMismatchError, type OutputMapping } from './outputs.ts';
+import { buildOutputMapping, OutputMismatchError, taskMismatch, type OutputMapping } from './outputs.ts';
+import { bundleFile, BundleFileError, type BundleFileKind } from './files.ts';
+import { REFERENCE_FILE } from '../monitor/reference.ts';
 
 export const MANIFEST_FILE = 'rtml.yaml';
+export const GOLDEN_FILE = 'golden.jsonl';
 
 export interface Bundle {
   readonly dir: string;
@@ -28,8 +31,10 @@ export interface Bundle {
   readonly outputs: OutputMapping | null;
   /** The decision policy, when the bundle has one. */
   readonly policy: Policy | null;
-  /** Absolute path of the golden file, when the bundle has one. */
+  /** Real path of the golden file, when the bundle has one. */
   readonly goldenPath: string | null;
+  /** Real path of the monitoring reference profile (`monitoring.reference`), when the bundle has one. */
+  readonly referencePath: string | null;
   /** Gathers features that do not come from the request; null when all do. */
   readonly sources: FeatureResolver | null;
 }
@@ -56,9 +61,12 @@ export async function readManifest(dir: string): Promise<Manifest> {
   const file = join(dir, MANIFEST_FILE);
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
-  } catch {
-    throw new BundleError([{ file, path: '', rule: `no ${MANIFEST_FILE} here: a bundle is a directory holding ${MANIFEST_FILE} and its model` }]);
+    const real = await bundleFile(dir, MANIFEST_FILE, 'manifest');
+    if (real === null) throw new BundleFileError(`no ${MANIFEST_FILE} here: a bundle is a directory holding ${MANIFEST_FILE} and its model`);
+    text = await readFile(real, 'utf8');
+  } catch (err) {
+    if (err instanceof BundleFileError) throw new BundleError([{ file, path: '', rule: err.rule }]);
+    throw err;
   }
   const read = readYaml(text, file);
   if (!read.ok) throw new BundleError(read.problems);
@@ -74,25 +82,31 @@ export async function loadModelBundle(dir: string): Promise<ModelBundle> {
   return bundle;
 }
 
-/** A path inside the bundle; refuses paths that climb out of it. */
-function insideBundle(dir: string, path: string, file: string, yamlKey: string): string {
-  const full = resolve(dir, path);
-  const rel = relative(resolve(dir), full);
-  if (isAbsolute(path) || rel.startsWith('..') || isAbsolute(rel)) {
-    throw new BundleError([{ file, path: yamlKey, rule: `must be a path inside the bundle, got ${JSON.stringify(path)}` }]);
-  }
-  return full;
-}
-
 export async function loadBundle(dir: string): Promise<Bundle> {
   const manifest = await readManifest(dir);
   const manifestFile = join(dir, MANIFEST_FILE);
   const problems: BundleProblem[] = [];
   const problem = (path: string, rule: string) => problems.push({ file: manifestFile, path, rule });
+  /**
+   * The real path of the file `name` at `yamlKey`, or null when there is none; a file that is
+   * not the bundle's to read, or a `required` one that is absent, is a problem.
+   */
+  const locate = async (yamlKey: string, name: string, kind: BundleFileKind, required: boolean): Promise<string | null> => {
+    try {
+      const real = await bundleFile(dir, name, kind);
+      if (real === null && required) problem(yamlKey, `file ${name} does not exist`);
+      return real;
+    } catch (err) {
+      if (!(err instanceof BundleFileError)) throw err;
+      problem(yamlKey, err.rule);
+      return null;
+    }
+  };
 
   let model: ModelRuntime | null = null;
   if (manifest.model) {
-    const modelFile = insideBundle(dir, manifest.model.path, manifestFile, 'model.path');
+    const modelFile = await locate('model.path', manifest.model.path, 'model', true);
+    if (modelFile === null) throw new BundleError(problems);
     try {
       model = await loadModel(manifest.model.format, modelFile, { input: manifest.model.input, output: manifest.model.output });
     } catch (err) {
@@ -115,10 +129,12 @@ export async function loadBundle(dir: string): Promise<Bundle> {
     features = [];
   }
   const encoding = buildEncoding(features);
-  if (model && problems.length === 0) checkColumns(model, manifest, encoding, problem);
+  if (model && problems.length === 0) checkColumns(model, manifest.features, encoding, problem);
 
   let outputs: OutputMapping | null = null;
-  if (model && manifest.outputs) {
+  const mismatch = model?.task && manifest.outputs ? taskMismatch(manifest.outputs, model.task) : null;
+  if (mismatch) problem(mismatch.path, mismatch.rule);
+  else if (model && manifest.outputs) {
     try {
       outputs = buildOutputMapping(manifest.outputs, model.outputWidth, model.outputKind);
     } catch (err) {
@@ -127,16 +143,15 @@ export async function loadBundle(dir: string): Promise<Bundle> {
     }
   }
 
-  const goldenName = manifest.golden ?? 'golden.jsonl';
-  const goldenFile = insideBundle(dir, goldenName, manifestFile, 'golden');
-  const goldenPath = existsSync(goldenFile) ? goldenFile : null;
-  if (manifest.golden && !goldenPath) problem('golden', `file ${manifest.golden} does not exist`);
+  // A file the manifest names must exist; a default name may be absent.
+  const goldenPath = await locate('golden', manifest.golden ?? GOLDEN_FILE, 'golden', manifest.golden !== undefined);
+  const policyFile = await locate('policy', manifest.policy ?? POLICY_FILE, 'policy', manifest.policy !== undefined);
+  // `rtml profile` writes the reference after the bundle exists: whether one is needed is the server's call.
+  const referencePath = await locate('monitoring.reference', manifest.monitoring?.reference ?? REFERENCE_FILE, 'reference', false);
   if (problems.length > 0) return fail();
 
   let policy: Policy | null = null;
-  const policyFile = insideBundle(dir, manifest.policy ?? POLICY_FILE, manifestFile, 'policy');
-  if (manifest.policy && !existsSync(policyFile)) problem('policy', `file ${manifest.policy} does not exist`);
-  else if (existsSync(policyFile)) {
+  if (policyFile) {
     try {
       policy = await loadPolicy(policyFile, { features, outputs: outputs?.columns ?? [] });
     } catch (err) {
@@ -150,21 +165,5 @@ export async function loadBundle(dir: string): Promise<Bundle> {
   for (const p of sourceProblems) problem(p.path, p.rule);
   if (problems.length > 0) return fail();
 
-  return { dir: resolve(dir), manifest, name: manifest.name, version: manifest.version, model, encoding, outputs, policy, goldenPath, sources: resolver };
-}
-
-/** The encoded columns must be as many as the model takes, and where the model names them, the same. */
-function checkColumns(model: ModelRuntime, manifest: Manifest, encoding: Encoding, problem: (path: string, rule: string) => void): void {
-  if (encoding.width !== model.inputWidth) {
-    problem('features', `encode to ${encoding.width} model columns but the model expects ${model.inputWidth}`);
-    return;
-  }
-  if (!model.featureNames || !manifest.features) return;
-  // Same count is not enough: a swapped column order is the classic silent failure.
-  const declared = new Set(encoding.features.map((f) => f.name));
-  encoding.columns.forEach((column, i) => {
-    if (declared.has(column) && model.featureNames![i] !== column) {
-      problem('features', `model column ${i} is ${JSON.stringify(model.featureNames![i])} but the features put ${JSON.stringify(column)} there`);
-    }
-  });
+  return { dir: resolve(dir), manifest, name: manifest.name, version: manifest.version, model, encoding, outputs, policy, goldenPath, referencePath, sources: resolver };
 }

@@ -3,6 +3,7 @@
  * probabilities with class names, or a regression value.
  */
 import type { OutputsSpec } from './manifest.ts';
+import type { ModelTask } from '../models/runtime.ts';
 
 export type OutputValue = number | string;
 
@@ -20,6 +21,21 @@ export interface OutputMapping {
 }
 
 export class OutputMismatchError extends Error {}
+
+/**
+ * Why `spec` cannot read the outputs of a model trained for `task`, or null when it can.
+ * The output width alone lets a regression read P(label 1) as a value and any class list
+ * name a class index; the objective does not.
+ */
+export function taskMismatch(spec: OutputsSpec, task: ModelTask): { path: string; rule: string } | null {
+  if (!task.readAs.includes(spec.type)) {
+    return { path: 'outputs.type', rule: `${spec.type} does not fit the model's objective ${task.objective}, which outputs ${task.outputs}: declare ${task.readAs.join(' or ')}` };
+  }
+  if (spec.type === 'multiclass' && task.classes !== null && spec.classes.length !== task.classes) {
+    return { path: 'outputs.classes', rule: `lists ${spec.classes.length} classes but the model (${task.objective}) tells ${task.classes} apart: list every class, in label order` };
+  }
+  return null;
+}
 
 export function buildOutputMapping(spec: OutputsSpec, modelWidth: number, modelKind?: 'probability' | 'class' | 'value'): OutputMapping {
   switch (spec.type) {

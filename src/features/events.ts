@@ -122,6 +122,8 @@ export function parseEntityFields(raw: unknown, read: ReadonlySet<string> = new 
     if (++count > MAX_ENTITY_FIELDS) return { ok: false, message: `at most ${MAX_ENTITY_FIELDS} fields in one update` };
     const v = (raw as Record<string, unknown>)[k];
     if (k.length === 0 || k.length > 200) return { ok: false, message: `field names must be 1-200 characters` };
+    // Assigned onto a plain object, `__proto__` would set its prototype and vanish as a field.
+    if (k === '__proto__') return { ok: false, message: '__proto__ cannot be a field name' };
     if (typeof v === 'string' && v.length > MAX_ENTITY_STRING) return { ok: false, message: `${k}: at most ${MAX_ENTITY_STRING} characters` };
     if (v === null || typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v))) fields[k] = v;
     else return { ok: false, message: `${k}: must be a string, a finite number, a boolean or null` };

@@ -15,6 +15,12 @@ export interface ModelRuntime {
   readonly outputKind?: 'probability' | 'class' | 'value';
   /** Column names carried by the model file itself, when it has them. */
   readonly featureNames?: readonly string[];
+  /** Column types carried by the model file (XGBoost: `float`, `int`, `i`, `q`, `c` for categorical). */
+  readonly featureTypes?: readonly string[];
+  /** Per input column, the largest category code a categorical split tests (-1: none), for formats with such splits. */
+  readonly maxCategoryCode?: readonly number[];
+  /** What the training objective made the outputs, when the format records it (XGBoost does, ONNX does not). */
+  readonly task?: ModelTask;
   /** Facts worth showing a human (objective, tree count, opset...). */
   readonly info: Readonly<Record<string, string | number | boolean>>;
   /** Returns `rows * outputWidth` values, row-major. */
@@ -22,6 +28,20 @@ export interface ModelRuntime {
   /** Same as `predict`, without a promise, for runtimes that can (the real-time hot path). */
   predictSync?(input: Float32Array, rows: number): Float64Array;
   close?(): Promise<void>;
+}
+
+/** The ways a bundle's manifest may read a model's outputs (`outputs.type`). */
+export type OutputReading = 'binary' | 'multiclass' | 'regression';
+
+export interface ModelTask {
+  /** The objective as the model file names it. */
+  readonly objective: string;
+  /** What the outputs are, in words, for messages. */
+  readonly outputs: string;
+  /** How the outputs may be read: a regression on `binary:logistic` would take probabilities for values. */
+  readonly readAs: readonly OutputReading[];
+  /** Classes the model tells apart (num_class for multi-class objectives, 2 for binary ones); null for a regression. */
+  readonly classes: number | null;
 }
 
 /** Options a bundle manifest may pass to a runtime. */

@@ -4,30 +4,38 @@
  * writes it into the bundle as reference.json.
  */
 import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { RawRow } from '../bundle/encoding.ts';
 import { hasModel, type Bundle } from '../bundle/load.ts';
+import { bundleFileForWriting } from '../bundle/files.ts';
 import type { FeatureSpec } from '../bundle/manifest.ts';
-import { openRecords, SourcedColumns } from '../batch/records.ts';
+import { bundleColumns, ColumnCheck, formatOf, openRecords, type ReadOptions } from '../batch/records.ts';
 import { textRowConverter } from '../decision/index.ts';
 import { decideAfterModel, namedOutputs } from '../pipeline/policy.ts';
 import { createScorer } from '../pipeline/score.ts';
 import { brierScore, logLoss, rocAuc } from './performance.ts';
+import { positiveLabel, readLabel } from '../pipeline/outcomes.ts';
+import { nearMisses } from '../config/names.ts';
 import { REFERENCE_FILE, REFERENCE_FORMAT, type CategoricalReference, type FeatureReference, type NumericReference, type ReferenceProfile } from './reference.ts';
 
 export interface ProfileOptions {
   data: string;
   /** Bins per numeric column (at reference quantiles; fewer when values tie). */
   bins?: number;
-  /** A label column, to record realized performance on the reference rows. */
+  /** A label column, to record realized performance on the reference rows; read as outcomes are (`readLabel`). */
   label?: string;
-  /** The label value that is the positive class (default: the bundle's positive class). */
+  /** The label that is the positive class (default: the bundle's positive class). */
   positive?: string;
+  /** Write the reference even when the labelled AUC is below 0.5 (classes deliberately the other way round). */
+  allowReversedAuc?: boolean;
   /**
    * Held-out rows to measure the reference performance on. Without it, performance is
    * measured on `data`, which for training data is optimistic (in-sample).
    */
   holdout?: string;
+  /** Feature columns deliberately absent from the data: profiled as missing, or their default. */
+  allowMissing?: readonly string[];
+  /** CSV field separator (default `,`). */
+  delimiter?: string;
   chunkSize?: number;
 }
 
@@ -127,19 +135,21 @@ export async function buildProfile(bundle: Bundle, options: ProfileOptions): Pro
   const chunkSize = options.chunkSize ?? 2048;
   const features = bundle.encoding.features;
   const columns = features.map((f) => new ColumnCollector(f));
-  const fromCsv = !/\.(jsonl|ndjson|json)$/i.test(options.data);
-  const typed = fromCsv ? textRowConverter(features) : (row: RawRow) => row;
+  // Each file is read by its own format: the data may be CSV and the holdout JSON lines.
+  const fromText = textRowConverter(features);
+  const typedFor = (file: string) => (formatOf(file) === 'csv' ? fromText : (row: RawRow) => row);
+  const typed = typedFor(options.data);
   const scorer = hasModel(bundle) ? createScorer(bundle, { fromText: false }) : null;
   const encoder = bundle.encoding.encoder({ fromText: false });
   const scoreColumn = new ColumnCollector({ name: 'score', type: 'number', nullable: true });
   const actions = new Map<string, number>();
-  const positive = options.positive ?? (bundle.manifest.outputs?.type === 'binary' ? (bundle.manifest.outputs.positive_class ?? bundle.manifest.outputs.classes[1]) : undefined);
-  const labels: number[] = [];
-  const scores: number[] = [];
+  // Performance is measured on the held-out rows when there are some, else on the data.
+  const labelled = options.label ? new LabelledScores(bundle, options.label, options.positive, options.holdout ?? options.data) : null;
+  if (labelled && !scorer) throw new Error(`--label: ${bundle.name} has no model, so there is no score to measure against labels`);
   let rows = 0;
   let rejected = 0;
 
-  const flush = async (chunk: RawRow[]) => {
+  const flush = async (chunk: RawRow[], lines: number[]) => {
     const scored = scorer ? await scorer.scoreRows(chunk) : null;
     for (let i = 0; i < chunk.length; i++) {
       const row = chunk[i];
@@ -169,64 +179,51 @@ export async function buildProfile(bundle: Bundle, options: ProfileOptions): Pro
             : bundle.policy.fallback(row, 'rules_only').action;
         actions.set(action, (actions.get(action) ?? 0) + 1);
       }
-      if (options.label && positive !== undefined && score !== null) {
-        const label = row[options.label];
-        if (label !== null && label !== undefined && label !== '') {
-          labels.push(String(label) === positive ? 1 : 0);
-          scores.push(score);
-        }
-      }
+      if (labelled && !options.holdout && score !== null) labelled.add(row, lines[i], score);
     }
   };
 
-  // A reference measured without the sourced features would describe their defaults.
-  const sourced = new SourcedColumns(bundle);
-  let checked = false;
+  // A reference measured without a feature's column (a sourced one, or a misspelt one) would
+  // describe its default or missing values: the data must have them all, unless said otherwise.
+  const expected = bundleColumns(bundle, { allowMissing: options.allowMissing });
+  ColumnCheck.requireKnown(options.allowMissing ?? [], [expected], bundle.name);
+  const read: ReadOptions = { delimiter: options.delimiter, columns: expected };
   let chunk: RawRow[] = [];
-  for await (const record of openRecords(options.data)) {
+  let lines: number[] = [];
+  for await (const record of openRecords(options.data, read)) {
     if (record.row === null) {
       rejected++;
       continue;
     }
-    if (!checked) sourced.requireIn(Object.keys(record.row), options.data);
-    checked = true;
-    if (sourced.missingFrom(record.row).length > 0) {
-      rejected++;
-      continue;
-    }
     chunk.push(typed(record.row));
+    lines.push(record.line);
     if (chunk.length >= chunkSize) {
-      await flush(chunk);
+      await flush(chunk, lines);
       chunk = [];
+      lines = [];
     }
   }
-  if (chunk.length > 0) await flush(chunk);
+  if (chunk.length > 0) await flush(chunk, lines);
   if (rows === 0) throw new Error(`${options.data}: no row could be used (${rejected} rejected)`);
 
-  if (options.holdout && scorer && options.label && positive !== undefined) {
+  if (options.holdout && scorer && labelled) {
     // Performance comes from held-out rows: the model has seen the training rows.
-    labels.length = 0;
-    scores.length = 0;
     let batch: RawRow[] = [];
+    let batchLines: number[] = [];
     const take = async () => {
       const scored = await scorer.scoreRows(batch);
       batch.forEach((row, i) => {
         const o = scored.outcomes[i];
-        const label = row[options.label!];
-        if (o.ok && label !== null && label !== undefined && label !== '') {
-          labels.push(String(label) === positive ? 1 : 0);
-          scores.push(o.score);
-        }
+        if (o.ok) labelled.add(row, batchLines[i], o.score);
       });
       batch = [];
+      batchLines = [];
     };
-    let holdoutChecked = false;
-    for await (const record of openRecords(options.holdout)) {
+    const typedHoldout = typedFor(options.holdout);
+    for await (const record of openRecords(options.holdout, read)) {
       if (record.row === null) continue;
-      if (!holdoutChecked) sourced.requireIn(Object.keys(record.row), options.holdout);
-      holdoutChecked = true;
-      if (sourced.missingFrom(record.row).length > 0) continue;
-      batch.push(typed(record.row));
+      batch.push(typedHoldout(record.row));
+      batchLines.push(record.line);
       if (batch.length >= chunkSize) await take();
     }
     if (batch.length > 0) await take();
@@ -241,21 +238,81 @@ export async function buildProfile(bundle: Bundle, options: ProfileOptions): Pro
     features: Object.fromEntries(features.map((f, j) => [f.name, columns[j].reference(rows, bins)])),
     score: scorer ? (scoreColumn.reference(rows, bins) as NumericReference) : null,
     decisions,
-    performance:
-      options.label && positive !== undefined && labels.length > 0
-        ? { ...labelledPerformance(scores, labels, options.label, positive), data: options.holdout ?? options.data, rows: labels.length }
-        : null,
+    performance: labelled ? labelled.performance(options.allowReversedAuc ?? false) : null,
   };
 }
 
-/** Realized performance on the reference rows, computed as scikit-learn does. */
-function labelledPerformance(scores: number[], labels: number[], label: string, positiveClass: string): Omit<NonNullable<ReferenceProfile['performance']>, 'data' | 'rows'> {
-  const positives = labels.reduce((a, b) => a + b, 0);
-  return { label, positiveClass, positiveRate: positives / labels.length, auc: rocAuc(scores, labels), logLoss: logLoss(scores, labels), brier: brierScore(scores, labels) };
+/** A labelled AUC below 0.5: the score ranks the classes the wrong way round. */
+export class ReversedAucError extends Error {
+  override name = 'ReversedAucError';
 }
 
+/**
+ * The labels of the rows performance is measured on, read as outcomes are (`readLabel`): a
+ * label that is none of the bundle's classes (or their indices, or true/false) is an error
+ * naming its line, never a silent negative.
+ */
+class LabelledScores {
+  private readonly labels: number[] = [];
+  private readonly scores: number[] = [];
+  /** Rows that had the label column at all, and the first row's columns, to suggest a near miss. */
+  private withColumn = 0;
+  private columns: readonly string[] = [];
+  private readonly positive: string;
+
+  constructor(
+    private readonly bundle: Bundle,
+    private readonly column: string,
+    positive: string | undefined,
+    private readonly file: string,
+  ) {
+    const chosen = positive ?? positiveLabel(bundle) ?? undefined;
+    if (chosen === undefined) throw new Error(`--label needs --positive for a ${bundle.manifest.outputs?.type ?? 'rules-only'} bundle: which label is the positive class?`);
+    const read = readLabel(bundle, chosen);
+    if (!read.ok) throw new Error(`--positive: ${read.message}`);
+    this.positive = read.label;
+  }
+
+  add(row: RawRow, line: number, score: number): void {
+    if (this.columns.length === 0) this.columns = Object.keys(row);
+    if (!Object.hasOwn(row, this.column)) return;
+    this.withColumn++;
+    const value = row[this.column];
+    if (value === null || value === undefined || value === '') return;
+    const read = readLabel(this.bundle, value);
+    if (!read.ok) throw new Error(`${this.file}:${line}: label ${this.column} ${read.message}`);
+    this.labels.push(read.label === this.positive ? 1 : 0);
+    this.scores.push(score);
+  }
+
+  /** Realized performance, computed as scikit-learn does; refused where it would mislead. */
+  performance(allowReversedAuc: boolean): NonNullable<ReferenceProfile['performance']> {
+    const { labels, scores, file } = this;
+    if (this.withColumn === 0) {
+      const near = nearMisses([this.column], this.columns).get(this.column);
+      throw new Error(`${file} has no label column ${JSON.stringify(this.column)}${near ? ` (did you mean ${JSON.stringify(near)}?)` : ''}`);
+    }
+    if (labels.length === 0) throw new Error(`${file}: no row has a label in column ${JSON.stringify(this.column)}`);
+    const positives = labels.reduce((a, b) => a + b, 0);
+    if (positives === 0 || positives === labels.length) {
+      const which = positives === 0 ? `none of the ${labels.length} labelled rows is ${this.positive}` : `all ${labels.length} labelled rows are ${this.positive}`;
+      throw new Error(`${file}: ${which}: with one class the AUC is undefined; profile on data holding both classes`);
+    }
+    const auc = rocAuc(scores, labels);
+    if (auc < 0.5 && !allowReversedAuc) {
+      throw new ReversedAucError(
+        `${file}: AUC ${auc.toFixed(4)} is below 0.5: the classes look reversed (the score ranks ${this.positive} lowest). ` +
+          `Check outputs.classes (label 0, label 1, … as in training) and positive_class in rtml.yaml; ` +
+          `if a model worse than chance is deliberate, pass --allow-reversed-auc. The reference was not written.`,
+      );
+    }
+    return { label: this.column, positiveClass: this.positive, positiveRate: positives / labels.length, auc, logLoss: logLoss(scores, labels), brier: brierScore(scores, labels), data: file, rows: labels.length };
+  }
+}
+
+/** Writes the profile where the bundle's monitoring reads it (`monitoring.reference`, by default reference.json). */
 export async function writeProfile(bundle: Bundle, profile: ReferenceProfile): Promise<string> {
-  const file = join(bundle.dir, REFERENCE_FILE);
+  const file = await bundleFileForWriting(bundle.dir, bundle.manifest.monitoring?.reference ?? REFERENCE_FILE, 'reference');
   // One line per feature keeps the file diffable without spreading 1,001 quantiles over 1,001 lines.
   const lines = Object.entries(profile).map(([key, value]) =>
     key === 'features'

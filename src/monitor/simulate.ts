@@ -5,8 +5,9 @@
  * it can say how many decisions after a fault the first alert came.
  */
 import type { RawRow } from '../bundle/encoding.ts';
-import type { FeatureSpec } from '../bundle/manifest.ts';
-import { openRecords } from '../batch/records.ts';
+import type { Bundle } from '../bundle/load.ts';
+import { bundleColumns, ColumnCheck, formatOf, openRecords, type ReadOptions } from '../batch/records.ts';
+import { ServerClient, type ServerAnswer } from '../cli/shared.ts';
 import { textRowConverter } from '../decision/index.ts';
 
 export type Perturbation =
@@ -60,9 +61,15 @@ export function perturb(row: Record<string, unknown>, p: Perturbation): void {
 
 export interface SimulateOptions {
   url: string;
-  service: string;
-  features: readonly FeatureSpec[];
+  /** Bearer token sent with every request. */
+  token?: string;
+  /** Names the service; its features are what the input's columns are checked against. */
+  bundle: Bundle;
   input: string;
+  /** Feature columns deliberately absent from the input. */
+  allowMissing?: readonly string[];
+  /** CSV field separator (default `,`). */
+  delimiter?: string;
   /** Requests per second (0: as fast as `concurrency` allows). */
   rate: number;
   concurrency: number;
@@ -78,8 +85,6 @@ export interface SimulateOptions {
   /** Poll the monitoring endpoint every this many decisions (0: never). */
   watchEvery: number;
   idPrefix: string;
-  /** Bearer token sent with every request (outcomes need a write or admin token). */
-  token?: string;
   onProgress?: (summary: SimulateSummary) => void;
 }
 
@@ -96,10 +101,10 @@ export interface SimulateSummary {
   seconds: number;
 }
 
-async function* cycle(input: string, toTyped: (row: RawRow) => RawRow): AsyncGenerator<Record<string, unknown>> {
+async function* cycle(input: string, read: ReadOptions, toTyped: (row: RawRow) => RawRow): AsyncGenerator<Record<string, unknown>> {
   for (;;) {
     let any = false;
-    for await (const record of openRecords(input)) {
+    for await (const record of openRecords(input, read)) {
       if (record.row === null) continue;
       any = true;
       yield { ...toTyped(record.row) };
@@ -110,12 +115,16 @@ async function* cycle(input: string, toTyped: (row: RawRow) => RawRow): AsyncGen
 
 export async function simulate(options: SimulateOptions): Promise<SimulateSummary> {
   const started = performance.now();
-  const base = options.url.replace(/\/$/, '');
+  const server = new ServerClient(options.url, options.token);
+  const service = `/v1/services/${encodeURIComponent(options.bundle.name)}`;
   const summary: SimulateSummary = { sent: 0, statuses: {}, actions: {}, fallbacks: {}, outcomesPosted: 0, alerts: [], safeMode: { engagedAt: null, releasedAt: null }, seconds: 0 };
-  const toTyped = /\.(jsonl|ndjson|json)$/i.test(options.input) ? (row: RawRow) => row : textRowConverter(options.features);
-  const rows = cycle(options.input, toTyped);
+  const toTyped = formatOf(options.input) === 'jsonl' ? (row: RawRow) => row : textRowConverter(options.bundle.encoding.features);
+  // The server computes sourced features from the keys; a label that is not there would post no outcome.
+  const label = options.label === undefined ? [] : [{ name: options.label, required: true, why: 'the label to post as the outcome (--label)' }];
+  const columns = bundleColumns(options.bundle, { allowMissing: options.allowMissing, sourced: 'server', also: label });
+  ColumnCheck.requireKnown(options.allowMissing ?? [], [columns], options.bundle.name);
+  const rows = cycle(options.input, { delimiter: options.delimiter, columns }, toTyped);
   const pendingOutcomes: { due: number; id: string; label: unknown }[] = [];
-  const auth: Record<string, string> = options.token ? { authorization: `Bearer ${options.token}` } : {};
   const seenAlerts = new Set<string>();
   const interval = options.rate > 0 ? 1000 / options.rate : 0;
   let nextAt = performance.now();
@@ -124,20 +133,19 @@ export async function simulate(options: SimulateOptions): Promise<SimulateSummar
     const due = pendingOutcomes.filter((o) => force || o.due <= summary.sent);
     if (due.length === 0 || (!force && due.length < 50)) return;
     pendingOutcomes.splice(0, due.length);
-    const res = await fetch(`${base}/v1/services/${options.service}/outcomes`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-ndjson', ...auth },
-      body: due.map((o) => JSON.stringify({ id: o.id, label: o.label })).join('\n'),
-    });
-    // Outcomes that did not arrive must not look as if they had.
-    if (!res.ok) throw new Error(`posting outcomes to ${base}: ${res.status} ${(await res.text()).slice(0, 300)}`);
-    summary.outcomesPosted += ((await res.json()) as { joined: number }).joined;
+    const body = await server.send('POST', `${service}/outcomes`, { ndjson: due.map((o) => ({ id: o.id, label: o.label })) }, 'outcomes');
+    summary.outcomesPosted += typeof body.joined === 'number' ? body.joined : 0;
+  };
+  // A refused token stops the run at once rather than counting thousands of 401s.
+  const refuseUnauthorized = (answer: ServerAnswer, request: string, what: string) => {
+    if (answer.status === 401 || answer.status === 403) server.refuse(answer, request, what);
   };
 
   const watch = async () => {
-    const res = await fetch(`${base}/v1/services/${options.service}/monitoring`);
-    if (!res.ok) return;
-    const state = (await res.json()) as { alerts: { active: { key: string; severity: string }[] }; safe_mode: { active: boolean } };
+    const answer = await server.request('GET', `${service}/monitoring`);
+    refuseUnauthorized(answer, `GET ${service}/monitoring`, 'monitoring');
+    if (answer.status !== 200) return;
+    const state = answer.body as unknown as { alerts: { active: { key: string; severity: string }[] }; safe_mode: { active: boolean } };
     for (const a of state.alerts.active) {
       const key = `${a.key}:${a.severity}`;
       if (!seenAlerts.has(key)) {
@@ -154,10 +162,11 @@ export async function simulate(options: SimulateOptions): Promise<SimulateSummar
     if (options.label !== undefined) delete row[options.label];
     if (n >= options.perturbAfter) for (const p of options.perturbations) perturb(row, p);
     const id = `${options.idPrefix}-${n}`;
-    const res = await fetch(`${base}/v1/services/${options.service}/decisions`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify({ id, ...row }) });
-    summary.statuses[res.status] = (summary.statuses[res.status] ?? 0) + 1;
-    const body = (await res.json()) as { decision?: string; fallback?: { used: boolean; cause: string | null } };
-    if (res.ok && body.decision) {
+    const answer = await server.request('POST', `${service}/decisions`, { json: { id, ...row } });
+    refuseUnauthorized(answer, `POST ${service}/decisions`, 'decisions');
+    summary.statuses[answer.status] = (summary.statuses[answer.status] ?? 0) + 1;
+    const body = answer.body as { decision?: string; fallback?: { used: boolean; cause: string | null } };
+    if (answer.status === 200 && body.decision) {
       summary.actions[body.decision] = (summary.actions[body.decision] ?? 0) + 1;
       if (body.fallback?.used) {
         const kind = (body.fallback.cause ?? 'unknown').split(':')[0];
@@ -167,15 +176,21 @@ export async function simulate(options: SimulateOptions): Promise<SimulateSummar
     }
   };
 
+  // A request that fails (the server unreachable, a token refused) ends the run once those in flight are done.
+  let failure: unknown = null;
   const inFlight = new Set<Promise<void>>();
-  for (let n = 0; n < options.limit; n++) {
+  for (let n = 0; n < options.limit && failure === null; n++) {
     const { value: row } = await rows.next();
     if (interval > 0) {
       const wait = nextAt - performance.now();
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       nextAt += interval;
     }
-    const p = sendOne(n, row as Record<string, unknown>).finally(() => inFlight.delete(p));
+    const p: Promise<void> = sendOne(n, row as Record<string, unknown>)
+      .catch((err: unknown) => {
+        failure ??= err;
+      })
+      .finally(() => inFlight.delete(p));
     inFlight.add(p);
     summary.sent = n + 1;
     if (inFlight.size >= options.concurrency) await Promise.race(inFlight);
@@ -187,6 +202,7 @@ export async function simulate(options: SimulateOptions): Promise<SimulateSummar
     }
   }
   await Promise.all(inFlight);
+  if (failure !== null) throw failure;
   if (options.outcomeDelay > 0) await postOutcomes(true);
   if (options.watchEvery > 0) await watch();
   summary.seconds = (performance.now() - started) / 1000;

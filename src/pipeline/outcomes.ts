@@ -1,7 +1,8 @@
 /**
  * Outcomes: the truth about a decision, arriving later. Every way in (one at a time over
  * HTTP, JSON lines over HTTP, a file through the CLI) goes through `parseOutcome`, which
- * normalises the label to the bundle's class names, then into the decision log.
+ * normalises the label to the bundle's class names (`readLabel`, which `rtml profile` reads
+ * labelled data with too), then into the decision log.
  */
 import type { Bundle } from '../bundle/load.ts';
 import type { Outcome } from '../log/types.ts';
@@ -10,11 +11,7 @@ export type ParsedOutcome = { ok: true; outcome: Outcome } | { ok: false; messag
 
 const TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
 
-/**
- * Accepts `{id, label, time?}`. For a classifier the label is a class name, a class index
- * (0, 1, …, as in training) or, for a binary one, a boolean (true = the positive class);
- * for a regression it is a number.
- */
+/** Accepts `{id, label, time?}`; the label as `readLabel` reads it. */
 export function parseOutcome(bundle: Bundle, value: unknown): ParsedOutcome {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return { ok: false, message: 'an outcome is a JSON object {id, label, time?}' };
   const { id, label, time } = value as Record<string, unknown>;
@@ -24,25 +21,39 @@ export function parseOutcome(bundle: Bundle, value: unknown): ParsedOutcome {
     if (typeof time !== 'string' || !TIME.test(time) || Number.isNaN(Date.parse(time))) return { ok: false, message: 'time: must be an ISO 8601 date-time with a zone, e.g. 2026-03-01T12:00:00Z' };
     normalizedTime = new Date(time).toISOString();
   }
-  const outputs = bundle.manifest.outputs;
-  let text: string;
-  if (outputs && outputs.type !== 'regression') {
-    const classes: readonly string[] = outputs.classes;
-    const positive = outputs.type === 'binary' ? (outputs.positive_class ?? outputs.classes[1]) : null;
-    if (typeof label === 'string' && classes.includes(label)) text = label;
-    else if (typeof label === 'number' && Number.isInteger(label) && label >= 0 && label < classes.length) text = classes[label];
-    else if (typeof label === 'string' && /^\d+$/.test(label) && Number(label) < classes.length) text = classes[Number(label)];
-    else if (typeof label === 'boolean' && positive !== null) text = label ? positive : classes.find((c) => c !== positive)!;
-    else return { ok: false, message: `label: must be one of ${classes.join(', ')} (or its index${positive ? ', or true/false' : ''}); got ${JSON.stringify(label)?.slice(0, 40)}` };
-  } else {
-    const v = typeof label === 'string' && label.trim() !== '' ? Number(label) : label;
-    if (typeof v !== 'number' || !Number.isFinite(v)) return { ok: false, message: `label: must be a number; got ${JSON.stringify(label)?.slice(0, 40)}` };
-    text = String(v);
-  }
-  return { ok: true, outcome: normalizedTime ? { id, label: text, time: normalizedTime } : { id, label: text } };
+  const read = readLabel(bundle, label);
+  if (!read.ok) return { ok: false, message: `label: ${read.message}` };
+  return { ok: true, outcome: normalizedTime ? { id, label: read.label, time: normalizedTime } : { id, label: read.label } };
 }
 
-/** 1 when an outcome's label is the bundle's positive class (binary classifiers), else 0. */
+export type ReadLabel = { ok: true; label: string } | { ok: false; message: string };
+
+/**
+ * A label as the bundle names it: every way a label arrives (an outcome, a labelled data set
+ * for `rtml profile`) is read here. For a classifier, a class name, a class index (0, 1, …,
+ * as in training; a number or its digits) or, for a binary one, a boolean or the text
+ * true/false (true = the positive class); for a regression, a number or its text.
+ */
+export function readLabel(bundle: Bundle, label: unknown): ReadLabel {
+  const outputs = bundle.manifest.outputs;
+  const shown = JSON.stringify(label)?.slice(0, 40);
+  if (outputs && outputs.type !== 'regression') {
+    const classes: readonly string[] = outputs.classes;
+    const positive = positiveLabel(bundle);
+    if (typeof label === 'string' && classes.includes(label)) return { ok: true, label };
+    if (typeof label === 'number' && Number.isInteger(label) && label >= 0 && label < classes.length) return { ok: true, label: classes[label] };
+    if (typeof label === 'string' && /^\d+$/.test(label) && Number(label) < classes.length) return { ok: true, label: classes[Number(label)] };
+    // CSV has no booleans: pandas writes True/False.
+    const flag = typeof label === 'boolean' ? label : typeof label === 'string' && /^(true|false)$/i.test(label) ? label.toLowerCase() === 'true' : undefined;
+    if (flag !== undefined && positive !== null) return { ok: true, label: flag ? positive : classes.find((c) => c !== positive)! };
+    return { ok: false, message: `must be one of ${classes.join(', ')} (or its index${positive ? ', or true/false' : ''}); got ${shown}` };
+  }
+  const v = typeof label === 'string' && label.trim() !== '' ? Number(label) : label;
+  if (typeof v !== 'number' || !Number.isFinite(v)) return { ok: false, message: `must be a number; got ${shown}` };
+  return { ok: true, label: String(v) };
+}
+
+/** The positive class of a binary classifier (a label that is it counts 1), else null. */
 export function positiveLabel(bundle: Bundle): string | null {
   const outputs = bundle.manifest.outputs;
   return outputs?.type === 'binary' ? (outputs.positive_class ?? outputs.classes[1]) : null;

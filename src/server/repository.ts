@@ -270,13 +270,12 @@ async function loadVersion(dir: string, sinks: readonly AlertSink[]): Promise<Se
   }
   // Monitoring needs the reference profile; a bundle that asks for monitoring must have one.
   const config = bundle.manifest.monitoring ?? monitoringSchema.parse({});
-  const referenceFile = join(dir, config.reference);
   let monitor: ServiceMonitor | null = null;
-  if (existsSync(referenceFile)) {
+  if (bundle.referencePath) {
     try {
-      const reference = await readReference(referenceFile);
+      const reference = await readReference(bundle.referencePath);
       const mismatch = referenceMismatch(reference, bundle.name, bundle.encoding.features.map((f) => f.name));
-      if (mismatch) throw new Error(`${referenceFile} cannot monitor this bundle: ${mismatch}: run rtml profile ${dir} --data <training data>`);
+      if (mismatch) throw new Error(`${bundle.referencePath} cannot monitor this bundle: ${mismatch}: run rtml profile ${dir} --data <training data>`);
       monitor = new ServiceMonitor({ bundle, reference, config, sinks });
     } catch (err) {
       await bundle.model?.close?.();

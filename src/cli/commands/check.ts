@@ -1,9 +1,13 @@
 import type { Command } from 'commander';
 import { loadModelBundle } from '../../bundle/load.ts';
 import { checkGolden } from '../../bundle/golden.ts';
-import { EXIT_FAILED, openBundle, parseTolerance } from '../shared.ts';
+import { CliError, EXIT_FAILED, openBundle, parseTolerance } from '../shared.ts';
 
-/** `rtml check <bundle>`: load and validate a bundle, then score its golden set against the training library's predictions. */
+/**
+ * `rtml check <bundle>`: load and validate a bundle, then score its golden set against the
+ * training library's predictions. Exit 0 only when parity was checked and held; 1 when it
+ * failed or there was nothing to check it against; 2 for a bundle that does not load.
+ */
 export function registerCheck(program: Command): void {
   program
     .command('check')
@@ -15,8 +19,9 @@ export function registerCheck(program: Command): void {
       const info = Object.entries(bundle.model.info).map(([k, v]) => `${k}=${v}`).join(' ');
       process.stdout.write(`bundle ${bundle.name} v${bundle.version}: ${bundle.model.format} (${info}), ${bundle.encoding.features.length} features → ${bundle.encoding.width} model columns\n`);
       if (!bundle.goldenPath) {
-        process.stdout.write('no golden file: the bundle loads and validates; parity not checked\n');
-        return;
+        // Loading proves the files fit together, not that the model computes what training did.
+        await bundle.model.close?.();
+        throw new CliError(`rtml check: nothing to check: ${dir} loads and validates but has no golden file; add golden.jsonl (see README, "Golden file")\n`, EXIT_FAILED);
       }
       const report = await checkGolden(bundle, opts.tolerance);
       for (const f of report.failures.slice(0, 20)) process.stdout.write(`  golden line ${f.line}: ${f.reason}\n`);

@@ -3,7 +3,7 @@ import { createWriteStream } from 'node:fs';
 import { SingleBar } from 'cli-progress';
 import { loadModelBundle } from '../../bundle/load.ts';
 import { scoreFile, type FileFormat, type RowFailure } from '../../batch/score-file.ts';
-import { CliError, EXIT_FAILED, openBundle, parseFormat } from '../shared.ts';
+import { allowMissingOption, CliError, delimiterOption, EXIT_FAILED, openBundle, parseFormat, type DataFileOptions } from '../shared.ts';
 
 function describeFailure(f: RowFailure): string {
   return `line ${f.line}: ${f.errors.map((e) => (e.field ? `${e.field}: ${e.rule}: ${e.message}` : e.message)).join('; ')}`;
@@ -19,10 +19,12 @@ export function registerScore(program: Command): void {
     .requiredOption('-o, --output <file>', 'output file (.csv, .jsonl), or - for standard output')
     .option('--input-format <format>', 'csv or jsonl (default: from the file name)', parseFormat)
     .option('--output-format <format>', 'csv or jsonl (default: from the file name)', parseFormat)
+    .addOption(allowMissingOption())
+    .addOption(delimiterOption())
     .option('--errors <file>', 'write every rejected row as a JSON line {line, errors}')
     .option('--no-decisions', "only the model's outputs, without the policy's decision columns")
     .option('--quiet', 'no progress bar or per-row error lines')
-    .action(async (dir: string, opts: { input: string; output: string; inputFormat?: FileFormat; outputFormat?: FileFormat; errors?: string; quiet?: boolean; decisions: boolean }) => {
+    .action(async (dir: string, opts: DataFileOptions & { input: string; output: string; inputFormat?: FileFormat; outputFormat?: FileFormat; errors?: string; quiet?: boolean; decisions: boolean }) => {
       const bundle = await openBundle(dir, loadModelBundle);
       const errorsOut = opts.errors ? createWriteStream(opts.errors) : null;
       const shownLimit = 20;
@@ -37,6 +39,9 @@ export function registerScore(program: Command): void {
           inputFormat: opts.inputFormat,
           outputFormat: opts.outputFormat ?? (opts.output === '-' ? opts.inputFormat : undefined),
           decisions: opts.decisions,
+          allowMissing: opts.allowMissing,
+          delimiter: opts.delimiter,
+          onNotice: (message) => process.stderr.write(`${bar ? '\n' : ''}${message}\n`),
           onFailure: (failure) => {
             errorsOut?.write(JSON.stringify(failure) + '\n');
             if (!opts.quiet && shown++ < shownLimit) process.stderr.write(`${bar ? '\n' : ''}${describeFailure(failure)}\n`);

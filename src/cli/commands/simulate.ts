@@ -1,7 +1,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { loadBundle } from '../../bundle/load.ts';
 import { parsePerturbation, simulate } from '../../monitor/simulate.ts';
-import { openBundle, parseWholeNumber } from '../shared.ts';
+import { allowMissingOption, delimiterOption, openBundle, parseWholeNumber, readToken, tokenFileOption, type DataFileOptions } from '../shared.ts';
 
 /** `rtml simulate <bundle> -i <file>`: drive a running server with rows at a rate, optionally perturbed, posting outcomes later. */
 export function registerSimulate(program: Command): void {
@@ -11,6 +11,7 @@ export function registerSimulate(program: Command): void {
     .argument('<bundle>', 'bundle directory (names the service and its features)')
     .requiredOption('-i, --input <file>', 'rows to send (.csv or .jsonl), cycled if --limit is larger')
     .option('--url <url>', 'server base URL', 'http://127.0.0.1:8080')
+    .addOption(tokenFileOption())
     .option('--rate <n>', 'requests per second (0: as fast as --concurrency allows)', parseWholeNumber, 100)
     .option('--concurrency <n>', 'requests in flight at most', parseWholeNumber, 8)
     .option('--limit <n>', 'rows to send', parseWholeNumber, 1000)
@@ -20,7 +21,9 @@ export function registerSimulate(program: Command): void {
     .option('--outcome-delay <n>', 'post each outcome this many decisions later (0: none)', parseWholeNumber, 0)
     .option('--watch-every <n>', 'poll the monitoring endpoint every n decisions (0: never)', parseWholeNumber, 100)
     .option('--id-prefix <prefix>', 'decision ids are PREFIX-n', `sim-${Date.now()}`)
-    .action(async (dir: string, opts: { input: string; url: string; rate: number; concurrency: number; limit: number; perturb: string[]; perturbAfter: number; label?: string; outcomeDelay: number; watchEvery: number; idPrefix: string }) => {
+    .addOption(allowMissingOption())
+    .addOption(delimiterOption())
+    .action(async (dir: string, opts: DataFileOptions & { input: string; url: string; tokenFile?: string; rate: number; concurrency: number; limit: number; perturb: string[]; perturbAfter: number; label?: string; outcomeDelay: number; watchEvery: number; idPrefix: string }) => {
       const bundle = await openBundle(dir, loadBundle);
       let perturbations;
       try {
@@ -30,9 +33,11 @@ export function registerSimulate(program: Command): void {
       }
       const summary = await simulate({
         url: opts.url,
-        service: bundle.name,
-        features: bundle.encoding.features,
+        token: readToken(opts.tokenFile),
+        bundle,
         input: opts.input,
+        allowMissing: opts.allowMissing,
+        delimiter: opts.delimiter,
         rate: opts.rate,
         concurrency: Math.max(1, opts.concurrency),
         limit: opts.limit,

@@ -70,12 +70,16 @@ const treeSchema = z.object({
   categories_segments: z.array(z.unknown()).optional(),
   categories_sizes: z.array(z.unknown()).optional(),
   sum_hessian: z.array(z.unknown()).optional(),
+  id: z.unknown().optional(),
+  tree_param: z.object({ num_nodes: numberLike.optional() }).passthrough().optional(),
 });
 
 const gbtreeModelSchema = z.object({
-  gbtree_model_param: z.object({ num_trees: numberLike }).passthrough().optional(),
+  gbtree_model_param: z.object({ num_trees: numberLike, num_parallel_tree: numberLike.optional() }).passthrough().optional(),
   tree_info: z.array(z.unknown()),
   trees: z.array(z.unknown()),
+  /** XGBoost 2: where each boosting round's trees start. */
+  iteration_indptr: z.array(z.unknown()).optional(),
 });
 
 const learnerSchema = z.object({
@@ -162,12 +166,10 @@ export function parseXgbModel(json: unknown): XgbModel {
   const model = gb.name === 'dart' ? (gb.gbtree?.model ?? gb.model) : gb.model;
   const modelPath = gb.name === 'dart' ? '$.learner.gradient_booster.gbtree.model' : '$.learner.gradient_booster.model';
   if (!model) throw new XgbFormatError(modelPath, 'missing: the booster holds no tree model');
-  if (model.tree_info.length !== model.trees.length) {
-    throw new XgbFormatError(`${modelPath}.tree_info`, `has ${model.tree_info.length} entries for ${model.trees.length} trees`);
-  }
+  checkForestHeader(model, numGroup, modelPath);
   const trees = model.trees.map((raw, t) => {
     const group = integerIn(model.tree_info[t], 0, numGroup - 1, `${modelPath}.tree_info[${t}]`);
-    return parseTree(raw, group, numFeature, `${modelPath}.trees[${t}]`);
+    return parseTree(raw, t, group, numFeature, `${modelPath}.trees[${t}]`);
   });
 
   let treeWeights: Float32Array | null = null;
@@ -187,7 +189,35 @@ export function parseXgbModel(json: unknown): XgbModel {
   return { version, objective, baseScore, numFeature, numGroup, booster: gb.name, trees, treeWeights, featureNames, featureTypes };
 }
 
-function parseTree(raw: unknown, group: number, numFeature: number, path: string): XgbTree {
+/**
+ * The forest must agree with its own header: a trees array shorter than num_trees (a
+ * truncated or hand-edited file) would otherwise score with trees missing, silently;
+ * XGBoost itself crashes on it.
+ */
+function checkForestHeader(model: z.output<typeof gbtreeModelSchema>, numGroup: number, modelPath: string): void {
+  const count = model.trees.length;
+  if (model.tree_info.length !== count) throw new XgbFormatError(`${modelPath}.tree_info`, `has ${model.tree_info.length} entries for ${count} trees`);
+  const header = model.gbtree_model_param;
+  if (header) {
+    const numTrees = parseCount(header.num_trees, `${modelPath}.gbtree_model_param.num_trees`);
+    if (numTrees !== count) throw new XgbFormatError(`${modelPath}.gbtree_model_param.num_trees`, `is ${numTrees} but the file holds ${count} trees (truncated or edited?)`);
+    // Every boosting round adds num_parallel_tree trees per output group.
+    const parallel = header.num_parallel_tree === undefined ? 1 : parseCount(header.num_parallel_tree, `${modelPath}.gbtree_model_param.num_parallel_tree`);
+    if (parallel < 1) throw new XgbFormatError(`${modelPath}.gbtree_model_param.num_parallel_tree`, 'must be at least 1');
+    if (count % (parallel * numGroup) !== 0) {
+      throw new XgbFormatError(`${modelPath}.trees`, `holds ${count} trees: not a whole number of rounds of num_parallel_tree ${parallel} × ${numGroup} output group(s)`);
+    }
+  }
+  const indptr = model.iteration_indptr;
+  if (indptr) {
+    const path = `${modelPath}.iteration_indptr`;
+    if (indptr.length === 0 || indptr[0] !== 0) throw new XgbFormatError(path, 'must start at 0');
+    for (let i = 1; i < indptr.length; i++) integerIn(indptr[i], indptr[i - 1] as number, count, `${path}[${i}]`);
+    if (indptr[indptr.length - 1] !== count) throw new XgbFormatError(path, `ends at ${JSON.stringify(indptr[indptr.length - 1])} but the file holds ${count} trees`);
+  }
+}
+
+function parseTree(raw: unknown, index: number, group: number, numFeature: number, path: string): XgbTree {
   const parsed = treeSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
@@ -196,6 +226,12 @@ function parseTree(raw: unknown, group: number, numFeature: number, path: string
   const t = parsed.data;
   const n = t.left_children.length;
   if (n === 0) throw new XgbFormatError(`${path}.left_children`, 'a tree needs at least one node');
+  // XGBoost writes each tree's position as its id: another id means trees were moved or spliced.
+  if (t.id !== undefined && t.id !== index) throw new XgbFormatError(`${path}.id`, `is ${JSON.stringify(t.id)?.slice(0, 40)} at position ${index}`);
+  if (t.tree_param?.num_nodes !== undefined) {
+    const nodes = parseCount(t.tree_param.num_nodes, `${path}.tree_param.num_nodes`);
+    if (nodes !== n) throw new XgbFormatError(`${path}.tree_param.num_nodes`, `is ${nodes} but the tree has ${n} nodes`);
+  }
   for (const key of ['right_children', 'split_indices', 'split_conditions', 'default_left'] as const) {
     if (t[key].length !== n) throw new XgbFormatError(`${path}.${key}`, `has ${t[key].length} entries, left_children has ${n}`);
   }

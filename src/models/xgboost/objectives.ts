@@ -3,10 +3,18 @@
  * space) becomes a starting margin, and how the summed float32 margin becomes the output.
  * The links are computed in float32, as XGBoost 1.7's `ProbToMargin` does.
  */
+import type { OutputReading } from '../runtime.ts';
+
 const f32 = Math.fround;
 
 export interface Objective {
   readonly outputKind: 'probability' | 'class' | 'value';
+  /** What the outputs are, in words. */
+  readonly outputs: string;
+  /** How a manifest may read the outputs of a model with `groups` output groups. */
+  readAs(groups: number): readonly OutputReading[];
+  /** Classes told apart with `groups` output groups; null for a regression. */
+  classes(groups: number): number | null;
   /** Starting margin for a base_score, as a float32 value. */
   baseMargin(baseScore: number): number;
   /** Output values per row for `groups` margins. */
@@ -27,8 +35,26 @@ const logLink = (p: number): number => {
 };
 const identityLink = (p: number): number => f32(p);
 
-const single = (kind: Objective['outputKind'], link: (p: number) => number, apply: (m: number) => number): Objective => ({
+/** What one objective's outputs are and how they may be read. */
+interface Reading {
+  outputs: string;
+  readAs: readonly OutputReading[];
+  classes: number | null;
+}
+
+const PROBABILITY: Reading = { outputs: 'P(label 1)', readAs: ['binary'], classes: 2 };
+// reg:logistic fits targets in [0, 1]: a value, or P(label 1) when the targets were labels.
+const UNIT_VALUE: Reading = { outputs: 'a value in [0, 1]', readAs: ['regression', 'binary'], classes: null };
+const MARGIN: Reading = { outputs: 'the margin (log-odds) of label 1', readAs: ['regression'], classes: 2 };
+// binary:hinge outputs the label itself: a 2-class class index, or a 0/1 value; never a probability.
+const LABEL: Reading = { outputs: 'class label 0 or 1', readAs: ['multiclass', 'regression'], classes: 2 };
+const VALUE: Reading = { outputs: 'a value', readAs: ['regression'], classes: null };
+
+const single = (kind: Objective['outputKind'], reading: Reading, link: (p: number) => number, apply: (m: number) => number): Objective => ({
   outputKind: kind,
+  outputs: reading.outputs,
+  readAs: () => reading.readAs,
+  classes: () => reading.classes,
   baseMargin: link,
   outputWidth: () => 1,
   transform(margins, at, _groups, out, outAt) {
@@ -41,6 +67,10 @@ const identity = (m: number): number => m;
 
 const softprob: Objective = {
   outputKind: 'probability',
+  outputs: 'per-class probabilities',
+  // With two classes, P(class 1) is the second of two values: a binary reading works too.
+  readAs: (groups) => (groups === 2 ? ['multiclass', 'binary'] : ['multiclass']),
+  classes: (groups) => groups,
   baseMargin: identityLink,
   outputWidth: (groups) => groups,
   transform(margins, at, groups, out, outAt) {
@@ -58,6 +88,9 @@ const softprob: Objective = {
 
 const softmax: Objective = {
   outputKind: 'class',
+  outputs: 'a class index',
+  readAs: () => ['multiclass'],
+  classes: (groups) => groups,
   baseMargin: identityLink,
   outputWidth: () => 1,
   transform(margins, at, groups, out, outAt) {
@@ -69,18 +102,18 @@ const softmax: Objective = {
 };
 
 const OBJECTIVES: Readonly<Record<string, Objective>> = {
-  'binary:logistic': single('probability', logit, sigmoid),
-  'reg:logistic': single('probability', logit, sigmoid),
-  'binary:logitraw': single('value', identityLink, identity), // base_score is the starting margin as is
-  'binary:hinge': single('class', identityLink, (m) => (m > 0 ? 1 : 0)),
-  'reg:squarederror': single('value', identityLink, identity),
-  'reg:linear': single('value', identityLink, identity),
-  'reg:squaredlogerror': single('value', identityLink, identity),
-  'reg:pseudohubererror': single('value', identityLink, identity),
-  'reg:absoluteerror': single('value', identityLink, identity),
-  'count:poisson': single('value', logLink, Math.exp),
-  'reg:gamma': single('value', logLink, Math.exp),
-  'reg:tweedie': single('value', logLink, Math.exp),
+  'binary:logistic': single('probability', PROBABILITY, logit, sigmoid),
+  'reg:logistic': single('probability', UNIT_VALUE, logit, sigmoid),
+  'binary:logitraw': single('value', MARGIN, identityLink, identity), // base_score is the starting margin as is
+  'binary:hinge': single('class', LABEL, identityLink, (m) => (m > 0 ? 1 : 0)),
+  'reg:squarederror': single('value', VALUE, identityLink, identity),
+  'reg:linear': single('value', VALUE, identityLink, identity),
+  'reg:squaredlogerror': single('value', VALUE, identityLink, identity),
+  'reg:pseudohubererror': single('value', VALUE, identityLink, identity),
+  'reg:absoluteerror': single('value', VALUE, identityLink, identity),
+  'count:poisson': single('value', VALUE, logLink, Math.exp),
+  'reg:gamma': single('value', VALUE, logLink, Math.exp),
+  'reg:tweedie': single('value', VALUE, logLink, Math.exp),
   'multi:softprob': softprob,
   'multi:softmax': softmax,
 };

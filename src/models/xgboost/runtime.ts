@@ -83,6 +83,9 @@ export function xgboostRuntime(model: XgbModel, options: XgbRuntimeOptions = {})
     outputWidth: width,
     outputKind: objective.outputKind,
     featureNames: model.featureNames ?? undefined,
+    featureTypes: model.featureTypes ?? undefined,
+    maxCategoryCode: maxCategoryCodes(model),
+    task: { objective: model.objective, outputs: objective.outputs, readAs: objective.readAs(groups), classes: objective.classes(groups) },
     info: {
       objective: model.objective,
       booster: model.booster,
@@ -96,6 +99,18 @@ export function xgboostRuntime(model: XgbModel, options: XgbRuntimeOptions = {})
     predictSync,
     predict: async (input, rows) => predictSync(input, rows),
   };
+}
+
+/** Per feature, the largest category code any categorical split tests; -1 where none does. */
+function maxCategoryCodes(model: XgbModel): number[] {
+  const max = new Array<number>(model.numFeature).fill(-1);
+  for (const tree of model.trees) {
+    tree.categories.forEach((set, node) => {
+      // Sets are sorted, so the last code is the largest.
+      if (set && set.length > 0 && tree.left[node] !== -1) max[tree.feature[node]] = Math.max(max[tree.feature[node]], set[set.length - 1]);
+    });
+  }
+  return max;
 }
 
 export const xgboostAdapter: RuntimeAdapter = {
