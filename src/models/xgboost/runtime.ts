@@ -1,9 +1,10 @@
 /** The `xgboost-json` runtime: a native TypeScript evaluator of XGBoost's JSON models. */
 import { readFile } from 'node:fs/promises';
-import { ModelLoadError, type ModelRuntime, type RuntimeAdapter } from '../runtime.ts';
+import { ModelLoadError, type ContributionExplainer, type ContributionSupport, type ModelRuntime, type RuntimeAdapter } from '../runtime.ts';
 import { compileForest, type CompileOptions } from './compile.ts';
 import { flatForest, flatStepRatio, type FlatOptions } from './flat.ts';
 import { parseXgbJson, parseXgbModel, XgbFormatError, type XgbModel } from './format.ts';
+import { buildTreeShap, contributionsUnavailable, TREESHAP_METHOD } from './shap.ts';
 import { objectiveFor, SUPPORTED_OBJECTIVES } from './objectives.ts';
 
 /**
@@ -98,6 +99,39 @@ export function xgboostRuntime(model: XgbModel, options: XgbRuntimeOptions = {})
     },
     predictSync,
     predict: async (input, rows) => predictSync(input, rows),
+    contributions: contributionsOf(model, baseMargins),
+  };
+}
+
+/** Exact TreeSHAP contributions (shap.ts), its tables built on first use; or why the model has none. */
+function contributionsOf(model: XgbModel, baseMargins: readonly number[]): ContributionSupport {
+  const why = contributionsUnavailable(model);
+  if (why !== null) return { exact: false, reason: `this model file cannot give exact contributions: ${why}` };
+  let explainer: ContributionExplainer | null = null;
+  return {
+    exact: true,
+    method: TREESHAP_METHOD,
+    explainer() {
+      if (explainer) return explainer;
+      const started = performance.now();
+      const shap = buildTreeShap(model, baseMargins);
+      const width = model.numFeature + 1;
+      const info = {
+        whole_table_trees: shap.wholeTableTrees,
+        leaf_table_trees: shap.leafTableTrees,
+        recursive_trees: shap.recursiveTrees,
+        table_bytes: 4 * shap.tableEntries,
+        build_ms: Math.round(performance.now() - started),
+      };
+      return (explainer = {
+        groups: model.numGroup,
+        info,
+        contributions(input, rows, out = new Float64Array(rows * model.numGroup * width)) {
+          shap.contributions(input, rows, out);
+          return out;
+        },
+      });
+    },
   };
 }
 

@@ -47,6 +47,9 @@ const f32 = Math.fround;
 /** Categories at or above 2^24 are invalid in XGBoost (float32 cannot hold them exactly): they go left. */
 const MAX_CATEGORY = 16777216;
 
+/** How these contributions are computed, in words. */
+export const TREESHAP_METHOD = 'path-dependent TreeSHAP, exactly as XGBoost predict(pred_contribs=True)';
+
 /** Table entries (float32) a model may use by default: 16 MiB. */
 export const DEFAULT_TABLE_BUDGET = 4 * 1024 * 1024;
 /** Leaves deeper than this are not tabulated (a table of 2^L rows). */
