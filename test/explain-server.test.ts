@@ -113,6 +113,18 @@ describe('model reasons in decisions', () => {
     assert.deepEqual((await logged('pre-1')).explanation, body.explanation);
   });
 
+  it("the monitoring endpoint compares the window's attribution with the reference's", async () => {
+    for (let i = 0; i < 40; i++) await decide(`monitored-${i}`, golden.rows[i]);
+    const res = await fetch(`${server.url}/v1/services/credit/monitoring`);
+    const body = (await res.json()) as { windows: Record<string, { contributions: { n: number; sample_every: number; features: Record<string, { mean_abs: number; reference_mean_abs: number; share: number }> } }> };
+    for (const window of ['count', '5m', '1h', '1d']) {
+      const c = body.windows[window].contributions;
+      assert.equal(c.sample_every, 10);
+      assert.ok(c.n >= 4, `${window}: ${c.n} explained`);
+      assert.ok(c.features.int_rate.mean_abs > 0 && c.features.int_rate.reference_mean_abs > 0);
+    }
+  });
+
   it('a fallback decision (kill switch) says the model did not decide', async () => {
     const put = (enabled: boolean) =>
       fetch(`${server.url}/v1/services/credit/kill-switch`, { method: 'PUT', headers: { 'content-type': 'application/json', ...admin }, body: JSON.stringify({ enabled, reason: 'test' }) });

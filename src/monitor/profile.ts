@@ -149,8 +149,16 @@ export async function buildProfile(bundle: Bundle, options: ProfileOptions): Pro
   let rows = 0;
   let rejected = 0;
 
+  // Attribution: the mean absolute contribution of each feature over the rows the model decides
+  // (as live monitoring sees them: pre-rule decisions never run the model).
+  const explainer = scorer?.explainer() ?? null;
+  const absoluteSums = new Float64Array(features.length);
+  let explainedRows = 0;
+
   const flush = async (chunk: RawRow[], lines: number[]) => {
     const scored = scorer ? await scorer.scoreRows(chunk) : null;
+    const valid = scored ? scored.outcomes.filter((o) => o.ok).length : 0;
+    const explained = explainer && scored && valid > 0 ? explainer.explain(scored.inputs, valid, scored.raw) : null;
     for (let i = 0; i < chunk.length; i++) {
       const row = chunk[i];
       const outcome = scored?.outcomes[i];
@@ -170,8 +178,13 @@ export async function buildProfile(bundle: Bundle, options: ProfileOptions): Pro
       features.forEach((f, j) => columns[j].add(f.type === 'boolean' && typeof row[f.name] === 'boolean' ? String(row[f.name]) : row[f.name]));
       const score = outcome?.ok ? outcome.score : null;
       if (score !== null) scoreColumn.add(score);
+      const preRule = bundle.policy?.preDecide(row) ?? null;
+      if (explained && outcome?.ok && preRule === null) {
+        explainedRows++;
+        for (let f = 0, at = outcome.slot * features.length; f < features.length; f++) absoluteSums[f] += Math.abs(explained.values[at + f]);
+      }
       if (bundle.policy) {
-        const pre = bundle.policy.preDecide(row);
+        const pre = preRule;
         const action = pre
           ? pre.action
           : outcome?.ok && scorer
@@ -239,6 +252,7 @@ export async function buildProfile(bundle: Bundle, options: ProfileOptions): Pro
     score: scorer ? (scoreColumn.reference(rows, bins) as NumericReference) : null,
     decisions,
     performance: labelled ? labelled.performance(options.allowReversedAuc ?? false) : null,
+    contributions: explainer && explainedRows > 0 ? { rows: explainedRows, meanAbs: Object.fromEntries(features.map((f, j) => [f.name, absoluteSums[j] / explainedRows])) } : null,
   };
 }
 

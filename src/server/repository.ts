@@ -268,6 +268,7 @@ async function loadVersion(dir: string, sinks: readonly AlertSink[]): Promise<Se
     }
     parity = { rows: report.rows, maxDiff: report.maxDiff };
   }
+  const scorer = hasModel(bundle) ? createScorer(bundle, { fromText: false }) : null;
   // Monitoring needs the reference profile; a bundle that asks for monitoring must have one.
   const config = bundle.manifest.monitoring ?? monitoringSchema.parse({});
   let monitor: ServiceMonitor | null = null;
@@ -276,7 +277,8 @@ async function loadVersion(dir: string, sinks: readonly AlertSink[]): Promise<Se
       const reference = await readReference(bundle.referencePath);
       const mismatch = referenceMismatch(reference, bundle.name, bundle.encoding.features.map((f) => f.name));
       if (mismatch) throw new Error(`${bundle.referencePath} cannot monitor this bundle: ${mismatch}: run rtml profile ${dir} --data <training data>`);
-      monitor = new ServiceMonitor({ bundle, reference, config, sinks });
+      // Attribution monitoring when the profile recorded contributions (the tables are built now, not on a request).
+      monitor = new ServiceMonitor({ bundle, reference, config, sinks, explainer: reference.contributions ? (scorer?.explainer() ?? null) : null });
     } catch (err) {
       await bundle.model?.close?.();
       throw err;
@@ -289,7 +291,7 @@ async function loadVersion(dir: string, sinks: readonly AlertSink[]): Promise<Se
   const featureNames = new Set([...bundle.encoding.features.filter((f) => !f.source).map((f) => f.name), ...bundle.manifest.keys]);
   return {
     bundle,
-    scorer: hasModel(bundle) ? createScorer(bundle, { fromText: false }) : null,
+    scorer,
     featureNames,
     version: bundle.version,
     loadedAt: new Date().toISOString(),

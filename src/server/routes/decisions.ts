@@ -86,7 +86,7 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
       const monitor = target.monitor;
       observe = (response, stage, seen) => {
         metrics.observeDecision(response, stage);
-        monitor?.observeDecision(seen.row, seen.score, response.decision, response.fallback.cause, response.features);
+        monitor?.observeDecision(seen.row, seen.score, response.decision, response.fallback.cause, response.features, { scored: seen.model, contributions: seen.contributions?.values ?? null });
       };
       observers.set(target, observe);
     }
