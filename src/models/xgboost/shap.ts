@@ -35,6 +35,14 @@
  * whole-tree tables, cheapest first, while the budget lasts; the rest use the recursion.
  * Every float32 rounding happens where XGBoost rounds, so all three give identical results.
  *
+ * Division. Where XGBoost divides float32 x by float32 d, this file may multiply by the double
+ * 1/d instead: fround(x · (1/d)) = fround(x / d) for float32 x and d. The exact quotient is never
+ * a float32 rounding midpoint, and lies at least |q|·2^-49 away from one (x − d·m, for a midpoint
+ * m, is a nonzero multiple of ulp(d)·ulp(m)/2), while the double product is within 2^-51·|q|
+ * of it; so both round the same way (subnormals: the same bound holds on their fixed grid).
+ * Multiplying instead of dividing halves the recursion's time; the golden tests check the
+ * results bit for bit.
+ *
  * Everything is numbers in typed arrays, validated by format.ts; no code is generated.
  * Rounding: Math.fround of an operation on float32 values is the float32 operation itself
  * (double has more than 2 × 24 + 2 bits, so rounding twice never differs), and a store into a
@@ -143,8 +151,20 @@ class UniquePath {
   readonly zero: Float32Array;
   readonly one: Float32Array;
   readonly weight: Float32Array;
+  /** leafTerms' scratch: running values (float32 values, kept as doubles) and zero fractions by slot, each element's slot. */
+  private readonly next: Float64Array;
+  private readonly total: Float64Array;
+  private readonly zeroOf: Float64Array;
+  private readonly slot: Int32Array;
+  /** A leaf's terms, in element order. */
+  readonly terms: Float32Array;
   constructor(maxDepth: number) {
     const slots = ((maxDepth + 2) * (maxDepth + 3)) / 2;
+    this.next = new Float64Array(maxDepth + 2);
+    this.total = new Float64Array(maxDepth + 2);
+    this.zeroOf = new Float64Array(maxDepth + 2);
+    this.slot = new Int32Array(maxDepth + 2);
+    this.terms = new Float32Array(maxDepth + 2);
     this.feature = new Int32Array(slots);
     this.zero = new Float32Array(slots);
     this.one = new Float32Array(slots);
@@ -168,10 +188,10 @@ class UniquePath {
     this.zero[at + depth] = zero;
     this.one[at + depth] = one;
     w[at + depth] = depth === 0 ? 1 : 0;
-    const n = depth + 1;
+    const rn = 1 / (depth + 1);
     for (let i = depth - 1; i >= 0; i--) {
-      w[at + i + 1] = f32(w[at + i + 1] + f32(f32(f32(one * w[at + i]) * (i + 1)) / n));
-      w[at + i] = f32(f32(f32(zero * w[at + i]) * (depth - i)) / n);
+      w[at + i + 1] = f32(w[at + i + 1] + f32(f32(f32(one * w[at + i]) * (i + 1)) * rn));
+      w[at + i] = f32(f32(f32(zero * w[at + i]) * (depth - i)) * rn);
     }
   }
 
@@ -181,13 +201,14 @@ class UniquePath {
     const one = this.one[at + index];
     const zero = this.zero[at + index];
     const n = depth + 1;
+    const rn = 1 / n;
     let next = w[at + depth];
     for (let i = depth - 1; i >= 0; i--) {
       if (one !== 0) {
         const tmp = w[at + i];
         const pw = f32(f32(next * n) / f32((i + 1) * one));
         w[at + i] = pw;
-        next = f32(tmp - f32(f32(f32(pw * zero) * (depth - i)) / n));
+        next = f32(tmp - f32(f32(f32(pw * zero) * (depth - i)) * rn));
       } else {
         w[at + i] = f32(f32(w[at + i] * n) / f32(zero * (depth - i)));
       }
@@ -199,29 +220,63 @@ class UniquePath {
     }
   }
 
-  /** UnwoundPathSum: the total permutation weight were element `index` unwound. */
-  unwoundSum(at: number, depth: number, index: number): number {
+  /**
+   * What each element 1..depth of a leaf's frame adds, into `out[0 .. depth)`:
+   * UnwoundPathSum(e) × (one − zero) × leaf value. UnwoundPathSum is the total permutation
+   * weight were element e unwound; its float32 operations are XGBoost's, element by element,
+   * but the elements' independent chains are interleaved (the recursion's cost is almost all
+   * here, O(depth²) a leaf), hot elements (one fraction ≠ 0) and cold ones in separate loops.
+   */
+  leafTerms(at: number, depth: number, leaf: number, out: Float32Array): void {
     const w = this.weight;
-    const one = this.one[at + index];
-    const zero = this.zero[at + index];
     const n = depth + 1;
-    let next = w[at + depth];
-    let total = 0;
-    for (let i = depth - 1; i >= 0; i--) {
-      if (one !== 0) {
-        const tmp = f32(f32(next * n) / f32((i + 1) * one));
-        total = f32(total + tmp);
-        next = f32(w[at + i] - f32(f32(tmp * zero) * f32((depth - i) / n)));
-      } else if (zero !== 0) {
-        total = f32(total + f32(f32(w[at + i] / zero) / f32((depth - i) / n)));
-      }
+    const rn = 1 / n;
+    // Hot elements' running values at [0, hots), cold ones' totals after them; `slot` maps back.
+    const { next, total, slot, zeroOf } = this;
+    let hots = 0;
+    let allOnes = true;
+    for (let e = 1; e <= depth; e++) {
+      if (this.one[at + e] === 0) continue;
+      slot[e] = hots;
+      next[hots] = w[at + depth];
+      total[hots] = 0;
+      zeroOf[hots] = this.zero[at + e];
+      if (this.one[at + e] !== 1) allOnes = false;
+      hots++;
     }
-    return total;
-  }
-
-  /** What element i of a leaf's frame adds: unwoundPathSum × (one − zero) × leaf value. */
-  leafTerm(at: number, depth: number, i: number, leaf: number): number {
-    return f32(f32(this.unwoundSum(at, depth, i) * f32(this.one[at + i] - this.zero[at + i])) * leaf);
+    let colds = hots;
+    for (let e = 1; e <= depth; e++) {
+      if (this.one[at + e] !== 0) continue;
+      slot[e] = colds;
+      total[colds] = 0;
+      // Cold elements divide by their zero fraction: its inverse, once (see Division above).
+      zeroOf[colds] = this.zero[at + e] !== 0 ? 1 / this.zero[at + e] : 0;
+      colds++;
+    }
+    for (let i = depth - 1; i >= 0; i--) {
+      const wi = w[at + i];
+      const share = f32((depth - i) * rn);
+      if (allOnes) {
+        // One fractions are 1 or 0 (a row follows a branch or not): the divisor is i + 1.
+        const inverseI = 1 / (i + 1);
+        for (let k = 0; k < hots; k++) {
+          const tmp = f32(f32(next[k] * n) * inverseI);
+          total[k] = f32(total[k] + tmp);
+          next[k] = f32(wi - f32(f32(tmp * zeroOf[k]) * share));
+        }
+      } else {
+        for (let e = 1; e <= depth; e++) {
+          const k = slot[e];
+          if (k >= hots) continue;
+          const tmp = f32(f32(next[k] * n) / f32((i + 1) * this.one[at + e]));
+          total[k] = f32(total[k] + tmp);
+          next[k] = f32(wi - f32(f32(tmp * zeroOf[k]) * share));
+        }
+      }
+      const inverseShare = 1 / share;
+      for (let k = hots; k < colds; k++) if (zeroOf[k] !== 0) total[k] = f32(total[k] + f32(f32(wi * zeroOf[k]) * inverseShare));
+    }
+    for (let e = 1; e <= depth; e++) out[e - 1] = f32(f32(total[slot[e]] * f32(this.one[at + e] - this.zero[at + e])) * leaf);
   }
 
   /** Where the element for `feature` is in the frame, or depth + 1 when absent. */
@@ -237,36 +292,68 @@ class UniquePath {
  * contribution to `phi` (a Float32Array, so every addition rounds as XGBoost's does).
  */
 export function treeShapF32(tree: XgbTree, x: Float32Array, o: number, phi: Float32Array, path: UniquePath = new UniquePath(tree.depth)): void {
-  const cover = tree.cover!;
-  const recurse = (node: number, parentAt: number, depth: number, parentZero: number, parentOne: number, parentFeature: number): void => {
-    const at = parentAt + depth + 1;
-    path.copy(parentAt, at, depth);
-    path.extend(at, depth, parentZero, parentOne, parentFeature);
-    if (tree.left[node] === -1) {
-      for (let i = 1; i <= depth; i++) phi[path.feature[at + i]] += path.leafTerm(at, depth, i, tree.value[node]);
-      return;
-    }
-    const split = tree.feature[node];
-    const left = goesLeft(tree, node, x[o + split]);
-    const hot = left ? tree.left[node] : tree.right[node];
-    const cold = left ? tree.right[node] : tree.left[node];
-    const hotZero = f32(cover[hot] / cover[node]);
-    const coldZero = f32(cover[cold] / cover[node]);
-    let incomingZero = 1;
-    let incomingOne = 1;
-    let d = depth;
-    const index = path.find(at, d, split);
-    if (index !== d + 1) {
-      incomingZero = path.zero[at + index];
-      incomingOne = path.one[at + index];
-      path.unwind(at, d, index);
-      d -= 1;
-    }
-    recurse(hot, at, d + 1, f32(hotZero * incomingZero), incomingOne, split);
-    recurse(cold, at, d + 1, f32(coldZero * incomingZero), 0, split);
-  };
+  const walk = walks.get(tree) ?? new TreeWalk(tree);
+  walks.set(tree, walk);
+  walk.x = x;
+  walk.o = o;
+  walk.phi = phi;
+  walk.path = path;
   // The root's frame (slot 1) holds only the empty path's element (feature -1, fractions 1).
-  recurse(0, 0, 0, 1, 1, -1);
+  shapNode(walk, 0, 0, 0, 1, 1, -1);
+}
+
+/** One tree's arrays and the current row, for the recursion (one object of one shape: no closure per call). */
+class TreeWalk {
+  readonly left: Int32Array;
+  readonly right: Int32Array;
+  readonly cover: Float32Array;
+  x: Float32Array = new Float32Array(0);
+  o = 0;
+  phi: Float32Array = new Float32Array(0);
+  path = new UniquePath(0);
+  constructor(readonly tree: XgbTree) {
+    this.left = tree.left;
+    this.right = tree.right;
+    this.cover = tree.cover!;
+  }
+}
+
+const walks = new WeakMap<XgbTree, TreeWalk>();
+
+function shapNode(w: TreeWalk, node: number, parentAt: number, depth: number, parentZero: number, parentOne: number, parentFeature: number): void {
+  const path = w.path;
+  const at = parentAt + depth + 1;
+  path.copy(parentAt, at, depth);
+  path.extend(at, depth, parentZero, parentOne, parentFeature);
+  const tree = w.tree;
+  if (w.left[node] === -1) {
+    const phi = w.phi;
+    const leaf = tree.value[node];
+    const terms = path.terms;
+    path.leafTerms(at, depth, leaf, terms);
+    for (let i = 1; i <= depth; i++) phi[path.feature[at + i]] += terms[i - 1];
+    return;
+  }
+  const split = tree.feature[node];
+  const left = goesLeft(tree, node, w.x[w.o + split]);
+  const hot = left ? w.left[node] : w.right[node];
+  const cold = left ? w.right[node] : w.left[node];
+  const cover = w.cover;
+  const inverseCover = 1 / cover[node];
+  const hotZero = f32(cover[hot] * inverseCover);
+  const coldZero = f32(cover[cold] * inverseCover);
+  let incomingZero = 1;
+  let incomingOne = 1;
+  let d = depth;
+  const index = path.find(at, d, split);
+  if (index !== d + 1) {
+    incomingZero = path.zero[at + index];
+    incomingOne = path.one[at + index];
+    path.unwind(at, d, index);
+    d -= 1;
+  }
+  shapNode(w, hot, at, d + 1, f32(hotZero * incomingZero), incomingOne, split);
+  shapNode(w, cold, at, d + 1, f32(coldZero * incomingZero), 0, split);
 }
 
 export { UniquePath };
@@ -313,7 +400,8 @@ function tabulateLeaf(tree: XgbTree, cover: Float32Array, leaf: number, nodes: n
         features = Array.from(path.feature.subarray(at + 1, at + depth + 1));
         values = new Float32Array((1 << L) * depth);
       }
-      for (let i = 1; i <= depth; i++) values[pattern * depth + i - 1] = path.leafTerm(at, depth, i, tree.value[leaf]);
+      path.leafTerms(at, depth, tree.value[leaf], path.terms);
+      values.set(path.terms.subarray(0, depth), pattern * depth);
       return;
     }
     const node = nodes[j];
