@@ -26,7 +26,7 @@ interface Reason {
   source?: 'model';
   contribution?: number;
   feature?: string;
-  features?: { feature: string; contribution: number }[];
+  features?: { feature: string; contribution: number; value: unknown }[];
 }
 
 describe('model reasons in decisions', () => {
@@ -82,6 +82,7 @@ describe('model reasons in decisions', () => {
         if (i > 0) assert.ok(reason.contribution! <= model[i - 1].contribution!);
         assert.equal(reason.contribution, reason.features!.reduce((s, f) => s + f.contribution, 0));
         assert.equal(reason.feature, reason.features![0].feature);
+        for (const f of reason.features!) assert.equal(f.value, golden.rows[r][f.feature] ?? null, f.feature);
       }
       // The log keeps what the response shows, plus every feature's contribution: XGBoost's own.
       const record = await logged(`decline-${r}`);
@@ -92,6 +93,20 @@ describe('model reasons in decisions', () => {
       assert.equal(record.explanation!.bias, golden.expected[r * width + features.length]);
       for (const reason of model) for (const f of reason.features!) assert.equal(f.contribution, record.explanation!.contributions![f.feature]);
     }
+  });
+
+  it('a missing value that hurts is reported with value null (the information was missing)', async () => {
+    // The README's request: no bureau fields at all. The model's default branches for them
+    // raise P(bad); the reason must not read as if the applicant's value were bad.
+    const body = await decide('missing-1', {
+      funded_amnt: 16100, term: 'term_36', int_rate: 13.99, sub_grade: 'C4', addr_state: 'CT', verification_status: 'Not_Verified',
+      annual_inc: 35000, emp_length: 'emp_5', delinq_2yrs: 0, inq_last_6mths: 0, revol_util: 67.4,
+    });
+    const installments = body.reasons.find((r) => r.code === 'RECENT_INSTALLMENT_ACCOUNTS');
+    assert.ok(installments, JSON.stringify(body.reasons.map((r) => r.code)));
+    assert.deepEqual(installments.features!.map((f) => [f.feature, f.value]), [['open_il_12m', null], ['open_il_24m', null], ['open_il_6m', null], ['num_il_tl', null]]);
+    const rate = body.reasons.find((r) => r.code === 'INTEREST_RATE');
+    assert.equal(rate?.features![0].value, 13.99);
   });
 
   it('a review carries them too; an approval carries none and no explanation', async () => {

@@ -89,7 +89,7 @@ export async function scoreFile(bundle: ModelBundle, options: ScoreFileOptions):
       const verdict = pre
         ? { decision: pre, fallbackCause: null }
         : decideAfterModel(policy, features, { ok: true, score: outcome.score, outputs: namedOutputs(scorer.outputColumns, outcome.outputs) });
-      const reasons = explainDecision(policy, explainer, verdict.decision, () => explained!)?.reasons ?? verdict.decision.reasons;
+      const reasons = explainDecision(policy, explainer, verdict.decision, features, () => explained!)?.reasons ?? verdict.decision.reasons;
       values.push(verdict.decision.action, reasons.map((r) => r.code).join(' '), verdict.fallbackCause ?? '');
     }
     if (options.explain) values.push(...explained!.values, explained!.bias);

@@ -54,8 +54,12 @@ export interface ModelReason {
   contribution: number;
   /** The feature of the code that hurt most. */
   feature: string;
-  /** Every feature of the code with its contribution, the most hurtful first. */
-  features: { feature: string; contribution: number }[];
+  /**
+   * Every feature of the code with its contribution, the most hurtful first, and (in decisions)
+   * the value it had: null when missing, which the model may well hold against an applicant
+   * (a notice should then say the information was missing, not that its value was bad).
+   */
+  features: { feature: string; contribution: number; value?: string | number | boolean | null }[];
 }
 
 /** The compiled table: which decisions carry reasons, and each feature's code. */

@@ -232,7 +232,7 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
   let contributions: RowExplanation | null = null;
   if (decision && policy?.modelReasons) {
     const explainer = scorer?.explainer() ?? null;
-    explained = explainDecision(policy, explainer, decision, () => (contributions = rowOf(explainer!.explain(encoded!.inputs, 1, raw!), 0, explainer!.features.length)));
+    explained = explainDecision(policy, explainer, decision, features, () => (contributions = rowOf(explainer!.explain(encoded!.inputs, 1, raw!), 0, explainer!.features.length)));
     if (explained) decision.reasons = explained.reasons;
     clock.lap('explain');
   }

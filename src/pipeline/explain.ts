@@ -14,6 +14,7 @@
  * One function, `explainDecision`, serves the server and batch scoring alike.
  */
 import type { ModelBundle } from '../bundle/load.ts';
+import type { RawRow } from '../bundle/encoding.ts';
 import { featureWidth } from '../bundle/encoding.ts';
 import type { Decision } from '../decision/index.ts';
 import type { Policy } from '../decision/policy.ts';
@@ -130,7 +131,7 @@ export interface ExplainedDecision {
  * after the policy's own reasons when the model decided; otherwise the explanation says it did
  * not. `explain` computes the row's contributions only when needed.
  */
-export function explainDecision(policy: Policy | null, explainer: Explainer | null, decision: Decision, explain: () => RowExplanation): ExplainedDecision | null {
+export function explainDecision(policy: Policy | null, explainer: Explainer | null, decision: Decision, row: RawRow, explain: () => RowExplanation): ExplainedDecision | null {
   const asked = policy?.modelReasons;
   if (!asked || !asked.actions.has(decision.action)) return null;
   if (decision.stage === 'pre_rule' || decision.stage === 'fallback') {
@@ -140,10 +141,17 @@ export function explainDecision(policy: Policy | null, explainer: Explainer | nu
   }
   // The bundle was refused at load when its policy asks for reasons its model cannot give.
   if (!explainer) throw new Error('model_reasons without an explainer: the bundle should not have loaded');
-  const row = explain();
-  const reasons = [...decision.reasons, ...asked.rank(row.values)];
-  const explanation: Explanation = { model_decided: true, method: explainer.method, ...(explainer.classes ? { class: explainer.classes[row.group] } : {}) };
+  const explained = explain();
+  const modelReasons = asked.rank(explained.values);
+  for (const reason of modelReasons) for (const f of reason.features) f.value = servedValue(row[f.feature]);
+  const reasons = [...decision.reasons, ...modelReasons];
+  const explanation: Explanation = { model_decided: true, method: explainer.method, ...(explainer.classes ? { class: explainer.classes[explained.group] } : {}) };
   const contributions: Record<string, number> = {};
-  explainer.features.forEach((f, i) => (contributions[f] = row.values[i]));
-  return { reasons, explanation, logged: { ...explanation, bias: row.bias, contributions } };
+  explainer.features.forEach((f, i) => (contributions[f] = explained.values[i]));
+  return { reasons, explanation, logged: { ...explanation, bias: explained.bias, contributions } };
+}
+
+/** A feature's value as the decision used it (validation admitted only scalars); null when missing. */
+function servedValue(v: unknown): string | number | boolean | null {
+  return typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v)) ? v : null;
 }
