@@ -24,7 +24,9 @@ import type { AggregateFunction, AggregateQuery, FeatureStore, IngestResult, Str
 import { CONFORMANCE_STREAMS, CONFORMANCE_T0, FUNCTIONS, ReferenceStore, assertValue, featureStoreConformance } from './helpers/feature-store-conformance.ts';
 import { mulberry32 } from './helpers/prng.ts';
 import { startRedis, type RunningRedis } from './helpers/redis-server.ts';
-import { tempDir } from './helpers/tmp.ts';
+import { tempBundle, tempDir } from './helpers/tmp.ts';
+import { readManifest } from '../src/bundle/load.ts';
+import { buildResolver } from '../src/features/resolve.ts';
 
 const MIN = 60_000;
 const HOUR = 60 * MIN;
@@ -628,6 +630,45 @@ describe('redis store: outages', () => {
       assert.deepEqual(await store.ingest([{ stream: 'tx', key: 'k', id: '1', time: T0, fields: {} }]), { accepted: 1, duplicates: 0, late: 0 });
       assert.equal(await store.aggregate({ stream: 'tx', key: 'k', fn: 'count', windowMs: HOUR, at: T0 }), 1);
     } finally {
+      await store.close();
+      await server.stop();
+    }
+  });
+
+  it("reports a command timeout as the feature status `timeout`, not `error`; Redis down as `error`", async () => {
+    // Sourced features of a bundle, with a feature deadline (200 ms) longer than the store's
+    // command timeout (20 ms): the command timeout is what fails the lookups.
+    const dir = tempBundle({
+      'rtml.yaml': `name: cards
+version: "1"
+keys: [card_id]
+sources:
+  entities: { card: { key: card_id } }
+  streams: { tx: { entity: card, time: at, id: id, lateness: 1h, fields: { amount: number } } }
+  deadline_ms: 200
+features:
+  - { name: count_1h, type: integer, default: 0, source: { aggregate: tx, fn: count, window: 1h } }
+  - { name: limit, type: number, default: 0, source: { entity: card, field: limit } }
+`,
+    });
+    dirs.push(dir);
+    const manifest = await readManifest(dir);
+    const { resolver } = buildResolver(manifest, manifest.features!);
+    const server = await startRedis();
+    const store = await connectRedisFeatureStore({ url: server.url, streams, commandTimeoutMs: COMMAND_TIMEOUT, writeTimeoutMs: WRITE_TIMEOUT });
+    const statuses = async () => (await resolver!.resolve({ card_id: 'c1' }, T0, store)).status;
+    try {
+      await store.putEntity('card', 'c1', { limit: 500 }, T0);
+      assert.deepEqual(await statuses(), { count_1h: 'present', limit: 'present' });
+      process.kill(server.pid!, 'SIGSTOP');
+      const started = performance.now();
+      assert.deepEqual(await statuses(), { count_1h: 'timeout', limit: 'timeout' });
+      assert.ok(performance.now() - started < 200, 'the command timeout, not the feature deadline');
+      process.kill(server.pid!, 'SIGCONT');
+      await server.kill();
+      assert.deepEqual(await statuses(), { count_1h: 'error', limit: 'error' });
+    } finally {
+      if (server.pid) process.kill(server.pid, 'SIGCONT');
       await store.close();
       await server.stop();
     }

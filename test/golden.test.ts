@@ -10,7 +10,10 @@ import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { loadModelBundle } from '../src/bundle/load.ts';
 import { checkGolden } from '../src/bundle/golden.ts';
-import { tempDir } from './helpers/tmp.ts';
+import type { ModelRuntime } from '../src/models/runtime.ts';
+import { forestModel } from './helpers/forest.ts';
+import { mulberry32 } from './helpers/prng.ts';
+import { tempBundle, tempDir } from './helpers/tmp.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const FIXTURES = join(ROOT, 'test/fixtures/bundles');
@@ -69,5 +72,39 @@ describe('golden parity at 1e-6', () => {
     const report = await checkGolden(bundle, 0);
     // At tolerance 0 the float32→float64 output differences show: the check really compares.
     assert.ok(report.failures.length > 0 && report.maxDiff > 0);
+  });
+
+  it('lets the event loop run while it scores a big forest’s golden rows (a server checks a version as it serves)', async (t) => {
+    const forest = forestModel({ trees: 40_000, depth: 2, features: 20 });
+    const random = mulberry32(9);
+    const golden: string[] = [];
+    for (let r = 0; r < 100; r++) {
+      const x = Float32Array.from({ length: 20 }, () => random());
+      golden.push(JSON.stringify({ row: Object.fromEntries([...x].map((v, f) => [`f${f}`, v])), expected: [forest.predict(x)] }));
+    }
+    const dir = tempBundle({
+      'rtml.yaml': 'name: big\nversion: "1"\nmodel: { format: xgboost-json, path: model.json }\noutputs: { type: binary, classes: [no, yes] }\n',
+      'model.json': forest.text,
+      'golden.jsonl': `${golden.join('\n')}\n`,
+    });
+    const bundle = await loadModelBundle(dir);
+    // The turns of the event loop seen between the first and the last golden row scored: the
+    // file is one read (under 64 KiB), whose lines readline hands over at once.
+    let turns = 0;
+    const seen: number[] = [];
+    const model = bundle.model as { predictSync: NonNullable<ModelRuntime['predictSync']> };
+    const predict = model.predictSync;
+    model.predictSync = (x, rows) => {
+      seen.push(turns);
+      return predict(x, rows);
+    };
+    const timer = setInterval(() => turns++, 1);
+    const report = await checkGolden(bundle).finally(() => clearInterval(timer));
+    assert.deepEqual(report.failures, []);
+    assert.equal(report.rows, 100);
+    assert.equal(seen.length, 100);
+    const during = seen[99] - seen[0];
+    t.diagnostic(`${during} turns of the event loop while scoring`);
+    assert.ok(during >= 3, `${during} turns of the event loop while scoring 100 rows of 40,000 trees`);
   });
 });

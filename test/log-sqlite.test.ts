@@ -456,6 +456,34 @@ describe('sqlite decision log', () => {
     await log.close();
   });
 
+  it('with appendTimeoutMs, an append that cannot commit in time rejects with LOG_TIMEOUT and is never written: a retry of its id is no duplicate', async (t) => {
+    const dir = logDir();
+    const log = openSqliteDecisionLog(dir, { appendTimeoutMs: 300 });
+    await log.append(record('before'));
+    // Another process holds the write lock for longer than the timeout.
+    const blocker = new Database(join(dir, DECISION_LOG_FILE));
+    blocker.exec('BEGIN IMMEDIATE');
+    const started = performance.now();
+    const first = Array.from({ length: 50 }, (_, i) => log.append(record(`t-${i}`)));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const second = Array.from({ length: 50 }, (_, i) => log.append(record(`t-${50 + i}`)));
+    const errors = await outcomes([...first, ...second]);
+    const waited = performance.now() - started;
+    assert.deepEqual(new Set(errors.map((e) => (e as DecisionLogError).code)), new Set(['LOG_TIMEOUT']));
+    assert.match((errors[0] as Error).message, /50 record\(s\) not committed .* within 300 ms/);
+    t.diagnostic(`100 appends timed out after ${waited.toFixed(0)} ms (timeout 300 ms; the busy timeout is 5 s)`);
+    assert.ok(waited < 2000, `the appends waited ${waited.toFixed(0)} ms`);
+    blocker.exec('COMMIT');
+    blocker.close();
+    // Once the writer gets the lock, it writes none of them (count waits for its answers)...
+    assert.equal(await log.count(), 1);
+    assert.equal(log.stats.pending, 0);
+    // ...so the caller's retries with the same ids are new decisions, not duplicates.
+    await Promise.all(Array.from({ length: 100 }, (_, i) => log.append(record(`t-${i}`))));
+    assert.equal(await log.count(), 101);
+    await log.close();
+  });
+
   it('keeps the event loop responsive while appending 20k records, 64 in flight, synchronous FULL', async (t) => {
     const log = openSqliteDecisionLog(logDir(), { synchronous: 'full' });
     await log.ready;
@@ -522,6 +550,7 @@ describe('sqlite decision log', () => {
     assert.throws(() => openSqliteDecisionLog(dir, { maxDelayMs: -1 }), /maxDelayMs/);
     assert.throws(() => openSqliteDecisionLog(dir, { checkpointIntervalMs: 0 }), /checkpointIntervalMs/);
     assert.throws(() => openSqliteDecisionLog(dir, { checkpointBytes: Number.NaN }), /checkpointBytes/);
+    assert.throws(() => openSqliteDecisionLog(dir, { appendTimeoutMs: 0 }), /appendTimeoutMs/);
   });
 });
 

@@ -6,11 +6,13 @@
  * up to the margin rtml's own evaluator computes.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { loadModelBundle, type ModelBundle } from '../src/bundle/load.ts';
 import { flatForest } from '../src/models/xgboost/flat.ts';
+import { OFF_THREAD_BYTES, prepareOffThread, runtimeFromForest } from '../src/models/xgboost/load.ts';
+import { tempDir } from './helpers/tmp.ts';
 import { parseXgbJson, parseXgbModel, type XgbModel } from '../src/models/xgboost/format.ts';
 import { objectiveFor } from '../src/models/xgboost/objectives.ts';
 import { buildTreeShap, contributionsUnavailable, type TreeShapOptions } from '../src/models/xgboost/shap.ts';
@@ -109,6 +111,38 @@ describe('TreeSHAP contributions are XGBoost pred_contribs, bit for bit', () => 
     for (const required of ['binary:logistic', 'binary:logitraw', 'multi:softprob', 'multi:softmax', 'reg:squarederror', 'reg:logistic', 'count:poisson', 'reg:gamma', 'reg:tweedie', 'dart', 'categorical', 'onehot', 'missing']) {
       assert.ok(seen.has(required), `no golden contribution file covers ${required}`);
     }
+  });
+});
+
+describe('contributions of a model loaded off the event loop', () => {
+  it('a flat forest sends all its trees to this thread when it can be explained; prepare() builds the same tables in slices', async () => {
+    // The credit forest four times over: past the flat evaluator's size, a file over the size
+    // prepared in a worker thread.
+    const json = parseXgbJson(readFileSync(join(ROOT, 'examples/credit/model.json'), 'utf8')) as { learner: { gradient_booster: { model: { trees: Record<string, unknown>[]; tree_info: number[]; gbtree_model_param: { num_trees: string } } } } };
+    const m = json.learner.gradient_booster.model;
+    m.trees = [...m.trees, ...m.trees, ...m.trees, ...m.trees].map((tree, t) => ({ ...tree, id: t }));
+    m.tree_info = m.trees.map(() => 0);
+    m.gbtree_model_param.num_trees = String(m.trees.length);
+    const file = join(tempDir(), 'model.json');
+    writeFileSync(file, JSON.stringify(json));
+    assert.ok(statSync(file).size >= OFF_THREAD_BYTES);
+
+    const forest = await prepareOffThread(file);
+    assert.equal(forest.evaluator, 'flat');
+    assert.equal(forest.trees.index.length, 800, 'every tree travels: contributions need them');
+    const runtime = await runtimeFromForest(forest);
+    const support = runtime.contributions!;
+    assert.ok(support.exact);
+    await support.prepare!();
+    const model = parseXgbModel(parseXgbJson(readFileSync(file, 'utf8')));
+    const direct = buildTreeShap(model, model.baseScore.map((b) => objectiveFor(model.objective)!.baseMargin(b)));
+    const bundle = await loadModelBundle(join(ROOT, 'examples/credit'));
+    const golden = readGoldenContributions(bundle);
+    const rows = golden.rows.length;
+    const expected = new Float64Array(rows * (golden.width + 1));
+    direct.contributions(golden.inputs, rows, expected);
+    assert.deepEqual([...support.explainer().contributions(golden.inputs, rows)], [...expected]);
+    assert.equal(support.explainer().info.whole_table_trees + support.explainer().info.leaf_table_trees, 800);
   });
 });
 

@@ -6,6 +6,7 @@ import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { z } from 'zod';
 import { createScorer } from '../pipeline/score.ts';
+import { Slices } from '../threads.ts';
 import type { ModelBundle } from './load.ts';
 import { MAX_BUNDLE_FILE_BYTES } from './files.ts';
 
@@ -41,8 +42,13 @@ export async function checkGolden(bundle: ModelBundle, tolerance = 1e-6): Promis
   // Bounded at load; `end` keeps the read bounded should the file grow since.
   const lines = createInterface({ input: createReadStream(bundle.goldenPath, { end: MAX_BUNDLE_FILE_BYTES.golden - 1 }), crlfDelay: Infinity });
   let lineNo = 0;
+  // Scoring a row of a big forest takes milliseconds, and readline hands over a whole chunk
+  // of lines at once: the event loop gets a turn between slices (a server checks a version
+  // while it serves).
+  const slices = new Slices();
   for await (const text of lines) {
     lineNo++;
+    if (slices.due) await slices.pause();
     if (text.trim() === '') continue;
     let parsed;
     try {

@@ -102,6 +102,11 @@ export class RedisStoreError extends Error {
     super(message, options);
     this.name = 'RedisStoreError';
   }
+
+  /** A reply that did not come within the timeout: a feature looked up reports `timeout` (types.ts failureStatus). */
+  get timedOut(): boolean {
+    return this.reason === 'timeout';
+  }
 }
 
 export interface RedisFeatureStoreCounters {

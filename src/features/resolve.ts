@@ -8,7 +8,7 @@
 import { buildEncoding, type FieldError, type RawRow } from '../bundle/encoding.ts';
 import type { FeatureSpec, Manifest } from '../bundle/manifest.ts';
 import { compileExpr, type CompiledExpr } from '../decision/index.ts';
-import { parseDuration, type AggregateQuery, type FeatureReader, type FeatureStatus, type SourcesSpec } from './types.ts';
+import { failureStatus, parseDuration, type AggregateQuery, type FeatureReader, type FeatureStatus, type SourcesSpec } from './types.ts';
 
 export interface ResolvedFeatures {
   /** The request's fields with every sourced feature filled in (value or default). */
@@ -186,7 +186,7 @@ export function buildResolver(manifest: Manifest, features: readonly FeatureSpec
               if (values === 'timeout') asked.forEach((p) => fail(p.feature, 'timeout'));
               else asked.forEach((p, i) => fill(p.feature, values[i], 'present'));
             },
-            () => asked.forEach((p) => fail(p.feature, 'error')),
+            (err: unknown) => asked.forEach((p) => fail(p.feature, failureStatus(err))),
           ),
         );
       }
@@ -211,7 +211,7 @@ export function buildResolver(manifest: Manifest, features: readonly FeatureSpec
               else fill(p.feature, v?.value ?? null, 'present');
             });
           },
-          () => group.forEach((p) => fail(p.feature, 'error')),
+          (err: unknown) => group.forEach((p) => fail(p.feature, failureStatus(err))),
         ),
       );
     }

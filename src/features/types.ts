@@ -116,3 +116,11 @@ export type FeatureReader = Pick<FeatureStore, 'aggregates' | 'getEntity'>;
 
 /** How each feature of a decision was obtained: logged with the decision and monitored. */
 export type FeatureStatus = 'present' | 'default' | 'stale' | 'missing' | 'timeout' | 'error';
+
+/**
+ * The status of a feature whose lookup failed: `timeout` when the store's error says the reply
+ * did not come in time (`timedOut: true`, as a Redis command timeout), else `error`.
+ */
+export function failureStatus(err: unknown): 'timeout' | 'error' {
+  return typeof err === 'object' && err !== null && (err as { timedOut?: unknown }).timedOut === true ? 'timeout' : 'error';
+}

@@ -199,13 +199,23 @@ export interface OutcomeRow {
   time: string;
 }
 
+/**
+ * A batch's claim, one Int32 in memory shared by the two threads, for a log whose appends time
+ * out: the writer may write the batch only if it turns PENDING into WRITING (inside the
+ * transaction, before its INSERTs), and the main thread may answer its appends with a timeout
+ * only if it turns PENDING into ABANDONED. Exactly one of them succeeds, so a record whose append
+ * timed out is never committed behind its caller's back (a retry of its id is no duplicate).
+ */
+export const CLAIM = { PENDING: 0, WRITING: 1, ABANDONED: 2 } as const;
+
 /** Main thread → writer, processed strictly in order. */
 export type ToWriter =
   /**
    * One batch: the appends of one turn of the main thread's event loop (at most maxBatch), as
-   * one JSON array of `count` record tuples and their Float32Array inputs (see {@link rowsFromBatch}).
+   * one JSON array of `count` record tuples and their Float32Array inputs (see {@link rowsFromBatch}),
+   * and its claim (null when appends do not time out).
    */
-  | { kind: 'rows'; count: number; text: string; floats: Float32Array | null }
+  | { kind: 'rows'; count: number; text: string; floats: Float32Array | null; claim: Int32Array | null }
   | { kind: 'outcomes'; service: string; outcomes: OutcomeRow[] }
   /** Finish everything before it, checkpoint, close the connection, exit. */
   | { kind: 'close' };
@@ -214,8 +224,12 @@ export type ToWriter =
 export type FromWriter =
   /** The database is open and the writer takes messages. */
   | { kind: 'ready' }
-  /** One transaction committed (COMMIT returned): it held the next `jobs` rows batches; `duplicates` are record indexes across them, ascending. */
-  | { kind: 'committed'; jobs: number; records: number; duplicates: number[] }
+  /**
+   * One transaction committed (COMMIT returned): it held the next `jobs` rows batches, less those
+   * in `skipped` (their indexes among the `jobs`: abandoned, never written); `duplicates` are
+   * record indexes across all `jobs` batches, ascending.
+   */
+  | { kind: 'committed'; jobs: number; records: number; duplicates: number[]; skipped: number[] }
   /** One transaction failed and was rolled back: nothing of the next `jobs` rows batches was committed. */
   | { kind: 'failed'; jobs: number; records: number; error: string; code: string | null }
   | { kind: 'outcomes'; joined: number; unknown: string[] }

@@ -18,6 +18,11 @@
  * transactions), so that the next transaction can start the WAL over. Should the checkpointer
  * fall far behind, or fail, this thread runs the checkpoints itself, between transactions.
  *
+ * Another connection's write lock (another process writing the file) is waited for in short
+ * steps (LOCK_WAIT_MS), up to BUSY_TIMEOUT_MS in all; between two, batches whose appends timed out
+ * on the main thread are dropped, and a batch is written only if the writer claims it first
+ * (sqlite-schema.ts CLAIM): a timed-out append's record is never committed.
+ *
  * Messages are processed strictly in order, so an outcome sent after an append finds its
  * decision. An exception outside a transaction (it cannot open the database, a bug) ends the
  * thread; the main thread then fails every unsettled append and refuses new ones.
@@ -26,6 +31,7 @@ import { createRequire } from 'node:module';
 import { parentPort, receiveMessageOnPort, Worker, workerData } from 'node:worker_threads';
 import { BUSY_TIMEOUT_MS, openWalDatabase } from '../store/sqlite.ts';
 import {
+  CLAIM,
   DECISION_EXISTS,
   INSERT_DECISION,
   PUT_OUTCOME,
@@ -40,6 +46,8 @@ import {
 if (parentPort === null) throw new Error('sqlite-writer.ts runs as a worker thread of the decision log');
 const port = parentPort;
 const config = workerData as WriterConfig;
+/** One wait for another connection's write lock (SQLite's busy timeout on this connection). */
+const LOCK_WAIT_MS = 50;
 
 // The main thread has checked and migrated the file: this connection only opens it, in WAL
 // mode, without automatic checkpoints. Its failures end the thread as they are.
@@ -47,21 +55,45 @@ const db = openWalDatabase(config.path, { synchronous: config.synchronous, walAu
   f.reason === 'not-wal' ? new Error(`could not switch ${config.path} to WAL mode (got ${f.journalMode})`) : (f.options?.cause ?? new Error(f.message)),
 );
 
+// Waiting for another connection's lock (another process writing the file, such as `rtml
+// outcomes --data-dir`) happens in short waits: between two, batches whose appends timed out are
+// dropped, and the writer gives up once none is left or after BUSY_TIMEOUT_MS in all.
+db.pragma(`busy_timeout = ${LOCK_WAIT_MS}`);
+
 const insert = db.prepare<[Row]>(INSERT_DECISION); // an array binds the anonymous parameters in order
 const decisionExists = db.prepare<[string, string], number>(DECISION_EXISTS).pluck();
 const putOutcome = db.prepare<[string, string, string, string]>(PUT_OUTCOME);
 
-/** Inserts the batches in one transaction; returns the indexes (across batches) of duplicates. */
-const writeRows = db.transaction((batches: Row[][]): number[] => {
+type RowsMessage = Extract<ToWriter, { kind: 'rows' }>;
+
+/** A batch whose appends timed out: the main thread answered them, it must never be written. */
+const abandoned = (m: RowsMessage): boolean => m.claim !== null && Atomics.load(m.claim, 0) === CLAIM.ABANDONED;
+
+/** Batches claimed in the current transaction attempt (a failure after a claim is not retried). */
+let claimed = 0;
+
+/**
+ * Inserts the batches it can claim in one transaction; returns the indexes (across all batches)
+ * of duplicates, and the batches skipped because their appends timed out.
+ */
+const writeRows = db.transaction((received: RowsMessage[], batches: Row[][]): { duplicates: number[]; skipped: number[] } => {
   const duplicates: number[] = [];
+  const skipped: number[] = [];
   let i = 0;
-  for (const rows of batches) {
+  batches.forEach((rows, j) => {
+    const claim = received[j].claim;
+    if (claim !== null && Atomics.compareExchange(claim, 0, CLAIM.PENDING, CLAIM.WRITING) !== CLAIM.PENDING) {
+      skipped.push(j);
+      i += rows.length;
+      return;
+    }
+    claimed++;
     for (const row of rows) {
       if (insert.run(row).changes === 0) duplicates.push(i);
       i++;
     }
-  }
-  return duplicates;
+  });
+  return { duplicates, skipped };
 });
 
 const writeOutcomes = db.transaction((service: string, outcomes: OutcomeRow[]) => {
@@ -167,20 +199,45 @@ function writeFrom(first: Extract<ToWriter, { kind: 'rows' }>): ToWriter | null 
     received.push(m);
     records += m.count;
   }
-  let batches: Row[][];
-  let duplicates: number[];
+  if (received.every(abandoned)) {
+    // Nothing left to write (the database was locked): no transaction, no lock to wait for.
+    send({ kind: 'committed', jobs: received.length, records, duplicates: [], skipped: received.map((_, j) => j) });
+    return next;
+  }
+  let result: { duplicates: number[]; skipped: number[] };
   try {
     // Decoding here, not on the main thread, is the point of the text format (sqlite-schema.ts).
-    batches = received.map((m) => rowsFromBatch(m.text, m.floats));
-    duplicates = writeRows.immediate(batches);
+    const batches = received.map((m) => (abandoned(m) ? [] : rowsFromBatch(m.text, m.floats)));
+    result = whileLocked(
+      () => {
+        claimed = 0;
+        return writeRows.immediate(received, batches);
+      },
+      () => claimed === 0 && !received.every(abandoned),
+    );
+    for (const rows of batches) walBytes += rowBytes(rows);
   } catch (err) {
     send({ kind: 'failed', jobs: received.length, records, error: errorMessage(err), code: errorCode(err) });
     return next;
   }
-  send({ kind: 'committed', jobs: received.length, records, duplicates });
-  for (const rows of batches) walBytes += rowBytes(rows);
+  send({ kind: 'committed', jobs: received.length, records, duplicates: result.duplicates, skipped: result.skipped });
   wrote(PAGE_OVERHEAD);
   return next;
+}
+
+/**
+ * Runs `write` (a transaction), again after each SQLITE_BUSY (its wait for the lock ran out:
+ * LOCK_WAIT_MS) while `worthRetrying()` and BUSY_TIMEOUT_MS have not gone by; else throws.
+ */
+function whileLocked<T>(write: () => T, worthRetrying: () => boolean = () => true): T {
+  const started = performance.now();
+  for (;;) {
+    try {
+      return write();
+    } catch (err) {
+      if (errorCode(err) !== 'SQLITE_BUSY' || !worthRetrying() || performance.now() - started >= BUSY_TIMEOUT_MS) throw err;
+    }
+  }
 }
 
 /** After a commit: nudges the checkpointer, or checkpoints here, when enough went into the WAL. */
@@ -249,7 +306,8 @@ function handle(message: ToWriter): void {
         break;
       case 'outcomes':
         try {
-          const { joined, unknown } = writeOutcomes.immediate(m.service, m.outcomes);
+          const { service, outcomes } = m;
+          const { joined, unknown } = whileLocked(() => writeOutcomes.immediate(service, outcomes));
           send({ kind: 'outcomes', joined, unknown });
           wrote(PAGE_OVERHEAD);
         } catch (err) {

@@ -49,6 +49,15 @@
  * it was called to settle, so it sees even appends it did not await. Outcomes are written by
  * the writer thread, in order with appends: an outcome may follow its decision immediately.
  *
+ * Locks held elsewhere: another process may write the file (`rtml outcomes --data-dir`, in short
+ * transactions), and its lock makes the writer's BEGIN wait. With `appendTimeoutMs` (the server
+ * sets it: `--log-timeout-ms`), an append not committed in time rejects with LOG_TIMEOUT, so a
+ * decision answers 503 within a bound instead of SQLite's 5 s busy timeout, and its record is
+ * then never written: each batch carries a claim in shared memory that either the writer takes
+ * (inside its transaction, before the INSERTs) or the timeout does, never both. The caller can
+ * retry the same id. The writer waits for a lock in 50 ms steps, dropping timed-out batches
+ * between them.
+ *
  * The writer thread starts with the log (`ready` resolves once it has opened the database,
  * about 0.2 s when running from the TypeScript sources; appends made before wait for it). It
  * does not keep the process alive while nothing is pending, and `close()`
@@ -60,9 +69,11 @@
 import type Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { openSqliteStore, type SqliteStoreFailure } from '../store/sqlite.ts';
+import { startWorker } from '../threads.ts';
 import {
+  CLAIM,
   COLUMNS,
   DECISION_LOG_FILE,
   DECISION_LOG_SCHEMA,
@@ -107,6 +118,13 @@ export interface SqliteDecisionLogOptions {
   checkpointIntervalMs?: number;
   /** ... and at once when about this many bytes went into the WAL since the last nudge (default 4 MiB, about SQLite's automatic 1000 pages). */
   checkpointBytes?: number;
+  /**
+   * An append not committed this long after it was made (another process holds the database's
+   * write lock, the disk stalls) rejects with a LOG_TIMEOUT {@link DecisionLogError}, and its
+   * record is then never written: a retry with the same id is not a duplicate. Default null:
+   * appends wait (the writer gives up on a lock after BUSY_TIMEOUT_MS, 5 s: WRITE_FAILED).
+   */
+  appendTimeoutMs?: number | null;
 }
 
 export interface SqliteDecisionLogStats extends DecisionLogStats {
@@ -163,7 +181,16 @@ interface StoredRow {
 
 /** A message sent to the writer whose answer is awaited; jobs are answered in the order sent. */
 type Job =
-  | { kind: 'rows'; texts: string[]; resolves: (() => void)[]; rejects: ((err: unknown) => void)[] }
+  | {
+      kind: 'rows';
+      texts: string[];
+      resolves: (() => void)[];
+      rejects: ((err: unknown) => void)[];
+      /** With appendTimeoutMs: the batch's claim (sqlite-schema.ts CLAIM) and its timer; `abandoned` once its appends timed out. */
+      claim: Int32Array | null;
+      timer: NodeJS.Timeout | null;
+      abandoned: boolean;
+    }
   | { kind: 'outcomes'; resolve: (r: { joined: number; unknown: string[] }) => void; reject: (err: unknown) => void };
 
 export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLogOptions = {}): SqliteDecisionLog {
@@ -179,6 +206,10 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
   if (!Number.isFinite(checkpointIntervalMs) || checkpointIntervalMs < 1) throw new TypeError(`decision log: checkpointIntervalMs must be >= 1, got ${checkpointIntervalMs}`);
   const checkpointBytes = options.checkpointBytes ?? DEFAULTS.checkpointBytes;
   if (!Number.isFinite(checkpointBytes) || checkpointBytes < 1) throw new TypeError(`decision log: checkpointBytes must be >= 1, got ${checkpointBytes}`);
+  const appendTimeoutMs = options.appendTimeoutMs ?? null;
+  if (appendTimeoutMs !== null && !(Number.isFinite(appendTimeoutMs) && appendTimeoutMs >= 1)) {
+    throw new TypeError(`decision log: appendTimeoutMs must be >= 1 (or null), got ${appendTimeoutMs}`);
+  }
 
   mkdirSync(dataDir, { recursive: true });
   const path = resolve(join(dataDir, DECISION_LOG_FILE));
@@ -203,6 +234,8 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
   let lastCheckpoint: SqliteDecisionLogStats['lastCheckpoint'] = null;
   // Appends of the current turn, not yet handed to the writer.
   let queueTexts: string[] = [];
+  /** When the oldest queued append was made (performance.now()): its batch's timeout counts from there. */
+  let queueSince = 0;
   let queueResolves: (() => void)[] = [];
   let queueRejects: ((err: unknown) => void)[] = [];
   // Their Float32Array input vectors, one after the other (grown as needed, sent with the batch).
@@ -271,8 +304,10 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
     queueFloatsLength = 0;
     while (jobsHead < jobs.length) {
       const job = jobs[jobsHead++];
-      if (job.kind === 'rows') for (const reject of job.rejects) reject(failure);
-      else job.reject(failure);
+      if (job.kind === 'rows') {
+        if (job.timer !== null) clearTimeout(job.timer);
+        for (const reject of job.rejects) reject(failure);
+      } else job.reject(failure);
       answered++;
     }
     jobs.length = 0;
@@ -306,14 +341,22 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
     if (failure !== null) return;
     switch (m.kind) {
       case 'committed': {
-        counters.commits++;
+        if (m.skipped.length < m.jobs) counters.commits++;
         const dups = m.duplicates;
         let d = 0;
         let i = 0;
+        let s = 0;
         for (let j = 0; j < m.jobs; j++) {
           const job = nextJob('rows');
           if (job === null) return;
-          writing -= job.texts.length;
+          settleJob(job);
+          if (s < m.skipped.length && m.skipped[s] === j) {
+            s++;
+            // Its appends timed out and were answered then; the writer did not write it.
+            if (!job.abandoned) return fail('skipped a batch the log had not abandoned (a bug)');
+            i += job.texts.length;
+            continue;
+          }
           for (let k = 0; k < job.texts.length; k++, i++) {
             if (d < dups.length && dups[d] === i) {
               d++;
@@ -334,8 +377,8 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
         for (let j = 0; j < m.jobs; j++) {
           const job = nextJob('rows');
           if (job === null) return;
-          writing -= job.texts.length;
-          for (const reject of job.rejects) reject(err);
+          settleJob(job);
+          for (const reject of job.rejects) reject(err); // no-ops for appends already timed out
         }
         break;
       }
@@ -365,6 +408,29 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
     }
     releaseWaiters();
     setReferenced();
+  }
+
+  /** A rows job answered by the writer: its timer is over; its records are no longer being written. */
+  function settleJob(job: Extract<Job, { kind: 'rows' }>): void {
+    if (job.timer !== null) clearTimeout(job.timer);
+    if (!job.abandoned) writing -= job.texts.length;
+  }
+
+  /**
+   * A batch's appends timed out: answer them, unless the writer has claimed the batch (it is
+   * committing it: its answer comes soon). The claim decides, so a batch is either written or
+   * answered with LOG_TIMEOUT, never both.
+   */
+  function abandon(job: Extract<Job, { kind: 'rows' }>): void {
+    job.timer = null;
+    if (failure !== null || Atomics.compareExchange(job.claim!, 0, CLAIM.PENDING, CLAIM.ABANDONED) !== CLAIM.PENDING) return;
+    job.abandoned = true;
+    writing -= job.texts.length;
+    const err = new DecisionLogError(
+      'LOG_TIMEOUT',
+      `decision log: ${job.texts.length} record(s) not committed to ${path} within ${appendTimeoutMs} ms (another process holds its write lock, or the disk stalls); they will not be written`,
+    );
+    for (const reject of job.rejects) reject(err);
   }
 
   function releaseWaiters(): void {
@@ -398,7 +464,12 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
     if (timer !== null) cancelTimer();
     if (queueTexts.length === 0) return;
     const texts = queueTexts;
-    const job: Job = { kind: 'rows', texts, resolves: queueResolves, rejects: queueRejects };
+    const claim = appendTimeoutMs === null ? null : new Int32Array(new SharedArrayBuffer(4));
+    const job: Extract<Job, { kind: 'rows' }> = { kind: 'rows', texts, resolves: queueResolves, rejects: queueRejects, claim, timer: null, abandoned: false };
+    if (appendTimeoutMs !== null) {
+      job.timer = setTimeout(abandon, Math.max(0, queueSince + appendTimeoutMs - performance.now()), job);
+      job.timer.unref(); // the writer thread keeps the process alive while it owes answers
+    }
     queueTexts = [];
     queueResolves = [];
     queueRejects = [];
@@ -406,7 +477,7 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
     counters.batches++;
     const floats = queueFloatsLength > 0 ? queueFloats.slice(0, queueFloatsLength) : null;
     queueFloatsLength = 0;
-    post({ kind: 'rows', count: texts.length, text: `[${texts.join(',')}]`, floats }, job, floats ? [floats.buffer] : []);
+    post({ kind: 'rows', count: texts.length, text: `[${texts.join(',')}]`, floats, claim }, job, floats ? [floats.buffer] : []);
   }
 
   function schedule(): void {
@@ -469,6 +540,7 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
         queueFloatsLength += vector.length;
       }
       return new Promise<void>((resolve, reject) => {
+        if (queueTexts.length === 0) queueSince = performance.now();
         queueTexts.push(text);
         queueResolves.push(resolve);
         queueRejects.push(reject);
@@ -566,19 +638,9 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
   };
 }
 
-/**
- * Starts the writer thread. Running from the TypeScript sources (tsx), the worker gets tsx's
- * loader first: workers do not inherit the main thread's module hooks.
- */
+/** Starts the writer thread (from the TypeScript sources or a build alike: threads.ts). */
 function startWriter(config: WriterConfig): Worker {
-  const here = import.meta.url;
-  if (here.endsWith('.ts')) {
-    const tsx = import.meta.resolve('tsx/esm/api');
-    const entry = new URL('./sqlite-writer.ts', here).href;
-    const boot = `import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); });`;
-    return new Worker(boot, { eval: true, workerData: config });
-  }
-  return new Worker(new URL('./sqlite-writer.js', here), { workerData: config });
+  return startWorker(new URL('./sqlite-writer.ts', import.meta.url), { workerData: config });
 }
 
 /** Opens the main thread's connection: checks (or creates) and migrates the file, then never writes. */

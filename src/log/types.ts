@@ -140,6 +140,7 @@ export type DecisionLogErrorCode =
   | 'LOG_CLOSED' // append or read after close()
   | 'WRITE_FAILED' // the store failed (disk full, I/O error, locked): the batch was rolled back, nothing in it committed
   | 'LOG_FAILED' // the log as a whole failed (its writer died): pending appends were not acknowledged, new ones are refused until it is reopened
+  | 'LOG_TIMEOUT' // the append was not committed within the log's appendTimeoutMs (a lock held elsewhere, a stalled disk): it never will be, retrying is safe
   | 'SCHEMA_VERSION' // the store was written by a newer rtml
   | 'NOT_A_DECISION_LOG'; // the store exists but is not an rtml decision log
 

@@ -1,7 +1,7 @@
 /** Chooses the runtime adapter for a bundle's `model.format`. New formats register here. */
 import { onnxAdapter } from './onnx/runtime.ts';
 import type { ModelRuntime, RuntimeAdapter, RuntimeOptions } from './runtime.ts';
-import { xgboostAdapter } from './xgboost/runtime.ts';
+import { xgboostAdapter } from './xgboost/load.ts';
 
 export type { ContributionExplainer, ContributionSupport, ModelRuntime, RuntimeOptions } from './runtime.ts';
 export { contributionSupport, describeContributions, ModelLoadError } from './runtime.ts';

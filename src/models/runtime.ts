@@ -39,7 +39,14 @@ export interface ModelRuntime {
  * says so, with the reason.
  */
 export type ContributionSupport =
-  | { readonly exact: true; readonly method: string; explainer(): ContributionExplainer }
+  | {
+      readonly exact: true;
+      readonly method: string;
+      /** Builds what the explainer needs (tables) in slices that let the event loop run; then `explainer()` is immediate. */
+      prepare?(): Promise<void>;
+      /** The explainer, built now if `prepare` has not finished. */
+      explainer(): ContributionExplainer;
+    }
   | { readonly exact: false; readonly reason: string };
 
 export interface ContributionExplainer {

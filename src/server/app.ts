@@ -6,7 +6,9 @@
  */
 import { ZodError } from 'zod';
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import type { DecisionLog } from '../log/types.ts';
+import { DecisionLogError, type DecisionLog } from '../log/types.ts';
+
+const LOG_UNAVAILABLE = new Set(['LOG_FAILED', 'WRITE_FAILED', 'LOG_CLOSED', 'LOG_TIMEOUT']);
 import { createMetrics, type Metrics } from './metrics.ts';
 import { ModelRepository } from './repository.ts';
 import { registerDecisionRoutes } from './routes/decisions.ts';
@@ -119,6 +121,15 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
 
   // Framework-level errors (malformed JSON, body too large, wrong content type) are the caller's: 4xx with {error}.
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, request, reply) => {
+    // The log could not take a write (outcomes while another process holds its lock, a closed
+    // log): nothing was recorded, the caller should retry, and it is not a server bug.
+    if (err instanceof DecisionLogError && LOG_UNAVAILABLE.has(err.code)) {
+      request.log.warn({ err: err.message }, 'decision log unavailable');
+      const name = (request.params as Record<string, unknown> | undefined)?.name;
+      metrics.observeError(typeof name === 'string' && repository.get(name) ? name : '', 503, 'log_unavailable');
+      void reply.code(503).header('retry-after', '1').send({ error: `the decision log could not take the write: ${clip(err.message)}; retry shortly` });
+      return;
+    }
     // A zod schema refusing path parameters is the caller's mistake too.
     const status = err instanceof ZodError ? 400 : err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
     if (status === 500) request.log.error({ err }, 'unexpected error');

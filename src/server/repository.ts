@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { BundleError, hasModel, loadBundle, MANIFEST_FILE, type Bundle } from '../bundle/load.ts';
 import { checkGolden } from '../bundle/golden.ts';
 import type { DecisionTarget } from '../pipeline/decide.ts';
-import { createScorer } from '../pipeline/score.ts';
+import { createScorer, type Scorer } from '../pipeline/score.ts';
+import { contributionSupport } from '../models/index.ts';
 import type { AlertSink } from '../monitor/alerts.ts';
 import { monitoringSchema } from '../monitor/config.ts';
 import { readReference, referenceMismatch } from '../monitor/reference.ts';
@@ -91,6 +92,8 @@ export class ModelRepository {
   private readonly services = new Map<string, Service>();
   /** Why the last attempt to load a service failed, for the repository index. */
   private readonly failures = new Map<string, string>();
+  /** Loads under way, by service: the files' signature they read, and their result. */
+  private readonly loading = new Map<string, { signature: string; done: Promise<Service> }>();
   private watcher: NodeJS.Timeout | null = null;
   /**
    * Runs after a service's versions loaded and passed their checks, before they serve (the
@@ -137,14 +140,34 @@ export class ModelRepository {
     return { loaded, failed };
   }
 
-  /** Loads (or reloads) one service from disk. Throws ServiceLoadError and keeps the old one if anything is wrong. */
+  /**
+   * Loads (or reloads) one service from disk. Throws ServiceLoadError and keeps the old one if
+   * anything is wrong. One load per service at a time (the watcher and the load endpoint may
+   * ask at once): a request while the same files are loading gets that load's result; files
+   * that changed since it started are loaded again once it is done.
+   */
   async load(name: string): Promise<Service> {
     if (!SERVICE_NAME.test(name)) throw new ServiceLoadError(name, `not a service name: ${JSON.stringify(name)}`);
     const dir = join(this.root, name);
     const dirs = existsSync(dir) ? bundleDirs(dir) : [];
     if (dirs.length === 0) throw this.fail(name, `no bundle in ${dir}: expected ${MANIFEST_FILE} there or in one folder per version`);
     const signature = signatureOf(dir);
+    const running = this.loading.get(name);
+    if (running) {
+      if (running.signature === signature) return running.done;
+      await running.done.catch(() => {});
+      return this.load(name);
+    }
+    const done = this.loadVersions(name, dir, dirs, signature);
+    this.loading.set(name, { signature, done });
+    try {
+      return await done;
+    } finally {
+      if (this.loading.get(name)?.done === done) this.loading.delete(name);
+    }
+  }
 
+  private async loadVersions(name: string, dir: string, dirs: string[], signature: string): Promise<Service> {
     const versions = new Map<string, ServiceVersion>();
     try {
       for (const bundleDir of dirs) {
@@ -256,6 +279,20 @@ export class ModelRepository {
   }
 }
 
+/**
+ * The bundle's scorer. When decisions (model reasons) or the monitor (attribution) will need the
+ * model's exact contributions, their tables are built first, in slices between which the event
+ * loop runs, so neither a request nor the loop waits for them.
+ */
+async function scorerOf(bundle: Bundle, attribution: boolean): Promise<Scorer | null> {
+  if (!hasModel(bundle)) return null;
+  if (bundle.policy?.modelReasons || attribution) {
+    const support = contributionSupport(bundle.model);
+    if (support.exact) await support.prepare?.();
+  }
+  return createScorer(bundle, { fromText: false });
+}
+
 async function loadVersion(dir: string, sinks: readonly AlertSink[]): Promise<ServiceVersion> {
   const bundle: Bundle = await loadBundle(dir);
   let parity: ServiceVersion['parity'] = null;
@@ -268,16 +305,17 @@ async function loadVersion(dir: string, sinks: readonly AlertSink[]): Promise<Se
     }
     parity = { rows: report.rows, maxDiff: report.maxDiff };
   }
-  const scorer = hasModel(bundle) ? createScorer(bundle, { fromText: false }) : null;
   // Monitoring needs the reference profile; a bundle that asks for monitoring must have one.
   const config = bundle.manifest.monitoring ?? monitoringSchema.parse({});
   let monitor: ServiceMonitor | null = null;
+  let scorer: Scorer | null = null;
   if (bundle.referencePath) {
     try {
       const reference = await readReference(bundle.referencePath);
       const mismatch = referenceMismatch(reference, bundle.name, bundle.encoding.features.map((f) => f.name));
       if (mismatch) throw new Error(`${bundle.referencePath} cannot monitor this bundle: ${mismatch}: run rtml profile ${dir} --data <training data>`);
-      // Attribution monitoring when the profile recorded contributions (the tables are built now, not on a request).
+      scorer = await scorerOf(bundle, reference.contributions !== null && reference.contributions !== undefined);
+      // Attribution monitoring when the profile recorded contributions (their tables were built just above).
       monitor = new ServiceMonitor({ bundle, reference, config, sinks, explainer: reference.contributions ? (scorer?.explainer() ?? null) : null });
     } catch (err) {
       await bundle.model?.close?.();
@@ -287,6 +325,7 @@ async function loadVersion(dir: string, sinks: readonly AlertSink[]): Promise<Se
     await bundle.model?.close?.();
     throw new Error(`${dir}: monitoring needs the reference profile ${config.reference}: run rtml profile ${dir} --data <training data>`);
   }
+  scorer ??= await scorerOf(bundle, false);
   // What a caller may send: the features that come from the request, and entity keys.
   const featureNames = new Set([...bundle.encoding.features.filter((f) => !f.source).map((f) => f.name), ...bundle.manifest.keys]);
   return {

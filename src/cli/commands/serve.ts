@@ -22,6 +22,7 @@ export function registerServe(program: Command): void {
     .option('--body-limit <bytes>', 'largest request body', parseWholeNumber, DEFAULT_CONFIG.bodyLimit)
     .option('--watch-interval-ms <ms>', 'poll the repository for new versions this often (0: off)', parseWholeNumber, DEFAULT_CONFIG.watchIntervalMs)
     .option('--log-sync <mode>', 'decision log durability: normal (survives a killed process) or full (also a power loss)', 'full')
+    .option('--log-timeout-ms <ms>', 'a decision not logged this long after it was decided answers 503 and is never logged (0: wait up to the 5 s busy timeout)', parseWholeNumber, 1000)
     .option('--log-level <level>', 'pino log level', process.env.LOG_LEVEL ?? 'info')
     .option('--feature-store <kind>', 'where sourced features live: embedded (in-process, durable under --data-dir) or redis', process.env.RTML_FEATURE_STORE ?? 'embedded')
     .option('--redis-url <url>', 'Redis for --feature-store redis (env REDIS_URL)', process.env.REDIS_URL ?? 'redis://127.0.0.1:6379')
@@ -34,7 +35,7 @@ export function registerServe(program: Command): void {
       const writeToken = readToken(opts.writeTokenFile, 'RTML_WRITE_TOKEN');
       const decideToken = readToken(opts.decideTokenFile, 'RTML_DECIDE_TOKEN');
       if (opts.logSync !== 'normal' && opts.logSync !== 'full') throw new InvalidArgumentError('--log-sync must be normal or full');
-      const log = openSqliteDecisionLog(opts.dataDir, { synchronous: opts.logSync });
+      const log = openSqliteDecisionLog(opts.dataDir, { synchronous: opts.logSync, appendTimeoutMs: opts.logTimeoutMs || null });
       if (opts.featureStore !== 'embedded' && opts.featureStore !== 'redis') throw new InvalidArgumentError('--feature-store must be embedded or redis');
       const consumed = Object.entries(opts.redisStream);
       if (consumed.length > 0 && opts.featureStore !== 'redis') throw new InvalidArgumentError('--redis-stream needs --feature-store redis');
@@ -100,6 +101,7 @@ interface ServeOptions {
   bodyLimit: number;
   watchIntervalMs: number;
   logSync: string;
+  logTimeoutMs: number;
   logLevel: string;
   alertWebhook?: string;
   featureStore: string;

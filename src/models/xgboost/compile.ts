@@ -31,7 +31,7 @@ export interface CompileOptions {
 export type ForestAccumulator = (x: Float32Array, rows: number, margins: Float32Array) => void;
 
 /** Per-leaf contribution to the margin: the leaf value, or for dart the weighted leaf. */
-export function leafContributions(model: XgbModel, tree: XgbTree, treeIndex: number): Float32Array {
+export function leafContributions(model: Pick<XgbModel, 'treeWeights'>, tree: XgbTree, treeIndex: number): Float32Array {
   const out = new Float32Array(tree.value.length);
   const w = model.treeWeights ? model.treeWeights[treeIndex] : null;
   for (let i = 0; i < out.length; i++) {
@@ -92,6 +92,19 @@ function int(v: number): string {
 }
 
 export function compileForest(model: XgbModel, options: CompileOptions = {}): ForestAccumulator {
+  const steps = compileForestInSteps(model, options);
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+  }
+}
+
+/**
+ * compileForest one chunk at a time: the generator yields after each chunk function it
+ * generated, so that a caller on the event loop can compile a big forest in slices
+ * (load.ts); the generator's return value is the accumulator.
+ */
+export function* compileForestInSteps(model: XgbModel, options: CompileOptions = {}): Generator<void, ForestAccumulator> {
   const maxDepth = options.maxCompiledDepth ?? 64;
   const nodesPerChunk = options.nodesPerChunk ?? 1500;
   const numFeature = model.numFeature;
@@ -112,7 +125,11 @@ export function compileForest(model: XgbModel, options: CompileOptions = {}): Fo
   });
   if (current.length > 0) chunks.push(current);
 
-  const chunkFns = chunks.map((treeIndices) => compileChunk(model, treeIndices, maxDepth));
+  const chunkFns: ChunkFunction[] = [];
+  for (const treeIndices of chunks) {
+    chunkFns.push(compileChunk(model, treeIndices, maxDepth));
+    yield;
+  }
   // Rows loop here, outside the generated code: each chunk function scores one row, so it is
   // optimised as an ordinary hot function (not by on-stack replacement of a loop), single-row
   // and batch calls share that optimised code, and one chunk's code stays hot across a batch.

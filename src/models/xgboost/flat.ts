@@ -99,7 +99,59 @@ function kindOf(tree: XgbTree, maxDepth: number): number {
   return kind;
 }
 
+/**
+ * The flat evaluator's tables: typed arrays only, so that the loader's worker thread can lay a
+ * big forest out and hand it over by transfer (see load.ts). Only `layOutFlatForest` makes them,
+ * and it checks them (`checkLayout`) before returning.
+ */
+export interface FlatTables {
+  readonly numFeature: number;
+  readonly numGroup: number;
+  readonly rowBlock: number;
+  /** Node records (4 words per node) and leaf contributions, as the file comment describes. */
+  readonly P: Int32Array;
+  readonly L: Float32Array;
+  /** Category masks, 4 words per node; empty when no laid-out tree has a categorical split. */
+  readonly M: Int32Array;
+  /** Per item: its kind, steps, and per slot (4 per item) its root record offset and output group. */
+  readonly kind: Int32Array;
+  readonly steps: Int32Array;
+  readonly root: Int32Array;
+  readonly group: Int32Array;
+  /** Per item: the tree a WALKED item scores (by compile.ts's tree walker), else -1. */
+  readonly walkedTree: Int32Array;
+  readonly numericTrees: number;
+  readonly maskedTrees: number;
+}
+
 export function buildFlatForest(model: XgbModel, options: FlatOptions = {}): FlatForest {
+  const tables = layOutFlatForest(model, options);
+  return describeFlat(tables, flatAccumulator(tables, (t) => flatWalker(model.treeWeights, model.trees[t], t)));
+}
+
+/** What a built flat forest holds, for tests and diagnostics. */
+function describeFlat(tables: FlatTables, accumulate: ForestAccumulator): FlatForest {
+  let walkedTrees = 0;
+  for (const t of tables.walkedTree) if (t !== -1) walkedTrees++;
+  return { accumulate, nodes: tables.L.length, numericTrees: tables.numericTrees, maskedTrees: tables.maskedTrees, walkedTrees };
+}
+
+/** Trees that the flat layout cannot hold and that are walked in their place instead. */
+export function flatWalkedTrees(tables: FlatTables): number[] {
+  return [...tables.walkedTree].filter((t) => t !== -1);
+}
+
+/** The walker scoring tree `t` in the flat evaluator's place (a deep tree, or one with categories >= 64). */
+export function flatWalker(treeWeights: Float32Array | null, tree: XgbTree, t: number): Walker {
+  const leaves = leafContributions({ treeWeights }, tree, t);
+  // As in the layout: compile.ts prints -0 leaves as 0 in the trees it compiles (all trees
+  // of depth <= 64 by default); it walks deeper ones with the leaves as they are.
+  if (tree.depth <= 64) for (let i = 0; i < leaves.length; i++) if (leaves[i] === 0) leaves[i] = 0;
+  return treeWalker(tree, leaves);
+}
+
+/** Lays the forest out in flat tables and checks them (the work of building a flat evaluator). */
+export function layOutFlatForest(model: XgbModel, options: FlatOptions = {}): FlatTables {
   const maxDepth = options.maxDepth ?? 64;
   const block = options.rowBlock ?? 64;
   if (!Number.isInteger(block) || block < 1) throw new RangeError(`rowBlock must be a positive integer, got ${block}`);
@@ -166,8 +218,7 @@ export function buildFlatForest(model: XgbModel, options: FlatOptions = {}): Fla
   const itemRoot: number[] = []; // 4 per item: record offsets (4 * node)
   const itemGroup: number[] = []; // 4 per item: output group of each slot
   const itemSteps: number[] = [];
-  const walkers: Walker[] = [];
-  const noWalker: Walker = () => 0;
+  const itemWalked: number[] = [];
   let pending: number[] = [];
   const flush = () => {
     if (pending.length === 0) return;
@@ -180,12 +231,11 @@ export function buildFlatForest(model: XgbModel, options: FlatOptions = {}): Fla
       if (t !== undefined) steps = Math.max(steps, model.trees[t].depth);
     }
     itemSteps.push(steps);
-    walkers.push(noWalker);
+    itemWalked.push(-1);
     pending = [];
   };
   let numericTrees = 0;
   let maskedTrees = 0;
-  let walkedTrees = 0;
   model.trees.forEach((tree, t) => {
     if (kinds[t] === WALKED) {
       flush();
@@ -193,12 +243,7 @@ export function buildFlatForest(model: XgbModel, options: FlatOptions = {}): Fla
       itemRoot.push(0, 0, 0, 0);
       itemGroup.push(tree.group, 0, 0, 0);
       itemSteps.push(0);
-      const leaves = leafContributions(model, tree, t);
-      // As in the layout: compile.ts prints -0 leaves as 0 in the trees it compiles (all trees
-      // of depth <= 64 by default); it walks deeper ones with the leaves as they are.
-      if (tree.depth <= 64) for (let i = 0; i < leaves.length; i++) if (leaves[i] === 0) leaves[i] = 0;
-      walkers.push(treeWalker(tree, leaves));
-      walkedTrees++;
+      itemWalked.push(t);
       return;
     }
     if (kinds[t] === MASKED) maskedTrees++;
@@ -209,12 +254,34 @@ export function buildFlatForest(model: XgbModel, options: FlatOptions = {}): Fla
   flush();
   if (next !== total) throw new Error(`flat layout: ${next} nodes placed, ${total} expected`);
   checkLayout(P, PF, M, L, F, G, itemRoot, itemGroup);
+  return {
+    numFeature: F,
+    numGroup: G,
+    rowBlock: block,
+    P,
+    L,
+    M,
+    kind: Int32Array.from(itemKind),
+    steps: Int32Array.from(itemSteps),
+    root: Int32Array.from(itemRoot),
+    group: Int32Array.from(itemGroup),
+    walkedTree: Int32Array.from(itemWalked),
+    numericTrees,
+    maskedTrees,
+  };
+}
 
-  const K = Int32Array.from(itemKind);
-  const R = Int32Array.from(itemRoot);
-  const GR = Int32Array.from(itemGroup);
-  const S = Int32Array.from(itemSteps);
+/** The evaluator walking laid-out tables; `walkerOf(t)` scores each walked tree `t`. */
+export function flatAccumulator(tables: FlatTables, walkerOf: (t: number) => Walker): ForestAccumulator {
+  const { numFeature: F, numGroup: G, rowBlock: block, P, L, M, kind: K, steps: S, root: R, group: GR } = tables;
+  const PF = new Float32Array(P.buffer, P.byteOffset, P.length);
+  const masked = M.length > 0;
   const items = K.length;
+  if (S.length !== items || R.length !== 4 * items || GR.length !== 4 * items || tables.walkedTree.length !== items || P.length !== 4 * L.length || (masked && M.length !== P.length)) {
+    throw new Error('flat tables are inconsistent (a bug, not the model file)');
+  }
+  const noWalker: Walker = () => 0;
+  const walkers = Array.from(tables.walkedTree, (t) => (t === -1 ? noWalker : walkerOf(t)));
   // Category codes of the current block's rows, one per input value: the value itself when it
   // is in [0, 64) (truncated), else 64, which reads the always-empty third mask word.
   const C = new Int32Array(masked ? block * F : 0);
@@ -295,7 +362,7 @@ export function buildFlatForest(model: XgbModel, options: FlatOptions = {}): Fla
       }
     }
   };
-  return { accumulate, nodes: total, numericTrees, maskedTrees, walkedTrees };
+  return accumulate;
 }
 
 /**

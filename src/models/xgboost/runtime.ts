@@ -1,11 +1,11 @@
-/** The `xgboost-json` runtime: a native TypeScript evaluator of XGBoost's JSON models. */
-import { readFile } from 'node:fs/promises';
-import { ModelLoadError, type ContributionExplainer, type ContributionSupport, type ModelRuntime, type RuntimeAdapter } from '../runtime.ts';
-import { compileForest, type CompileOptions } from './compile.ts';
+/** The `xgboost-json` runtime: a native TypeScript evaluator of XGBoost's JSON models (files are loaded by load.ts). */
+import { Slices } from '../../threads.ts';
+import type { ContributionExplainer, ContributionSupport, ModelRuntime } from '../runtime.ts';
+import { compileForest, type CompileOptions, type ForestAccumulator } from './compile.ts';
 import { flatForest, flatStepRatio, type FlatOptions } from './flat.ts';
-import { parseXgbJson, parseXgbModel, XgbFormatError, type XgbModel } from './format.ts';
-import { buildTreeShap, contributionsUnavailable, TREESHAP_METHOD } from './shap.ts';
-import { objectiveFor, SUPPORTED_OBJECTIVES } from './objectives.ts';
+import { XgbFormatError, type XgbModel, type XgbTree } from './format.ts';
+import { buildTreeShapInSteps, contributionsUnavailable, TREESHAP_METHOD, type TreeShap } from './shap.ts';
+import { objectiveFor, SUPPORTED_OBJECTIVES, type Objective } from './objectives.ts';
 
 /**
  * Which evaluator scores the forest: `compiled` generates JavaScript per chunk of trees
@@ -48,19 +48,53 @@ export function chooseEvaluator(model: XgbModel, requested: XgbEvaluator = 'auto
   return nodes >= FLAT_MIN_NODES && flatStepRatio(model) <= FLAT_MAX_STEP_RATIO ? 'flat' : 'compiled';
 }
 
-/** Builds a runtime from an already parsed model (also used by tests and benchmarks). */
-export function xgboostRuntime(model: XgbModel, options: XgbRuntimeOptions = {}): ModelRuntime {
+/** What a runtime needs of a model besides its evaluator: everything but the trees. */
+export interface XgbModelHeader extends Omit<XgbModel, 'trees'> {
+  readonly treeCount: number;
+  readonly maxDepth: number;
+  /** Per feature, the largest category code a split tests (-1: none). */
+  readonly maxCategoryCode: readonly number[];
+  /** Why the model has no exact contributions (shap.ts), or null when it has them (all its trees then travel with it). */
+  readonly noContributions: string | null;
+}
+
+export function modelHeader(model: XgbModel): XgbModelHeader {
+  const { trees, ...rest } = model;
+  return {
+    ...rest,
+    treeCount: trees.length,
+    maxDepth: trees.reduce((d, t) => Math.max(d, t.depth), 0),
+    maxCategoryCode: maxCategoryCodes(model),
+    noContributions: contributionsUnavailable(model),
+  };
+}
+
+/** The model's objective and its base margins; an XgbFormatError when rtml cannot evaluate them. */
+export function modelObjective(model: Pick<XgbModel, 'objective' | 'baseScore'>): { objective: Objective; baseMargins: number[] } {
   const objective = objectiveFor(model.objective);
   if (!objective) throw new XgbFormatError('$.learner.objective.name', `unsupported objective ${model.objective}; supported: ${SUPPORTED_OBJECTIVES.join(', ')}`);
-  let baseMargins: number[];
   try {
-    baseMargins = model.baseScore.map((bs) => objective.baseMargin(bs));
+    return { objective, baseMargins: model.baseScore.map((bs) => objective.baseMargin(bs)) };
   } catch (err) {
     throw new XgbFormatError('$.learner.learner_model_param.base_score', (err as Error).message);
   }
+}
+
+/** Builds a runtime from an already parsed model, on this thread (tests, benchmarks; load.ts for files). */
+export function xgboostRuntime(model: XgbModel, options: XgbRuntimeOptions = {}): ModelRuntime {
+  modelObjective(model);
   const evaluator = chooseEvaluator(model, options.evaluator);
   if (evaluator !== 'compiled' && evaluator !== 'flat') throw new TypeError(`unknown evaluator ${String(options.evaluator)}: compiled, flat or auto`);
   const accumulate = evaluator === 'flat' ? flatForest(model, options.flat) : compileForest(model, options);
+  return runtimeOf(modelHeader(model), evaluator, accumulate, model.trees);
+}
+
+/**
+ * The runtime around a built evaluator. `trees`: every tree of the model, for its exact
+ * contributions (needed when the header says it has them).
+ */
+export function runtimeOf(model: XgbModelHeader, evaluator: 'compiled' | 'flat', accumulate: ForestAccumulator, trees: readonly XgbTree[] | null): ModelRuntime {
+  const { objective, baseMargins } = modelObjective(model);
   const groups = model.numGroup;
   const width = objective.outputWidth(groups);
   const initial = Float32Array.from(baseMargins);
@@ -85,13 +119,13 @@ export function xgboostRuntime(model: XgbModel, options: XgbRuntimeOptions = {})
     outputKind: objective.outputKind,
     featureNames: model.featureNames ?? undefined,
     featureTypes: model.featureTypes ?? undefined,
-    maxCategoryCode: maxCategoryCodes(model),
+    maxCategoryCode: model.maxCategoryCode,
     task: { objective: model.objective, outputs: objective.outputs, readAs: objective.readAs(groups), classes: objective.classes(groups) },
     info: {
       objective: model.objective,
       booster: model.booster,
-      trees: model.trees.length,
-      max_depth: model.trees.reduce((d, t) => Math.max(d, t.depth), 0),
+      trees: model.treeCount,
+      max_depth: model.maxDepth,
       num_feature: model.numFeature,
       num_class: groups,
       xgboost_version: model.version.join('.'),
@@ -99,38 +133,63 @@ export function xgboostRuntime(model: XgbModel, options: XgbRuntimeOptions = {})
     },
     predictSync,
     predict: async (input, rows) => predictSync(input, rows),
-    contributions: contributionsOf(model, baseMargins),
+    contributions: contributionsOf(model, trees, baseMargins),
   };
 }
 
-/** Exact TreeSHAP contributions (shap.ts), its tables built on first use; or why the model has none. */
-function contributionsOf(model: XgbModel, baseMargins: readonly number[]): ContributionSupport {
-  const why = contributionsUnavailable(model);
-  if (why !== null) return { exact: false, reason: `this model file cannot give exact contributions: ${why}` };
+/**
+ * Exact TreeSHAP contributions (shap.ts), or why the model has none. Their tables are built once:
+ * by `prepare()` in slices that let the event loop run (what a server does when it loads a
+ * model that will need them), or at the first `explainer()`, at once.
+ */
+function contributionsOf(header: XgbModelHeader, trees: readonly XgbTree[] | null, baseMargins: readonly number[]): ContributionSupport {
+  if (header.noContributions !== null) return { exact: false, reason: `this model file cannot give exact contributions: ${header.noContributions}` };
+  if (trees === null || trees.length !== header.treeCount) throw new Error(`exact contributions need all ${header.treeCount} trees, got ${trees?.length ?? 0}`);
+  const model: XgbModel = { ...header, trees };
   let explainer: ContributionExplainer | null = null;
+  let building: Promise<void> | null = null;
+  let buildMs = 0;
+  const steps = buildTreeShapInSteps(model, baseMargins);
+  /** Runs the build's remaining steps; with `slices`, pausing whenever one is used up. */
+  const build = async (slices: Slices | null): Promise<ContributionExplainer> => {
+    let step = steps.next();
+    let started = performance.now();
+    while (!step.done) {
+      if (slices?.due) {
+        buildMs += performance.now() - started;
+        await slices.pause();
+        started = performance.now();
+      }
+      step = steps.next();
+    }
+    buildMs += performance.now() - started;
+    return (explainer ??= explainerOf(step.value, Math.round(buildMs)));
+  };
+  const explainerOf = (shap: TreeShap, ms: number): ContributionExplainer => {
+    const width = model.numFeature + 1;
+    return {
+      groups: model.numGroup,
+      info: { whole_table_trees: shap.wholeTableTrees, leaf_table_trees: shap.leafTableTrees, recursive_trees: shap.recursiveTrees, table_bytes: 4 * shap.tableEntries, build_ms: ms },
+      contributions(input, rows, out = new Float64Array(rows * model.numGroup * width)) {
+        shap.contributions(input, rows, out);
+        return out;
+      },
+    };
+  };
   return {
     exact: true,
     method: TREESHAP_METHOD,
+    async prepare() {
+      building ??= build(new Slices()).then(() => undefined);
+      await building;
+    },
     explainer() {
       if (explainer) return explainer;
+      // No await: a synchronous build (generator steps run to the end here).
+      let step = steps.next();
       const started = performance.now();
-      const shap = buildTreeShap(model, baseMargins);
-      const width = model.numFeature + 1;
-      const info = {
-        whole_table_trees: shap.wholeTableTrees,
-        leaf_table_trees: shap.leafTableTrees,
-        recursive_trees: shap.recursiveTrees,
-        table_bytes: 4 * shap.tableEntries,
-        build_ms: Math.round(performance.now() - started),
-      };
-      return (explainer = {
-        groups: model.numGroup,
-        info,
-        contributions(input, rows, out = new Float64Array(rows * model.numGroup * width)) {
-          shap.contributions(input, rows, out);
-          return out;
-        },
-      });
+      while (!step.done) step = steps.next();
+      return (explainer = explainerOf(step.value, Math.round(buildMs + performance.now() - started)));
     },
   };
 }
@@ -146,27 +205,3 @@ function maxCategoryCodes(model: XgbModel): number[] {
   }
   return max;
 }
-
-export const xgboostAdapter: RuntimeAdapter = {
-  format: 'xgboost-json',
-  async load(file) {
-    let text: string;
-    try {
-      text = await readFile(file, 'utf8');
-    } catch (err) {
-      throw new ModelLoadError(file, (err as Error).message);
-    }
-    let json: unknown;
-    try {
-      json = parseXgbJson(text);
-    } catch (err) {
-      throw new ModelLoadError(file, `not valid JSON (truncated or corrupt?): ${(err as Error).message}`);
-    }
-    try {
-      return xgboostRuntime(parseXgbModel(json));
-    } catch (err) {
-      if (err instanceof XgbFormatError) throw new ModelLoadError(file, err.message);
-      throw err;
-    }
-  },
-};

@@ -135,9 +135,9 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
         metrics.observeError(name, 409, 'duplicate_id');
         return reply.code(409).send({ error: err.message });
       }
-      if (err instanceof DecisionLogError && (err.code === 'LOG_FAILED' || err.code === 'WRITE_FAILED' || err.code === 'LOG_CLOSED')) {
-        // No decision without its log record: the caller retries, nothing was acknowledged.
-        metrics.observeError(name, 503, 'log_unavailable');
+      if (err instanceof DecisionLogError && (err.code === 'LOG_FAILED' || err.code === 'WRITE_FAILED' || err.code === 'LOG_CLOSED' || err.code === 'LOG_TIMEOUT')) {
+        // No decision without its log record: the caller retries, nothing was acknowledged (nor logged).
+        metrics.observeError(name, 503, err.code === 'LOG_TIMEOUT' ? 'log_timeout' : 'log_unavailable');
         return reply.code(503).header('retry-after', '1').send({ error: `the decision could not be logged: ${err.message}` });
       }
       if (err instanceof ModelUnavailable) {
