@@ -253,15 +253,7 @@ async function run(task: Task & EvaluatorChoice): Promise<Measurement> {
         const views = rowViews(x, task.width);
         rows = views.length;
         const out = new Float64Array(G * (task.width + 1));
-        const single = (calls: number) => (): number => {
-          const n = views.length;
-          let s = 0;
-          const t = now();
-          for (let i = 0; i < calls; i++) s += explainer.contributions(views[i % n], 1, out)[0];
-          const dt = now() - t;
-          sink += s;
-          return dt / calls;
-        };
+        const single = syncSingle((v, n) => explainer.contributions(v, n, out), views);
         firstCallNs = single(1)();
         warmed = await warm(single(Math.min(WARMUP_CALLS, task.calls)), task.warmup);
         repsNsPerRow = await timed(single(task.calls), task.reps);

@@ -17,8 +17,8 @@ evaluator; categorical features hold category codes. Prints one JSON object on s
 * the batch's contributions (rows x groups x (F + 1), float32 written as float64) go to
   ``--contribs-out`` so the caller checks its own against them.
 """
-import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -26,29 +26,23 @@ import time
 import numpy as np
 import xgboost as xgb
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.dont_write_bytecode = True  # no __pycache__ in the repo
+from xgb_baseline import load_model_and_rows, model_and_rows_arguments, model_dmatrix  # noqa: E402
+
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--rows", required=True)
-    ap.add_argument("--features", type=int, required=True)
+    ap = model_and_rows_arguments()
     ap.add_argument("--batch-rows", type=int, required=True)
     ap.add_argument("--contribs-out", required=True)
     ap.add_argument("--single-calls", type=int, default=300)
     ap.add_argument("--single-reps", type=int, default=5)
     ap.add_argument("--batch-reps", type=int, default=3)
     args = ap.parse_args()
-
-    X = np.fromfile(args.rows, dtype=np.float32)
-    if X.size % args.features != 0:
-        sys.exit("rows file holds %d floats, not a multiple of %d features" % (X.size, args.features))
-    X = X.reshape(-1, args.features)
-    booster = xgb.Booster(model_file=args.model)
-    booster.set_param({"nthread": 1})
+    booster, X = load_model_and_rows(args)
 
     def dmatrix(data):
-        return xgb.DMatrix(data, feature_names=booster.feature_names, feature_types=booster.feature_types,
-                           enable_categorical=True, nthread=1)
+        return model_dmatrix(booster, data)
 
     singles = [dmatrix(X[i:i + 1]) for i in range(min(len(X), 200))]
     for d in singles[:20]:  # warm up the predictor's buffers

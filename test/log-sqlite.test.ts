@@ -327,16 +327,21 @@ describe('sqlite decision log', () => {
     await reopened.close();
   });
 
-  it("keeps each sourced feature's status and served value; a version 3 log gains the column, its records read back without it", async () => {
+  /** A log holding one record 'old', taken back to an older schema version by `sql`, then reopened (migrated). */
+  async function migratedFrom(version: number, sql: string) {
     const dir = logDir();
     const log = openSqliteDecisionLog(dir);
     await log.append(record('old'));
     await log.close();
-    // Back to version 3: no features column.
     const db = new Database(join(dir, DECISION_LOG_FILE));
-    db.exec("ALTER TABLE decisions DROP COLUMN features; ALTER TABLE decisions DROP COLUMN explanation; UPDATE meta SET value = '3' WHERE key = 'schema_version'");
+    db.exec(`${sql}; UPDATE meta SET value = '${version}' WHERE key = 'schema_version'`);
     db.close();
-    const migrated = openSqliteDecisionLog(dir);
+    return openSqliteDecisionLog(dir);
+  }
+
+  it("keeps each sourced feature's status and served value; a version 3 log gains the column, its records read back without it", async () => {
+    // Back to version 3: no features column (nor version 5's explanation).
+    const migrated = await migratedFrom(3, 'ALTER TABLE decisions DROP COLUMN features; ALTER TABLE decisions DROP COLUMN explanation');
     const features = {
       txn_count_10m: { status: 'present', value: 3 },
       account_age_days: { status: 'stale', value: null },
@@ -352,14 +357,7 @@ describe('sqlite decision log', () => {
   });
 
   it("keeps a decision's explanation (model reasons asked for); a version 4 log gains the column, its records read back without it", async () => {
-    const dir = logDir();
-    const log = openSqliteDecisionLog(dir);
-    await log.append(record('old'));
-    await log.close();
-    const db = new Database(join(dir, DECISION_LOG_FILE));
-    db.exec("ALTER TABLE decisions DROP COLUMN explanation; UPDATE meta SET value = '4' WHERE key = 'schema_version'");
-    db.close();
-    const migrated = openSqliteDecisionLog(dir);
+    const migrated = await migratedFrom(4, 'ALTER TABLE decisions DROP COLUMN explanation');
     const explanation = { model_decided: true as const, method: 'path-dependent TreeSHAP', bias: -2.875, contributions: { int_rate: 0.41, annual_inc: -0.0625 } };
     const reasons = [
       { code: 'HIGH_RISK', message: 'high' },

@@ -48,6 +48,7 @@
  * (double has more than 2 × 24 + 2 bits, so rounding twice never differs), and a store into a
  * Float32Array rounds the same way.
  */
+import { binaryHas } from './compile.ts';
 import type { XgbModel, XgbTree } from './format.ts';
 
 const f32 = Math.fround;
@@ -124,17 +125,7 @@ function goesLeft(tree: XgbTree, i: number, v: number): boolean {
   if (v !== v) return tree.defaultLeft[i] === 1;
   const set = tree.categories[i];
   if (set === null) return v < tree.value[i];
-  if (!(v >= 0 && v < MAX_CATEGORY)) return true;
-  const c = Math.trunc(v);
-  let lo = 0;
-  let hi = set.length - 1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >>> 1;
-    if (set[mid] === c) return false;
-    if (set[mid] < c) lo = mid + 1;
-    else hi = mid - 1;
-  }
-  return true;
+  return !(v >= 0 && v < MAX_CATEGORY && binaryHas(set, Math.trunc(v)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -279,11 +270,27 @@ class UniquePath {
     for (let e = 1; e <= depth; e++) out[e - 1] = f32(f32(total[slot[e]] * f32(this.one[at + e] - this.zero[at + e])) * leaf);
   }
 
-  /** Where the element for `feature` is in the frame, or depth + 1 when absent. */
-  find(at: number, depth: number, feature: number): number {
-    let i = 0;
-    while (i <= depth && this.feature[at + i] !== feature) i++;
-    return i;
+  /** The fractions a feature already on the path brings into its next split (set by `takeOut`). */
+  incomingZero = 1;
+  incomingOne = 1;
+
+  /**
+   * TreeShap's "see if we have already split on this feature, if so undo that split so we can
+   * redo it": unwinds `feature`'s element from the frame when it is there, keeping its fractions
+   * in incomingZero / incomingOne (else 1 and 1); returns the frame's depth afterwards.
+   */
+  takeOut(at: number, depth: number, feature: number): number {
+    let index = 0;
+    while (index <= depth && this.feature[at + index] !== feature) index++;
+    if (index === depth + 1) {
+      this.incomingZero = 1;
+      this.incomingOne = 1;
+      return depth;
+    }
+    this.incomingZero = this.zero[at + index];
+    this.incomingOne = this.one[at + index];
+    this.unwind(at, depth, index);
+    return depth - 1;
   }
 }
 
@@ -342,16 +349,9 @@ function shapNode(w: TreeWalk, node: number, parentAt: number, depth: number, pa
   const inverseCover = 1 / cover[node];
   const hotZero = f32(cover[hot] * inverseCover);
   const coldZero = f32(cover[cold] * inverseCover);
-  let incomingZero = 1;
-  let incomingOne = 1;
-  let d = depth;
-  const index = path.find(at, d, split);
-  if (index !== d + 1) {
-    incomingZero = path.zero[at + index];
-    incomingOne = path.one[at + index];
-    path.unwind(at, d, index);
-    d -= 1;
-  }
+  const d = path.takeOut(at, depth, split);
+  const incomingZero = path.incomingZero;
+  const incomingOne = path.incomingOne;
   shapNode(w, hot, at, d + 1, f32(hotZero * incomingZero), incomingOne, split);
   shapNode(w, cold, at, d + 1, f32(coldZero * incomingZero), 0, split);
 }
@@ -408,16 +408,9 @@ function tabulateLeaf(tree: XgbTree, cover: Float32Array, leaf: number, nodes: n
     const child = j + 1 < L ? nodes[j + 1] : leaf;
     const split = tree.feature[node];
     const zero = f32(cover[child] / cover[node]);
-    let incomingZero = 1;
-    let incomingOne = 1;
-    let d = depth;
-    const index = path.find(at, d, split);
-    if (index !== d + 1) {
-      incomingZero = path.zero[at + index];
-      incomingOne = path.one[at + index];
-      path.unwind(at, d, index);
-      d -= 1;
-    }
+    const d = path.takeOut(at, depth, split);
+    const incomingZero = path.incomingZero;
+    const incomingOne = path.incomingOne;
     visit(j + 1, at, d + 1, f32(zero * incomingZero), incomingOne, split, pattern | (1 << j));
     visit(j + 1, at, d + 1, f32(zero * incomingZero), 0, split, pattern);
   };
