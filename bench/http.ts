@@ -60,7 +60,7 @@ import { parse } from 'csv-parse/sync';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const CREDIT = join(ROOT, 'examples', 'credit');
-const DECISIONS_PATH = '/v1/services/credit/decisions';
+export const DECISIONS_PATH = '/v1/services/credit/decisions';
 const BARE_PATH = '/bare';
 
 export const TARGET_THROUGHPUT_RATIO = 0.6;
@@ -225,13 +225,13 @@ function median(values: readonly number[]): number {
 }
 
 /** Nearest-rank percentile of an ascending array. */
-function pct(sorted: ArrayLike<number>, p: number): number {
+export function pct(sorted: ArrayLike<number>, p: number): number {
   if (sorted.length === 0) return NaN;
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
   return sorted[i];
 }
 
-function latencyStats(samples: number[]): LatencyStats {
+export function latencyStats(samples: number[]): LatencyStats {
   const s = Float64Array.from(samples).sort();
   let sum = 0;
   for (const v of s) sum += v;
@@ -252,7 +252,7 @@ function summarize(runs: LoadRun[]): Summary {
   };
 }
 
-const sleep = (ms: number) => new Promise<void>((done) => setTimeout(done, ms));
+export const sleep = (ms: number) => new Promise<void>((done) => setTimeout(done, ms));
 
 /** Clock ticks per second of /proc/<pid>/stat times (100 on practically every Linux); asked once, on first use. */
 let clkTck = 0;
@@ -268,7 +268,7 @@ function ticksPerSecond(): number {
 }
 
 /** User + system CPU seconds of a process (Linux /proc), NaN elsewhere. */
-function processCpuS(pid: number | undefined): number {
+export function processCpuS(pid: number | undefined): number {
   if (pid === undefined) return NaN;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -285,7 +285,7 @@ function selfCpuS(): number {
   return (u.user + u.system) / 1e6;
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   const srv = createNetServer();
   await new Promise<void>((done, fail) => {
     srv.once('error', fail);
@@ -299,7 +299,7 @@ async function freePort(): Promise<number> {
 // ---------------------------------------------------------------------------------------------
 // Server processes
 
-interface ServerProcess {
+export interface ServerProcess {
   name: string;
   url: string;
   child: ChildProcess;
@@ -382,10 +382,10 @@ function creditRepository(work: string): string {
   return repo;
 }
 
-function startRtml(work: string, name: string, sync: 'full' | 'normal', nodeArgs: string[] = []): Promise<ServerProcess> {
+export function startRtml(work: string, name: string, sync: 'full' | 'normal', nodeArgs: string[] = [], serveArgs: string[] = []): Promise<ServerProcess> {
   const dataDir = join(work, `data-${name.replace(/\W+/g, '-')}`);
   mkdirSync(dataDir, { recursive: true });
-  const args = [...nodeArgs, join(ROOT, 'bin', 'rtml.mjs'), 'serve', creditRepository(work), '--port', '{port}', '--data-dir', dataDir, '--log-level', 'warn', '--log-sync', sync];
+  const args = [...nodeArgs, join(ROOT, 'bin', 'rtml.mjs'), 'serve', creditRepository(work), '--port', '{port}', '--data-dir', dataDir, '--log-level', 'warn', '--log-sync', sync, ...serveArgs];
   return startProcess(name, args, dataDir, '/v2/health/ready');
 }
 
@@ -393,7 +393,7 @@ function startRtml(work: string, name: string, sync: 'full' | 'normal', nodeArgs
 // Request bodies
 
 /** Distinct lending_club rows (Class removed) as JSON text, spread over the whole file. */
-function loadRows(count: number): string[] {
+export function loadRows(count: number): string[] {
   const records = parse(readFileSync(join(CREDIT, 'lending_club.csv')), { columns: true, cast: true, skip_empty_lines: true }) as Record<string, unknown>[];
   const step = Math.max(1, Math.floor(records.length / count));
   const out: string[] = [];
@@ -405,7 +405,7 @@ function loadRows(count: number): string[] {
 }
 
 /** Posts every row once (no id: the server makes one); keeps the rows answered 200 with a decision. */
-async function preflight(server: ServerProcess, rows: string[], problems: string[]): Promise<string[]> {
+export async function preflight(server: ServerProcess, rows: string[], problems: string[]): Promise<string[]> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
   const kept: string[] = [];
   const rejected: string[] = [];
@@ -461,7 +461,7 @@ function cannonRequests(rows: string[], connections: number, path: string): auto
 // ---------------------------------------------------------------------------------------------
 // Load generators
 
-interface CannonSpec {
+export interface CannonSpec {
   server: ServerProcess;
   path: string;
   rows: string[];
@@ -472,7 +472,7 @@ interface CannonSpec {
   target: string;
 }
 
-function runCannon(spec: CannonSpec): Promise<LoadRun> {
+export function runCannon(spec: CannonSpec): Promise<LoadRun> {
   const lists = cannonRequests(spec.rows, spec.connections, spec.path);
   let nextList = 0;
   const latencies: number[] = [];
@@ -1107,29 +1107,48 @@ export function formatHttpBench(r: HttpBenchResult): string {
     lines.push('  top functions by self time:');
     for (const fn of p.topFunctions.slice(0, 12)) lines.push(`  ${f1(fn.share * 100).padStart(5)}% ${f1(fn.usPerReq).padStart(6)} µs/req  ${fn.name}  ${fn.where}`);
   }
-  if (r.problems.length > 0) {
+  endReport(lines, r.problems, r.wallS);
+  return lines.join('\n');
+}
+
+/** A report's last lines: anything unexpected, and the wall time. */
+export function endReport(lines: string[], problems: readonly string[], wallS: number): void {
+  if (problems.length > 0) {
     lines.push('');
     lines.push('Problems:');
-    for (const p of r.problems) lines.push(`  - ${p}`);
+    for (const p of problems) lines.push(`  - ${p}`);
   }
   lines.push('');
-  lines.push(`wall time ${f1(r.wallS)} s`);
-  return lines.join('\n');
+  lines.push(`wall time ${f1(wallS)} s`);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Command line
 
-function parseArgs(argv: string[]): { options: Partial<HttpBenchOptions>; json: string | null } {
-  const options: Partial<HttpBenchOptions> = {};
+/**
+ * A bench's command line: `option(name, value, num)` applies one option and says whether it
+ * knew it (`value()` takes the next argument, `num()` the next as a positive number);
+ * `--json FILE` is common to all.
+ */
+export function parseBenchArgs(argv: string[], option: (name: string, value: () => string, num: () => number) => boolean): { json: string | null } {
   let json: string | null = null;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
+    const value = () => argv[++i];
     const num = () => {
-      const v = Number(argv[++i]);
+      const v = Number(value());
       if (!(v > 0)) throw new Error(`${a} needs a positive number`);
       return v;
     };
+    if (a === '--json') json = value();
+    else if (!option(a, value, num)) throw new Error(`unknown option ${a}`);
+  }
+  return { json };
+}
+
+function parseArgs(argv: string[]): { options: Partial<HttpBenchOptions>; json: string | null } {
+  const options: Partial<HttpBenchOptions> = {};
+  const { json } = parseBenchArgs(argv, (a, _value, num) => {
     if (a === '--reps') options.reps = Math.round(num());
     else if (a === '--duration') options.durationS = num();
     else if (a === '--warmup') options.warmupS = num();
@@ -1139,9 +1158,9 @@ function parseArgs(argv: string[]): { options: Partial<HttpBenchOptions>; json: 
     else if (a === '--profile') options.profile = 'always';
     else if (a === '--no-profile') options.profile = 'never';
     else if (a === '--quick') Object.assign(options, { reps: 1, durationS: 4, warmupS: 1, halfLoadDurationS: 3 });
-    else if (a === '--json') json = argv[++i];
-    else throw new Error(`unknown option ${a}`);
-  }
+    else return false;
+    return true;
+  });
   return { options, json };
 }
 

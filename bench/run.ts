@@ -359,8 +359,9 @@ function summary(results: CaseResult[]): string {
 
 // ---------------------------------------------------------------------------------------------
 
-/** `npm run bench -- --only models,shap,log,http,features` runs a subset; all of them by default. */
-const only = new Set((process.argv.find((a) => a.startsWith('--only='))?.slice(7) ?? process.argv[process.argv.indexOf('--only') + 1] ?? 'models,shap,log,http,features').split(','));
+/** `npm run bench -- --only models,shap,log,http,features,overload` runs a subset; all of them by default. */
+const onlyAt = process.argv.indexOf('--only');
+const only = new Set((process.argv.find((a) => a.startsWith('--only='))?.slice(7) ?? (onlyAt > 0 ? process.argv[onlyAt + 1] : undefined) ?? 'models,shap,log,http,features,overload').split(','));
 
 async function main(): Promise<void> {
   mkdirSync(MODELS, { recursive: true });
@@ -418,6 +419,11 @@ async function main(): Promise<void> {
     const { benchHttp, formatHttpBench } = await import('./http.ts');
     httpText = formatHttpBench(await benchHttp({ profile: 'never' }));
   }
+  let overloadText = '';
+  if (only.has('overload')) {
+    const { benchOverload, formatOverloadBench } = await import('./overload.ts');
+    overloadText = formatOverloadBench(await benchOverload());
+  }
   const wallS = (performance.now() - started) / 1000;
   const load1 = loadavg();
 
@@ -438,6 +444,7 @@ async function main(): Promise<void> {
   if (logText) console.log(`\n== decision log (appends/s and append latency, 64 in flight)\n${logText}`);
   if (httpText) console.log(`\n== HTTP: full decision pipeline with logging vs a bare fastify route\n${httpText}`);
   if (featuresText) console.log(`\n== real-time features: ingestion, lookups, and the latency they add to a decision\n${featuresText}`);
+  if (overloadText) console.log(`\n== overload: 3x saturation over 2,000 connections; every answer 200 or 503 + Retry-After, health answered\n${overloadText}`);
   console.log(`\nwall time ${wallS.toFixed(0)} s; results in ${rel(join(MODELS, 'results.json'))}`);
 
   writeFileSync(join(MODELS, 'results.json'), `${JSON.stringify({ env, results }, null, 2)}\n`);

@@ -1,8 +1,8 @@
 /**
  * The decision server: fastify with the product's decision API (`/v1`), the Open Inference
- * Protocol (`/v2`), admin operations behind a bearer token, Prometheus `/metrics`, a
- * concurrency limit that sheds load with 503 + Retry-After instead of queueing without
- * bound, and a graceful drain on shutdown.
+ * Protocol (`/v2`), admin operations behind a bearer token, Prometheus `/metrics`, and a
+ * load guard (./overload.ts) that sheds load with 503 + Retry-After instead of queueing
+ * without bound and drains gracefully on shutdown.
  */
 import { ZodError } from 'zod';
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -17,11 +17,12 @@ import { registerMonitoringRoutes } from './routes/monitoring.ts';
 import { registerFeatureRoutes } from './routes/features.ts';
 import type { FeatureStore } from '../features/types.ts';
 import { FeatureStoreHost, type FeatureStoreFactory } from './feature-store.ts';
+import { guardLoad, PROBE_ROUTE, type LoadGuardConfig } from './overload.ts';
 import { logSink, webhookSink, type AlertSink } from '../monitor/alerts.ts';
 import { authChecks, refuseCrossSiteWrites, type AuthCheck, type Role } from './auth.ts';
 import { clip, lingeringClose, registerBodyParsers } from './bodies.ts';
 
-export interface ServerConfig {
+export interface ServerConfig extends LoadGuardConfig {
   /** The model repository: one folder per service. */
   repository: string;
   /** Bearer token for admin operations; null disables them. */
@@ -30,12 +31,14 @@ export interface ServerConfig {
   writeToken?: string | null;
   /** Bearer token decisions and inference need; null leaves them public. */
   decideToken?: string | null;
-  /** Decision and infer requests served at once; beyond it, 503. */
-  maxInFlight: number;
   /** Per-request budget for the model, in milliseconds. */
   deadlineMs: number;
   /** Largest accepted request body, in bytes. */
   bodyLimit: number;
+  /** A request (headers and body) must arrive within this; a slow client is cut off. */
+  requestTimeoutMs: number;
+  /** An idle keep-alive connection closes after this; keep it above a load balancer's idle timeout. */
+  keepAliveTimeoutMs: number;
   /** Poll the repository for changes this often (0: never). */
   watchIntervalMs: number;
   logLevel: string;
@@ -46,6 +49,11 @@ export interface ServerConfig {
 export const DEFAULT_CONFIG: Omit<ServerConfig, 'repository'> = {
   adminToken: null,
   maxInFlight: 512,
+  maxEventLoopDelayMs: 100,
+  maxConnections: 10_000,
+  drainGraceMs: 1500,
+  requestTimeoutMs: 10_000,
+  keepAliveTimeoutMs: 72_000,
   deadlineMs: 250,
   bodyLimit: 1024 * 1024,
   watchIntervalMs: 2000,
@@ -63,8 +71,8 @@ export interface ServerContext {
   readonly featureStore: FeatureStore | null;
   /** preHandlers by role: `auth.admin` for admin routes, `auth.write` for outcomes, events, entities, `auth.decide` for scoring. */
   readonly auth: Readonly<Record<Role, AuthCheck>>;
-  /** preHandler for the routes that score: sheds load past the concurrency limit. */
-  readonly limitConcurrency: (request: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => void;
+  /** Shutting down: readiness answers 503. */
+  readonly draining: boolean;
 }
 
 export interface Server {
@@ -72,8 +80,10 @@ export interface Server {
   readonly repository: ModelRepository;
   /** Every route served, as `METHOD /url` (the hostile-input suite checks it covers them all). */
   readonly routes: readonly string[];
-  /** Stops accepting requests, lets in-flight ones finish, flushes the decision log. */
+  /** Drains (not ready, new requests 503 for the grace period), stops accepting, lets in-flight requests finish, flushes the decision log. */
   close(): Promise<void>;
+  /** Also serves the health probes and /metrics on a port of their own; resolves with its address. */
+  listenForProbes(port: number, host: string): Promise<string>;
 }
 
 export type { FeatureStoreFactory } from './feature-store.ts';
@@ -84,8 +94,13 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
     bodyLimit: config.bodyLimit,
     // Per-request access logs would cost more than a decision; errors and admin actions are logged.
     logController: new LogController({ disableRequestLogging: true }),
-    return503OnClosing: true,
+    // The load guard answers requests that arrive while closing (503 with Retry-After, which fastify's own 503 lacks).
+    return503OnClosing: false,
     forceCloseConnections: 'idle',
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+    requestTimeout: config.requestTimeoutMs,
+    // Headers must arrive within the request timeout too (Node's default is 60 s), checked every second rather than every 30.
+    http: { headersTimeout: config.requestTimeoutMs, connectionsCheckingInterval: 1000 },
   });
   const sinks: AlertSink[] = [logSink(app.log)];
   if (config.alertWebhook) {
@@ -94,26 +109,7 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
   const repository = new ModelRepository(config.repository, app.log, sinks);
   const metrics = createMetrics(log, repository);
 
-  let inFlight = 0;
-  const release = () => {
-    inFlight--;
-    metrics.inFlight.set(inFlight);
-  };
-  // Callback style rather than async: no promise per request on the hot path. Answering 503
-  // without calling done() ends the request there (fastify's early reply from a hook).
-  const limitConcurrency = (request: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => {
-    if (inFlight >= config.maxInFlight) {
-      metrics.overloadRejections.inc();
-      void reply.code(503).header('retry-after', '1').send({ error: `overloaded: ${config.maxInFlight} requests in flight; retry shortly` });
-      return;
-    }
-    inFlight++;
-    metrics.inFlight.set(inFlight);
-    // Counted down however the request ends: a response emits 'close' once, after 'finish'
-    // (answered or failed) or when the client went away, so one shared listener does.
-    reply.raw.once('close', release);
-    done();
-  };
+  const guard = guardLoad(app, config, metrics);
 
   const auth = authChecks({ admin: config.adminToken, write: config.writeToken ?? null, decide: config.decideToken ?? null });
   app.addHook('onRequest', refuseCrossSiteWrites);
@@ -169,13 +165,15 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
       return features.store;
     },
     auth,
-    limitConcurrency,
+    get draining() {
+      return guard.draining;
+    },
   };
   registerDecisionRoutes(app, context);
   registerOipRoutes(app, context);
   registerMonitoringRoutes(app, context);
   registerFeatureRoutes(app, context);
-  app.get('/metrics', async (_request, reply) => {
+  app.get('/metrics', PROBE_ROUTE, async (_request, reply) => {
     const body = await metrics.registry.metrics();
     return reply.header('content-type', metrics.registry.contentType).send(body);
   });
@@ -216,11 +214,14 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
     app,
     repository,
     routes,
+    listenForProbes: (port, host) => guard.listenForProbes(port, host),
     close: () =>
       (closing ??= (async () => {
+        await guard.drain();
         clearInterval(outcomeTimer);
         clearInterval(evaluationTimer);
         await app.close();
+        await guard.close();
         await log.close();
         await features.close();
         await repository.close();

@@ -59,7 +59,8 @@ export function createMetrics(log: DecisionLog, repository?: ModelRepository): M
   const inFlight = new Gauge({ name: 'rtml_in_flight_requests', help: 'Decision and infer requests being served', registers: [registry] });
   const overloadRejections = new Counter({
     name: 'rtml_overload_rejections_total',
-    help: 'Requests answered 503 because the concurrency limit was reached',
+    help: 'Requests answered 503 by the load guard, by reason: in_flight, event_loop, connections, draining',
+    labelNames: ['reason'],
     registers: [registry],
   });
   new Gauge({

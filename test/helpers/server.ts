@@ -38,7 +38,7 @@ export function creditRepository(): string {
 export async function startServer(options: { repository?: string; dataDir?: string; args?: string[]; env?: Record<string, string> } = {}): Promise<RunningServer> {
   const repository = options.repository ?? creditRepository();
   const dataDir = options.dataDir ?? tempDir('rtml-data-');
-  const child = spawn(process.execPath, [join(ROOT, 'bin/rtml.mjs'), 'serve', repository, '--port', '0', '--data-dir', dataDir, '--watch-interval-ms', '0', ...(options.args ?? [])], {
+  const child = spawn(process.execPath, [join(ROOT, 'bin/rtml.mjs'), 'serve', repository, '--port', '0', '--data-dir', dataDir, '--watch-interval-ms', '0', '--drain-grace-ms', '0', ...(options.args ?? [])], {
     cwd: ROOT,
     env: { ...process.env, RTML_ADMIN_TOKEN: '', RTML_WRITE_TOKEN: WRITE_TOKEN, RTML_DECIDE_TOKEN: '', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],

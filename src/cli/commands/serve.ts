@@ -5,6 +5,9 @@ import { openSqliteDecisionLog } from '../../log/sqlite.ts';
 import { createServer, DEFAULT_CONFIG, type FeatureStoreFactory } from '../../server/app.ts';
 import { collectPairs, defaultDataDir, parseWholeNumber } from '../shared.ts';
 
+/** Node's default is 511: 2,000 clients connecting at once overflow it, and each dropped SYN costs its client 1-3 s. */
+const DEFAULT_BACKLOG = 4096;
+
 /** `rtml serve [repository]`: serve every bundle of a model repository over HTTP until SIGTERM or SIGINT. */
 export function registerServe(program: Command): void {
   program
@@ -13,11 +16,18 @@ export function registerServe(program: Command): void {
     .argument('[repository]', 'model repository directory', 'examples')
     .option('-p, --port <port>', 'port (env PORT)', parseWholeNumber, Number(process.env.PORT ?? 8080))
     .option('--host <host>', 'address to listen on (env HOST)', process.env.HOST ?? '127.0.0.1')
+    .option('--probe-port <port>', 'also serve the health probes and /metrics on this port, so they never queue behind scoring connections (env PROBE_PORT)', parseWholeNumber, process.env.PROBE_PORT ? Number(process.env.PROBE_PORT) : undefined)
     .option('--data-dir <dir>', 'where the decision log lives (env RTML_DATA_DIR)', defaultDataDir())
     .option('--admin-token-file <file>', 'file holding the admin bearer token (or env RTML_ADMIN_TOKEN); without one, admin operations are disabled')
     .option('--write-token-file <file>', 'file holding the bearer token for outcomes, events and entity updates (or env RTML_WRITE_TOKEN); the admin token works too; with neither, writes are disabled')
     .option('--decide-token-file <file>', 'file holding a bearer token decisions and inference then need (or env RTML_DECIDE_TOKEN); without one they are public')
-    .option('--max-in-flight <n>', 'requests served at once before answering 503', parseWholeNumber, DEFAULT_CONFIG.maxInFlight)
+    .option('--max-in-flight <n>', 'scoring requests served at once before answering 503', parseWholeNumber, DEFAULT_CONFIG.maxInFlight)
+    .option('--max-event-loop-delay-ms <ms>', 'answer scoring requests 503 while the event loop lags more than this (0: off)', parseWholeNumber, DEFAULT_CONFIG.maxEventLoopDelayMs)
+    .option('--max-connections <n>', 'open connections served; requests on more get 503 and Connection: close (0: no limit)', parseWholeNumber, DEFAULT_CONFIG.maxConnections)
+    .option('--backlog <n>', 'connections the kernel queues until accepted (capped by net.core.somaxconn)', parseWholeNumber, DEFAULT_BACKLOG)
+    .option('--request-timeout-ms <ms>', 'a request (headers and body) must arrive within this', parseWholeNumber, DEFAULT_CONFIG.requestTimeoutMs)
+    .option('--keep-alive-timeout-ms <ms>', 'close idle keep-alive connections after this; keep above a load balancer\'s idle timeout', parseWholeNumber, DEFAULT_CONFIG.keepAliveTimeoutMs)
+    .option('--drain-grace-ms <ms>', 'on SIGTERM: not ready, new requests answered 503 for this long before the listener closes', parseWholeNumber, DEFAULT_CONFIG.drainGraceMs)
     .option('--deadline-ms <ms>', 'per-request budget for the model; past it the fallback policy decides', parseWholeNumber, DEFAULT_CONFIG.deadlineMs)
     .option('--body-limit <bytes>', 'largest request body', parseWholeNumber, DEFAULT_CONFIG.bodyLimit)
     .option('--watch-interval-ms <ms>', 'poll the repository for new versions this often (0: off)', parseWholeNumber, DEFAULT_CONFIG.watchIntervalMs)
@@ -61,12 +71,28 @@ export function registerServe(program: Command): void {
             }
           : async (streams) => openEmbeddedFeatureStore({ dataDir: opts.dataDir, streams, synchronous: opts.logSync === 'normal' ? 'normal' : 'full' });
       const server = await createServer(
-        { repository, adminToken, writeToken, decideToken, maxInFlight: opts.maxInFlight, deadlineMs: opts.deadlineMs, bodyLimit: opts.bodyLimit, watchIntervalMs: opts.watchIntervalMs, logLevel: opts.logLevel, alertWebhook: opts.alertWebhook || null },
+        {
+          repository,
+          adminToken,
+          writeToken,
+          decideToken,
+          maxInFlight: opts.maxInFlight,
+          maxEventLoopDelayMs: opts.maxEventLoopDelayMs,
+          maxConnections: opts.maxConnections,
+          drainGraceMs: opts.drainGraceMs,
+          requestTimeoutMs: opts.requestTimeoutMs,
+          keepAliveTimeoutMs: opts.keepAliveTimeoutMs,
+          deadlineMs: opts.deadlineMs,
+          bodyLimit: opts.bodyLimit,
+          watchIntervalMs: opts.watchIntervalMs,
+          logLevel: opts.logLevel,
+          alertWebhook: opts.alertWebhook || null,
+        },
         log,
         openFeatureStore,
       );
       const shutdown = (signal: string) => {
-        server.app.log.info({ signal }, 'draining in-flight requests and flushing the decision log');
+        server.app.log.info({ signal, graceMs: opts.drainGraceMs }, 'draining: not ready, new requests answered 503, in-flight requests finish, then the decision log is flushed');
         server.close().then(
           () => process.exit(0),
           (err) => {
@@ -77,7 +103,8 @@ export function registerServe(program: Command): void {
       };
       process.once('SIGTERM', () => shutdown('SIGTERM'));
       process.once('SIGINT', () => shutdown('SIGINT'));
-      await server.app.listen({ port: opts.port, host: opts.host });
+      await server.app.listen({ port: opts.port, host: opts.host, backlog: opts.backlog });
+      if (opts.probePort !== undefined) server.app.log.info(`Probes listening at ${await server.listenForProbes(opts.probePort, opts.host)}`);
     });
 }
 
@@ -92,11 +119,18 @@ function readToken(file: string | undefined, env: string): string | null {
 interface ServeOptions {
   port: number;
   host: string;
+  probePort?: number;
   dataDir: string;
   adminTokenFile?: string;
   writeTokenFile?: string;
   decideTokenFile?: string;
   maxInFlight: number;
+  maxEventLoopDelayMs: number;
+  maxConnections: number;
+  backlog: number;
+  requestTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  drainGraceMs: number;
   deadlineMs: number;
   bodyLimit: number;
   watchIntervalMs: number;

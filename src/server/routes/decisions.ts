@@ -12,6 +12,7 @@ import { parseOutcome } from '../../pipeline/outcomes.ts';
 import type { Outcome } from '../../log/types.ts';
 import type { ServerContext } from '../app.ts';
 import { isJsonLines, issuesOf, MAX_LINES, type JsonLines } from '../bodies.ts';
+import { SCORING_ROUTE } from '../overload.ts';
 import type { Service, ServiceVersion } from '../repository.ts';
 
 const nameParams = z.object({ name: z.string() });
@@ -93,7 +94,7 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
     return observe;
   };
 
-  app.post('/v1/services/:name/decisions', { preHandler: [ctx.auth.decide, ctx.limitConcurrency] }, async (request, reply) => {
+  app.post('/v1/services/:name/decisions', { ...SCORING_ROUTE, preHandler: ctx.auth.decide }, async (request, reply) => {
     const { name } = nameParams.parse(request.params);
     const service = repository.get(name);
     if (!service) return notFound(reply, name);

@@ -13,6 +13,7 @@ import type { FeatureSpec } from '../../bundle/manifest.ts';
 import type { ServerContext } from '../app.ts';
 import { closest } from '../../config/names.ts';
 import { issuesOf } from '../bodies.ts';
+import { PROBE_ROUTE, SCORING_ROUTE } from '../overload.ts';
 import { ServiceLoadError, type Service, type ServiceVersion } from '../repository.ts';
 
 const SERVER_VERSION = '0.1.0';
@@ -80,8 +81,9 @@ export function registerOipRoutes(app: FastifyInstance, ctx: ServerContext): voi
     return { service, version: chosen };
   };
 
-  app.get('/v2/health/live', async () => ({ live: true }));
-  app.get('/v2/health/ready', async () => ({ ready: true }));
+  app.get('/v2/health/live', PROBE_ROUTE, async () => ({ live: true }));
+  // Not ready once draining, so a load balancer stops sending before the listener closes.
+  app.get('/v2/health/ready', PROBE_ROUTE, async (_request, reply) => (ctx.draining ? reply.code(503).send({ ready: false, draining: true }) : { ready: true }));
   app.get('/v2', async () => ({ name: 'rtml', version: SERVER_VERSION, extensions: EXTENSIONS }));
 
   const metadata = async (request: { params: unknown }, reply: FastifyReply) => {
@@ -178,7 +180,7 @@ export function registerOipRoutes(app: FastifyInstance, ctx: ServerContext): voi
     metrics.observeInfer(service.name, version.version, (performance.now() - started) / 1000, true);
     return { model_name: service.name, model_version: version.version, id: body.id ?? '', outputs };
   };
-  const inferOptions = { preHandler: [ctx.auth.decide, ctx.limitConcurrency] };
+  const inferOptions = { ...SCORING_ROUTE, preHandler: ctx.auth.decide };
   app.post('/v2/models/:name/infer', inferOptions, infer);
   app.post('/v2/models/:name/versions/:version/infer', inferOptions, infer);
 
