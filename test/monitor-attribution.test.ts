@@ -67,6 +67,19 @@ describe('attribution in the reference profile', () => {
     });
   });
 
+  it('past contributionRows, a uniform sample of that many rows, the same at every run', async () => {
+    const golden = readGoldenContributions(bundle);
+    const dir = tempDir();
+    writeFileSync(join(dir, 'golden.jsonl'), golden.rows.map((r) => JSON.stringify(r)).join('\n'));
+    const profile = () => buildProfile(bundle, { data: join(dir, 'golden.jsonl'), contributionRows: 100 });
+    const [a, b] = [await profile(), await profile()];
+    assert.equal(a.contributions!.rows, 100);
+    assert.deepEqual(a.contributions, b.contributions);
+    // A sample's means are near the whole's (int_rate drives this model).
+    const all = (await buildProfile(bundle, { data: join(dir, 'golden.jsonl') })).contributions!.meanAbs.int_rate;
+    assert.ok(Math.abs(a.contributions!.meanAbs.int_rate - all) < 0.15 * all, `${a.contributions!.meanAbs.int_rate} vs ${all}`);
+  });
+
   it("the credit example's reference has them, and a profile missing a feature's cannot monitor the bundle", () => {
     assert.ok(reference.contributions && reference.contributions.rows > 7000);
     const names = bundle.encoding.features.map((f) => f.name);
