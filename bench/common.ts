@@ -89,7 +89,15 @@ export type Task =
   | { kind: 'onnx-single'; model: string; input: string; rowsFile: string; width: number; calls: number; reps: number; warmup: Warmup }
   | { kind: 'onnx-batch'; model: string; input: string; rowsFile: string; width: number; reps: number; warmup: Warmup; predsOut: string }
   /** JIT-state diagnostic: one mode warmed first, then the other mode measured in the same process. */
-  | { kind: 'native-switch'; bundle: string; rowsFile: string; width: number; calls: number; reps: number; warmup: Warmup; first: 'batch' | 'single' };
+  | { kind: 'native-switch'; bundle: string; rowsFile: string; width: number; calls: number; reps: number; warmup: Warmup; first: 'batch' | 'single' }
+  /** Exact contributions (TreeSHAP) of one row at a time, through the runtime's explainer. */
+  | { kind: 'shap-single'; bundle: string; rowsFile: string; width: number; calls: number; reps: number; warmup: Warmup }
+  /** Exact contributions of the first `rows` rows in one call; written to `contribsOut` for the exactness check. */
+  | { kind: 'shap-batch'; bundle: string; rowsFile: string; width: number; rows: number; reps: number; warmup: Warmup; contribsOut: string }
+  /** A decision's inline explain stage: one row's contributions per feature, ranked into the policy's model reasons. */
+  | { kind: 'shap-reasons'; bundle: string; jsonRowsFile: string; calls: number; reps: number; warmup: Warmup }
+  /** What attribution monitoring adds per decision (sampling, copying, explaining later), against the monitor without it. */
+  | { kind: 'monitor-cost'; bundle: string; jsonRowsFile: string; decisions: number; reps: number; sampleEvery: number; attribution: boolean };
 
 /** What a child reports: per-row times (ns) of each timed repetition, and of the warmup. */
 export interface Measurement {

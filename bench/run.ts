@@ -359,9 +359,9 @@ function summary(results: CaseResult[]): string {
 
 // ---------------------------------------------------------------------------------------------
 
-/** `npm run bench -- --only models,log,http,features,overload` runs a subset; all of them by default. */
+/** `npm run bench -- --only models,shap,log,http,features,overload` runs a subset; all of them by default. */
 const onlyAt = process.argv.indexOf('--only');
-const only = new Set((process.argv.find((a) => a.startsWith('--only='))?.slice(7) ?? (onlyAt > 0 ? process.argv[onlyAt + 1] : undefined) ?? 'models,log,http,features,overload').split(','));
+const only = new Set((process.argv.find((a) => a.startsWith('--only='))?.slice(7) ?? (onlyAt > 0 ? process.argv[onlyAt + 1] : undefined) ?? 'models,shap,log,http,features,overload').split(','));
 
 async function main(): Promise<void> {
   mkdirSync(MODELS, { recursive: true });
@@ -371,6 +371,13 @@ async function main(): Promise<void> {
     ensureModels();
     const cases = [await creditCase(), await largeCase()].filter((c): c is ModelCase => c !== null);
     for (const c of cases) results.push(await measure(c));
+  }
+  let shapText = '';
+  if (only.has('shap')) {
+    ensureModels();
+    const { benchShap, formatShapBench } = await import('./shap.ts');
+    const cases = [await creditCase(), await largeCase()].filter((c): c is ModelCase => c !== null);
+    shapText = formatShapBench(await benchShap(ROOT, MODELS, cases, runWorker, log));
   }
   let logText = '';
   if (only.has('log')) {
@@ -433,6 +440,7 @@ async function main(): Promise<void> {
   console.log(`(single-row rtml/onnx figures: median over ${SINGLE_REPS} reps of the mean of ${SINGLE_CALLS} calls; xgboost-py: median of per-call perf_counter_ns; all after a warmup that runs until the last 5 reps agree within 15%)\n`);
   for (const r of results) console.log(`${report(r)}\n`);
   if (results.length > 0) console.log(summary(results));
+  if (shapText) console.log(`\n== exact contributions (TreeSHAP) vs XGBoost predict(pred_contribs=True), one thread\n${shapText}`);
   if (logText) console.log(`\n== decision log (appends/s and append latency, 64 in flight)\n${logText}`);
   if (httpText) console.log(`\n== HTTP: full decision pipeline with logging vs a bare fastify route\n${httpText}`);
   if (featuresText) console.log(`\n== real-time features: ingestion, lookups, and the latency they add to a decision\n${featuresText}`);

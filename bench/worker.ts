@@ -9,7 +9,10 @@
  */
 import { readFileSync } from 'node:fs';
 import type { RawRow } from '../src/bundle/encoding.ts';
-import { loadModel, type ModelRuntime } from '../src/models/index.ts';
+import { contributionSupport, loadModel, type ContributionExplainer, type ModelRuntime } from '../src/models/index.ts';
+import { monitoringSchema } from '../src/monitor/config.ts';
+import { readReference } from '../src/monitor/reference.ts';
+import { ServiceMonitor } from '../src/monitor/service-monitor.ts';
 import { parseXgbJson, parseXgbModel, type XgbModel } from '../src/models/xgboost/format.ts';
 import { xgboostRuntime } from '../src/models/xgboost/runtime.ts';
 import { createScorer } from '../src/pipeline/score.ts';
@@ -99,6 +102,20 @@ async function nativeModel(task: { bundle: string } & EvaluatorChoice): Promise<
     model = { ...model, trees };
   }
   return xgboostRuntime(model, { evaluator: task.evaluator });
+}
+
+function explainerOf(model: ModelRuntime): ContributionExplainer {
+  const support = contributionSupport(model);
+  if (!support.exact) throw new Error(`no exact contributions: ${support.reason}`);
+  return support.explainer();
+}
+
+/** A golden file's rows (JSON lines of {row, expected}). */
+function goldenRows(file: string): RawRow[] {
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => (JSON.parse(l) as { row: RawRow }).row);
 }
 
 function nativeOf(model: ModelRuntime): (x: Float32Array, rows: number) => Float64Array {
@@ -222,6 +239,106 @@ async function run(task: Task & EvaluatorChoice): Promise<Measurement> {
       };
       warmed = await warm(single(Math.min(WARMUP_CALLS, task.calls)), task.warmup);
       repsNsPerRow = await timed(single(task.calls), task.reps);
+      return measured(loadMs);
+    }
+    case 'shap-single':
+    case 'shap-batch': {
+      const bundle = await loadModelBundle(task.bundle);
+      const explainer = explainerOf(bundle.model);
+      const loadMs = (now() - t0) / 1e6;
+      extra.info = explainer.info;
+      const x = readF32(task.rowsFile);
+      const G = explainer.groups;
+      if (task.kind === 'shap-single') {
+        const views = rowViews(x, task.width);
+        rows = views.length;
+        const out = new Float64Array(G * (task.width + 1));
+        const single = syncSingle((v, n) => explainer.contributions(v, n, out), views);
+        firstCallNs = single(1)();
+        warmed = await warm(single(Math.min(WARMUP_CALLS, task.calls)), task.warmup);
+        repsNsPerRow = await timed(single(task.calls), task.reps);
+        // The distribution of single calls, each timed on its own (the latency a decision sees).
+        const each = new Float64Array(Math.min(task.calls, 20_000));
+        for (let i = 0; i < each.length; i++) {
+          const t = now();
+          sink += explainer.contributions(views[i % views.length], 1, out)[0];
+          each[i] = now() - t;
+        }
+        each.sort();
+        extra.p50Ns = each[Math.floor(each.length / 2)];
+        extra.p99Ns = each[Math.floor(each.length * 0.99)];
+      } else {
+        rows = Math.min(task.rows, x.length / task.width);
+        const out = new Float64Array(rows * G * (task.width + 1));
+        const batch = (): number => {
+          const t = now();
+          explainer.contributions(x, rows, out);
+          return (now() - t) / rows;
+        };
+        firstCallNs = batch() * rows;
+        warmed = await warm(batch, task.warmup);
+        repsNsPerRow = await timed(batch, task.reps);
+        writeTyped(task.contribsOut, out);
+      }
+      return measured(loadMs);
+    }
+    case 'shap-reasons': {
+      const bundle = await loadModelBundle(task.bundle);
+      const loadMs = (now() - t0) / 1e6;
+      const reasons = bundle.policy?.modelReasons;
+      if (!reasons) throw new Error(`${task.bundle}: the policy asks for no model reasons`);
+      const scorer = createScorer(bundle, { fromText: false });
+      const explainer = scorer.explainer()!;
+      // Each golden row as a decision has it: encoded inputs and raw outputs, computed before timing.
+      const decided = goldenRows(task.jsonRowsFile).map((row) => {
+        const encoded = scorer.encode([row]);
+        return { inputs: encoded.inputs, raw: scorer.predict(encoded.inputs, 1) as Float64Array };
+      });
+      rows = decided.length;
+      const single = (calls: number) => (): number => {
+        let s = 0;
+        const t = now();
+        for (let i = 0; i < calls; i++) {
+          const d = decided[i % decided.length];
+          s += reasons.rank(explainer.explain(d.inputs, 1, d.raw).values).length;
+        }
+        const dt = now() - t;
+        sink += s;
+        return dt / calls;
+      };
+      firstCallNs = single(1)();
+      warmed = await warm(single(Math.min(WARMUP_CALLS, task.calls)), task.warmup);
+      repsNsPerRow = await timed(single(task.calls), task.reps);
+      return measured(loadMs);
+    }
+    case 'monitor-cost': {
+      const bundle = await loadModelBundle(task.bundle);
+      const loadMs = (now() - t0) / 1e6;
+      const scorer = createScorer(bundle, { fromText: false });
+      const reference = await readReference(bundle.referencePath!);
+      const config = monitoringSchema.parse({ ...bundle.manifest.monitoring, contributions: { sample_every: task.sampleEvery } });
+      const monitor = new ServiceMonitor({ bundle, reference, config, sinks: [], explainer: task.attribution ? scorer.explainer() : null });
+      const decided = goldenRows(task.jsonRowsFile).map((row) => {
+        const encoded = scorer.encode([row]);
+        const raw = scorer.predict(encoded.inputs, 1) as Float64Array;
+        return { row, inputs: encoded.inputs, raw, score: bundle.outputs.score(raw, 0) };
+      });
+      rows = task.decisions;
+      // What the server does per decision: observe (sampling and copying included); then, as
+      // after the answers went out, the waiting explanations and the periodic evaluation.
+      const rep = (): number => {
+        const t = now();
+        for (let i = 0; i < task.decisions; i++) {
+          const d = decided[i % decided.length];
+          monitor.observeDecision(d.row, d.score, 'approve', null, undefined, { scored: { inputs: d.inputs, raw: d.raw }, contributions: null });
+          if (i % 64 === 63) monitor.explainPending();
+        }
+        monitor.explainPending();
+        return (now() - t) / task.decisions;
+      };
+      warmed = await warm(rep, { minMs: 1000, maxMs: 5000 });
+      repsNsPerRow = await timed(rep, task.reps);
+      extra.explained = monitor.evaluate().windows.count.contributions?.n ?? 0;
       return measured(loadMs);
     }
     case 'onnx-single':

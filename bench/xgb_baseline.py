@@ -45,33 +45,46 @@ def ns_per_call(fn, rows, calls):
     return float(np.median(times)), total / calls
 
 
-def main():
+def model_and_rows_arguments():
+    """An argument parser with --model, --rows and --features (shared with xgb_contribs_baseline.py)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
     ap.add_argument("--rows", required=True)
     ap.add_argument("--features", type=int, required=True)
+    return ap
+
+
+def load_model_and_rows(args):
+    """The booster (one thread) and the rows file as a [rows, features] float32 matrix."""
+    X = np.fromfile(args.rows, dtype=np.float32)
+    if X.size % args.features != 0:
+        sys.exit("rows file holds %d floats, not a multiple of %d features" % (X.size, args.features))
+    booster = xgb.Booster(model_file=args.model)
+    booster.set_param({"nthread": 1})
+    return booster, X.reshape(-1, args.features)
+
+
+def model_dmatrix(booster, data):
+    """A DMatrix must carry the model's feature names and types ('c' = categorical codes)."""
+    return xgb.DMatrix(data, feature_names=booster.feature_names, feature_types=booster.feature_types,
+                       enable_categorical=True, nthread=1)
+
+
+def main():
+    ap = model_and_rows_arguments()
     ap.add_argument("--preds-out", required=True)
     ap.add_argument("--single-calls", type=int, default=3000)
     ap.add_argument("--single-reps", type=int, default=5)
     ap.add_argument("--batch-reps", type=int, default=5)
     args = ap.parse_args()
-
-    X = np.fromfile(args.rows, dtype=np.float32)
-    if X.size % args.features != 0:
-        sys.exit("rows file holds %d floats, not a multiple of %d features" % (X.size, args.features))
-    X = X.reshape(-1, args.features)
+    booster, X = load_model_and_rows(args)
     n = X.shape[0]
-
-    booster = xgb.Booster(model_file=args.model)
-    booster.set_param({"nthread": 1})
     # inplace_predict takes numpy with category codes as-is: the split type lives in each tree,
     # and the model's feature_types (saved in the JSON) mark the categorical columns.
     one_rows = [X[i : i + 1] for i in range(min(n, 1000))]
 
     def dmatrix(data):
-        # A DMatrix must carry the model's feature names and types ('c' = categorical codes).
-        return xgb.DMatrix(data, feature_names=booster.feature_names, feature_types=booster.feature_types,
-                           enable_categorical=True, nthread=1)
+        return model_dmatrix(booster, data)
 
     # Warm up every path (first calls allocate the predictor's thread-local buffers).
     for r in one_rows[:200]:

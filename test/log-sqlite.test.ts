@@ -320,23 +320,28 @@ describe('sqlite decision log', () => {
     await log.append(record('old-1'));
     await log.close();
     const db = new Database(join(dir, DECISION_LOG_FILE));
-    db.exec("DROP TABLE outcomes; ALTER TABLE decisions DROP COLUMN features; UPDATE meta SET value = '1' WHERE key = 'schema_version'");
+    db.exec("DROP TABLE outcomes; ALTER TABLE decisions DROP COLUMN features; ALTER TABLE decisions DROP COLUMN explanation; UPDATE meta SET value = '1' WHERE key = 'schema_version'");
     db.close();
     const reopened = openSqliteDecisionLog(dir);
     assert.deepEqual(await reopened.recordOutcomes('credit', [{ id: 'old-1', label: 'good' }]), { joined: 1, unknown: [] });
     await reopened.close();
   });
 
-  it("keeps each sourced feature's status and served value; a version 3 log gains the column, its records read back without it", async () => {
+  /** A log holding one record 'old', taken back to an older schema version by `sql`, then reopened (migrated). */
+  async function migratedFrom(version: number, sql: string) {
     const dir = logDir();
     const log = openSqliteDecisionLog(dir);
     await log.append(record('old'));
     await log.close();
-    // Back to version 3: no features column.
     const db = new Database(join(dir, DECISION_LOG_FILE));
-    db.exec("ALTER TABLE decisions DROP COLUMN features; UPDATE meta SET value = '3' WHERE key = 'schema_version'");
+    db.exec(`${sql}; UPDATE meta SET value = '${version}' WHERE key = 'schema_version'`);
     db.close();
-    const migrated = openSqliteDecisionLog(dir);
+    return openSqliteDecisionLog(dir);
+  }
+
+  it("keeps each sourced feature's status and served value; a version 3 log gains the column, its records read back without it", async () => {
+    // Back to version 3: no features column (nor version 5's explanation).
+    const migrated = await migratedFrom(3, 'ALTER TABLE decisions DROP COLUMN features; ALTER TABLE decisions DROP COLUMN explanation');
     const features = {
       txn_count_10m: { status: 'present', value: 3 },
       account_age_days: { status: 'stale', value: null },
@@ -348,6 +353,21 @@ describe('sqlite decision log', () => {
     assert.deepEqual((await migrated.get('credit', 'new'))!.features, features);
     assert.deepEqual((await migrated.query({ service: 'credit' })).map((r) => r.features ?? null), [features, null]);
     await assert.rejects(migrated.append(record('bad', { features: [] as never })), /features must be an object when present/);
+    await migrated.close();
+  });
+
+  it("keeps a decision's explanation (model reasons asked for); a version 4 log gains the column, its records read back without it", async () => {
+    const migrated = await migratedFrom(4, 'ALTER TABLE decisions DROP COLUMN explanation');
+    const explanation = { model_decided: true as const, method: 'path-dependent TreeSHAP', bias: -2.875, contributions: { int_rate: 0.41, annual_inc: -0.0625 } };
+    const reasons = [
+      { code: 'HIGH_RISK', message: 'high' },
+      { code: 'INTEREST_RATE', message: 'Interest rate', source: 'model' as const, contribution: 0.41, feature: 'int_rate', features: [{ feature: 'int_rate', contribution: 0.41 }] },
+    ];
+    await migrated.append(record('new', { explanation, reasons }));
+    const back = (await migrated.get('credit', 'new'))!;
+    assert.deepEqual([back.explanation, back.reasons], [explanation, reasons]);
+    assert.equal('explanation' in (await migrated.get('credit', 'old'))!, false);
+    await assert.rejects(migrated.append(record('bad', { explanation: 'yes' as never })), /explanation must be an object when present/);
     await migrated.close();
   });
 
@@ -382,6 +402,7 @@ describe('sqlite decision log', () => {
       CREATE INDEX decisions_service_model_version_time ON decisions (service, model_version, time);
       CREATE INDEX decisions_fallback_time ON decisions (service, time) WHERE fallback_used = 1;
       ALTER TABLE decisions DROP COLUMN features;
+      ALTER TABLE decisions DROP COLUMN explanation;
       UPDATE meta SET value = '2' WHERE key = 'schema_version'`);
     db.close();
     const log = openSqliteDecisionLog(dir);

@@ -247,7 +247,9 @@ describe('operating the server', () => {
       .replace(/^golden: .*$/m, '')
       .replace(/^monitoring:\n(  .*\n)+/m, '');
     writeFileSync(join(repo, 'baseline/rtml.yaml'), manifest);
-    const policy = readFileSync(join(repo, 'credit/policy.yaml'), 'utf8').replace(/^bands:\n(  .*\n|\s*\n|  #.*\n)+/m, '').replace(/^post_rules:\n(  .*\n|\s*\n|  #.*\n)+/m, '');
+    const policy = readFileSync(join(repo, 'credit/policy.yaml'), 'utf8').replace(/^bands:\n(  .*\n|\s*\n|  #.*\n)+/m, '').replace(/^post_rules:\n(  .*\n|\s*\n|  #.*\n)+/m, '')
+      // No model, so no model reasons either (a rules-only policy asking for them is refused).
+      .replace(/^model_reasons:\n(  .*\n|\s*\n|  #.*\n)+/m, '');
     writeFileSync(join(repo, 'baseline/policy.yaml'), policy);
     const server = await startServer({ repository: repo });
     try {

@@ -99,6 +99,9 @@ describe('loading XGBoost models off the event loop', () => {
       parents: new Array(n).fill(0),
       base_weights: new Array(n).fill(0),
       tree_param: { ...(model.trees[0].tree_param as object), num_nodes: String(n) },
+      // No node covers: this forest has no exact contributions, so only the trees the flat
+      // evaluator walks travel (explainable forests send all theirs: xgboost-shap.test.ts).
+      sum_hessian: undefined,
     };
     model.trees = [...model.trees, ...model.trees, chain, ...model.trees, ...model.trees].map((tree, t) => ({ ...tree, id: t }));
     model.tree_info = model.trees.map(() => 0);

@@ -15,6 +15,8 @@ import type { RawRow } from '../bundle/encoding.ts';
 export { formatOf, type FileFormat } from './records.ts';
 import { createScorer } from '../pipeline/score.ts';
 import { decideAfterModel, namedOutputs } from '../pipeline/policy.ts';
+import { explainDecision, rowOf, type RowExplanation } from '../pipeline/explain.ts';
+import { contributionSupport } from '../models/index.ts';
 import { textRowConverter } from '../decision/index.ts';
 import type { OutputValue } from '../bundle/outputs.ts';
 
@@ -36,6 +38,11 @@ export interface ScoreFileOptions {
   onNotice?: (message: string) => void;
   /** Add the policy's decision, reason codes and fallback cause when the bundle has a policy (default true). */
   decisions?: boolean;
+  /**
+   * Add every feature's exact contribution to the score's margin (`contribution_<feature>`) and
+   * the bias (`contribution_bias`); the model must have exact contributions.
+   */
+  explain?: boolean;
   /** Feature columns deliberately absent from the input: scored as missing, or their default. */
   allowMissing?: readonly string[];
   /** CSV field separator (default `,`). */
@@ -64,15 +71,29 @@ export async function scoreFile(bundle: ModelBundle, options: ScoreFileOptions):
   // With a policy, each row also gets the decision the server would give it.
   const policy = options.decisions === false ? null : bundle.policy;
   const typed = inputFormat === 'csv' ? textRowConverter(bundle.encoding.features) : (row: RawRow) => row;
-  const outputColumns = policy ? [...scorer.outputColumns, 'decision', 'reason_codes', 'fallback'] : scorer.outputColumns;
-  const outputValues = (row: RawRow, outcome: { score: number; outputs: OutputValue[] }): OutputValue[] => {
-    if (!policy) return outcome.outputs;
-    const features = typed(row);
-    const pre = policy.preDecide(features);
-    const verdict = pre
-      ? { decision: pre, fallbackCause: null }
-      : decideAfterModel(policy, features, { ok: true, score: outcome.score, outputs: namedOutputs(scorer.outputColumns, outcome.outputs) });
-    return [...outcome.outputs, verdict.decision.action, verdict.decision.reasons.map((r) => r.code).join(' '), verdict.fallbackCause ?? ''];
+  // Contributions: for the model reasons the policy asks for (as the server gives them), and
+  // with `explain` as columns of their own; computed for a chunk's rows at once.
+  const explainer = options.explain || policy?.modelReasons ? scorer.explainer() : null;
+  if (options.explain && !explainer) {
+    const support = contributionSupport(bundle.model);
+    throw new Error(`--explain: this model has no exact contributions: ${support.exact ? 'unknown reason' : support.reason}`);
+  }
+  const featureCount = bundle.encoding.features.length;
+  const explainColumns = options.explain ? [...bundle.encoding.features.map((f) => `contribution_${f.name}`), 'contribution_bias'] : [];
+  const outputColumns = [...scorer.outputColumns, ...(policy ? ['decision', 'reason_codes', 'fallback'] : []), ...explainColumns];
+  const outputValues = (row: RawRow, outcome: { score: number; outputs: OutputValue[] }, explained: RowExplanation | null): OutputValue[] => {
+    const values = [...outcome.outputs];
+    if (policy) {
+      const features = typed(row);
+      const pre = policy.preDecide(features);
+      const verdict = pre
+        ? { decision: pre, fallbackCause: null }
+        : decideAfterModel(policy, features, { ok: true, score: outcome.score, outputs: namedOutputs(scorer.outputColumns, outcome.outputs) });
+      const reasons = explainDecision(policy, explainer, verdict.decision, features, () => explained!)?.reasons ?? verdict.decision.reasons;
+      values.push(verdict.decision.action, reasons.map((r) => r.code).join(' '), verdict.fallbackCause ?? '');
+    }
+    if (options.explain) values.push(...explained!.values, explained!.bias);
+    return values;
   };
 
   const totalBytes = options.input === '-' ? null : statSync(options.input).size;
@@ -117,7 +138,10 @@ export async function scoreFile(bundle: ModelBundle, options: ScoreFileOptions):
   // A chunk keeps unreadable records in place so failures are reported in line order.
   const flush = async (chunk: SourceRecord[]) => {
     const readable = chunk.filter((r) => r.row !== null);
-    const { outcomes } = await scorer.scoreRows(readable.map((r) => r.row as RawRow));
+    const scored = await scorer.scoreRows(readable.map((r) => r.row as RawRow));
+    const { outcomes } = scored;
+    const valid = outcomes.filter((o) => o.ok).length;
+    const explained = explainer && valid > 0 ? explainer.explain(scored.inputs, valid, scored.raw) : null;
     let next = 0;
     const lines: string[] = [];
     if (outputFormat === 'csv' && !wroteHeader) {
@@ -141,7 +165,7 @@ export async function scoreFile(bundle: ModelBundle, options: ScoreFileOptions):
       }
       summary.scored++;
       const row = record.row;
-      const values = outputValues(row, outcome);
+      const values = outputValues(row, outcome, explained ? rowOf(explained, outcome.slot, featureCount) : null);
       if (outputFormat === 'csv') {
         if (inputFormat === 'jsonl') noticeDropped(row, record.line);
         const cells = header.columns!.map((c) => csvCell(row[c]));

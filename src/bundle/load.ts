@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ConfigError, readYaml, yamlPath, type ConfigProblem } from '../config/yaml.ts';
-import { loadModel, ModelLoadError, type ModelRuntime } from '../models/index.ts';
+import { contributionSupport, loadModel, ModelLoadError, type ModelRuntime } from '../models/index.ts';
 import { buildEncoding, type Encoding } from './encoding.ts';
 import { checkColumns } from './columns.ts';
 import { loadPolicy, POLICY_FILE, PolicyError, type Policy } from '../decision/index.ts';
@@ -159,6 +159,11 @@ export async function loadBundle(dir: string): Promise<Bundle> {
       problems.push(...err.problems);
     }
     if (policy && policy.usesModel && !model) problem('policy', 'the policy has score bands but the bundle has no model');
+    if (policy?.modelReasons && model) {
+      // Reasons are the model's exact contributions or nothing: never an approximation.
+      const support = contributionSupport(model);
+      if (!support.exact) problem('policy', `model_reasons asks for the model's own reasons, but this model has no exact contributions: ${support.reason}`);
+    }
   }
   if (!model && !policy) problem('model', 'a bundle needs a model, a policy, or both');
   const { resolver, problems: sourceProblems } = buildResolver(manifest, features);

@@ -18,6 +18,10 @@
  * the guards, when a kill switch is on, or always, for a rules-only policy (no bands).
  * Its rules run in order and its `default` catches everything else, so it always decides.
  *
+ * `model_reasons` (reasons.ts) adds the model's own principal reasons to the decisions it
+ * makes with the listed actions: reason codes ranked by the features' exact contributions to
+ * the score. Decisions a pre-rule or the fallback makes get none: the model did not decide.
+ *
  * Everything is checked when the policy loads: every action is declared, codes are unique
  * and UPPER_SNAKE, bands ascend and end unbounded, conditions compile against the bundle's
  * features (and their types), `score` is used only after the model. Errors name the file,
@@ -29,6 +33,7 @@ import type { RawRow } from '../bundle/encoding.ts';
 import type { FeatureSpec } from '../bundle/manifest.ts';
 import { ConfigError, readYaml, yamlPath, type ConfigProblem, type Locate } from '../config/yaml.ts';
 import { compileExpr, ExprError, type Accessor, type CompiledExpr, type NameType } from './expr.ts';
+import { compileModelReasons, modelReasonsSchema, type ModelReason, type ModelReasons } from './reasons.ts';
 
 export const POLICY_FILE = 'policy.yaml';
 
@@ -94,6 +99,8 @@ export const policySchema = z
         default: outcomeSchema,
       })
       .strict(),
+    /** Principal reasons from the model's own contributions (see reasons.ts). */
+    model_reasons: modelReasonsSchema.optional(),
   })
   .strict();
 
@@ -110,12 +117,17 @@ export interface Reason {
   message: string;
 }
 
+export type { ModelReason, ModelReasons } from './reasons.ts';
+
 export type Stage = 'pre_rule' | 'band' | 'post_rule' | 'fallback';
 
 export interface Decision {
   action: string;
-  /** Why, most decisive first: reasons[0] is the rule or band that set the action. */
-  reasons: Reason[];
+  /**
+   * Why, most decisive first: reasons[0] is the rule or band that set the action; then, when the
+   * policy asks for them, the model's own principal reasons (ModelReason, `source: 'model'`).
+   */
+  reasons: (Reason | ModelReason)[];
   stage: Stage;
   /** For stage 'fallback': why the model's score was not used. */
   cause?: string;
@@ -133,8 +145,11 @@ export interface PolicyContext {
 
 /** A reason code the policy can produce, for documentation and metric labels. */
 export interface ReasonCode extends Reason {
-  action: string;
-  stage: Stage;
+  /** The action a rule or band gives; null for the model's reasons, which explain the actions model_reasons lists. */
+  action: string | null;
+  stage: Stage | 'model';
+  /** Model reasons: the features under the code. */
+  features?: readonly string[];
 }
 
 export interface Policy {
@@ -144,6 +159,8 @@ export interface Policy {
   readonly usesModel: boolean;
   readonly actions: readonly string[];
   readonly reasonCodes: readonly ReasonCode[];
+  /** The model's principal reasons the policy asks for (`model_reasons`), or null. */
+  readonly modelReasons: ModelReasons | null;
   /** The decision of the first pre-rule that fires, or null: then run the model. */
   preDecide(features: RawRow): Decision | null;
   /**
@@ -339,6 +356,21 @@ function buildPolicy(input: unknown, context: PolicyContext, file: string, locat
   checkCode(['fallback', 'default'], spec.fallback.default.code);
   checkAction(['fallback', 'default'], spec.fallback.default.action, spec.fallback.default.code);
 
+  let modelReasons: ModelReasons | null = null;
+  const asked = spec.model_reasons;
+  if (asked) {
+    if (!spec.bands) problem(['model_reasons'], `model_reasons explain the model's decisions, but this policy has no bands (rules-only): the model never decides`);
+    const modelActions = new Set([...(spec.bands ?? []).map((b) => b.action), ...spec.post_rules.map((r) => r.action)]);
+    asked.actions.forEach((a, i) => {
+      if (!actions.has(a)) problem(['model_reasons', 'actions', i], `action ${JSON.stringify(a)} is not one of actions [${spec.actions.join(', ')}]`);
+      else if (spec.bands && !modelActions.has(a)) problem(['model_reasons', 'actions', i], `no band or post_rule gives action ${JSON.stringify(a)}: the model never decides it, so it never carries model reasons`);
+    });
+    asked.codes.forEach((c, k) => checkCode(['model_reasons', 'codes', k], c.code));
+    const compiled = compileModelReasons(asked, [...featureNames]);
+    for (const p of compiled.problems) problem(p.path, p.rule);
+    modelReasons = compiled.reasons;
+  }
+
   if (problems.length > 0) throw new PolicyError(problems.slice(0, 20));
 
   const reasonCodes: ReasonCode[] = [
@@ -347,8 +379,9 @@ function buildPolicy(input: unknown, context: PolicyContext, file: string, locat
     ...spec.post_rules.map((r) => ({ code: r.code, message: r.message, action: r.action, stage: 'post_rule' as const })),
     ...spec.fallback.rules.map((r) => ({ code: r.code, message: r.message, action: r.action, stage: 'fallback' as const })),
     { ...spec.fallback.default, stage: 'fallback' as const },
+    ...(asked?.codes ?? []).map((c) => ({ code: c.code, message: c.message, action: null, stage: 'model' as const, features: c.features })),
   ];
-  return new CompiledPolicy(spec, pre, bands, post, fallbackRules, Object.freeze({ code: spec.fallback.default.code, message: spec.fallback.default.message }), reasonCodes);
+  return new CompiledPolicy(spec, pre, bands, post, fallbackRules, Object.freeze({ code: spec.fallback.default.code, message: spec.fallback.default.message }), reasonCodes, modelReasons);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -378,6 +411,7 @@ class CompiledPolicy implements Policy {
     private readonly fallbackRules: readonly CompiledRule[],
     private readonly defaultReason: Reason,
     readonly reasonCodes: readonly ReasonCode[],
+    readonly modelReasons: ModelReasons | null,
   ) {
     this.version = spec.version;
     this.usesModel = bands !== null;

@@ -9,7 +9,7 @@ import type { SqliteStoreSchema } from '../store/sqlite.ts';
 
 export const DECISION_LOG_FILE = 'decisions.sqlite';
 /** The schema this code writes; a file with a newer one is refused, an older one migrated. */
-export const SQLITE_SCHEMA_VERSION = 4;
+export const SQLITE_SCHEMA_VERSION = 5;
 
 /**
  * Version 1 (besides the meta table, which `src/store/sqlite.ts` creates). `seq` (the rowid) is
@@ -88,6 +88,15 @@ ALTER TABLE decisions ADD COLUMN features TEXT;
 `;
 
 /**
+ * Version 5: `explanation`, for decisions whose policy asks for the model's own reasons: whether
+ * the model decided, and if so the bias and every feature's contribution to the score's margin,
+ * as JSON (the reasons themselves are in `reasons`). Null otherwise and before version 5.
+ */
+const EXPLANATION_V5 = `
+ALTER TABLE decisions ADD COLUMN explanation TEXT;
+`;
+
+/**
  * The log's schema for `openSqliteStore`: a new log is created at version 1 and migrated like
  * an old one, so that a fresh file and a migrated one cannot differ. Its `kind` has been written
  * since the first version and is checked on open (a feature store's file is not a log).
@@ -97,12 +106,12 @@ export const DECISION_LOG_SCHEMA: SqliteStoreSchema = {
   checkKind: true,
   createV1: SCHEMA_V1,
   /** From version N to N+1, by N. */
-  migrations: { 1: OUTCOMES_V2, 2: DROP_UNUSED_INDEXES_V3, 3: FEATURES_V4 },
+  migrations: { 1: OUTCOMES_V2, 2: DROP_UNUSED_INDEXES_V3, 3: FEATURES_V4, 4: EXPLANATION_V5 },
   version: SQLITE_SCHEMA_VERSION,
 };
 
 export const COLUMNS =
-  'service, id, time, decision, model_name, model_version, policy_version, score, fallback_used, fallback_cause, safe_mode, request, inputs, outputs, reasons, timings_ms, features';
+  'service, id, time, decision, model_name, model_version, policy_version, score, fallback_used, fallback_cause, safe_mode, request, inputs, outputs, reasons, timings_ms, features, explanation';
 
 /** A record as stored, in {@link COLUMNS} order: what the main thread builds and the writer inserts. */
 export type Row = [
@@ -123,11 +132,12 @@ export type Row = [
   reasons: string,
   timingsMs: string,
   features: string | null,
+  explanation: string | null,
 ];
 
 /**
  * How a record travels to the writer: one JSON text per record, the {@link Row} tuple with its
- * JSON columns (request, inputs, outputs, reasons, timings_ms, features) embedded as values
+ * JSON columns (request, inputs, outputs, reasons, timings_ms, features, explanation) embedded as values
  * rather than as JSON strings, so the main thread runs one JSON.stringify per record and the
  * message it posts is one string per batch (a copy, where an array of rows is cloned value by
  * value). The writer parses the batch and turns the embedded values back into the columns'
@@ -157,6 +167,7 @@ export function rowsFromBatch(text: string, floats: Float32Array | null): Row[] 
     row[14] = JSON.stringify(row[14]);
     row[15] = JSON.stringify(row[15]);
     if (row[16] !== null) row[16] = JSON.stringify(row[16]);
+    if (row[17] !== null) row[17] = JSON.stringify(row[17]);
   }
   return rows as Row[];
 }

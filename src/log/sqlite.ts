@@ -176,6 +176,7 @@ interface StoredRow {
   reasons: string;
   timings_ms: string;
   features: string | null;
+  explanation: string | null;
 }
 
 /** A message sent to the writer whose answer is awaited; jobs are answered in the order sent. */
@@ -712,6 +713,7 @@ function toRowText(r: DecisionRecordToAppend): string {
   if (r.safeMode !== undefined && typeof r.safeMode !== 'boolean') invalidRecord(r, 'safeMode must be a boolean when present');
   if (!isObject(r.timingsMs)) invalidRecord(r, 'timingsMs must be an object');
   if (r.features !== undefined && !isObject(r.features)) invalidRecord(r, 'features must be an object when present');
+  if (r.explanation !== undefined && !isObject(r.explanation)) invalidRecord(r, 'explanation must be an object when present');
   const score = r.score === null || Number.isNaN(r.score) ? null : Number.isFinite(r.score) ? r.score : String(r.score);
   const tuple = [
     r.service,
@@ -731,12 +733,13 @@ function toRowText(r: DecisionRecordToAppend): string {
     r.reasons,
     r.timingsMs,
     r.features ?? null,
+    r.explanation ?? null,
   ];
   try {
     return JSON.stringify(tuple);
   } catch (err) {
     // Name the field at fault (a cycle, a BigInt): only on this path, one stringify per field.
-    const fields = { request: r.request, inputs: r.inputs instanceof Float32Array ? null : r.inputs, outputs: r.outputs, reasons: r.reasons, timingsMs: r.timingsMs, features: r.features };
+    const fields = { request: r.request, inputs: r.inputs instanceof Float32Array ? null : r.inputs, outputs: r.outputs, reasons: r.reasons, timingsMs: r.timingsMs, features: r.features, explanation: r.explanation };
     for (const [field, value] of Object.entries(fields)) json(field, value);
     throw new InvalidDecisionRecordError(`not serializable as JSON: ${(err as Error).message}`, { cause: err });
   }
@@ -760,5 +763,6 @@ function fromRow(row: StoredRow): DecisionRecord {
   };
   if (row.safe_mode !== null) record.safeMode = row.safe_mode === 1;
   if (row.features !== null) record.features = JSON.parse(row.features);
+  if (row.explanation !== null) record.explanation = JSON.parse(row.explanation);
   return record;
 }

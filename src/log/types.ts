@@ -5,6 +5,8 @@
  * implement the same interface).
  */
 import type { FeatureStatus } from '../features/types.ts';
+import type { LoggedExplanation } from '../pipeline/explain.ts';
+import type { ModelReason, Reason } from '../decision/index.ts';
 
 /**
  * What `append` takes: a {@link DecisionRecord} whose inputs may also be the encoder's own
@@ -31,7 +33,13 @@ export interface DecisionRecord {
   score: number | null;
   /** The action. */
   decision: string;
-  reasons: { code: string; message: string }[];
+  /** The policy's reasons, then the model's own when the policy asks for them (those carry `source: 'model'`, features and contributions). */
+  reasons: (Reason | ModelReason)[];
+  /**
+   * When the policy asks for model reasons for this decision's action: whether the model decided,
+   * and if so the bias and every feature's contribution to the score's margin. Absent otherwise.
+   */
+  explanation?: LoggedExplanation;
   fallback: { used: boolean; cause: string | null };
   safeMode?: boolean;
   /** Per stage: validation, features, model, policy, log, total. */

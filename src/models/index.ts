@@ -3,8 +3,8 @@ import { onnxAdapter } from './onnx/runtime.ts';
 import type { ModelRuntime, RuntimeAdapter, RuntimeOptions } from './runtime.ts';
 import { xgboostAdapter } from './xgboost/load.ts';
 
-export type { ModelRuntime, RuntimeOptions } from './runtime.ts';
-export { ModelLoadError } from './runtime.ts';
+export type { ContributionExplainer, ContributionSupport, ModelRuntime, RuntimeOptions } from './runtime.ts';
+export { contributionSupport, describeContributions, ModelLoadError } from './runtime.ts';
 
 const ADAPTERS: readonly RuntimeAdapter[] = [xgboostAdapter, onnxAdapter];
 

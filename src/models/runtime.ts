@@ -23,11 +23,50 @@ export interface ModelRuntime {
   readonly task?: ModelTask;
   /** Facts worth showing a human (objective, tree count, opset...). */
   readonly info: Readonly<Record<string, string | number | boolean>>;
+  /** Whether the model gives exact per-column contributions to its margins, and how; absent: it does not. */
+  readonly contributions?: ContributionSupport;
   /** Returns `rows * outputWidth` values, row-major. */
   predict(input: Float32Array, rows: number): Promise<Float64Array>;
   /** Same as `predict`, without a promise, for runtimes that can (the real-time hot path). */
   predictSync?(input: Float32Array, rows: number): Float64Array;
   close?(): Promise<void>;
+}
+
+/**
+ * Exact contributions of each input column to each of a model's margins (output groups), in
+ * margin units, with the bias (expected value plus base margin) last: for XGBoost, the numbers
+ * of its `predict(pred_contribs=True)`. Never an approximation: a format that cannot give them
+ * says so, with the reason.
+ */
+export type ContributionSupport =
+  | {
+      readonly exact: true;
+      readonly method: string;
+      /** Builds what the explainer needs (tables) in slices that let the event loop run; then `explainer()` is immediate. */
+      prepare?(): Promise<void>;
+      /** The explainer, built now if `prepare` has not finished. */
+      explainer(): ContributionExplainer;
+    }
+  | { readonly exact: false; readonly reason: string };
+
+export interface ContributionExplainer {
+  /** Margins explained per row: the output groups (1, or one per class). */
+  readonly groups: number;
+  /** Facts worth showing a human (how the trees are explained, table memory, build time). */
+  readonly info: Readonly<Record<string, number>>;
+  /** Writes rows × groups × (inputWidth + 1) values into `out` (allocated when absent) and returns it. */
+  contributions(input: Float32Array, rows: number, out?: Float64Array): Float64Array;
+}
+
+/** What a runtime says about contributions, also when it says nothing (it has none). */
+export function contributionSupport(model: ModelRuntime): ContributionSupport {
+  return model.contributions ?? { exact: false, reason: `the ${model.format} runtime computes no exact contributions` };
+}
+
+/** The same, as a service description shows it. */
+export function describeContributions(model: ModelRuntime): { exact: true; method: string } | { exact: false; reason: string } {
+  const support = contributionSupport(model);
+  return support.exact ? { exact: true, method: support.method } : { exact: false, reason: support.reason };
 }
 
 /** The ways a bundle's manifest may read a model's outputs (`outputs.type`). */

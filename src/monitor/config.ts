@@ -68,6 +68,22 @@ export const monitoringSchema = z
     drift: driftThresholdsSchema.default(driftThresholdsSchema.parse({})),
     /** Per-feature drift thresholds, overriding `drift` test by test. */
     features: z.record(z.string(), featureOverridesSchema).default({}),
+    /**
+     * Attribution: the share of each feature in the model's mean absolute contribution, against
+     * the reference's (needs a model with exact contributions and a profile that recorded them).
+     * A feature that suddenly drives the score is a signal even when its own values look normal.
+     */
+    contributions: z
+      .object({
+        /** Explain one in this many decisions the model scores, after answering (1: every one). */
+        sample_every: z.number().int().min(1).max(100_000).default(10),
+        /** No verdict on fewer explained decisions than this in the window. */
+        min_observations: z.number().int().min(1).default(100),
+        /** Rise of a feature's share of the total attribution over the reference's (absolute, 0.1 = ten points). */
+        share_increase: pair(0.1, 0.2),
+      })
+      .strict()
+      .default({ sample_every: 10, min_observations: 100, share_increase: { warning: 0.1, critical: 0.2 } }),
     health: z
       .object({
         /** Share of decisions where the model failed (error, deadline, guard); safe-mode fallbacks do not count. */

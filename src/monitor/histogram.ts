@@ -67,6 +67,11 @@ export interface ProfileSpec {
   features: readonly ColumnSpec[];
   score: NumericColumn | null;
   decisions: CategoricalColumn | null;
+  /**
+   * Features whose absolute contributions to the score are summed (attribution monitoring), in
+   * the order contributions are given; null or absent: none.
+   */
+  contributions?: readonly string[] | null;
 }
 
 /** Cell offsets within a numeric column's block. */
@@ -411,8 +416,14 @@ export class ProfileLayout {
   readonly featureCount: number;
   readonly scoreIndex: number;
   readonly decisionIndex: number;
-  /** Cells per histogram: 1 (observations) + every column's block. */
+  /** Cells per histogram: 1 (observations) + every column's block + the contributions block. */
   readonly size: number;
+  /**
+   * The contributions block: rows explained, then per contribution feature the sum of its
+   * absolute contributions (all added when merging); -1 when the spec has no contributions.
+   */
+  readonly contributionsAt: number;
+  readonly contributionFeatures: readonly string[];
   /** Merge rule per cell. */
   readonly rules: Uint8Array;
   /** A fresh histogram's cells. */
@@ -442,6 +453,9 @@ export class ProfileLayout {
       size += c.size;
       if (c.numeric) numeric.push(i);
     });
+    this.contributionFeatures = spec.contributions ?? [];
+    this.contributionsAt = this.contributionFeatures.length > 0 ? size : -1;
+    if (this.contributionsAt >= 0) size += 1 + this.contributionFeatures.length;
     this.size = size;
     this.numericColumns = Int32Array.from(numeric);
     this.numericOffsets = Int32Array.from(numeric, (i) => this.offsets[i]);
@@ -598,6 +612,26 @@ export class ProfileHistogram {
     bump(this.counters, key, by, this.layout.maxCounterKeys);
   }
 
+  /** Adds one explained row: its contributions, one per contribution feature (their absolute values are summed). */
+  addContributions(values: ArrayLike<number>): void {
+    const at = this.layout.contributionsAt;
+    if (at < 0) return;
+    const data = this.data;
+    data[at] += 1;
+    for (let i = 0; i < this.layout.contributionFeatures.length; i++) data[at + 1 + i] += Math.abs(values[i]);
+  }
+
+  /** Rows explained. */
+  get explained(): number {
+    return this.layout.contributionsAt < 0 ? 0 : this.data[this.layout.contributionsAt];
+  }
+
+  /** Per contribution feature, the sum of absolute contributions (a live view; empty without contributions). */
+  get contributionSums(): Float64Array {
+    const at = this.layout.contributionsAt;
+    return at < 0 ? new Float64Array(0) : this.data.subarray(at + 1, at + 1 + this.layout.contributionFeatures.length);
+  }
+
   /** Adds another histogram of the same layout (or an equivalent one). */
   merge(other: ProfileHistogram): this {
     if (other.layout !== this.layout) {
@@ -703,6 +737,10 @@ export class CountWindow {
 
   count(key: string, by = 1): void {
     this.head().count(key, by);
+  }
+
+  addContributions(values: ArrayLike<number>): void {
+    this.head().addContributions(values);
   }
 
   /** Observations currently covered by a snapshot (N to N + N/B once warm). */
@@ -877,6 +915,12 @@ export class TimeWindow {
     else this.late++;
   }
 
+  addContributions(values: ArrayLike<number>, now: number): void {
+    const b = this.bucketAt(now);
+    if (b) b.addContributions(values);
+    else this.late++;
+  }
+
   /** Merge of the buckets of the last `buckets` periods up to and including now's. */
   snapshot(now: number): ProfileHistogram {
     const out = new ProfileHistogram(this.layout);
@@ -967,6 +1011,12 @@ export class MonitorWindows {
     for (const w of this.timeWindows) w.count(key, now, by);
   }
 
+  /** Adds one explained decision's contributions (in the layout's contribution feature order) to every window. */
+  observeContributions(values: ArrayLike<number>, now: number): void {
+    this.countWindow?.addContributions(values);
+    for (const w of this.timeWindows) w.addContributions(values, now);
+  }
+
   snapshot(window: string, now: number): ProfileHistogram {
     if (window === COUNT_WINDOW) {
       if (!this.countWindow) throw new RangeError('no count window');
@@ -1013,6 +1063,8 @@ export interface ProfileSpecOptions {
   actions?: readonly string[] | null;
   /** Score column bounds (e.g. {min: 0, max: 1} for a probability); the column exists when the reference has a score or this is given. */
   score?: { min?: number; max?: number } | null;
+  /** Sum absolute contributions of every feature (attribution monitoring). */
+  contributions?: boolean;
 }
 
 /**
@@ -1039,7 +1091,7 @@ export function profileSpec(features: readonly FeatureSpec[], reference: Referen
   }
   const actions = options.actions ?? (reference?.decisions ? Object.keys(reference.decisions) : null);
   const decisions: CategoricalColumn | null = actions ? { kind: 'categorical', name: 'decision', categories: actions } : null;
-  return { features: cols, score, decisions };
+  return { features: cols, score, decisions, contributions: options.contributions ? features.map((f) => f.name) : null };
 }
 
 /**

@@ -12,10 +12,11 @@ import { bundleColumns, ColumnCheck, formatOf, openRecords, type ReadOptions } f
 import { textRowConverter } from '../decision/index.ts';
 import { decideAfterModel, namedOutputs } from '../pipeline/policy.ts';
 import { createScorer } from '../pipeline/score.ts';
+import type { Explainer } from '../pipeline/explain.ts';
 import { brierScore, logLoss, rocAuc } from './performance.ts';
 import { positiveLabel, readLabel } from '../pipeline/outcomes.ts';
 import { nearMisses } from '../config/names.ts';
-import { REFERENCE_FILE, REFERENCE_FORMAT, type CategoricalReference, type FeatureReference, type NumericReference, type ReferenceProfile } from './reference.ts';
+import { REFERENCE_FILE, REFERENCE_FORMAT, type CategoricalReference, type ContributionsReference, type FeatureReference, type NumericReference, type ReferenceProfile } from './reference.ts';
 
 export interface ProfileOptions {
   data: string;
@@ -37,6 +38,8 @@ export interface ProfileOptions {
   /** CSV field separator (default `,`). */
   delimiter?: string;
   chunkSize?: number;
+  /** Rows explained at most for attribution (a uniform sample beyond it; default ATTRIBUTION_ROWS). */
+  contributionRows?: number;
 }
 
 /** Linear-interpolated quantile of sorted values (NumPy's default method). */
@@ -149,6 +152,11 @@ export async function buildProfile(bundle: Bundle, options: ProfileOptions): Pro
   let rows = 0;
   let rejected = 0;
 
+  // Attribution: the mean absolute contribution of each feature over the rows the model decides
+  // (as live monitoring sees them: pre-rule decisions never run the model).
+  const explainer = scorer?.explainer() ?? null;
+  const attribution = explainer ? new AttributionSample(options.contributionRows ?? ATTRIBUTION_ROWS) : null;
+
   const flush = async (chunk: RawRow[], lines: number[]) => {
     const scored = scorer ? await scorer.scoreRows(chunk) : null;
     for (let i = 0; i < chunk.length; i++) {
@@ -170,8 +178,14 @@ export async function buildProfile(bundle: Bundle, options: ProfileOptions): Pro
       features.forEach((f, j) => columns[j].add(f.type === 'boolean' && typeof row[f.name] === 'boolean' ? String(row[f.name]) : row[f.name]));
       const score = outcome?.ok ? outcome.score : null;
       if (score !== null) scoreColumn.add(score);
+      const preRule = bundle.policy?.preDecide(row) ?? null;
+      if (attribution && scored && outcome?.ok && preRule === null) {
+        const width = scored.inputWidth;
+        const rawWidth = scored.rawWidth;
+        attribution.add(scored.inputs.subarray(outcome.slot * width, (outcome.slot + 1) * width), scored.raw.subarray(outcome.slot * rawWidth, (outcome.slot + 1) * rawWidth));
+      }
       if (bundle.policy) {
-        const pre = bundle.policy.preDecide(row);
+        const pre = preRule;
         const action = pre
           ? pre.action
           : outcome?.ok && scorer
@@ -239,7 +253,65 @@ export async function buildProfile(bundle: Bundle, options: ProfileOptions): Pro
     score: scorer ? (scoreColumn.reference(rows, bins) as NumericReference) : null,
     decisions,
     performance: labelled ? labelled.performance(options.allowReversedAuc ?? false) : null,
+    contributions: explainer && attribution ? attribution.meanAbs(explainer) : null,
   };
+}
+
+/** Rows the profile explains at most for attribution (deep forests take milliseconds a row). */
+export const ATTRIBUTION_ROWS = 10_000;
+
+/**
+ * A uniform sample of at most `size` of the rows the model decides (reservoir sampling with a
+ * fixed seed, so a profile is reproducible), explained at the end. Below `size` rows, all.
+ */
+class AttributionSample {
+  private readonly inputs: Float32Array[] = [];
+  private readonly raws: Float64Array[] = [];
+  private seen = 0;
+  private state = 0x9e3779b9;
+
+  constructor(private readonly size: number) {}
+
+  add(inputs: Float32Array, raw: Float64Array): void {
+    this.seen++;
+    if (this.inputs.length < this.size) {
+      this.inputs.push(inputs.slice());
+      this.raws.push(raw.slice());
+      return;
+    }
+    const j = Math.floor(this.random() * this.seen);
+    if (j < this.size) {
+      this.inputs[j] = inputs.slice();
+      this.raws[j] = raw.slice();
+    }
+  }
+
+  /** mulberry32: a small deterministic generator of [0, 1). */
+  private random(): number {
+    let t = (this.state = (this.state + 0x6d2b79f5) | 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+
+  /** Each feature's mean absolute contribution over the sample; null when it is empty. */
+  meanAbs(explainer: Explainer): ContributionsReference | null {
+    const n = this.inputs.length;
+    if (n === 0) return null;
+    const width = this.inputs[0].length;
+    const rawWidth = this.raws[0].length;
+    const x = new Float32Array(n * width);
+    const raw = new Float64Array(n * rawWidth);
+    for (let r = 0; r < n; r++) {
+      x.set(this.inputs[r], r * width);
+      raw.set(this.raws[r], r * rawWidth);
+    }
+    const explained = explainer.explain(x, n, raw);
+    const k = explainer.features.length;
+    const sums = new Float64Array(k);
+    for (let r = 0; r < n; r++) for (let f = 0; f < k; f++) sums[f] += Math.abs(explained.values[r * k + f]);
+    return { rows: n, meanAbs: Object.fromEntries(explainer.features.map((f, j) => [f, sums[j] / n])) };
+  }
 }
 
 /** A labelled AUC below 0.5: the score ranks the classes the wrong way round. */

@@ -57,6 +57,18 @@ export interface ReferenceProfile {
   decisions: Record<string, number> | null;
   /** Realized performance on labelled rows (held-out ones when given), the baseline for decay. */
   performance: { label: string; positiveClass: string; data: string; rows: number; positiveRate: number; auc: number; logLoss: number; brier: number } | null;
+  /**
+   * The model's attribution on the same rows: per feature, the mean absolute contribution to the
+   * score's margin (exact contributions; see pipeline/explain.ts). Null when the model has no
+   * exact contributions; absent in profiles written before rtml measured it.
+   */
+  contributions?: ContributionsReference | null;
+}
+
+export interface ContributionsReference {
+  rows: number;
+  /** By feature name, in the bundle's feature order. */
+  meanAbs: Record<string, number>;
 }
 
 const numeric = z.object({
@@ -89,6 +101,10 @@ const profileSchema = z.object({
   performance: z
     .object({ label: z.string(), positiveClass: z.string(), data: z.string(), rows: z.number(), positiveRate: z.number(), auc: z.number().nullable(), logLoss: z.number(), brier: z.number() })
     .nullable(),
+  contributions: z
+    .object({ rows: z.number().int().positive(), meanAbs: z.record(z.string(), z.number().nonnegative()) })
+    .nullable()
+    .optional(),
 });
 
 /** Reads and checks a reference profile; JSON has no NaN, so absent statistics come back as NaN. */
@@ -124,5 +140,7 @@ export function referenceMismatch(reference: ReferenceProfile, service: string, 
   if (reference.bundle.name !== service) return `it was profiled for service ${JSON.stringify(reference.bundle.name)}, not ${JSON.stringify(service)}`;
   const unprofiled = features.filter((name) => reference.features[name] === undefined);
   if (unprofiled.length > 0) return `it has no profile of ${unprofiled.join(', ')} (added to the bundle since it was measured?)`;
+  const unattributed = reference.contributions ? features.filter((name) => reference.contributions!.meanAbs[name] === undefined) : [];
+  if (unattributed.length > 0) return `its contributions miss ${unattributed.join(', ')} (added to the bundle since it was measured?)`;
   return null;
 }

@@ -12,6 +12,15 @@ import { thresholdsFor, type MonitoringConfig } from './config.ts';
 import { Adwin } from './detectors.ts';
 import { categoryShares, COUNT_WINDOW, MonitorWindows, profileSpec, type CategoricalColumn, type FeatureHistogram, type ProfileHistogram } from './histogram.ts';
 import type { FeatureReference, NumericReference, ReferenceProfile } from './reference.ts';
+import type { Explainer } from '../pipeline/explain.ts';
+
+/** What the monitor sees of the model's part in a decision. */
+export interface ModelSeen {
+  /** When the model scored the row: its encoded inputs and raw outputs. */
+  scored: { inputs: Float32Array; raw: Float64Array } | null;
+  /** The row's contributions per feature, when the decision computed them anyway. */
+  contributions: ArrayLike<number> | null;
+}
 import { chiSquareGoodnessOfFit, jensenShannonDistance, ksSortedAgainstQuantiles, psi } from './stats.ts';
 
 export type Verdict = 'ok' | 'warning' | 'critical' | 'insufficient_data';
@@ -55,6 +64,17 @@ export interface WindowReport {
     fallbacks_by_cause: Record<string, number>;
     decision_mix: { shares: Record<string, number>; reference: Record<string, number>; psi: number; verdict: Verdict } | null;
   };
+  /** Attribution against the reference's; null when the model has no exact contributions or the profile did not record them. */
+  contributions: AttributionReport | null;
+}
+
+/** Per feature, its mean absolute contribution to the score's margin and its share of them all. */
+export interface AttributionReport {
+  /** Decisions explained in the window (one in `sample_every` the model scored). */
+  n: number;
+  sample_every: number;
+  features: Record<string, { mean_abs: number; reference_mean_abs: number; share: number; reference_share: number; share_increase: number; verdict: Verdict }>;
+  verdict: Verdict;
 }
 
 export interface SafeModeState {
@@ -125,7 +145,12 @@ export interface ServiceMonitorOptions {
   sinks: readonly AlertSink[];
   /** Milliseconds since the epoch (injectable for tests). */
   now?: () => number;
+  /** The model's exact contributions, for attribution monitoring (with a reference that recorded them). */
+  explainer?: Explainer | null;
 }
+
+/** Rows waiting to be explained after their decisions were answered. */
+const MAX_PENDING_EXPLANATIONS = 1024;
 
 export class ServiceMonitor {
   readonly windows: MonitorWindows;
@@ -147,6 +172,14 @@ export class ServiceMonitor {
   private readonly adwin = new Adwin({ delta: 0.002 });
   private outcomes = 0;
   private readonly positive: string | null;
+  /** Attribution monitoring: the explainer, the reference's shares, and decisions waiting to be explained. */
+  private readonly attribution: { explainer: Explainer; referenceMeanAbs: Float64Array; referenceShares: Float64Array } | null;
+  private sinceSample = 0;
+  private pendingInputs: Float32Array[] = [];
+  private pendingRaw: Float64Array[] = [];
+  private explainScheduled = false;
+  /** Sampled decisions not explained because too many were waiting (the event loop fell behind). */
+  unexplained = 0;
 
   constructor(options: ServiceMonitorOptions) {
     const { bundle, reference, config } = options;
@@ -157,9 +190,17 @@ export class ServiceMonitor {
     const outputs = bundle.manifest.outputs;
     this.positive = outputs?.type === 'binary' ? (outputs.positive_class ?? outputs.classes[1]) : null;
     const probability = outputs?.type === 'binary' || outputs?.type === 'multiclass';
+    const explainer = options.explainer ?? null;
+    const attributed = explainer !== null && reference.contributions ? reference.contributions : null;
+    if (attributed) {
+      const meanAbs = Float64Array.from(explainer!.features, (f) => attributed.meanAbs[f] ?? 0);
+      const total = meanAbs.reduce((a, b) => a + b, 0);
+      this.attribution = { explainer: explainer!, referenceMeanAbs: meanAbs, referenceShares: meanAbs.map((v) => (total > 0 ? v / total : 0)) };
+    } else this.attribution = null;
     const spec = profileSpec(bundle.encoding.features, reference, {
       actions: bundle.policy?.actions ?? null,
       score: probability ? { min: 0, max: 1 } : null,
+      contributions: this.attribution !== null,
     });
     this.windows = new MonitorWindows(spec, { count: { size: config.count_window, blocks: 10 } });
     this.alerts = new AlertManager(bundle.name, options.sinks, { cooldownMs: config.cooldown_s * 1000, historySize: 200 });
@@ -178,10 +219,14 @@ export class ServiceMonitor {
    * Records one answered decision: the features as served, the score if the model ran, the
    * action, the fallback cause, and how each sourced feature was obtained.
    */
-  observeDecision(row: RawRow, score: number | null, action: string | null, fallbackCause: string | null, featureStatus?: Readonly<Record<string, string>>): void {
+  observeDecision(row: RawRow, score: number | null, action: string | null, fallbackCause: string | null, featureStatus?: Readonly<Record<string, string>>, model?: ModelSeen): void {
     const kind = fallbackCause === null ? null : fallbackCause.split(':')[0];
     const now = this.now();
     this.windows.observe(row, score, action, kind, now);
+    if (this.attribution && model?.scored && ++this.sinceSample >= this.config.contributions.sample_every) {
+      this.sinceSample = 0;
+      this.sampleContributions(model, now);
+    }
     if (featureStatus) {
       for (const [feature, status] of Object.entries(featureStatus)) {
         if (status === 'stale' || status === 'timeout' || status === 'error') this.windows.count(`source_failure:${feature}`, now);
@@ -189,6 +234,47 @@ export class ServiceMonitor {
       }
     }
     this.tick();
+  }
+
+  /**
+   * One sampled decision's contributions into the windows: at once when the decision computed
+   * them anyway, else after answering (its inputs and outputs copied, explained in a batch on
+   * the next turn of the event loop), so no request waits for them.
+   */
+  private sampleContributions(model: ModelSeen, now: number): void {
+    if (model.contributions) {
+      this.windows.observeContributions(model.contributions, now);
+      return;
+    }
+    if (this.pendingInputs.length >= MAX_PENDING_EXPLANATIONS) {
+      this.unexplained++;
+      return;
+    }
+    this.pendingInputs.push(model.scored!.inputs.slice());
+    this.pendingRaw.push(model.scored!.raw.slice());
+    if (this.explainScheduled) return;
+    this.explainScheduled = true;
+    setImmediate(() => this.explainPending());
+  }
+
+  /** Explains the decisions waiting since the last turn, as one batch. */
+  explainPending(): void {
+    this.explainScheduled = false;
+    const inputs = this.pendingInputs;
+    const raws = this.pendingRaw;
+    if (!this.attribution || inputs.length === 0) return;
+    this.pendingInputs = [];
+    this.pendingRaw = [];
+    const width = inputs[0].length;
+    const rawWidth = raws[0].length;
+    const x = new Float32Array(inputs.length * width);
+    const raw = new Float64Array(raws.length * rawWidth);
+    inputs.forEach((v, i) => x.set(v, i * width));
+    raws.forEach((v, i) => raw.set(v, i * rawWidth));
+    const explained = this.attribution.explainer.explain(x, inputs.length, raw);
+    const n = this.attribution.explainer.features.length;
+    const now = this.now();
+    for (let r = 0; r < inputs.length; r++) this.windows.observeContributions(explained.values.subarray(r * n, (r + 1) * n), now);
   }
 
   /** Records a request rejected at the edge, by the fields at fault. */
@@ -352,6 +438,7 @@ export class ServiceMonitor {
       observations: h.observations,
       features,
       score,
+      contributions: this.attributionReport(h),
       data_quality: { rejected_requests: rejected, rejection_rate: requests > 0 ? rejected / requests : 0, rejections_by_field: byField, counters },
       model_health: { fallback_rate: h.observations > 0 ? failures / h.observations : 0, fallbacks_by_cause: fallbacks, decision_mix: mix },
     };
@@ -398,6 +485,32 @@ export class ServiceMonitor {
     report.tests = tests;
     report.verdict = tests.length === 0 ? 'insufficient_data' : worst(tests.map((x) => x.verdict));
     return report;
+  }
+
+  /** Each feature's share of the window's mean absolute contributions against the reference's. */
+  private attributionReport(h: ProfileHistogram): AttributionReport | null {
+    const a = this.attribution;
+    if (!a) return null;
+    const n = h.explained;
+    const sums = h.contributionSums;
+    let total = 0;
+    for (let i = 0; i < sums.length; i++) total += sums[i];
+    const config = this.config.contributions;
+    const enough = n >= config.min_observations;
+    const features: AttributionReport['features'] = {};
+    a.explainer.features.forEach((name, i) => {
+      const share = total > 0 ? sums[i] / total : 0;
+      const increase = share - a.referenceShares[i];
+      features[name] = {
+        mean_abs: n > 0 ? sums[i] / n : 0,
+        reference_mean_abs: a.referenceMeanAbs[i],
+        share,
+        reference_share: a.referenceShares[i],
+        share_increase: increase,
+        verdict: enough ? level(increase, config.share_increase) : 'insufficient_data',
+      };
+    });
+    return { n, sample_every: config.sample_every, features, verdict: enough ? worst(Object.values(features).map((f) => f.verdict)) : 'insufficient_data' };
   }
 
   /** A column's reference frequencies in the column's order, computed once (the reference and the layout are fixed). */
@@ -461,6 +574,21 @@ export class ServiceMonitor {
         const v = level(rate, health.source_failure_rate);
         if (v !== 'ok') result.push({ key: `feature_source:${feature}`, rule: 'feature_source', subject: feature, severity: v as Severity, message: `${feature} came from a failing, slow or stale source in ${(100 * rate).toFixed(1)}% of decisions`, value: rate, threshold: v === 'critical' ? health.source_failure_rate.critical : health.source_failure_rate.warning, window });
       }
+    }
+    // A feature that suddenly drives the score: its share of the model's attribution rose.
+    for (const [feature, f] of Object.entries(w.contributions?.features ?? {})) {
+      if (f.verdict !== 'warning' && f.verdict !== 'critical') continue;
+      const t = this.config.contributions.share_increase;
+      result.push({
+        key: `attribution_shift:${feature}`,
+        rule: 'attribution_shift',
+        subject: feature,
+        severity: f.verdict,
+        message: `${feature} now drives ${(100 * f.share).toFixed(1)}% of the model's attribution (reference ${(100 * f.reference_share).toFixed(1)}%): mean |contribution| ${f.mean_abs.toPrecision(3)} vs ${f.reference_mean_abs.toPrecision(3)}`,
+        value: f.share_increase,
+        threshold: f.verdict === 'critical' ? t.critical : t.warning,
+        window,
+      });
     }
     const mix = w.model_health.decision_mix;
     if (mix && (mix.verdict === 'warning' || mix.verdict === 'critical')) {

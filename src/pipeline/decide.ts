@@ -7,7 +7,8 @@
  *   4. model       the batch scorer's predict, under the request's deadline
  *   5. guards      NaN, infinite or out-of-range scores never reach the policy
  *   6. policy      score bands, then post-rules; or the fallback heuristics
- *   7. log         the exact inputs, outputs, versions and timings, durably, before answering
+ *   7. explain     when the policy asks: the model's own principal reasons (exact contributions)
+ *   8. log         the exact inputs, outputs, versions and timings, durably, before answering
  *
  * The model is never trusted blindly: when it errors, misses its deadline, fails its
  * guards, or an operator or monitor forces it off, the fallback policy decides and the
@@ -17,12 +18,13 @@ import { randomUUID } from 'node:crypto';
 import type { FieldError, RawRow } from '../bundle/encoding.ts';
 import type { Bundle } from '../bundle/load.ts';
 import type { OutputValue } from '../bundle/outputs.ts';
-import type { Decision, Reason } from '../decision/index.ts';
+import type { Decision } from '../decision/index.ts';
 import type { DecisionLog, DecisionRecordToAppend, ServedFeature } from '../log/types.ts';
 import { decideAfterModel, namedOutputs, type ModelResult } from './policy.ts';
 import type { Scorer } from './score.ts';
 import type { FeatureStatus, FeatureStore } from '../features/types.ts';
 import { nearMisses } from '../config/names.ts';
+import { explainDecision, rowOf, type ExplainedDecision, type Explanation, type RowExplanation } from './explain.ts';
 
 /** What the caller gets back. */
 export interface DecisionResponse {
@@ -30,7 +32,7 @@ export interface DecisionResponse {
   service: string;
   decision: string | null;
   score: number | null;
-  reasons: Reason[];
+  reasons: Decision['reasons'];
   model: { name: string; version: string } | null;
   policy: { version: string } | null;
   fallback: { used: boolean; cause: string | null };
@@ -40,6 +42,8 @@ export interface DecisionResponse {
   outputs?: Record<string, OutputValue>;
   /** How each sourced feature was obtained (present, default, stale, missing, timeout, error). */
   features?: Record<string, FeatureStatus>;
+  /** When the policy asks for model reasons for this action: whether the model decided (and its reasons are in `reasons`). */
+  explanation?: Explanation;
 }
 
 /** A request field that is not a feature (`field` is `*` for the count of those not listed). */
@@ -49,7 +53,7 @@ export interface UnknownField {
   message: string;
 }
 
-export const STAGES = ['validation', 'features', 'model', 'policy', 'log'] as const;
+export const STAGES = ['validation', 'features', 'model', 'policy', 'explain', 'log'] as const;
 export type Stage = (typeof STAGES)[number];
 export type StageTimings = Record<Stage | 'total', number>;
 
@@ -85,7 +89,18 @@ export interface DecisionContext {
   /** Where sourced features are looked up; null when the server has no store. */
   readonly featureStore?: FeatureStore | null;
   /** Called once per answered decision, for metrics and monitors. */
-  readonly observe?: (response: DecisionResponse, stage: Decision['stage'] | 'none', seen: { row: RawRow; score: number | null }) => void;
+  readonly observe?: (response: DecisionResponse, stage: Decision['stage'] | 'none', seen: SeenDecision) => void;
+}
+
+/** What the monitors see of a decision besides the response. */
+export interface SeenDecision {
+  /** The features as served. */
+  row: RawRow;
+  score: number | null;
+  /** When the model scored the row: its encoded inputs and raw outputs (for contributions computed later, off the request's path). */
+  model: { inputs: Float32Array; raw: Float64Array } | null;
+  /** The row's contributions per feature, when the decision computed them anyway. */
+  contributions: RowExplanation | null;
 }
 
 const ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -112,7 +127,7 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
   const started = performance.now();
   const { bundle, scorer } = target;
   const policy = bundle.policy;
-  const timings: StageTimings = { validation: 0, features: 0, model: 0, policy: 0, log: 0, total: 0 };
+  const timings: StageTimings = { validation: 0, features: 0, model: 0, policy: 0, explain: 0, log: 0, total: 0 };
   const clock = new StageClock(timings, started);
 
   // 1. Validation: the id, unknown fields, then every feature by the batch encoder's rules.
@@ -174,6 +189,7 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
   let outputs: Record<string, OutputValue> | null = null;
   // The encoder's vector as is: the log turns NaN into null (the SQLite log in its writer thread).
   let inputs: Float32Array | null = null;
+  let raw: Float64Array | null = null;
   let fallbackCause: string | null = null;
 
   decision = policy?.preDecide(features) ?? null;
@@ -184,7 +200,7 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
     else {
       inputs = encoded.inputs;
       try {
-        const raw = await withDeadline(scorer.predict(encoded.inputs, 1), ctx.deadline);
+        raw = await withDeadline(scorer.predict(encoded.inputs, 1), ctx.deadline);
         if (raw === null) result = { ok: false, cause: 'deadline' };
         else {
           const mapping = scorer.bundle.outputs;
@@ -211,6 +227,16 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
   }
   clock.lap('policy');
 
+  // 7. The model's own reasons, when the policy asks for them for this action.
+  let explained: ExplainedDecision | null = null;
+  let contributions: RowExplanation | null = null;
+  if (decision && policy?.modelReasons) {
+    const explainer = scorer?.explainer() ?? null;
+    explained = explainDecision(policy, explainer, decision, features, () => (contributions = rowOf(explainer!.explain(encoded!.inputs, 1, raw!), 0, explainer!.features.length)));
+    if (explained) decision.reasons = explained.reasons;
+    clock.lap('explain');
+  }
+
   const trusted = fallbackCause === null && outputs !== null;
   const response: DecisionResponse = {
     id,
@@ -227,6 +253,7 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
   if (unknown.length > 0 && bundle.manifest.unknown_fields === 'report') response.warnings = unknownErrors(unknown, bundle.name);
   if (featureStatus) response.features = featureStatus;
   if (trusted) response.outputs = outputs!;
+  if (explained) response.explanation = explained.explanation;
   if (!decision && fallbackCause !== null) {
     // No policy to fall back on: the caller must not act on a score we do not trust.
     throw new ModelUnavailable(fallbackCause);
@@ -245,6 +272,7 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
     score,
     decision: response.decision ?? '',
     reasons: response.reasons,
+    ...(explained ? { explanation: explained.logged } : {}),
     fallback: response.fallback,
     timingsMs: timings,
     ...(ctx.safeMode ? { safeMode: true } : {}),
@@ -253,7 +281,7 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
   await ctx.log.append(record);
   clock.lap('log');
   timings.total = performance.now() - started;
-  ctx.observe?.(response, decision?.stage ?? 'none', { row: features, score });
+  ctx.observe?.(response, decision?.stage ?? 'none', { row: features, score, model: inputs && raw ? { inputs, raw } : null, contributions });
   return response;
 }
 

@@ -10,6 +10,7 @@
 import type { ModelBundle } from '../bundle/load.ts';
 import type { FieldError, RawRow, RowEncoder } from '../bundle/encoding.ts';
 import type { OutputValue } from '../bundle/outputs.ts';
+import { createExplainer, type Explainer } from './explain.ts';
 
 /** A scored row points at its slot in the batch's matrices rather than copying them. */
 export type RowOutcome = { ok: true; score: number; outputs: OutputValue[]; slot: number } | { ok: false; errors: FieldError[] };
@@ -48,6 +49,11 @@ export interface Scorer {
   predict(inputs: Float32Array, valid: number): Float64Array | Promise<Float64Array>;
   /** All stages for a batch. */
   scoreRows(rows: readonly RawRow[]): Promise<ScoredBatch>;
+  /**
+   * The model's exact contributions per feature (explain.ts), or null when it has none. Built on
+   * first use, or at once when the policy asks for model reasons, so no decision waits for it.
+   */
+  explainer(): Explainer | null;
 }
 
 export function createScorer(bundle: ModelBundle, options: ScoreOptions): Scorer {
@@ -80,5 +86,9 @@ export function createScorer(bundle: ModelBundle, options: ScoreOptions): Scorer
     return { outcomes, inputs: encoded.inputs, raw, inputWidth: width, rawWidth };
   }
 
-  return { bundle, outputColumns: outputs.columns, encode, predict, scoreRows };
+  let explainer: Explainer | null | undefined;
+  const explainerOnce = () => (explainer === undefined ? (explainer = createExplainer(bundle)) : explainer);
+  if (bundle.policy?.modelReasons) explainerOnce();
+
+  return { bundle, outputColumns: outputs.columns, encode, predict, scoreRows, explainer: explainerOnce };
 }

@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { BundleError, hasModel, loadBundle, MANIFEST_FILE, type Bundle } from '../bundle/load.ts';
 import { checkGolden } from '../bundle/golden.ts';
 import type { DecisionTarget } from '../pipeline/decide.ts';
-import { createScorer } from '../pipeline/score.ts';
+import { createScorer, type Scorer } from '../pipeline/score.ts';
+import { contributionSupport } from '../models/index.ts';
 import type { AlertSink } from '../monitor/alerts.ts';
 import { monitoringSchema } from '../monitor/config.ts';
 import { readReference, referenceMismatch } from '../monitor/reference.ts';
@@ -278,6 +279,20 @@ export class ModelRepository {
   }
 }
 
+/**
+ * The bundle's scorer. When decisions (model reasons) or the monitor (attribution) will need the
+ * model's exact contributions, their tables are built first, in slices between which the event
+ * loop runs, so neither a request nor the loop waits for them.
+ */
+async function scorerOf(bundle: Bundle, attribution: boolean): Promise<Scorer | null> {
+  if (!hasModel(bundle)) return null;
+  if (bundle.policy?.modelReasons || attribution) {
+    const support = contributionSupport(bundle.model);
+    if (support.exact) await support.prepare?.();
+  }
+  return createScorer(bundle, { fromText: false });
+}
+
 async function loadVersion(dir: string, sinks: readonly AlertSink[]): Promise<ServiceVersion> {
   const bundle: Bundle = await loadBundle(dir);
   let parity: ServiceVersion['parity'] = null;
@@ -293,12 +308,15 @@ async function loadVersion(dir: string, sinks: readonly AlertSink[]): Promise<Se
   // Monitoring needs the reference profile; a bundle that asks for monitoring must have one.
   const config = bundle.manifest.monitoring ?? monitoringSchema.parse({});
   let monitor: ServiceMonitor | null = null;
+  let scorer: Scorer | null = null;
   if (bundle.referencePath) {
     try {
       const reference = await readReference(bundle.referencePath);
       const mismatch = referenceMismatch(reference, bundle.name, bundle.encoding.features.map((f) => f.name));
       if (mismatch) throw new Error(`${bundle.referencePath} cannot monitor this bundle: ${mismatch}: run rtml profile ${dir} --data <training data>`);
-      monitor = new ServiceMonitor({ bundle, reference, config, sinks });
+      scorer = await scorerOf(bundle, reference.contributions !== null && reference.contributions !== undefined);
+      // Attribution monitoring when the profile recorded contributions (their tables were built just above).
+      monitor = new ServiceMonitor({ bundle, reference, config, sinks, explainer: reference.contributions ? (scorer?.explainer() ?? null) : null });
     } catch (err) {
       await bundle.model?.close?.();
       throw err;
@@ -307,11 +325,12 @@ async function loadVersion(dir: string, sinks: readonly AlertSink[]): Promise<Se
     await bundle.model?.close?.();
     throw new Error(`${dir}: monitoring needs the reference profile ${config.reference}: run rtml profile ${dir} --data <training data>`);
   }
+  scorer ??= await scorerOf(bundle, false);
   // What a caller may send: the features that come from the request, and entity keys.
   const featureNames = new Set([...bundle.encoding.features.filter((f) => !f.source).map((f) => f.name), ...bundle.manifest.keys]);
   return {
     bundle,
-    scorer: hasModel(bundle) ? createScorer(bundle, { fromText: false }) : null,
+    scorer,
     featureNames,
     version: bundle.version,
     loadedAt: new Date().toISOString(),

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { loadBundle } from '../../bundle/load.ts';
+import { describeContributions } from '../../models/index.ts';
 import { openBundle } from '../shared.ts';
 
 /** `rtml inspect <bundle>`: print a bundle's model, input schema, outputs and policy as JSON. */
@@ -13,7 +14,7 @@ export function registerInspect(program: Command): void {
       const description = {
         name: bundle.name,
         version: bundle.version,
-        model: bundle.model ? { format: bundle.model.format, ...bundle.model.info } : null,
+        model: bundle.model ? { format: bundle.model.format, ...bundle.model.info, contributions: describeContributions(bundle.model) } : null,
         features: bundle.encoding.features,
         model_columns: bundle.encoding.columns,
         outputs: bundle.outputs ? { ...bundle.manifest.outputs, columns: bundle.outputs.columns } : null,

@@ -23,8 +23,9 @@ export function registerScore(program: Command): void {
     .addOption(delimiterOption())
     .option('--errors <file>', 'write every rejected row as a JSON line {line, errors}')
     .option('--no-decisions', "only the model's outputs, without the policy's decision columns")
+    .option('--explain', "add each feature's exact contribution to the score's margin (contribution_<feature>, contribution_bias)")
     .option('--quiet', 'no progress bar or per-row error lines')
-    .action(async (dir: string, opts: DataFileOptions & { input: string; output: string; inputFormat?: FileFormat; outputFormat?: FileFormat; errors?: string; quiet?: boolean; decisions: boolean }) => {
+    .action(async (dir: string, opts: DataFileOptions & { input: string; output: string; inputFormat?: FileFormat; outputFormat?: FileFormat; errors?: string; quiet?: boolean; decisions: boolean; explain?: boolean }) => {
       const bundle = await openBundle(dir, loadModelBundle);
       const errorsOut = opts.errors ? createWriteStream(opts.errors) : null;
       const shownLimit = 20;
@@ -39,6 +40,7 @@ export function registerScore(program: Command): void {
           inputFormat: opts.inputFormat,
           outputFormat: opts.outputFormat ?? (opts.output === '-' ? opts.inputFormat : undefined),
           decisions: opts.decisions,
+          explain: opts.explain,
           allowMissing: opts.allowMissing,
           delimiter: opts.delimiter,
           onNotice: (message) => process.stderr.write(`${bar ? '\n' : ''}${message}\n`),

@@ -82,6 +82,9 @@ export const onnxAdapter: RuntimeAdapter = {
       outputWidth,
       info: { input: inputName, output: outputName, outputs: session.outputNames.join(','), bytes: bytes.length },
       predict: run,
+      // A graph of operators carries no tree statistics (node covers) to compute exact
+      // contributions from, and rtml never gives approximate ones.
+      contributions: { exact: false, reason: 'an ONNX graph carries no tree statistics (node covers) to compute exact contributions from; rtml computes them for XGBoost models' },
       close: () => session.release(),
     };
   },

@@ -60,7 +60,8 @@ export function treeWalker(tree: XgbTree, leaves: Float32Array) {
   };
 }
 
-function binaryHas(sorted: Int32Array, v: number): boolean {
+/** Whether a sorted set of category codes holds `v`. */
+export function binaryHas(sorted: Int32Array, v: number): boolean {
   let lo = 0;
   let hi = sorted.length - 1;
   while (lo <= hi) {

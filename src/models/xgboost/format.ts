@@ -22,6 +22,11 @@ export interface XgbTree {
   readonly group: number;
   /** Length of the longest root-to-leaf path, in edges. */
   readonly depth: number;
+  /**
+   * Per node: its cover (`sum_hessian`, the training rows' hessian sum that reached it), which
+   * TreeSHAP weighs paths by; null when the file does not carry it (prediction does not need it).
+   */
+  readonly cover: Float32Array | null;
 }
 
 export interface XgbModel {
@@ -64,6 +69,7 @@ const treeSchema = z.object({
   categories_nodes: z.array(z.unknown()).optional(),
   categories_segments: z.array(z.unknown()).optional(),
   categories_sizes: z.array(z.unknown()).optional(),
+  sum_hessian: z.array(z.unknown()).optional(),
   id: z.unknown().optional(),
   tree_param: z.object({ num_nodes: numberLike.optional() }).passthrough().optional(),
 });
@@ -282,7 +288,13 @@ function parseTree(raw: unknown, index: number, group: number, numFeature: numbe
     if (s === 0) categories[i] = null;
   }
 
-  return { left, right, feature, value, defaultLeft, categories, group, depth: checkTreeShape(left, right, path) };
+  let cover: Float32Array | null = null;
+  if (t.sum_hessian) {
+    if (t.sum_hessian.length !== n) throw new XgbFormatError(`${path}.sum_hessian`, `has ${t.sum_hessian.length} entries, left_children has ${n}`);
+    cover = Float32Array.from(t.sum_hessian, (h, i) => nonNegative(h, `${path}.sum_hessian[${i}]`));
+  }
+
+  return { left, right, feature, value, defaultLeft, categories, group, depth: checkTreeShape(left, right, path), cover };
 }
 
 /** Every node must be reached exactly once from the root: no cycles, no shared or orphan nodes. */
@@ -342,6 +354,12 @@ function integerIn(raw: unknown, min: number, max: number, path: string): number
     throw new XgbFormatError(path, `must be a whole number in [${min}, ${max}], got ${JSON.stringify(raw)?.slice(0, 40)}`);
   }
   return raw;
+}
+
+function nonNegative(raw: unknown, path: string): number {
+  const v = finite(raw, path);
+  if (!(v >= 0) || !Number.isFinite(Math.fround(v))) throw new XgbFormatError(path, `must be a non-negative float32, got ${v}`);
+  return v;
 }
 
 function finite(raw: unknown, path: string): number {

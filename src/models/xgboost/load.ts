@@ -35,7 +35,10 @@ export const OFF_THREAD_BYTES = 1024 * 1024;
 export interface PreparedForest {
   readonly header: XgbModelHeader;
   readonly evaluator: 'compiled' | 'flat';
-  /** The trees the evaluator needs as trees: all of them (compiled), or those the flat tables cannot hold. */
+  /**
+   * The trees needed as trees: all of them for compiled code or exact contributions (when the
+   * model has them: header.noContributions is null), else those the flat tables cannot hold.
+   */
   readonly trees: PackedTrees;
   /** The flat evaluator's tables (flat only). */
   readonly flat: FlatTables | null;
@@ -59,8 +62,9 @@ export function prepareForest(text: string, file: string): PreparedForest {
   }
   const evaluator = chooseEvaluator(model);
   const flat = evaluator === 'flat' ? layOutFlatForest(model) : null;
-  const trees = packTrees(model.trees, flat ? flatWalkedTrees(flat) : undefined);
-  return { header: modelHeader(model), evaluator, trees, flat };
+  const header = modelHeader(model);
+  const trees = packTrees(model.trees, flat && header.noContributions !== null ? flatWalkedTrees(flat) : undefined);
+  return { header, evaluator, trees, flat };
 }
 
 /** Reads and prepares a model file (what the worker thread runs). */
@@ -142,7 +146,7 @@ export async function runtimeFromForest(forest: PreparedForest): Promise<ModelRu
       if (slices.due) await slices.pause();
     }
   }
-  return runtimeOf(header, evaluator, accumulate);
+  return runtimeOf(header, evaluator, accumulate, header.noContributions === null ? trees : null);
 }
 
 /** Loads a model file: prepared off this thread when it is big, the runtime built here. */

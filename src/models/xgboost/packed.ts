@@ -19,6 +19,9 @@ export interface PackedTrees {
   readonly defaultLeft: Uint8Array;
   readonly group: Int32Array;
   readonly depth: Int32Array;
+  /** Node covers (sum_hessian, for exact contributions), meaningful where `hasCover` is 1 for the tree. */
+  readonly cover: Float32Array;
+  readonly hasCover: Uint8Array;
   /** Categorical splits: node (packed node index) and its sorted codes `codes[catOffset[j] .. catOffset[j + 1]]`. */
   readonly catNode: Int32Array;
   readonly catOffset: Int32Array;
@@ -49,6 +52,8 @@ export function packTrees(trees: readonly XgbTree[], indices: readonly number[] 
     defaultLeft: new Uint8Array(nodes),
     group: new Int32Array(indices.length),
     depth: new Int32Array(indices.length),
+    cover: new Float32Array(nodes),
+    hasCover: new Uint8Array(indices.length),
     catNode: new Int32Array(sets),
     catOffset: new Int32Array(sets + 1),
     codes: new Int32Array(codes),
@@ -66,6 +71,10 @@ export function packTrees(trees: readonly XgbTree[], indices: readonly number[] 
     packed.defaultLeft.set(tree.defaultLeft, at);
     packed.group[k] = tree.group;
     packed.depth[k] = tree.depth;
+    if (tree.cover !== null) {
+      packed.cover.set(tree.cover, at);
+      packed.hasCover[k] = 1;
+    }
     tree.categories.forEach((codes, i) => {
       if (codes === null) return;
       packed.catNode[set] = at + i;
@@ -101,11 +110,12 @@ export function unpackTree(p: PackedTrees, k: number, nextSet: number): { tree: 
     categories,
     group: p.group[k],
     depth: p.depth[k],
+    cover: p.hasCover[k] ? p.cover.subarray(from, to) : null,
   };
   return { tree, nextSet: j };
 }
 
 /** The buffers to transfer with a message holding `p`. */
 export function packedBuffers(p: PackedTrees): ArrayBuffer[] {
-  return [p.index, p.offset, p.left, p.right, p.feature, p.value, p.defaultLeft, p.group, p.depth, p.catNode, p.catOffset, p.codes].map((a) => a.buffer as ArrayBuffer);
+  return [p.index, p.offset, p.left, p.right, p.feature, p.value, p.defaultLeft, p.group, p.depth, p.cover, p.hasCover, p.catNode, p.catOffset, p.codes].map((a) => a.buffer as ArrayBuffer);
 }

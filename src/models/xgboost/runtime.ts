@@ -1,8 +1,10 @@
 /** The `xgboost-json` runtime: a native TypeScript evaluator of XGBoost's JSON models (files are loaded by load.ts). */
-import type { ModelRuntime } from '../runtime.ts';
+import { Slices } from '../../threads.ts';
+import type { ContributionExplainer, ContributionSupport, ModelRuntime } from '../runtime.ts';
 import { compileForest, type CompileOptions, type ForestAccumulator } from './compile.ts';
 import { flatForest, flatStepRatio, type FlatOptions } from './flat.ts';
-import { XgbFormatError, type XgbModel } from './format.ts';
+import { XgbFormatError, type XgbModel, type XgbTree } from './format.ts';
+import { buildTreeShapInSteps, contributionsUnavailable, TREESHAP_METHOD, type TreeShap } from './shap.ts';
 import { objectiveFor, SUPPORTED_OBJECTIVES, type Objective } from './objectives.ts';
 
 /**
@@ -52,11 +54,19 @@ export interface XgbModelHeader extends Omit<XgbModel, 'trees'> {
   readonly maxDepth: number;
   /** Per feature, the largest category code a split tests (-1: none). */
   readonly maxCategoryCode: readonly number[];
+  /** Why the model has no exact contributions (shap.ts), or null when it has them (all its trees then travel with it). */
+  readonly noContributions: string | null;
 }
 
 export function modelHeader(model: XgbModel): XgbModelHeader {
   const { trees, ...rest } = model;
-  return { ...rest, treeCount: trees.length, maxDepth: trees.reduce((d, t) => Math.max(d, t.depth), 0), maxCategoryCode: maxCategoryCodes(model) };
+  return {
+    ...rest,
+    treeCount: trees.length,
+    maxDepth: trees.reduce((d, t) => Math.max(d, t.depth), 0),
+    maxCategoryCode: maxCategoryCodes(model),
+    noContributions: contributionsUnavailable(model),
+  };
 }
 
 /** The model's objective and its base margins; an XgbFormatError when rtml cannot evaluate them. */
@@ -76,11 +86,14 @@ export function xgboostRuntime(model: XgbModel, options: XgbRuntimeOptions = {})
   const evaluator = chooseEvaluator(model, options.evaluator);
   if (evaluator !== 'compiled' && evaluator !== 'flat') throw new TypeError(`unknown evaluator ${String(options.evaluator)}: compiled, flat or auto`);
   const accumulate = evaluator === 'flat' ? flatForest(model, options.flat) : compileForest(model, options);
-  return runtimeOf(modelHeader(model), evaluator, accumulate);
+  return runtimeOf(modelHeader(model), evaluator, accumulate, model.trees);
 }
 
-/** The runtime around a built evaluator. */
-export function runtimeOf(model: XgbModelHeader, evaluator: 'compiled' | 'flat', accumulate: ForestAccumulator): ModelRuntime {
+/**
+ * The runtime around a built evaluator. `trees`: every tree of the model, for its exact
+ * contributions (needed when the header says it has them).
+ */
+export function runtimeOf(model: XgbModelHeader, evaluator: 'compiled' | 'flat', accumulate: ForestAccumulator, trees: readonly XgbTree[] | null): ModelRuntime {
   const { objective, baseMargins } = modelObjective(model);
   const groups = model.numGroup;
   const width = objective.outputWidth(groups);
@@ -120,6 +133,64 @@ export function runtimeOf(model: XgbModelHeader, evaluator: 'compiled' | 'flat',
     },
     predictSync,
     predict: async (input, rows) => predictSync(input, rows),
+    contributions: contributionsOf(model, trees, baseMargins),
+  };
+}
+
+/**
+ * Exact TreeSHAP contributions (shap.ts), or why the model has none. Their tables are built once:
+ * by `prepare()` in slices that let the event loop run (what a server does when it loads a
+ * model that will need them), or at the first `explainer()`, at once.
+ */
+function contributionsOf(header: XgbModelHeader, trees: readonly XgbTree[] | null, baseMargins: readonly number[]): ContributionSupport {
+  if (header.noContributions !== null) return { exact: false, reason: `this model file cannot give exact contributions: ${header.noContributions}` };
+  if (trees === null || trees.length !== header.treeCount) throw new Error(`exact contributions need all ${header.treeCount} trees, got ${trees?.length ?? 0}`);
+  const model: XgbModel = { ...header, trees };
+  let explainer: ContributionExplainer | null = null;
+  let building: Promise<void> | null = null;
+  let buildMs = 0;
+  const steps = buildTreeShapInSteps(model, baseMargins);
+  /** Runs the build's remaining steps; with `slices`, pausing whenever one is used up. */
+  const build = async (slices: Slices | null): Promise<ContributionExplainer> => {
+    let step = steps.next();
+    let started = performance.now();
+    while (!step.done) {
+      if (slices?.due) {
+        buildMs += performance.now() - started;
+        await slices.pause();
+        started = performance.now();
+      }
+      step = steps.next();
+    }
+    buildMs += performance.now() - started;
+    return (explainer ??= explainerOf(step.value, Math.round(buildMs)));
+  };
+  const explainerOf = (shap: TreeShap, ms: number): ContributionExplainer => {
+    const width = model.numFeature + 1;
+    return {
+      groups: model.numGroup,
+      info: { whole_table_trees: shap.wholeTableTrees, leaf_table_trees: shap.leafTableTrees, recursive_trees: shap.recursiveTrees, table_bytes: 4 * shap.tableEntries, build_ms: ms },
+      contributions(input, rows, out = new Float64Array(rows * model.numGroup * width)) {
+        shap.contributions(input, rows, out);
+        return out;
+      },
+    };
+  };
+  return {
+    exact: true,
+    method: TREESHAP_METHOD,
+    async prepare() {
+      building ??= build(new Slices()).then(() => undefined);
+      await building;
+    },
+    explainer() {
+      if (explainer) return explainer;
+      // No await: a synchronous build (generator steps run to the end here).
+      let step = steps.next();
+      const started = performance.now();
+      while (!step.done) step = steps.next();
+      return (explainer = explainerOf(step.value, Math.round(buildMs + performance.now() - started)));
+    },
   };
 }
 

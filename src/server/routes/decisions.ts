@@ -5,6 +5,7 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { z } from 'zod';
 import type { RawRow } from '../../bundle/encoding.ts';
+import { describeContributions } from '../../models/index.ts';
 import { DecisionLogError, DuplicateDecisionError } from '../../log/types.ts';
 import { decide, ModelUnavailable, RequestRejected, type DecisionContext } from '../../pipeline/decide.ts';
 import { parseOutcome } from '../../pipeline/outcomes.ts';
@@ -49,7 +50,7 @@ export function describeService(service: Service) {
   const describeVersion = (v: ServiceVersion) => ({
     version: v.version,
     loaded_at: v.loadedAt,
-    model: v.bundle.model ? { format: v.bundle.model.format, ...v.bundle.model.info } : null,
+    model: v.bundle.model ? { format: v.bundle.model.format, ...v.bundle.model.info, contributions: describeContributions(v.bundle.model) } : null,
     parity: v.parity,
   });
   const current = service.defaultVersion;
@@ -86,7 +87,7 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
       const monitor = target.monitor;
       observe = (response, stage, seen) => {
         metrics.observeDecision(response, stage);
-        monitor?.observeDecision(seen.row, seen.score, response.decision, response.fallback.cause, response.features);
+        monitor?.observeDecision(seen.row, seen.score, response.decision, response.fallback.cause, response.features, { scored: seen.model, contributions: seen.contributions?.values ?? null });
       };
       observers.set(target, observe);
     }
