@@ -2,7 +2,8 @@
  * The load guard: what the server does when more is asked of it than it can do, and when it
  * is told to stop. Every request it cannot serve gets a 503 with Retry-After, decided in
  * `onRequest` (before the body is read or parsed, so a refusal costs a few microseconds),
- * never a timeout or a reset; health probes and /metrics are never refused.
+ * never a reset; health probes and /metrics are never refused. (A connection still waiting in
+ * the accept queue is another matter: see listenForProbes below and README's Benchmarks.)
  *
  * - Scoring routes (`SCORING_ROUTE`): at most `maxInFlight` at once, and none admitted while
  *   the event loop keeps lagging more than `maxEventLoopDelayMs` (two 100 ms windows in a
