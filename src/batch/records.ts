@@ -11,6 +11,7 @@ import type { Readable } from 'node:stream';
 import type { FieldError } from '../bundle/encoding.ts';
 import type { Bundle } from '../bundle/load.ts';
 import { closest, nearMisses } from '../config/names.ts';
+import { jsonDepthExceeds } from '../config/json.ts';
 import type { StreamDefinition } from '../features/events.ts';
 
 export type FileFormat = 'csv' | 'jsonl';
@@ -236,26 +237,6 @@ export async function* csvRecords(stream: Readable, header: { columns: string[] 
     yield { line: raw.line, row };
   }
   if (header.columns === null && options.columns) throw new Error(`${source} is empty: a CSV file starts with a header line naming its columns`);
-}
-
-/**
- * How deep a JSON text nests arrays and objects, counted up to `limit + 1`: JSON.parse
- * builds whatever depth it is given, and code that walks it recursively later overflows.
- */
-function jsonDepthExceeds(text: string, limit: number): boolean {
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (inString) {
-      if (c === 0x5c) i++; // backslash: skip the escaped character
-      else if (c === 0x22) inString = false;
-    } else if (c === 0x22) inString = true;
-    else if (c === 0x5b || c === 0x7b) {
-      if (++depth > limit) return true;
-    } else if (c === 0x5d || c === 0x7d) depth--;
-  }
-  return false;
 }
 
 export async function* jsonlRecords(stream: Readable, options: ReadOptions = {}): AsyncGenerator<SourceRecord> {

@@ -156,6 +156,14 @@ export class DecisionLogError extends Error {
   }
 }
 
+/**
+ * The log could not take a write for now (closed, failed, locked, too slow): nothing was
+ * recorded and the caller may retry. What a server answers 503 + Retry-After.
+ */
+export function isLogUnavailable(err: unknown): err is DecisionLogError {
+  return err instanceof DecisionLogError && (err.code === 'LOG_FAILED' || err.code === 'WRITE_FAILED' || err.code === 'LOG_CLOSED' || err.code === 'LOG_TIMEOUT');
+}
+
 export class DuplicateDecisionError extends DecisionLogError {
   constructor(
     readonly service: string,

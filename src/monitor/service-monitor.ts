@@ -13,6 +13,7 @@ import { Adwin } from './detectors.ts';
 import { categoryShares, COUNT_WINDOW, MonitorWindows, profileSpec, type CategoricalColumn, type FeatureHistogram, type ProfileHistogram } from './histogram.ts';
 import type { FeatureReference, NumericReference, ReferenceProfile } from './reference.ts';
 import type { Explainer } from '../pipeline/explain.ts';
+import { chiSquareGoodnessOfFit, jensenShannonDistance, ksSortedAgainstQuantiles, psi } from './stats.ts';
 
 /** What the monitor sees of the model's part in a decision. */
 export interface ModelSeen {
@@ -21,7 +22,6 @@ export interface ModelSeen {
   /** The row's contributions per feature, when the decision computed them anyway. */
   contributions: ArrayLike<number> | null;
 }
-import { chiSquareGoodnessOfFit, jensenShannonDistance, ksSortedAgainstQuantiles, psi } from './stats.ts';
 
 export type Verdict = 'ok' | 'warning' | 'critical' | 'insufficient_data';
 

@@ -111,7 +111,10 @@ const LISTED_UNKNOWN = 20;
 
 /** One entry per unknown field, up to LISTED_UNKNOWN, then one that counts the rest: an answer never grows with junk. */
 function unknownErrors(unknown: readonly string[], service: string): UnknownField[] {
-  const listed = unknown.slice(0, LISTED_UNKNOWN).map((field) => ({ field: field.length > 100 ? `${field.slice(0, 100)}…` : field, rule: 'unknown' as const, message: `${field.length > 100 ? `${field.slice(0, 100)}…` : field} is not a feature of ${service}` }));
+  const listed = unknown.slice(0, LISTED_UNKNOWN).map((name) => {
+    const field = name.length > 100 ? `${name.slice(0, 100)}…` : name;
+    return { field, rule: 'unknown' as const, message: `${field} is not a feature of ${service}` };
+  });
   if (unknown.length > LISTED_UNKNOWN) listed.push({ field: '*', rule: 'unknown', message: `and ${unknown.length - LISTED_UNKNOWN} more fields that are not features of ${service}` });
   return listed;
 }

@@ -6,9 +6,7 @@
  */
 import { ZodError } from 'zod';
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { DecisionLogError, type DecisionLog } from '../log/types.ts';
-
-const LOG_UNAVAILABLE = new Set(['LOG_FAILED', 'WRITE_FAILED', 'LOG_CLOSED', 'LOG_TIMEOUT']);
+import { isLogUnavailable, type DecisionLog } from '../log/types.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { ModelRepository } from './repository.ts';
 import { registerDecisionRoutes } from './routes/decisions.ts';
@@ -117,21 +115,21 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
 
   // Framework-level errors (malformed JSON, body too large, wrong content type) are the caller's: 4xx with {error}.
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, request, reply) => {
+    // A label only for a service that exists: names from URLs would grow /metrics without bound.
+    const named = (request.params as Record<string, unknown> | undefined)?.name;
+    const service = typeof named === 'string' && repository.get(named) ? named : '';
     // The log could not take a write (outcomes while another process holds its lock, a closed
     // log): nothing was recorded, the caller should retry, and it is not a server bug.
-    if (err instanceof DecisionLogError && LOG_UNAVAILABLE.has(err.code)) {
+    if (isLogUnavailable(err)) {
       request.log.warn({ err: err.message }, 'decision log unavailable');
-      const name = (request.params as Record<string, unknown> | undefined)?.name;
-      metrics.observeError(typeof name === 'string' && repository.get(name) ? name : '', 503, 'log_unavailable');
+      metrics.observeError(service, 503, 'log_unavailable');
       void reply.code(503).header('retry-after', '1').send({ error: `the decision log could not take the write: ${clip(err.message)}; retry shortly` });
       return;
     }
     // A zod schema refusing path parameters is the caller's mistake too.
     const status = err instanceof ZodError ? 400 : err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
     if (status === 500) request.log.error({ err }, 'unexpected error');
-    // A label only for a service that exists: names from URLs would grow /metrics without bound.
-    const name = (request.params as Record<string, unknown> | undefined)?.name;
-    metrics.observeError(typeof name === 'string' && repository.get(name) ? name : '', status, status === 500 ? 'internal' : clip(err.code ?? 'error', 60));
+    metrics.observeError(service, status, status === 500 ? 'internal' : clip(err.code ?? 'error', 60));
     const payload = { error: status === 500 ? 'internal error' : clip(err.message) };
     // A body refused unread: answer, then keep reading what the client still sends before
     // closing, so that it sees the 413 rather than a reset.

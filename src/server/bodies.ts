@@ -11,6 +11,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { z } from 'zod';
+import { jsonDepthExceeds } from '../config/json.ts';
 
 /** Deep enough for every body rtml takes (an OIP tensor of shape [n, 1] is 4 levels). */
 export const MAX_DEPTH = 32;
@@ -30,6 +31,13 @@ export function isJsonLines(body: unknown): body is JsonLines {
   return typeof body === 'object' && body !== null && (body as { kind?: unknown }).kind === 'json-lines' && Array.isArray((body as JsonLines).items);
 }
 
+/** A bulk body's items with their line (JSON lines) or position (a JSON array, from 1); null if it is neither. */
+export function bulkItems(body: unknown): JsonLines['items'] | null {
+  if (isJsonLines(body)) return body.items;
+  if (Array.isArray(body) && body.length <= MAX_LINES) return body.map((value, i) => ({ line: i + 1, ok: true as const, value }));
+  return null;
+}
+
 class BodyError extends Error {
   constructor(
     message: string,
@@ -38,28 +46,6 @@ class BodyError extends Error {
   ) {
     super(message);
   }
-}
-
-/**
- * The deepest nesting of arrays and objects in JSON text, stopping as soon as it passes
- * `max` (one linear scan, strings skipped). Not a validator: JSON.parse comes next.
- */
-export function jsonDepthExceeds(text: string, max: number): boolean {
-  let depth = 0;
-  const n = text.length;
-  for (let i = 0; i < n; i++) {
-    const c = text.charCodeAt(i);
-    if (c === 34 /* " */) {
-      for (i++; i < n; i++) {
-        const s = text.charCodeAt(i);
-        if (s === 92 /* \ */) i++;
-        else if (s === 34) break;
-      }
-    } else if (c === 91 /* [ */ || c === 123 /* { */) {
-      if (++depth > max) return true;
-    } else if (c === 93 /* ] */ || c === 125 /* } */) depth--;
-  }
-  return false;
 }
 
 type Parse = (text: string) => unknown;

@@ -6,12 +6,12 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import { z } from 'zod';
 import type { RawRow } from '../../bundle/encoding.ts';
 import { describeContributions } from '../../models/index.ts';
-import { DecisionLogError, DuplicateDecisionError } from '../../log/types.ts';
+import { DuplicateDecisionError, isLogUnavailable } from '../../log/types.ts';
 import { decide, ModelUnavailable, RequestRejected, type DecisionContext } from '../../pipeline/decide.ts';
 import { parseOutcome } from '../../pipeline/outcomes.ts';
 import type { Outcome } from '../../log/types.ts';
 import type { ServerContext } from '../app.ts';
-import { isJsonLines, issuesOf, MAX_LINES, type JsonLines } from '../bodies.ts';
+import { bulkItems, issuesOf, MAX_LINES } from '../bodies.ts';
 import { SCORING_ROUTE } from '../overload.ts';
 import type { Service, ServiceVersion } from '../repository.ts';
 
@@ -31,13 +31,6 @@ function tooManyFields(body: object, features: number): boolean {
   let n = 0;
   for (const _ in body) if (++n > limit) return true;
   return false;
-}
-
-/** A bulk body's items with their line (JSON lines) or position (a JSON array, from 1); null if it is neither. */
-export function bulkItems(body: unknown): JsonLines['items'] | null {
-  if (isJsonLines(body)) return body.items;
-  if (Array.isArray(body) && body.length <= MAX_LINES) return body.map((value, i) => ({ line: i + 1, ok: true as const, value }));
-  return null;
 }
 
 function notFound(reply: FastifyReply, name: string) {
@@ -136,7 +129,7 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
         metrics.observeError(name, 409, 'duplicate_id');
         return reply.code(409).send({ error: err.message });
       }
-      if (err instanceof DecisionLogError && (err.code === 'LOG_FAILED' || err.code === 'WRITE_FAILED' || err.code === 'LOG_CLOSED' || err.code === 'LOG_TIMEOUT')) {
+      if (isLogUnavailable(err)) {
         // No decision without its log record: the caller retries, nothing was acknowledged (nor logged).
         metrics.observeError(name, 503, err.code === 'LOG_TIMEOUT' ? 'log_timeout' : 'log_unavailable');
         return reply.code(503).header('retry-after', '1').send({ error: `the decision could not be logged: ${err.message}` });

@@ -8,8 +8,7 @@ import { z } from 'zod';
 import { entityFieldsRead, parseEntityFields, parseEvent, streamsOf } from '../../features/events.ts';
 import type { StreamEvent } from '../../features/types.ts';
 import type { ServerContext } from '../app.ts';
-import { isJsonLines, MAX_LINES } from '../bodies.ts';
-import { bulkItems } from './decisions.ts';
+import { bulkItems, isJsonLines, MAX_LINES } from '../bodies.ts';
 
 export function registerFeatureRoutes(app: FastifyInstance, ctx: ServerContext): void {
   const streams = () => streamsOf(ctx.repository.list().map((s) => s.defaultVersion.bundle)).streams;
