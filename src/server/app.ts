@@ -111,6 +111,12 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
 
   const auth = authChecks({ admin: config.adminToken, write: config.writeToken ?? null, decide: config.decideToken ?? null });
   app.addHook('onRequest', refuseCrossSiteWrites);
+  // Which process answered: with --workers (or several replicas) operators and tests can tell them apart.
+  const pid = String(process.pid);
+  app.addHook('onRequest', (_request, reply, done) => {
+    void reply.header('x-rtml-pid', pid);
+    done();
+  });
   registerBodyParsers(app);
 
   // Framework-level errors (malformed JSON, body too large, wrong content type) are the caller's: 4xx with {error}.

@@ -341,7 +341,7 @@ async function loadVersion(dir: string, sinks: readonly AlertSink[]): Promise<Se
 }
 
 /** Bundle folders of a service: itself, or its version subfolders. */
-function bundleDirs(dir: string): string[] {
+export function bundleDirs(dir: string): string[] {
   if (existsSync(join(dir, MANIFEST_FILE))) return [dir];
   return readdirSync(dir, { withFileTypes: true })
     .filter((d) => d.isDirectory() && existsSync(join(dir, d.name, MANIFEST_FILE)))

@@ -1,9 +1,12 @@
 import { InvalidArgumentError, type Command } from 'commander';
+import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { openEmbeddedFeatureStore } from '../../features/embedded.ts';
 import { openSqliteDecisionLog } from '../../log/sqlite.ts';
 import { createServer, DEFAULT_CONFIG, type FeatureStoreFactory } from '../../server/app.ts';
-import { collectPairs, defaultDataDir, parseWholeNumber } from '../shared.ts';
+import { isPostgresUrl } from '../../store/postgres.ts';
+import { CliError, collectPairs, defaultDataDir, parseWholeNumber } from '../shared.ts';
+import { parseWorkers, serveAsPrimary } from '../workers.ts';
 
 /** Node's default is 511: 2,000 clients connecting at once overflow it, and each dropped SYN costs its client 1-3 s. */
 const DEFAULT_BACKLOG = 4096;
@@ -18,6 +21,8 @@ export function registerServe(program: Command): void {
     .option('--host <host>', 'address to listen on (env HOST)', process.env.HOST ?? '127.0.0.1')
     .option('--probe-port <port>', 'also serve the health probes and /metrics on this port, so they never queue behind scoring connections (env PROBE_PORT)', parseWholeNumber, process.env.PROBE_PORT ? Number(process.env.PROBE_PORT) : undefined)
     .option('--data-dir <dir>', 'where the decision log lives (env RTML_DATA_DIR)', defaultDataDir())
+    .option('--decision-log <url|path>', 'the decision log: a postgres:// URL (shared by every process) or a directory for SQLite (env RTML_DECISION_LOG; default: --data-dir)', process.env.RTML_DECISION_LOG || undefined)
+    .option('--workers <n|auto>', 'processes serving the port, one event loop each (auto: one per core); more than 1 needs --decision-log postgres:// (env RTML_WORKERS)', process.env.RTML_WORKERS ?? '1')
     .option('--admin-token-file <file>', 'file holding the admin bearer token (or env RTML_ADMIN_TOKEN); without one, admin operations are disabled')
     .option('--write-token-file <file>', 'file holding the bearer token for outcomes, events and entity updates (or env RTML_WRITE_TOKEN); the admin token works too; with neither, writes are disabled')
     .option('--decide-token-file <file>', 'file holding a bearer token decisions and inference then need (or env RTML_DECIDE_TOKEN); without one they are public')
@@ -41,11 +46,14 @@ export function registerServe(program: Command): void {
     .option('--redis-stream-from <id>', 'where a new consumer group starts: $ (new entries only), 0 (the whole stream) or an entry id', '$')
     .option('--alert-webhook <url>', 'POST alerts here as JSON, with retries (env RTML_ALERT_WEBHOOK)', process.env.RTML_ALERT_WEBHOOK)
     .action(async (repository: string, opts: ServeOptions) => {
+      const workers = parseWorkers(opts.workers);
+      if (workers > 1 && cluster.isPrimary) return serveAsPrimary(repository, { workers, decisionLog: opts.decisionLog, featureStore: opts.featureStore, logLevel: opts.logLevel });
       const adminToken = readToken(opts.adminTokenFile, 'RTML_ADMIN_TOKEN');
       const writeToken = readToken(opts.writeTokenFile, 'RTML_WRITE_TOKEN');
       const decideToken = readToken(opts.decideTokenFile, 'RTML_DECIDE_TOKEN');
       if (opts.logSync !== 'normal' && opts.logSync !== 'full') throw new InvalidArgumentError('--log-sync must be normal or full');
-      const log = openSqliteDecisionLog(opts.dataDir, { synchronous: opts.logSync, appendTimeoutMs: opts.logTimeoutMs || null });
+      if (opts.decisionLog !== undefined && isPostgresUrl(opts.decisionLog)) throw new CliError('rtml serve: this build has no PostgreSQL decision log\n');
+      const log = openSqliteDecisionLog(opts.decisionLog ?? opts.dataDir, { synchronous: opts.logSync, appendTimeoutMs: opts.logTimeoutMs || null });
       if (opts.featureStore !== 'embedded' && opts.featureStore !== 'redis') throw new InvalidArgumentError('--feature-store must be embedded or redis');
       const consumed = Object.entries(opts.redisStream);
       if (consumed.length > 0 && opts.featureStore !== 'redis') throw new InvalidArgumentError('--redis-stream needs --feature-store redis');
@@ -69,7 +77,11 @@ export function registerServe(program: Command): void {
               }
               return store;
             }
-          : async (streams) => openEmbeddedFeatureStore({ dataDir: opts.dataDir, streams, synchronous: opts.logSync === 'normal' ? 'normal' : 'full' });
+          : async (streams) => {
+              // A bundle loaded later (hot reload) must not give each worker its own store either.
+              if (cluster.isWorker) throw new Error('the embedded feature store cannot be shared by several workers: serve with --feature-store redis, or --workers 1');
+              return openEmbeddedFeatureStore({ dataDir: opts.dataDir, streams, synchronous: opts.logSync === 'normal' ? 'normal' : 'full' });
+            };
       const server = await createServer(
         {
           repository,
@@ -91,7 +103,10 @@ export function registerServe(program: Command): void {
         log,
         openFeatureStore,
       );
+      let stopping = false;
       const shutdown = (signal: string) => {
+        if (stopping) return;
+        stopping = true;
         server.app.log.info({ signal, graceMs: opts.drainGraceMs }, 'draining: not ready, new requests answered 503, in-flight requests finish, then the decision log is flushed');
         server.close().then(
           () => process.exit(0),
@@ -101,8 +116,11 @@ export function registerServe(program: Command): void {
           },
         );
       };
-      process.once('SIGTERM', () => shutdown('SIGTERM'));
-      process.once('SIGINT', () => shutdown('SIGINT'));
+      // A cluster worker may get a signal twice (Ctrl-C reaches the whole process group and the
+      // primary forwards it too): the second must not kill it mid-drain. Alone, a second Ctrl-C still does.
+      const listen = cluster.isWorker ? 'on' : 'once';
+      process[listen]('SIGTERM', () => shutdown('SIGTERM'));
+      process[listen]('SIGINT', () => shutdown('SIGINT'));
       await server.app.listen({ port: opts.port, host: opts.host, backlog: opts.backlog });
       if (opts.probePort !== undefined) server.app.log.info(`Probes listening at ${await server.listenForProbes(opts.probePort, opts.host)}`);
     });
@@ -121,6 +139,8 @@ interface ServeOptions {
   host: string;
   probePort?: number;
   dataDir: string;
+  decisionLog?: string;
+  workers: string;
   adminTokenFile?: string;
   writeTokenFile?: string;
   decideTokenFile?: string;
