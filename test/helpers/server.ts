@@ -40,7 +40,7 @@ export function creditRepository(): string {
  * test processes, a stall of a few hundred ms is the machine, not overload, and a 503 then
  * would fail tests of something else (test/server-overload.test.ts tests the shedding).
  */
-function lagShedding(args: readonly string[]): string[] {
+export function lagShedding(args: readonly string[]): string[] {
   return args.includes('--max-event-loop-delay-ms') ? [] : ['--max-event-loop-delay-ms', '0'];
 }
 
@@ -94,8 +94,13 @@ export async function startServer(options: { repository?: string; dataDir?: stri
 
 /** lending_club rows as typed JSON requests (numbers as numbers, categories as strings). */
 export async function lendingClubRows(limit = Infinity): Promise<Record<string, unknown>[]> {
+  return (await lendingClubExamples(limit)).map((e) => e.features);
+}
+
+/** lending_club rows as typed JSON requests, each with its true label (the `Class` column, never sent with the request). */
+export async function lendingClubExamples(limit = Infinity): Promise<{ features: Record<string, unknown>; label: string }[]> {
   const { parse } = await import('csv-parse/sync');
   const { readFileSync } = await import('node:fs');
   const rows = parse(readFileSync(join(ROOT, 'examples/credit/lending_club.csv')), { columns: true, cast: true, to: limit === Infinity ? undefined : limit }) as Record<string, unknown>[];
-  return rows.map(({ Class: _label, ...features }) => features);
+  return rows.map(({ Class: label, ...features }) => ({ features, label: String(label) }));
 }

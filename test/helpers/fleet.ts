@@ -1,0 +1,352 @@
+/**
+ * A fleet of real `rtml serve` processes (bin/rtml.mjs, as users start it) for the multi-process
+ * tests: each replica on its own free loopback port with its own --data-dir under one temporary
+ * folder, tokens given through the environment, started and restarted on the same port, killed
+ * with any signal; and a client that spreads lending_club decisions over the replicas
+ * round-robin and records every acknowledged (2xx) decision id, which replica took it and the
+ * row's true label (for outcomes later).
+ *
+ *     const fleet = await startFleet({ replicas: 3, args: ['--decision-log', pg.url] });
+ *     const client = await fleet.client();
+ *     await client.decide(300);
+ *     await fleet.replicas[1].kill('SIGKILL');
+ *     ...
+ *     await fleet.stop();
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { creditRepository, lagShedding, lendingClubExamples, WRITE_TOKEN } from './server.ts';
+import { tempDir } from './tmp.ts';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+export const DECISIONS_PATH = '/v1/services/credit/decisions';
+/** Every replica takes these tokens (RTML_ADMIN_TOKEN, RTML_WRITE_TOKEN); decisions are public. */
+export const ADMIN_TOKEN = 'fleet-admin-token-0123456789';
+export { WRITE_TOKEN };
+
+/** One replica's own extra `rtml serve` arguments and environment. */
+export interface ReplicaSpec {
+  args?: readonly string[];
+  env?: Readonly<Record<string, string>>;
+}
+
+export interface FleetOptions {
+  /** How many replicas, or each one's own spec. */
+  replicas: number | readonly ReplicaSpec[];
+  /** `rtml serve` arguments every replica gets (after the harness's own: repository, --port, --data-dir). */
+  args?: readonly string[];
+  env?: Readonly<Record<string, string>>;
+  /** The model repository every replica serves; default: a temporary copy of examples/credit as service `credit`. */
+  repository?: string;
+  /** Also give each replica a --probe-port of its own. */
+  probePorts?: boolean;
+  /** Per start, until /v2/health/ready answers 200 (default 60 s). */
+  readyTimeoutMs?: number;
+}
+
+export interface Replica {
+  readonly index: number;
+  /** http://127.0.0.1:PORT: the same across restarts. */
+  readonly url: string;
+  readonly probeUrl: string | null;
+  readonly dataDir: string;
+  /** The running process's pid (the cluster primary's with --workers); null while stopped. */
+  readonly pid: number | null;
+  readonly running: boolean;
+  /** Every line it printed (stdout and stderr, pino JSON), across restarts. */
+  readonly logs: string[];
+  /** Sends `signal` (default SIGKILL) and waits for the process to exit. */
+  kill(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Starts it again (after a kill: same port, data dir, arguments), once ready. */
+  restart(): Promise<void>;
+  /** Resolves with the first log line (already printed or to come) matching `pattern`. */
+  waitForLog(pattern: RegExp, timeoutMs?: number): Promise<string>;
+  /** A request with the admin or write token (or none), JSON body. */
+  request(path: string, init?: { method?: string; body?: unknown; auth?: 'admin' | 'write' }): Promise<Response>;
+}
+
+export interface Fleet {
+  readonly replicas: readonly Replica[];
+  readonly repository: string;
+  /** The temporary folder holding every replica's data dir. */
+  readonly dir: string;
+  /** A round-robin client over the replicas, with `rows` lending_club rows (default 2,000) to cycle through. */
+  client(options?: { rows?: number; idPrefix?: string }): Promise<FleetClient>;
+  /** SIGTERM every running replica (SIGKILL after 20 s), then removes the temporary folder. */
+  stop(): Promise<void>;
+}
+
+export async function freeLoopbackPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export async function startFleet(options: FleetOptions): Promise<Fleet> {
+  const dir = tempDir('rtml-fleet-');
+  const repository = options.repository ?? creditRepository();
+  const specs: readonly ReplicaSpec[] = typeof options.replicas === 'number' ? Array.from({ length: options.replicas }, () => ({})) : options.replicas;
+  const replicas: ReplicaProcess[] = [];
+  try {
+    for (const [index, spec] of specs.entries()) {
+      const dataDir = join(dir, `replica-${index}`);
+      mkdirSync(dataDir);
+      const args = [...(options.args ?? []), ...(spec.args ?? [])];
+      const replica = new ReplicaProcess({
+        index,
+        repository,
+        dataDir,
+        port: await freeLoopbackPort(),
+        probePort: options.probePorts ? await freeLoopbackPort() : null,
+        args,
+        env: { ...options.env, ...spec.env },
+        readyTimeoutMs: options.readyTimeoutMs ?? 60_000,
+      });
+      replicas.push(replica);
+    }
+    // Started together: each loads its bundles while the others do.
+    await Promise.all(replicas.map((r) => r.start()));
+  } catch (err) {
+    await Promise.all(replicas.map((r) => r.kill('SIGKILL')));
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    replicas,
+    repository,
+    dir,
+    client: async ({ rows = 2000, idPrefix } = {}) => new FleetClient(replicas, await lendingClubExamples(rows), idPrefix),
+    async stop() {
+      await Promise.all(replicas.map((r) => r.stop()));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+interface ReplicaConfig {
+  index: number;
+  repository: string;
+  dataDir: string;
+  port: number;
+  probePort: number | null;
+  args: readonly string[];
+  env: Readonly<Record<string, string>>;
+  readyTimeoutMs: number;
+}
+
+class ReplicaProcess implements Replica {
+  readonly logs: string[] = [];
+  private child: ChildProcess | null = null;
+  private exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> | null = null;
+  private readonly logWaiters = new Set<{ pattern: RegExp; resolve: (line: string) => void }>();
+
+  constructor(private readonly config: ReplicaConfig) {}
+
+  get index() {
+    return this.config.index;
+  }
+  get url() {
+    return `http://127.0.0.1:${this.config.port}`;
+  }
+  get probeUrl() {
+    return this.config.probePort === null ? null : `http://127.0.0.1:${this.config.probePort}`;
+  }
+  get dataDir() {
+    return this.config.dataDir;
+  }
+  get pid() {
+    return this.running ? (this.child?.pid ?? null) : null;
+  }
+  get running() {
+    return this.child !== null && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  async start(): Promise<void> {
+    const { repository, port, probePort, dataDir, args, env } = this.config;
+    const argv = [join(ROOT, 'bin/rtml.mjs'), 'serve', repository, '--port', String(port), '--data-dir', dataDir, '--watch-interval-ms', '0', '--drain-grace-ms', '0', ...lagShedding(args)];
+    if (probePort !== null) argv.push('--probe-port', String(probePort));
+    const child = spawn(process.execPath, [...argv, ...args], {
+      cwd: ROOT,
+      env: { ...process.env, RTML_ADMIN_TOKEN: ADMIN_TOKEN, RTML_WRITE_TOKEN: WRITE_TOKEN, RTML_DECIDE_TOKEN: '', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.child = child;
+    this.logs.push(`--- replica ${this.index} started, pid ${child.pid}`);
+    this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on('line', (line) => this.log(line));
+    await this.waitReady(child);
+  }
+
+  private log(line: string): void {
+    this.logs.push(line);
+    for (const waiter of this.logWaiters) {
+      if (waiter.pattern.test(line)) {
+        this.logWaiters.delete(waiter);
+        waiter.resolve(line);
+      }
+    }
+  }
+
+  /** Polls readiness: any process answering 200 on the port (with --workers, at least one worker). */
+  private async waitReady(child: ChildProcess): Promise<void> {
+    const deadline = Date.now() + this.config.readyTimeoutMs;
+    for (;;) {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`replica ${this.index} exited (${child.exitCode ?? child.signalCode}) before it was ready:\n${this.logs.join('\n')}`);
+      if (Date.now() > deadline) {
+        child.kill('SIGKILL');
+        throw new Error(`replica ${this.index} was not ready within ${this.config.readyTimeoutMs / 1000} s:\n${this.logs.join('\n')}`);
+      }
+      try {
+        const res = await fetch(`${this.url}/v2/health/ready`, { signal: AbortSignal.timeout(1000) });
+        await res.arrayBuffer();
+        if (res.status === 200) return;
+      } catch {
+        // not listening yet
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  async kill(signal: NodeJS.Signals = 'SIGKILL') {
+    if (!this.child || !this.exited) return { code: null, signal: null };
+    if (this.running) this.child.kill(signal);
+    return this.exited;
+  }
+
+  async restart(): Promise<void> {
+    if (this.running) await this.kill('SIGTERM');
+    await this.start();
+  }
+
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    const force = setTimeout(() => this.child?.kill('SIGKILL'), 20_000);
+    await this.kill('SIGTERM');
+    clearTimeout(force);
+  }
+
+  waitForLog(pattern: RegExp, timeoutMs = 30_000): Promise<string> {
+    const seen = this.logs.find((line) => pattern.test(line));
+    if (seen !== undefined) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.logWaiters.delete(waiter);
+        reject(new Error(`replica ${this.index} printed no line matching ${pattern} within ${timeoutMs / 1000} s:\n${this.logs.slice(-30).join('\n')}`));
+      }, timeoutMs);
+      const waiter = {
+        pattern,
+        resolve: (line: string) => {
+          clearTimeout(timer);
+          resolve(line);
+        },
+      };
+      this.logWaiters.add(waiter);
+    });
+  }
+
+  request(path: string, init: { method?: string; body?: unknown; auth?: 'admin' | 'write' } = {}): Promise<Response> {
+    const headers: Record<string, string> = {};
+    if (init.body !== undefined) headers['content-type'] = 'application/json';
+    if (init.auth) headers.authorization = `Bearer ${init.auth === 'admin' ? ADMIN_TOKEN : WRITE_TOKEN}`;
+    return fetch(this.url + path, { method: init.method ?? (init.body === undefined ? 'GET' : 'POST'), headers, body: init.body === undefined ? undefined : JSON.stringify(init.body) });
+  }
+}
+
+/** One acknowledged decision: its id, which replica answered (and which process: x-rtml-pid), the row's true label. */
+export interface DecisionAck {
+  id: string;
+  replica: number;
+  pid: number | null;
+  label: string;
+}
+
+/**
+ * Sends lending_club decisions to the running replicas in turn (a replica the harness knows to
+ * be stopped is skipped; one that dies unannounced costs its requests a connection error) and
+ * records what became of each: acknowledged (2xx, kept by id), refused (another status), or
+ * failed (no answer). Each decision carries a unique id, so the fleet's log can be checked
+ * against `acknowledged` afterwards.
+ */
+export class FleetClient {
+  readonly acknowledged = new Map<string, DecisionAck>();
+  readonly refused: { id: string; replica: number; status: number; body: string }[] = [];
+  readonly failed: { id: string; replica: number; error: string }[] = [];
+  private sent = 0;
+  private turn = 0;
+
+  constructor(
+    private readonly replicas: readonly Replica[],
+    private readonly examples: readonly { features: Record<string, unknown>; label: string }[],
+    private readonly idPrefix = `fleet-${process.pid}-${Date.now().toString(36)}`,
+  ) {}
+
+  /** Sends one decision to the next running replica; resolves with its acknowledgement, or null. */
+  async send(): Promise<DecisionAck | null> {
+    const live = this.replicas.filter((r) => r.running);
+    if (live.length === 0) throw new Error('no replica is running');
+    const replica = live[this.turn++ % live.length];
+    const n = this.sent++;
+    const { features, label } = this.examples[n % this.examples.length];
+    const id = `${this.idPrefix}-${n}`;
+    let res: Response;
+    let body: string;
+    try {
+      res = await fetch(replica.url + DECISIONS_PATH, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id, ...features }) });
+      body = await res.text();
+    } catch (err) {
+      const error = err as Error;
+      this.failed.push({ id, replica: replica.index, error: `${error.message}${error.cause instanceof Error ? `: ${error.cause.message}` : ''}` });
+      return null;
+    }
+    if (res.status < 200 || res.status >= 300) {
+      this.refused.push({ id, replica: replica.index, status: res.status, body: body.slice(0, 300) });
+      return null;
+    }
+    // A 2xx that is not this decision's answer is a bug, not a lost request: fail loudly.
+    const answered = (JSON.parse(body) as { id?: unknown }).id;
+    if (answered !== id) throw new Error(`replica ${replica.index} answered ${res.status} for ${id} with id ${JSON.stringify(answered)}`);
+    const pid = Number(res.headers.get('x-rtml-pid'));
+    const ack = { id, replica: replica.index, pid: Number.isInteger(pid) && pid > 0 ? pid : null, label };
+    this.acknowledged.set(id, ack);
+    return ack;
+  }
+
+  /** Sends `count` decisions, `concurrency` at a time. */
+  async decide(count: number, concurrency = 4): Promise<void> {
+    let left = count;
+    const lane = async () => {
+      while (left > 0) {
+        left--;
+        await this.send();
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, concurrency) }, lane));
+  }
+
+  /** Keeps `concurrency` decisions in flight until `stop()`, which resolves once the last answer is in. */
+  load(concurrency = 4): { stop(): Promise<void> } {
+    let running = true;
+    const lane = async () => {
+      while (running) {
+        if (!this.replicas.some((r) => r.running)) await new Promise((resolve) => setTimeout(resolve, 50));
+        else await this.send();
+      }
+    };
+    const lanes = Promise.all(Array.from({ length: Math.max(1, concurrency) }, lane));
+    return {
+      stop: async () => {
+        running = false;
+        await lanes;
+      },
+    };
+  }
+}
