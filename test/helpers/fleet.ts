@@ -18,6 +18,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { creditRepository, lagShedding, lendingClubExamples, WRITE_TOKEN } from './server.ts';
 import { tempDir } from './tmp.ts';
@@ -143,13 +144,72 @@ interface ReplicaConfig {
   readyTimeoutMs: number;
 }
 
+/** The lines a process prints (stdout and stderr together, in arrival order), and waiting for one. */
+export class OutputLines {
+  readonly lines: string[] = [];
+  private readonly waiters = new Set<{ pattern: RegExp; resolve: (line: string) => void }>();
+
+  constructor(private readonly name: string) {}
+
+  follow(...streams: Readable[]): void {
+    for (const stream of streams) createInterface({ input: stream }).on('line', (line) => this.push(line));
+  }
+
+  push(line: string): void {
+    this.lines.push(line);
+    for (const waiter of this.waiters) {
+      if (waiter.pattern.test(line)) {
+        this.waiters.delete(waiter);
+        waiter.resolve(line);
+      }
+    }
+  }
+
+  /** Resolves with the first line (already printed or to come) matching `pattern`. */
+  waitFor(pattern: RegExp, timeoutMs = 30_000): Promise<string> {
+    const seen = this.lines.find((line) => pattern.test(line));
+    if (seen !== undefined) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(waiter);
+        reject(new Error(`${this.name} printed no line matching ${pattern} within ${timeoutMs / 1000} s:\n${this.lines.slice(-30).join('\n')}`));
+      }, timeoutMs);
+      const waiter = {
+        pattern,
+        resolve: (line: string) => {
+          clearTimeout(timer);
+          resolve(line);
+        },
+      };
+      this.waiters.add(waiter);
+    });
+  }
+
+  /** Lines parsed as JSON objects (pino's), the others left out. */
+  json(): Record<string, unknown>[] {
+    return this.lines.flatMap((line) => {
+      try {
+        const value: unknown = JSON.parse(line);
+        return typeof value === 'object' && value !== null ? [value as Record<string, unknown>] : [];
+      } catch {
+        return [];
+      }
+    });
+  }
+}
+
 class ReplicaProcess implements Replica {
-  readonly logs: string[] = [];
+  private readonly output: OutputLines;
   private child: ChildProcess | null = null;
   private exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> | null = null;
-  private readonly logWaiters = new Set<{ pattern: RegExp; resolve: (line: string) => void }>();
 
-  constructor(private readonly config: ReplicaConfig) {}
+  constructor(private readonly config: ReplicaConfig) {
+    this.output = new OutputLines(`replica ${config.index}`);
+  }
+
+  get logs() {
+    return this.output.lines;
+  }
 
   get index() {
     return this.config.index;
@@ -180,20 +240,10 @@ class ReplicaProcess implements Replica {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.child = child;
-    this.logs.push(`--- replica ${this.index} started, pid ${child.pid}`);
+    this.output.push(`--- replica ${this.index} started, pid ${child.pid}`);
     this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-    for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on('line', (line) => this.log(line));
+    this.output.follow(child.stdout!, child.stderr!);
     await this.waitReady(child);
-  }
-
-  private log(line: string): void {
-    this.logs.push(line);
-    for (const waiter of this.logWaiters) {
-      if (waiter.pattern.test(line)) {
-        this.logWaiters.delete(waiter);
-        waiter.resolve(line);
-      }
-    }
   }
 
   /** Polls readiness: any process answering 200 on the port (with --workers, at least one worker). */
@@ -235,22 +285,7 @@ class ReplicaProcess implements Replica {
   }
 
   waitForLog(pattern: RegExp, timeoutMs = 30_000): Promise<string> {
-    const seen = this.logs.find((line) => pattern.test(line));
-    if (seen !== undefined) return Promise.resolve(seen);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.logWaiters.delete(waiter);
-        reject(new Error(`replica ${this.index} printed no line matching ${pattern} within ${timeoutMs / 1000} s:\n${this.logs.slice(-30).join('\n')}`));
-      }, timeoutMs);
-      const waiter = {
-        pattern,
-        resolve: (line: string) => {
-          clearTimeout(timer);
-          resolve(line);
-        },
-      };
-      this.logWaiters.add(waiter);
-    });
+    return this.output.waitFor(pattern, timeoutMs);
   }
 
   request(path: string, init: { method?: string; body?: unknown; auth?: 'admin' | 'write' } = {}): Promise<Response> {
