@@ -166,6 +166,8 @@ export function runPrimary(options: PrimaryOptions): Promise<number> {
   const running = new Map<Worker, { slot: number; startedAt: number; listening: boolean }>();
   const restarts = new Set<NodeJS.Timeout>();
   let stopping: NodeJS.Signals | 'crash-loop' | null = null;
+  /** The signal last sent to every worker. */
+  let sent: NodeJS.Signals | null = null;
   let unclean = false;
   let allListeningLogged = false;
 
@@ -196,6 +198,7 @@ export function runPrimary(options: PrimaryOptions): Promise<number> {
     };
 
     const stopAll = (signal: NodeJS.Signals) => {
+      sent = signal;
       for (const timer of restarts) clearTimeout(timer);
       restarts.clear();
       for (const worker of running.keys()) worker.process.kill(signal);
@@ -206,7 +209,8 @@ export function runPrimary(options: PrimaryOptions): Promise<number> {
       running.delete(worker);
       const fields = { worker: worker.id, slot: state?.slot, workerPid: worker.process.pid, code, signal, uptimeMs: state ? Date.now() - state.startedAt : null };
       if (stopping !== null) {
-        if (code === 0) logger.info(fields, 'worker exited');
+        // A worker still starting has no signal handler yet: the signal ends it, with nothing to drain.
+        if (code === 0 || (signal !== null && signal === sent && !state?.listening)) logger.info(fields, 'worker exited');
         else {
           unclean = true;
           logger.warn(fields, 'worker exited uncleanly while stopping');
@@ -268,6 +272,7 @@ const SIGNALS: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT'];
 export async function serveAsPrimary(repository: string, opts: Omit<WorkersPlan, 'servicesReadingSources'> & { logLevel: string }): Promise<never> {
   const refusal = workersRefusal({ ...opts, servicesReadingSources: opts.featureStore === 'embedded' ? await servicesReadingSources(repository) : [] });
   if (refusal) throw new CliError(refusal, EXIT_ERROR);
-  const logger = pino({ level: opts.logLevel, base: { pid: process.pid, role: 'primary' } });
+  // Synchronous: the primary logs little, and exits right after its last line.
+  const logger = pino({ level: opts.logLevel, base: { pid: process.pid, role: 'primary' } }, pino.destination({ dest: 1, sync: true }));
   process.exit(await runPrimary({ workers: opts.workers, logger }));
 }

@@ -18,7 +18,7 @@ import pino from 'pino';
 import { runPrimary } from '../../src/cli/workers.ts';
 
 if (cluster.isPrimary) {
-  const logger = pino({ base: { pid: process.pid, role: 'primary' } });
+  const logger = pino({ base: { pid: process.pid, role: 'primary' } }, pino.destination({ dest: 1, sync: true }));
   process.exit(await runPrimary({ workers: Number(process.env.FIXTURE_WORKERS ?? 2), logger, exec: fileURLToPath(import.meta.url), args: [], execArgv: ['--import', 'tsx'] }));
 } else if (process.env.FIXTURE_CRASH === '1') {
   process.exit(3);
