@@ -49,6 +49,25 @@ describe('fleet harness: two embedded replicas', { timeout: 60_000 }, () => {
     }
   });
 
+  it('sends outcomes to the replica that decided or to another; with embedded logs only the former join', async () => {
+    const client = await fleet.client({ rows: 50, idPrefix: 'outcomes' });
+    await client.decide(20, 4);
+    const acks = [...client.acknowledged.values()];
+    assert.deepEqual(await client.sendOutcomes(acks.slice(0, 10), 0), { joined: 10, unknown: 0, rejected: 0 });
+    // Each embedded replica keeps its own log: an outcome sent to the other one finds no decision.
+    assert.deepEqual(await client.sendOutcomes(acks.slice(10), 1), { joined: 0, unknown: 10, rejected: 0 });
+  });
+
+  it('applies a transform to every row sent (a drift to inject)', async () => {
+    const client = await fleet.client({ rows: 50, idPrefix: 'drift' });
+    client.transform = (features) => ({ ...features, int_rate: -1 });
+    await client.decide(4, 2);
+    // The drifted value breaks the bundle's rule (int_rate >= 0): refused with 400, nothing acknowledged.
+    assert.equal(client.acknowledged.size, 0);
+    assert.deepEqual(client.refused.map((r) => r.status), [400, 400, 400, 400]);
+    assert.match(client.refused[0].body, /int_rate/);
+  });
+
   it('kill -9 of a replica under load: the others keep answering, its acknowledged decisions survive its restart', async () => {
     const client = await fleet.client({ rows: 200, idPrefix: 'kill9' });
     const [a, b] = fleet.replicas;

@@ -315,6 +315,8 @@ export class FleetClient {
   readonly acknowledged = new Map<string, DecisionAck>();
   readonly refused: { id: string; replica: number; status: number; body: string }[] = [];
   readonly failed: { id: string; replica: number; error: string }[] = [];
+  /** Applied to each row before it is sent (a drift to inject, say); null sends rows as they are. */
+  transform: ((features: Record<string, unknown>) => Record<string, unknown>) | null = null;
   private sent = 0;
   private turn = 0;
 
@@ -330,7 +332,9 @@ export class FleetClient {
     if (live.length === 0) throw new Error('no replica is running');
     const replica = live[this.turn++ % live.length];
     const n = this.sent++;
-    const { features, label } = this.examples[n % this.examples.length];
+    const example = this.examples[n % this.examples.length];
+    const features = this.transform ? this.transform({ ...example.features }) : example.features;
+    const label = example.label;
     const id = `${this.idPrefix}-${n}`;
     let res: Response;
     let body: string;
@@ -353,6 +357,31 @@ export class FleetClient {
     const ack = { id, replica: replica.index, pid: Number.isInteger(pid) && pid > 0 ? pid : null, label };
     this.acknowledged.set(id, ack);
     return ack;
+  }
+
+  /**
+   * Posts the true labels of `acks` as outcomes (bulk, with the write token), each to the
+   * replica `shift` places after the one that made the decision (default 1: always another
+   * replica when there are several); resolves with the answers' totals.
+   */
+  async sendOutcomes(acks: Iterable<DecisionAck>, shift = 1): Promise<{ joined: number; unknown: number; rejected: number }> {
+    const byReplica = new Map<number, { id: string; label: string }[]>();
+    for (const ack of acks) {
+      const to = (ack.replica + shift) % this.replicas.length;
+      byReplica.set(to, [...(byReplica.get(to) ?? []), { id: ack.id, label: ack.label }]);
+    }
+    const totals = { joined: 0, unknown: 0, rejected: 0 };
+    for (const [to, outcomes] of byReplica) {
+      for (let at = 0; at < outcomes.length; at += 1000) {
+        const res = await this.replicas[to].request(DECISIONS_PATH.replace(/decisions$/, 'outcomes'), { body: outcomes.slice(at, at + 1000), auth: 'write' });
+        const answer = (await res.json()) as { joined?: number; unknown_count?: number; rejected?: number; error?: string };
+        if (res.status !== 200) throw new Error(`replica ${to} answered ${res.status} to outcomes: ${JSON.stringify(answer)}`);
+        totals.joined += answer.joined ?? 0;
+        totals.unknown += answer.unknown_count ?? 0;
+        totals.rejected += answer.rejected ?? 0;
+      }
+    }
+    return totals;
   }
 
   /** Sends `count` decisions, `concurrency` at a time. */
