@@ -167,6 +167,22 @@ describe('the cluster primary', { timeout: 60_000 }, () => {
     }
   });
 
+  it('kill -9 of the primary leaves no orphan: the workers exit with it', async () => {
+    const primary = await startPrimary();
+    try {
+      await primary.output.waitFor(/"all workers listening"/);
+      const workers = new Set(await pidsAnswering(primary.url, 6));
+      assert.equal(workers.size, 2);
+      primary.child.kill('SIGKILL');
+      await primary.exited;
+      const deadline = Date.now() + 10_000;
+      while ([...workers].some(isAlive) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+      for (const pid of workers) assert.equal(isAlive(pid), false, `worker ${pid} outlived its primary`);
+    } finally {
+      primary.child.kill('SIGKILL');
+    }
+  });
+
   it('gives up when the workers crash-loop: stops restarting and exits 1 with a message that says so', async () => {
     const primary = await startPrimary({ FIXTURE_CRASH: '1' });
     const { code } = await primary.exited;
