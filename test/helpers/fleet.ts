@@ -45,7 +45,7 @@ export interface FleetOptions {
   repository?: string;
   /** Also give each replica a --probe-port of its own. */
   probePorts?: boolean;
-  /** Per start, until /v2/health/ready answers 200 (default 60 s). */
+  /** Per start, until /v2/health/ready answers 200 and, with --workers, every worker listens (default 60 s). */
   readyTimeoutMs?: number;
 }
 
@@ -165,9 +165,9 @@ export class OutputLines {
     }
   }
 
-  /** Resolves with the first line (already printed or to come) matching `pattern`. */
-  waitFor(pattern: RegExp, timeoutMs = 30_000): Promise<string> {
-    const seen = this.lines.find((line) => pattern.test(line));
+  /** Resolves with the first line (already printed from line `from` on, or to come) matching `pattern`. */
+  waitFor(pattern: RegExp, timeoutMs = 30_000, from = 0): Promise<string> {
+    const seen = this.lines.slice(from).find((line) => pattern.test(line));
     if (seen !== undefined) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -240,10 +240,15 @@ class ReplicaProcess implements Replica {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.child = child;
+    const from = this.output.lines.length;
     this.output.push(`--- replica ${this.index} started, pid ${child.pid}`);
     this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
     this.output.follow(child.stdout!, child.stderr!);
     await this.waitReady(child);
+    // With --workers the first worker is ready before the others have loaded: wait for the
+    // primary's word that all listen (an info line: not with --log-level warn or above).
+    const workers = args.indexOf('--workers');
+    if (workers >= 0 && args[workers + 1] !== '1') await this.output.waitFor(/"all workers listening"/, this.config.readyTimeoutMs, from);
   }
 
   /** Polls readiness: any process answering 200 on the port (with --workers, at least one worker). */
