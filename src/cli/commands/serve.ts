@@ -1,9 +1,9 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { openEmbeddedFeatureStore } from '../../features/embedded.ts';
-import { openSqliteDecisionLog } from '../../log/sqlite.ts';
+import { openDecisionLog } from '../../log/index.ts';
 import { createServer, DEFAULT_CONFIG, type FeatureStoreFactory } from '../../server/app.ts';
-import { collectPairs, defaultDataDir, parseWholeNumber } from '../shared.ts';
+import { collectPairs, decisionLogOption, defaultDataDir, parseWholeNumber } from '../shared.ts';
 
 /** Node's default is 511: 2,000 clients connecting at once overflow it, and each dropped SYN costs its client 1-3 s. */
 const DEFAULT_BACKLOG = 4096;
@@ -18,6 +18,7 @@ export function registerServe(program: Command): void {
     .option('--host <host>', 'address to listen on (env HOST)', process.env.HOST ?? '127.0.0.1')
     .option('--probe-port <port>', 'also serve the health probes and /metrics on this port, so they never queue behind scoring connections (env PROBE_PORT)', parseWholeNumber, process.env.PROBE_PORT ? Number(process.env.PROBE_PORT) : undefined)
     .option('--data-dir <dir>', 'where the decision log lives (env RTML_DATA_DIR)', defaultDataDir())
+    .addOption(decisionLogOption())
     .option('--admin-token-file <file>', 'file holding the admin bearer token (or env RTML_ADMIN_TOKEN); without one, admin operations are disabled')
     .option('--write-token-file <file>', 'file holding the bearer token for outcomes, events and entity updates (or env RTML_WRITE_TOKEN); the admin token works too; with neither, writes are disabled')
     .option('--decide-token-file <file>', 'file holding a bearer token decisions and inference then need (or env RTML_DECIDE_TOKEN); without one they are public')
@@ -45,10 +46,11 @@ export function registerServe(program: Command): void {
       const writeToken = readToken(opts.writeTokenFile, 'RTML_WRITE_TOKEN');
       const decideToken = readToken(opts.decideTokenFile, 'RTML_DECIDE_TOKEN');
       if (opts.logSync !== 'normal' && opts.logSync !== 'full') throw new InvalidArgumentError('--log-sync must be normal or full');
-      const log = openSqliteDecisionLog(opts.dataDir, { synchronous: opts.logSync, appendTimeoutMs: opts.logTimeoutMs || null });
       if (opts.featureStore !== 'embedded' && opts.featureStore !== 'redis') throw new InvalidArgumentError('--feature-store must be embedded or redis');
       const consumed = Object.entries(opts.redisStream);
       if (consumed.length > 0 && opts.featureStore !== 'redis') throw new InvalidArgumentError('--redis-stream needs --feature-store redis');
+      // After the argument checks: an open PostgreSQL pool would keep a refused command alive.
+      const log = await openDecisionLog({ decisionLog: opts.decisionLog, dataDir: opts.dataDir, synchronous: opts.logSync, appendTimeoutMs: opts.logTimeoutMs || null });
       const openFeatureStore: FeatureStoreFactory =
         opts.featureStore === 'redis'
           ? async (streams, { definitions, logger }) => {
@@ -121,6 +123,7 @@ interface ServeOptions {
   host: string;
   probePort?: number;
   dataDir: string;
+  decisionLog?: string;
   adminTokenFile?: string;
   writeTokenFile?: string;
   decideTokenFile?: string;
