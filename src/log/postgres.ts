@@ -112,7 +112,7 @@ CREATE TABLE outcomes (
   pos     bigint,
   PRIMARY KEY (service, id)
 );
-CREATE UNIQUE INDEX outcomes_pos ON outcomes (pos);
+CREATE UNIQUE INDEX outcomes_by_pos ON outcomes (pos);
 CREATE INDEX outcomes_unstamped ON outcomes (xid) WHERE pos IS NULL;
 `;
 
@@ -129,6 +129,21 @@ SELECT e->>0, e->>1, e->>2, e->>3, e->>4, e->>5, e->>6, (e->>7)::float8, e->>8 =
 FROM json_array_elements($1::json) AS t(e)
 ON CONFLICT (service, id) DO NOTHING
 RETURNING service, id`;
+
+/**
+ * One record, its columns as parameters: for the rare record holding `\u0000` (a NUL in a JSON
+ * string), which the `json` type stores but PostgreSQL's JSON functions (json_array_elements,
+ * ->) refuse to take apart.
+ */
+const INSERT_DECISION = `INSERT INTO decisions (${COLUMNS}) VALUES (${COLUMNS.split(',')
+  .map((_, i) => `$${i + 1}`)
+  .join(', ')}) ON CONFLICT (service, id) DO NOTHING RETURNING service, id`;
+
+/** The parameters of INSERT_DECISION from a tuple's text (record.ts): its JSON columns as JSON text. */
+function tupleParams(text: string): unknown[] {
+  const row = JSON.parse(text) as unknown[];
+  return row.map((v, i) => (i < 11 ? (i === 8 || i === 10 ? (v === null ? null : v === 1) : v) : i === 11 || v !== null ? JSON.stringify(v) : null));
+}
 
 const SELECT_COLUMNS = `service, id, time, decision, model_name, model_version, policy_version, score, fallback_used, fallback_cause, safe_mode,
   request::text AS request, inputs::text AS inputs, outputs::text AS outputs, reasons::text AS reasons, timings_ms::text AS timings_ms,
@@ -188,6 +203,8 @@ export interface PostgresDecisionLog extends DecisionLog {
 interface Pending {
   /** Its tuple's JSON text. */
   text: string;
+  /** The text holds `\\u0000` (a NUL character in a string), which PostgreSQL's JSON functions refuse: written on its own (INSERT_DECISION). */
+  escapedNul: boolean;
   service: string;
   id: string;
   /** Append order (1, 2, ...): reads wait for everything up to theirs. */
@@ -280,13 +297,26 @@ export async function openPostgresDecisionLog(url: string, options: PostgresDeci
     });
   }
 
-  /** One statement in autocommit: its reply comes after COMMIT. */
+  /**
+   * Writes a batch: one statement in autocommit (its reply comes after COMMIT) for the records
+   * PostgreSQL's JSON functions can take apart, then one statement each for the rare others.
+   */
   async function write(batch: Pending[]): Promise<void> {
+    const plain = batch.some((p) => p.escapedNul) ? batch.filter((p) => !p.escapedNul) : batch;
+    if (plain.length > 0) await writeStatement(plain, INSERT_DECISIONS, [joinTuples(plain)]);
+    if (plain !== batch) for (const p of batch) if (p.escapedNul) await writeStatement([p], INSERT_DECISION, tupleParams(p.text));
+  }
+
+  async function writeStatement(batch: Pending[], sql: string, params: unknown[]): Promise<void> {
     let inserted: { service: string; id: string }[];
     try {
-      inserted = (await pool.query<{ service: string; id: string }>(INSERT_DECISIONS, [joinTuples(batch)])).rows;
+      inserted = (await pool.query<{ service: string; id: string }>(sql, params)).rows;
     } catch (err) {
-      if (isDataError(err) && batch.length > 1) return writeOneByOne(batch);
+      // A data error fails the statement: written again record by record, only the bad one fails.
+      if (isDataError(err) && batch.length > 1) {
+        for (const p of batch) await writeStatement([p], sql, [joinTuples([p])]);
+        return;
+      }
       counters.failedWrites++;
       const error = isDataError(err)
         ? new InvalidDecisionRecordError(`PostgreSQL refused it: ${(err as Error).message} (service ${JSON.stringify(batch[0].service)}, id ${JSON.stringify(batch[0].id)})`, { cause: err })
@@ -297,11 +327,6 @@ export async function openPostgresDecisionLog(url: string, options: PostgresDeci
     counters.commits++;
     counters.largestBatch = Math.max(counters.largestBatch, batch.length);
     settleInserted(batch, inserted);
-  }
-
-  /** A batch that a data error failed, written again record by record: only the bad ones fail. */
-  async function writeOneByOne(batch: Pending[]): Promise<void> {
-    for (const p of batch) await write([p]);
   }
 
   function joinTuples(batch: Pending[]): string {
@@ -410,7 +435,7 @@ export async function openPostgresDecisionLog(url: string, options: PostgresDeci
         return Promise.reject(err);
       }
       return new Promise<void>((resolve, reject) => {
-        queue.push({ text, service: record.service, id: record.id, n: ++enqueued, since: performance.now(), resolve, reject, settled: false });
+        queue.push({ text, escapedNul: text.includes('\\u0000'), service: record.service, id: record.id, n: ++enqueued, since: performance.now(), resolve, reject, settled: false });
         if (queue.length === 1 && inFlight === null) armTimeout();
         else if (appendTimeoutMs !== null && timeoutTimer === null) armTimeout();
         schedule();
