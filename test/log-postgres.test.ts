@@ -17,6 +17,7 @@ import { isLogUnavailable, type DecisionLogError } from '../src/log/types.ts';
 import { counts, decisionLogConformance, outcomes, record } from './helpers/decision-log-conformance.ts';
 import { startPostgres, type RunningPostgres } from './helpers/postgres-server.ts';
 import { lendingClubRows, startServer } from './helpers/server.ts';
+import { killAfterAcks, spawnTsx } from './helpers/kill9.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -187,6 +188,24 @@ describe('postgres decision log', () => {
     url.password = 's3cret-pw';
     url.port = '1'; // nothing listens there
     await assert.rejects(openPostgresDecisionLog(url.toString()), (e: Error) => !e.message.includes('s3cret-pw') && /\*\*\*/.test(e.message));
+  });
+});
+
+describe('postgres decision log, kill -9', () => {
+  it('every acknowledged append survives SIGKILL of the writing process mid-write', async (t) => {
+    const url = await freshDatabase();
+    const writer = new URL('./helpers/log-writer.ts', import.meta.url).pathname;
+    const killAfter = 1000 + Math.floor(Math.random() * 2000);
+    const { acked, signal, stderr } = await killAfterAcks(spawnTsx(writer, [url, 'full', '64']), killAfter, 30_000);
+    assert.equal(signal, 'SIGKILL', `the writer must die by our SIGKILL; stderr: ${stderr}`);
+    const log = await openPostgresDecisionLog(url);
+    const present = new Set((await log.query({ service: 'kill9', limit: 10_000 })).map((r) => r.id));
+    const missing = [...acked].filter((id) => !present.has(id));
+    assert.equal(missing.length, 0, `${missing.length} of ${acked.size} acknowledged appends lost, e.g. ${missing.slice(0, 5).join(', ')}`);
+    const last = [...acked].at(-1)!;
+    assert.deepEqual((await log.get('kill9', last))!.inputs, [Number(last.slice(2)), null, Number(last.slice(2)) / 3]);
+    await log.close();
+    t.diagnostic(`killed after ${acked.size} acks (target ${killAfter}); ${present.size} records present`);
   });
 });
 

@@ -4,14 +4,15 @@
  * an append resolves only after the COMMIT holding its record has returned.
  *
  * Appends: `append` validates and serializes the record at once on the calling thread (the
- * validation shared with SQLite, record.ts: one JSON.stringify of the row tuple per record,
- * JSON columns embedded as values) and queues the text. Group commit: at most ONE write is in
+ * validation shared with SQLite, record.ts: one JSON.stringify of the row per record, JSON
+ * columns embedded as values) and queues the text. Group commit: at most ONE write is in
  * flight; the records queued meanwhile (up to `maxBatch`) go together in the next one, so
  * batches grow with load and an idle log adds one event-loop turn. A write is one statement in
- * autocommit, `INSERT ... SELECT ... FROM json_array_elements($1::json)` of the batch's tuples
- * joined as one JSON array (cheaper on this side than one array parameter per column: pg would
- * escape every element of every array again; bench/log.ts), `ON CONFLICT (service, id) DO
- * NOTHING RETURNING service, id`: a record not returned was a duplicate (of a committed record or
+ * autocommit, `INSERT ... SELECT ... FROM json_to_recordset($1::json)` of the batch's records
+ * (objects keyed by column) joined as one JSON array: on this side, about a quarter of the CPU
+ * of one array parameter per column (pg escapes every element of every array again:
+ * bench/log.ts) and about a third of the server's time of a JSON array of tuples taken apart by
+ * `->` per column, `ON CONFLICT (service, id) DO NOTHING RETURNING service, id`: a record not returned was a duplicate (of a committed record or
  * of an earlier one in the batch) and rejects alone with DuplicateDecisionError. A data error
  * (a NUL character in a text column, say) fails the statement: the batch is then written again
  * record by record so that only the bad record is rejected (InvalidDecisionRecordError). JSON
@@ -49,7 +50,7 @@
  */
 import type pg from 'pg';
 import { migrate, openPool, redactUrl, SchemaVersionError, type Migration } from '../store/postgres.ts';
-import { fromStoredRow, normalizeBound, outcomeRows, recordTupleText, type StoredDecisionRow } from './record.ts';
+import { fromStoredRow, normalizeBound, outcomeRows, recordObjectText, type StoredDecisionRow } from './record.ts';
 import { COLUMNS } from './sqlite-schema.ts';
 import {
   DEFAULT_QUERY_LIMIT,
@@ -118,31 +119,41 @@ CREATE INDEX outcomes_unstamped ON outcomes (xid) WHERE pos IS NULL;
 
 export const POSTGRES_LOG_MIGRATIONS: readonly Migration[] = [{ version: 1, description: 'decisions and outcomes', sql: SCHEMA_V1 }];
 
-/** A JSON column of the tuple `e`: SQL NULL for JSON null. */
-const jsonColumn = (i: number) => `CASE WHEN json_typeof(e->${i}) = 'null' THEN NULL ELSE e->${i} END`;
+/** The columns as json_to_recordset reads them from a record's object (record.ts recordObjectText). */
+const RECORD_COLUMNS = COLUMNS.split(', ')
+  .map((c, i) => `${c} ${i === 7 ? 'float8' : i === 8 || i === 10 ? 'int' : i >= 11 ? 'json' : 'text'}`)
+  .join(', ');
 
-/** The batch's tuples (record.ts, in COLUMNS order) as rows. */
-const INSERT_DECISIONS = `INSERT INTO decisions (${COLUMNS})
-SELECT e->>0, e->>1, e->>2, e->>3, e->>4, e->>5, e->>6, (e->>7)::float8, e->>8 = '1', e->>9,
-  CASE e->>10 WHEN '1' THEN true WHEN '0' THEN false END,
-  e->11, ${jsonColumn(12)}, ${jsonColumn(13)}, e->14, e->15, ${jsonColumn(16)}, ${jsonColumn(17)}
-FROM json_array_elements($1::json) AS t(e)
+/**
+ * The batch's records (one JSON array of objects keyed by column) as rows: json_to_recordset
+ * parses each record once (taking a tuple apart with `->` per column re-parses it per column,
+ * 3x the server's time: bench/log.ts). A JSON null reads as SQL NULL: `request` null is stored
+ * as JSON 'null', as SQLite does. Exported for bench/log.ts.
+ */
+export const INSERT_DECISIONS = `INSERT INTO decisions (${COLUMNS})
+SELECT service, id, time, decision, model_name, model_version, policy_version, score, fallback_used = 1, fallback_cause, safe_mode = 1,
+  coalesce(request, 'null'::json), inputs, outputs, reasons, timings_ms, features, explanation
+FROM json_to_recordset($1::json) AS r(${RECORD_COLUMNS})
 ON CONFLICT (service, id) DO NOTHING
 RETURNING service, id`;
 
 /**
  * One record, its columns as parameters: for the rare record holding `\u0000` (a NUL in a JSON
- * string), which the `json` type stores but PostgreSQL's JSON functions (json_array_elements,
- * ->) refuse to take apart.
+ * string), which the `json` type stores but PostgreSQL's JSON functions refuse to take apart.
  */
-const INSERT_DECISION = `INSERT INTO decisions (${COLUMNS}) VALUES (${COLUMNS.split(',')
+const INSERT_DECISION = `INSERT INTO decisions (${COLUMNS}) VALUES (${COLUMNS.split(', ')
   .map((_, i) => `$${i + 1}`)
   .join(', ')}) ON CONFLICT (service, id) DO NOTHING RETURNING service, id`;
 
-/** The parameters of INSERT_DECISION from a tuple's text (record.ts): its JSON columns as JSON text. */
-function tupleParams(text: string): unknown[] {
-  const row = JSON.parse(text) as unknown[];
-  return row.map((v, i) => (i < 11 ? (i === 8 || i === 10 ? (v === null ? null : v === 1) : v) : i === 11 || v !== null ? JSON.stringify(v) : null));
+/** The parameters of INSERT_DECISION from a record's object text: flags as booleans, JSON columns as JSON text. */
+function recordParams(text: string): unknown[] {
+  const row = JSON.parse(text) as Record<string, unknown>;
+  return COLUMNS.split(', ').map((c, i) => {
+    const v = row[c] ?? null;
+    if (i === 8 || i === 10) return v === null ? null : v === 1;
+    if (i === 11) return JSON.stringify(v); // request: 'null' when absent
+    return i > 11 && v !== null ? JSON.stringify(v) : v;
+  });
 }
 
 const SELECT_COLUMNS = `service, id, time, decision, model_name, model_version, policy_version, score, fallback_used, fallback_cause, safe_mode,
@@ -201,7 +212,7 @@ export interface PostgresDecisionLog extends DecisionLog {
 
 /** One queued append. */
 interface Pending {
-  /** Its tuple's JSON text. */
+  /** Its row's JSON text (record.ts recordObjectText). */
   text: string;
   /** The text holds `\\u0000` (a NUL character in a string), which PostgreSQL's JSON functions refuse: written on its own (INSERT_DECISION). */
   escapedNul: boolean;
@@ -303,8 +314,8 @@ export async function openPostgresDecisionLog(url: string, options: PostgresDeci
    */
   async function write(batch: Pending[]): Promise<void> {
     const plain = batch.some((p) => p.escapedNul) ? batch.filter((p) => !p.escapedNul) : batch;
-    if (plain.length > 0) await writeStatement(plain, INSERT_DECISIONS, [joinTuples(plain)]);
-    if (plain !== batch) for (const p of batch) if (p.escapedNul) await writeStatement([p], INSERT_DECISION, tupleParams(p.text));
+    if (plain.length > 0) await writeStatement(plain, INSERT_DECISIONS, [joinRecords(plain)]);
+    if (plain !== batch) for (const p of batch) if (p.escapedNul) await writeStatement([p], INSERT_DECISION, recordParams(p.text));
   }
 
   async function writeStatement(batch: Pending[], sql: string, params: unknown[]): Promise<void> {
@@ -314,7 +325,7 @@ export async function openPostgresDecisionLog(url: string, options: PostgresDeci
     } catch (err) {
       // A data error fails the statement: written again record by record, only the bad one fails.
       if (isDataError(err) && batch.length > 1) {
-        for (const p of batch) await writeStatement([p], sql, [joinTuples([p])]);
+        for (const p of batch) await writeStatement([p], sql, [joinRecords([p])]);
         return;
       }
       counters.failedWrites++;
@@ -329,7 +340,7 @@ export async function openPostgresDecisionLog(url: string, options: PostgresDeci
     settleInserted(batch, inserted);
   }
 
-  function joinTuples(batch: Pending[]): string {
+  function joinRecords(batch: Pending[]): string {
     let text = '[';
     for (let i = 0; i < batch.length; i++) text += (i === 0 ? '' : ',') + batch[i].text;
     return text + ']';
@@ -430,7 +441,7 @@ export async function openPostgresDecisionLog(url: string, options: PostgresDeci
       if (closed) return Promise.reject(new DecisionLogClosedError());
       let text: string;
       try {
-        text = recordTupleText(record, 'values');
+        text = recordObjectText(record);
       } catch (err) {
         return Promise.reject(err);
       }

@@ -30,12 +30,45 @@ function invalidRecord(r: DecisionRecordToAppend, msg: string): never {
 
 /**
  * Validates a record's shape (cheaply: the types already say most of it) and serializes it as
- * one JSON text of the row tuple ({@link Row} order), its JSON columns embedded as values, not
- * as JSON strings: one stringify per record. A Float32Array input vector goes as its length
- * (`floatInputs: 'length'`: the SQLite writer gets the floats as binary, `rowsFromBatch`) or as
- * its values, NaN as null (`'values'`).
+ * one JSON text of the row tuple ({@link recordTuple}): one stringify per record, its JSON
+ * columns embedded as values, not as JSON strings. A Float32Array input vector goes as its
+ * length (`floatInputs: 'length'`: the SQLite writer gets the floats as binary, `rowsFromBatch`)
+ * or as its values, NaN as null (`'values'`).
  */
 export function recordTupleText(r: DecisionRecordToAppend, floatInputs: 'length' | 'values'): string {
+  return stringifyRecord(r, recordTuple(r, floatInputs));
+}
+
+/**
+ * The same as one JSON object keyed by column name (COLUMNS of sqlite-schema.ts), input vectors
+ * as values: what PostgreSQL's json_to_recordset takes apart in one parse per record.
+ */
+export function recordObjectText(r: DecisionRecordToAppend): string {
+  const t = recordTuple(r, 'values');
+  return stringifyRecord(r, {
+    service: t[0],
+    id: t[1],
+    time: t[2],
+    decision: t[3],
+    model_name: t[4],
+    model_version: t[5],
+    policy_version: t[6],
+    score: t[7],
+    fallback_used: t[8],
+    fallback_cause: t[9],
+    safe_mode: t[10],
+    request: t[11],
+    inputs: t[12],
+    outputs: t[13],
+    reasons: t[14],
+    timings_ms: t[15],
+    features: t[16],
+    explanation: t[17],
+  });
+}
+
+/** Validates a record and returns its row tuple, in COLUMNS order, JSON columns as values (score ±Infinity as a string, flags as 0/1). */
+function recordTuple(r: DecisionRecordToAppend, floatInputs: 'length' | 'values'): unknown[] {
   if (!isObject(r)) throw new InvalidDecisionRecordError('not an object');
   if (typeof r.id !== 'string' || r.id === '') invalidRecord(r, 'id must be a non-empty string');
   if (typeof r.service !== 'string' || r.service === '') invalidRecord(r, 'service must be a non-empty string');
@@ -79,8 +112,13 @@ export function recordTupleText(r: DecisionRecordToAppend, floatInputs: 'length'
     r.features ?? null,
     r.explanation ?? null,
   ];
+  return tuple;
+}
+
+/** JSON.stringify of a record's row, naming the field at fault when it cannot be serialized. */
+function stringifyRecord(r: DecisionRecordToAppend, row: unknown): string {
   try {
-    return JSON.stringify(tuple);
+    return JSON.stringify(row);
   } catch (err) {
     // Name the field at fault (a cycle, a BigInt): only on this path, one stringify per field.
     const fields = { request: r.request, inputs: r.inputs instanceof Float32Array ? null : r.inputs, outputs: r.outputs, reasons: r.reasons, timingsMs: r.timingsMs, features: r.features, explanation: r.explanation };
