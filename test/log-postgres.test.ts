@@ -263,4 +263,36 @@ describe('rtml serve / outcomes / export with --decision-log postgres://', () =>
     const missing = [...acked].filter((id) => !logged.has(id));
     assert.deepEqual(missing, [], 'every acknowledged decision is in the log');
   });
+
+  it('answers 503 + Retry-After while PostgreSQL is down, within --log-timeout-ms, and 200 again once it is back', async (t) => {
+    const own = await startPostgres();
+    const rtml = await startServer({ args: ['--decision-log', own.url, '--log-timeout-ms', '500'] });
+    const loans = await lendingClubRows(5);
+    const decide = async (id: string) => {
+      const started = performance.now();
+      const res = await rtml.post('/v1/services/credit/decisions', { id, ...loans[0] });
+      return { status: res.status, retryAfter: res.headers.get('retry-after'), body: await res.text(), ms: performance.now() - started };
+    };
+    try {
+      assert.equal((await decide('up')).status, 200);
+      await own.kill();
+      const down = await Promise.all(Array.from({ length: 5 }, (_, i) => decide(`down-${i}`)));
+      t.diagnostic(`while down: ${down.map((d) => `${d.status} in ${d.ms.toFixed(0)} ms`).join(', ')}`);
+      for (const d of down) {
+        assert.equal(d.status, 503, d.body);
+        assert.equal(d.retryAfter, '1');
+        assert.ok(d.ms < 3000, `answered after ${d.ms.toFixed(0)} ms`);
+      }
+      await own.restart();
+      let status = 0;
+      for (let i = 0; i < 50 && status !== 200; i++) {
+        status = (await decide(`back-${i}`)).status;
+        if (status !== 200) await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal(status, 200, 'decisions are logged again once PostgreSQL is back');
+    } finally {
+      await rtml.stop();
+      await own.stop();
+    }
+  });
 });

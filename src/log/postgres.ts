@@ -447,8 +447,7 @@ export async function openPostgresDecisionLog(url: string, options: PostgresDeci
       }
       return new Promise<void>((resolve, reject) => {
         queue.push({ text, escapedNul: text.includes('\\u0000'), service: record.service, id: record.id, n: ++enqueued, since: performance.now(), resolve, reject, settled: false });
-        if (queue.length === 1 && inFlight === null) armTimeout();
-        else if (appendTimeoutMs !== null && timeoutTimer === null) armTimeout();
+        if (appendTimeoutMs !== null && timeoutTimer === null) armTimeout();
         schedule();
       });
     },
