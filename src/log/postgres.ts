@@ -321,7 +321,8 @@ export async function openPostgresDecisionLog(url: string, options: PostgresDeci
   async function writeStatement(batch: Pending[], sql: string, params: unknown[]): Promise<void> {
     let inserted: { service: string; id: string }[];
     try {
-      inserted = (await pool.query<{ service: string; id: string }>(sql, params)).rows;
+      // Named: each connection parses and plans it once (it is the same text every time).
+      inserted = (await pool.query<{ service: string; id: string }>({ name: sql === INSERT_DECISIONS ? 'rtml_insert_decisions' : 'rtml_insert_decision', text: sql, values: params })).rows;
     } catch (err) {
       // A data error fails the statement: written again record by record, only the bad one fails.
       if (isDataError(err) && batch.length > 1) {
