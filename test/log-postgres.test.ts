@@ -100,11 +100,11 @@ describe('postgres decision log', () => {
     await other.query("INSERT INTO outcomes (service, id, label, time) VALUES ('credit', 'slow', 'bad', '2026-03-01T12:00:00.000Z')");
     assert.deepEqual(await log.recordOutcomes('credit', [{ id: 'fast', label: 'good' }]), { joined: 1, unknown: [] });
     const first = await log.outcomesAfter(0);
-    assert.deepEqual(first.items, [], 'nothing is handed out while an older transaction may still add outcomes');
+    assert.deepEqual(first.items.map((o) => o.id), ['fast']);
     await other.query('COMMIT');
     await other.end();
     const next = await log.outcomesAfter(first.cursor);
-    assert.deepEqual(next.items.map((o) => o.id).sort(), ['fast', 'slow']);
+    assert.deepEqual(next.items.map((o) => o.id), ['slow'], 'the outcome committed later comes after the cursor, although it was written first');
     assert.deepEqual(await log.outcomesAfter(next.cursor), { cursor: next.cursor, items: [] });
     await log.close();
   });
@@ -124,10 +124,26 @@ describe('postgres decision log', () => {
         streamed.push(...r.items.map((o) => o.id));
       }
     })();
-    // Many small outcome transactions from both writers, interleaved.
-    await Promise.all([a, b].map(async (log, w) => {
-      for (let i = w; i < ids.length; i += 20) await Promise.all(Array.from({ length: 10 }, (_, k) => log.recordOutcomes('credit', [{ id: ids[i + 2 * k] ?? ids[w], label: 'bad' }])));
-    }));
+    // Many small outcome transactions from both writers, interleaved: writer 0 the even ids, writer 1 the odd ones, 10 at a time each.
+    // And a third writer whose transactions stay open a while after writing: rows numbered before theirs commit meanwhile.
+    const slowIds = Array.from({ length: 20 }, (_, i) => `s-${i}`);
+    await Promise.all(slowIds.map((id) => a.append(record(id))));
+    const slow = new pg.Client({ connectionString: url });
+    await slow.connect();
+    await Promise.all([
+      ...[a, b].map(async (log, w) => {
+        for (let i = w; i < ids.length; i += 20) await Promise.all(Array.from({ length: 10 }, (_, k) => log.recordOutcomes('credit', [{ id: ids[i + 2 * k], label: 'bad' }])));
+      }),
+      (async () => {
+        for (const id of slowIds) {
+          await slow.query('BEGIN');
+          await slow.query("INSERT INTO outcomes (service, id, label, time) VALUES ('credit', $1, 'bad', '2026-03-01T12:00:00.000Z')", [id]);
+          await slow.query('SELECT pg_sleep(0.03)');
+          await slow.query('COMMIT');
+        }
+      })(),
+    ]);
+    await slow.end();
     writing = false;
     await poll;
     for (;;) {
@@ -138,7 +154,9 @@ describe('postgres decision log', () => {
     }
     const unique = new Set(streamed);
     t.diagnostic(`${streamed.length} streamed, ${unique.size} distinct`);
-    assert.equal(unique.size, 2000, 'every outcome streamed');
+    assert.deepEqual(slowIds.filter((id) => !unique.has(id)), [], 'no outcome of a slow transaction skipped');
+    assert.equal(unique.size, 2020, 'every outcome streamed');
+    assert.equal(streamed.length, 2020, 'none streamed twice');
     await Promise.all([a.close(), b.close(), reader.close()]);
   });
 

@@ -14,11 +14,11 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { DECISION_LOG_FILE, openSqliteDecisionLog, SQLITE_SCHEMA_VERSION, WRITER_THREAD } from '../src/log/sqlite.ts';
-import { DecisionLogError, DuplicateDecisionError, type DecisionLogStats, type DecisionRecord } from '../src/log/types.ts';
+import { DecisionLogError } from '../src/log/types.ts';
 import { FEATURE_STORE_FILE, openEmbeddedFeatureStore } from '../src/features/embedded.ts';
 import { killAfterAcks, spawnTsx, type Kill9Run } from './helpers/kill9.ts';
 import { tempDir } from './helpers/tmp.ts';
-import { at, counts, decisionLogConformance, outcomes, record } from './helpers/decision-log-conformance.ts';
+import { counts, decisionLogConformance, outcomes, record } from './helpers/decision-log-conformance.ts';
 
 const dirs: string[] = [];
 function logDir(): string {

@@ -34,15 +34,14 @@
  *
  * Outcomes: `recordOutcomes` upserts into `outcomes` (whichever replica receives them: they
  * share the database). `outcomesAfter(cursor)` streams them in commit order: an identity or
- * sequence value is drawn when a row is written, not when it commits, so with several writers a
- * row with a smaller number can become visible after a reader moved its cursor past it. Each
- * outcome row therefore records the id of the transaction that wrote it (`xid xid8`), and its
- * stream position `pos` is assigned later, by `outcomesAfter`, only to rows whose transaction is
- * older than every transaction still in progress (`pg_snapshot_xmin(pg_current_snapshot())`), so
- * committed, in one transaction holding an advisory lock: positions are handed out in commit
- * order of those stamping transactions, and a reader sees a prefix of them. A correction clears
- * the row's position, so it is streamed again. A long transaction elsewhere in the cluster that
- * holds an xid delays (never loses) the stream. `labelled` reports `seq` 0 for an outcome not
+ * sequence value drawn when a row is written is not commit order (with several writers, a row
+ * with a smaller number can commit after a reader moved its cursor past it, and would be
+ * skipped). So an outcome's stream position `pos` is assigned later, by `outcomesAfter`, which
+ * stamps every committed row that has none in one transaction holding an advisory lock
+ * (stampers of every replica take turns): a row not yet committed is invisible to it and gets a
+ * later position from a later stamp, positions grow in the commit order of the stamps, and a
+ * reader, reading after its own stamp committed, sees a prefix of them. A correction clears the
+ * row's position, so it is streamed again. `labelled` reports `seq` 0 for an outcome not
  * streamed yet.
  *
  * Reads wait for the appends pending when they were called (read your writes, as SQLite).
@@ -109,12 +108,11 @@ CREATE TABLE outcomes (
   id      text COLLATE "C" NOT NULL,
   label   text NOT NULL,
   time    text NOT NULL,
-  xid     xid8 NOT NULL DEFAULT pg_current_xact_id(),
   pos     bigint,
   PRIMARY KEY (service, id)
 );
 CREATE UNIQUE INDEX outcomes_by_pos ON outcomes (pos);
-CREATE INDEX outcomes_unstamped ON outcomes (xid) WHERE pos IS NULL;
+CREATE INDEX outcomes_unstamped ON outcomes (service, id) WHERE pos IS NULL;
 `;
 
 export const POSTGRES_LOG_MIGRATIONS: readonly Migration[] = [{ version: 1, description: 'decisions and outcomes', sql: SCHEMA_V1 }];
@@ -167,15 +165,15 @@ const LABELLED = `SELECT coalesce(o.pos, 0)::float8 AS seq, d.service, d.id, d.t
 /** Serializes the stamping of outcome positions across every rtml process on the database. */
 const OUTCOME_STAMP_LOCK = 0x72746d6f; // 'rtmo'
 
-/** Gives stream positions, in one go, to the outcomes whose writing transactions are all over (committed or not). */
+/** Gives stream positions to committed outcomes that have none (at most 20,000 a turn: the rest in the next). */
 const STAMP_OUTCOMES = `UPDATE outcomes o SET pos = nextval('outcomes_pos')
-FROM (SELECT service, id FROM outcomes WHERE pos IS NULL AND xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY xid LIMIT 20000) s
+FROM (SELECT service, id FROM outcomes WHERE pos IS NULL LIMIT 20000) s
 WHERE o.service = s.service AND o.id = s.id AND o.pos IS NULL`;
 
 const UPSERT_OUTCOMES = `INSERT INTO outcomes (service, id, label, time)
 SELECT $1, o.id, o.label, o.time FROM json_to_recordset($2::json) AS o(id text, label text, time text)
 WHERE EXISTS (SELECT 1 FROM decisions d WHERE d.service = $1 AND d.id = o.id)
-ON CONFLICT (service, id) DO UPDATE SET label = excluded.label, time = excluded.time, xid = pg_current_xact_id(), pos = NULL
+ON CONFLICT (service, id) DO UPDATE SET label = excluded.label, time = excluded.time, pos = NULL
 RETURNING id`;
 
 export interface PostgresDecisionLogOptions {
