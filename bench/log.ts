@@ -13,6 +13,14 @@
  * monitorEventLoopDelay sampling every 1 ms, so 1 ms means no delay): what the log costs
  * every other request the server is handling at the same time.
  *
+ * The PostgreSQL log (src/log/postgres.ts) runs the paced variants too, against
+ * RTML_BENCH_POSTGRES_URL or else a throwaway local cluster (test/helpers/postgres-server.ts;
+ * skipped when PostgreSQL is not installed). `cpu µs` is this process's CPU time per append (all
+ * threads, the variant's busy work excluded): what the log costs the server's cores. A second
+ * table compares the two ways of handing PostgreSQL a batch: one JSON array of row tuples taken
+ * apart by json_array_elements and `->` per column, one JSON array of objects keyed by column taken
+ * apart by json_to_recordset (what the log does), or one array parameter per column and unnest.
+ *
  *   node --import tsx bench/log.ts            # prints every variant
  *   import { benchDecisionLog } from './log.ts'  // the bench runner: the default config's figures
  */
@@ -21,8 +29,14 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { createRequire } from 'node:module';
+import { INSERT_DECISIONS, openPostgresDecisionLog, POSTGRES_LOG_COMPONENT, POSTGRES_LOG_MIGRATIONS } from '../src/log/postgres.ts';
+import { recordObjectText, recordTupleText } from '../src/log/record.ts';
+import { COLUMNS } from '../src/log/sqlite-schema.ts';
 import { openSqliteDecisionLog, type SqliteDecisionLogOptions } from '../src/log/sqlite.ts';
-import type { DecisionRecord } from '../src/log/types.ts';
+import type { DecisionLog, DecisionRecord } from '../src/log/types.ts';
+import { migrate, openPool } from '../src/store/postgres.ts';
+import { findPostgresBin, startPostgres } from '../test/helpers/postgres-server.ts';
 
 export interface LogBenchResult {
   appendsPerSec: number;
@@ -44,11 +58,15 @@ export interface LogBenchVariant extends LogBenchResult {
   /** Main-thread event-loop delay while appending, ms (1 ms sampling interval included). */
   loopP99Ms: number;
   loopMaxMs: number;
+  /** This process's CPU time per append, µs (every thread; the variant's busy work excluded). */
+  cpuUsPerAppend: number;
 }
 
 interface VariantSpec {
   name: string;
   options: SqliteDecisionLogOptions;
+  /** Run against the PostgreSQL log at this URL instead of SQLite. */
+  postgresUrl?: string;
   concurrency: number;
   rate?: number;
   workUs?: number;
@@ -98,7 +116,7 @@ function spin(us: number): void {
  */
 async function runVariant(spec: VariantSpec, durationMs: number, maxAppends: number): Promise<LogBenchVariant> {
   const dir = mkdtempSync(join(process.env.RTML_BENCH_DIR ?? tmpdir(), 'rtml-bench-log-'));
-  const log = openSqliteDecisionLog(dir, spec.options);
+  const log: DecisionLog = spec.postgresUrl ? await openPostgresDecisionLog(spec.postgresUrl) : openSqliteDecisionLog(dir, spec.options);
   try {
     // Warm-up: statement caches, file growth, the JIT on every thread that runs the log, and
     // the start of the log's threads where it has some (measured from a running server's state).
@@ -109,6 +127,7 @@ async function runVariant(spec: VariantSpec, durationMs: number, maxAppends: num
     const commits0 = log.stats.commits;
     const loop = monitorEventLoopDelay({ resolution: 1 });
     loop.enable();
+    const cpu0 = process.cpuUsage();
     const latencies = new Float64Array(spec.rate ? Math.ceil((spec.rate * durationMs) / 1000) : maxAppends);
     let next = 0;
     const start = performance.now();
@@ -146,6 +165,7 @@ async function runVariant(spec: VariantSpec, durationMs: number, maxAppends: num
       await Promise.all(Array.from({ length: spec.concurrency }, worker));
     }
     const elapsed = performance.now() - start;
+    const cpu = process.cpuUsage(cpu0);
     loop.disable();
     const done = latencies.subarray(0, next).sort();
     const commits = log.stats.commits - commits0;
@@ -161,6 +181,7 @@ async function runVariant(spec: VariantSpec, durationMs: number, maxAppends: num
       meanBatch: commits ? next / commits : 0,
       loopP99Ms: loop.percentile(99) / 1e6,
       loopMaxMs: loop.max / 1e6,
+      cpuUsPerAppend: next ? (cpu.user + cpu.system) / next - (spec.workUs ?? 0) : 0,
     };
   } finally {
     await log.close();
@@ -184,10 +205,144 @@ export const LOG_BENCH_VARIANTS: VariantSpec[] = [
   { name: 'paced 10,000/s + 40 µs work, full', options: {}, concurrency: 0, rate: 10000, workUs: 40 },
 ];
 
-/** Every variant, in order. */
-export async function benchDecisionLogVariants(durationMs = 2000, maxAppends = 1_000_000): Promise<LogBenchVariant[]> {
+/** The PostgreSQL log's variants (one database, fresh tables per variant). */
+function postgresVariants(url: string): VariantSpec[] {
+  return [
+    { name: 'postgres: paced 3,000/s', options: {}, postgresUrl: url, concurrency: 0, rate: 3000 },
+    { name: 'postgres: paced 3,000/s + 80 µs work', options: {}, postgresUrl: url, concurrency: 0, rate: 3000, workUs: 80 },
+    { name: 'postgres: 64 in flight', options: {}, postgresUrl: url, concurrency: 64 },
+    { name: 'postgres: one in flight', options: {}, postgresUrl: url, concurrency: 1 },
+  ];
+}
+
+/** RTML_BENCH_POSTGRES_URL, or a throwaway cluster (null when PostgreSQL is not installed). */
+async function benchPostgres(): Promise<{ url: string; stop(): Promise<void> } | null> {
+  if (process.env.RTML_BENCH_POSTGRES_URL) return { url: process.env.RTML_BENCH_POSTGRES_URL, stop: async () => {} };
+  try {
+    findPostgresBin();
+  } catch {
+    return null;
+  }
+  return startPostgres();
+}
+
+/** Empties the log's tables between variants, so that each starts from the same state. */
+async function resetPostgres(url: string): Promise<void> {
+  const pool = openPool(url, { max: 1 });
+  try {
+    await migrate(pool, POSTGRES_LOG_COMPONENT, POSTGRES_LOG_MIGRATIONS);
+    await pool.query('TRUNCATE decisions, outcomes');
+  } finally {
+    await pool.end();
+  }
+}
+
+/** Every variant, in order (the PostgreSQL ones where PostgreSQL is available). */
+export async function benchDecisionLogVariants(durationMs = 2000, maxAppends = 1_000_000, only?: string): Promise<LogBenchVariant[]> {
   const out: LogBenchVariant[] = [];
-  for (const spec of LOG_BENCH_VARIANTS) out.push(await runVariant(spec, durationMs, maxAppends));
+  for (const spec of LOG_BENCH_VARIANTS) if (!only || spec.name.includes(only)) out.push(await runVariant(spec, durationMs, maxAppends));
+  const postgres = !only || postgresVariants('').some((v) => v.name.includes(only)) ? await benchPostgres() : null;
+  if (postgres) {
+    try {
+      for (const spec of postgresVariants(postgres.url)) {
+        if (only && !spec.name.includes(only)) continue;
+        await resetPostgres(postgres.url);
+        out.push(await runVariant(spec, durationMs, maxAppends));
+      }
+    } finally {
+      await postgres.stop();
+    }
+  }
+  return out;
+}
+
+export interface InsertFormResult {
+  form: string;
+  /** Main-thread time to build a batch's parameters (pg's own serialization included), µs per record. */
+  prepareUsPerRecord: number;
+  /** Round trip of the batch's INSERT (committed), ms per batch. */
+  statementMs: number;
+}
+
+/**
+ * The two ways of handing PostgreSQL a batch of `batch` records, each timed over `rounds`
+ * batches: building the parameters as pg sends them (its array literal escaping included), and
+ * the committed INSERT. Both use the log's table and validation (record.ts).
+ */
+export async function benchInsertForms(url: string, batch = 256, rounds = 40): Promise<InsertFormResult[]> {
+  await resetPostgres(url);
+  const pool = openPool(url, { max: 1 });
+  // pg's own parameter serialization (what pool.query does to each value before sending it).
+  const { prepareValue: serialize } = createRequire(import.meta.url)('pg/lib/utils.js') as { prepareValue: (v: unknown) => unknown };
+  const columns = COLUMNS.split(', ');
+  const jsonColumn = (i: number) => i >= 11;
+  const tupleJson = (i: number) => `CASE WHEN json_typeof(e->${i}) = 'null' THEN NULL ELSE e->${i} END`;
+  const unnestSql = `INSERT INTO decisions (${COLUMNS}) SELECT * FROM unnest(${columns
+    .map((_, i) => `$${i + 1}::${i === 7 ? 'float8' : i === 8 || i === 10 ? 'bool' : jsonColumn(i) ? 'json' : 'text'}[]`)
+    .join(', ')}) ON CONFLICT (service, id) DO NOTHING RETURNING service, id`;
+  const forms: { form: string; prepare: (records: DecisionRecord[]) => unknown[]; sql: string }[] = [
+    {
+      form: 'tuples, json_array_elements',
+      sql: `INSERT INTO decisions (${COLUMNS})
+        SELECT e->>0, e->>1, e->>2, e->>3, e->>4, e->>5, e->>6, (e->>7)::float8, e->>8 = '1', e->>9, CASE e->>10 WHEN '1' THEN true WHEN '0' THEN false END,
+          e->11, ${tupleJson(12)}, ${tupleJson(13)}, e->14, e->15, ${tupleJson(16)}, ${tupleJson(17)}
+        FROM json_array_elements($1::json) AS t(e) ON CONFLICT (service, id) DO NOTHING RETURNING service, id`,
+      prepare: (records) => {
+        let text = '[';
+        for (let i = 0; i < records.length; i++) text += (i ? ',' : '') + recordTupleText(records[i], 'values');
+        return [text + ']'];
+      },
+    },
+    {
+      form: 'objects, json_to_recordset (the log)',
+      sql: INSERT_DECISIONS,
+      prepare: (records) => {
+        let text = '[';
+        for (let i = 0; i < records.length; i++) text += (i ? ',' : '') + recordObjectText(records[i]);
+        return [text + ']'];
+      },
+    },
+    {
+      form: 'an array per column, unnest',
+      sql: unnestSql,
+      prepare: (records) => {
+        const cols: unknown[][] = columns.map(() => []);
+        for (const r of records) {
+          recordTupleText(r, 'values'); // the same validation (and its stringify): what the log would still run
+          const row = [r.service, r.id, r.time, r.decision, r.model?.name ?? null, r.model?.version ?? null, r.policyVersion, r.score, r.fallback.used, r.fallback.cause, r.safeMode ?? null];
+          for (let c = 0; c < row.length; c++) cols[c].push(row[c]);
+          const json = [r.request ?? null, r.inputs instanceof Float32Array ? Array.from(r.inputs) : r.inputs, r.outputs, r.reasons, r.timingsMs, r.features ?? null, r.explanation ?? null];
+          for (let c = 0; c < json.length; c++) cols[11 + c].push(c === 0 || json[c] !== null ? JSON.stringify(json[c]) : null);
+        }
+        return cols;
+      },
+    },
+  ];
+  const out: InsertFormResult[] = [];
+  try {
+    let n = 0;
+    for (const { form, prepare, sql } of forms) {
+      await pool.query('TRUNCATE decisions');
+      let prepareMs = 0;
+      let statementMs = 0;
+      for (let round = 0; round < rounds + 5; round++) {
+        const records = Array.from({ length: batch }, () => makeRecord(n++));
+        const t0 = performance.now();
+        const params = prepare(records).map(serialize);
+        const t1 = performance.now();
+        await pool.query(sql, params);
+        const t2 = performance.now();
+        if (round >= 5) {
+          // the first rounds warm the JIT and the connection
+          prepareMs += t1 - t0;
+          statementMs += t2 - t1;
+        }
+      }
+      out.push({ form, prepareUsPerRecord: (prepareMs * 1000) / (rounds * batch), statementMs: statementMs / rounds });
+    }
+  } finally {
+    await pool.end();
+  }
   return out;
 }
 
@@ -207,8 +362,9 @@ export function formatLogBench(variants: LogBenchVariant[]): string {
     v.meanBatch.toFixed(1),
     v.loopP99Ms.toFixed(2),
     v.loopMaxMs.toFixed(2),
+    v.cpuUsPerAppend.toFixed(1),
   ]);
-  const head = ['variant', 'in flight', 'appends/s', 'p50 ms', 'p99 ms', 'records/commit', 'loop p99 ms', 'loop max ms'];
+  const head = ['variant', 'in flight', 'appends/s', 'p50 ms', 'p99 ms', 'records/commit', 'loop p99 ms', 'loop max ms', 'cpu µs'];
   const widths = head.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
   const line = (r: string[]) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ');
   return [line(head), ...rows.map(line)].join('\n');
@@ -217,7 +373,15 @@ export function formatLogBench(variants: LogBenchVariant[]): string {
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const durationMs = Number(process.env.RTML_BENCH_MS ?? 2000);
   const only = process.env.RTML_BENCH_ONLY; // a substring of the variant names to run
-  const variants: LogBenchVariant[] = [];
-  for (const spec of LOG_BENCH_VARIANTS) if (!only || spec.name.includes(only)) variants.push(await runVariant(spec, durationMs, 1_000_000));
-  console.log(formatLogBench(variants));
+  console.log(formatLogBench(await benchDecisionLogVariants(durationMs, 1_000_000, only)));
+  if (!only || only.includes('postgres')) {
+    const postgres = await benchPostgres();
+    if (postgres) {
+      try {
+        for (const r of await benchInsertForms(postgres.url)) console.log(`${r.form}: ${r.prepareUsPerRecord.toFixed(1)} µs/record to prepare, ${r.statementMs.toFixed(2)} ms per 256-record INSERT`);
+      } finally {
+        await postgres.stop();
+      }
+    }
+  }
 }

@@ -14,10 +14,11 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { DECISION_LOG_FILE, openSqliteDecisionLog, SQLITE_SCHEMA_VERSION, WRITER_THREAD } from '../src/log/sqlite.ts';
-import { DecisionLogError, DuplicateDecisionError, type DecisionLogStats, type DecisionRecord } from '../src/log/types.ts';
+import { DecisionLogError } from '../src/log/types.ts';
 import { FEATURE_STORE_FILE, openEmbeddedFeatureStore } from '../src/features/embedded.ts';
 import { killAfterAcks, spawnTsx, type Kill9Run } from './helpers/kill9.ts';
 import { tempDir } from './helpers/tmp.ts';
+import { counts, decisionLogConformance, outcomes, record } from './helpers/decision-log-conformance.ts';
 
 const dirs: string[] = [];
 function logDir(): string {
@@ -29,117 +30,12 @@ after(() => {
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 
-const T0 = Date.parse('2026-03-01T12:00:00.000Z');
-const at = (offsetMs: number) => new Date(T0 + offsetMs).toISOString();
-
-function record(id: string, overrides: Partial<DecisionRecord> = {}): DecisionRecord {
-  return {
-    id,
-    time: at(0),
-    service: 'credit',
-    model: { name: 'credit', version: '3' },
-    policyVersion: 'p-1',
-    request: { applicant: id, amount: 1000 },
-    inputs: [1, 2.5, 0],
-    outputs: { p_bad: 0.25 },
-    score: 0.25,
-    decision: 'approve',
-    reasons: [],
-    fallback: { used: false, cause: null },
-    timingsMs: { total: 1 },
-    ...overrides,
-  };
-}
-
-/** The store-neutral part of the stats (the SQLite log adds its own). */
-const counts = ({ appended, commits, pending }: DecisionLogStats) => ({ appended, commits, pending });
-
-/** Settles every promise; returns each one's error or null. */
-async function outcomes(promises: Promise<unknown>[]): Promise<(unknown | null)[]> {
-  return (await Promise.allSettled(promises)).map((o) => (o.status === 'fulfilled' ? null : o.reason));
-}
+decisionLogConformance('sqlite', async () => {
+  const dir = logDir();
+  return { open: async () => openSqliteDecisionLog(dir) };
+});
 
 describe('sqlite decision log', () => {
-  it('round-trips a full record: NaN inputs become null, unicode and nested request JSON intact', async () => {
-    const dir = logDir();
-    const log = openSqliteDecisionLog(dir);
-    const full = record('dé-🚀-1', {
-      time: '2026-03-01T12:34:56.789Z',
-      service: 'crédit',
-      model: { name: 'xgb-crédit', version: '2026.03-β' },
-      policyVersion: 'règles-7',
-      request: {
-        applicant: { name: 'Zoë Łukasiewicz 山田', tags: ['vip', null, true, 0, -1.5e-7], address: { lines: ['1 Rue de l’Église'], zip: null } },
-        deep: [[[{ a: [1, { b: { c: 'ok 😀' } }] }]]],
-        empty: {},
-        emptyList: [],
-        'key with "quotes" and \\ backslash': '\u0000 nul and \n newline',
-      },
-      inputs: [0.1, NaN, 3, -0, 1e300, Number.NaN, 5.960464477539063e-8],
-      outputs: { p_bad: 0.8125, p_good: 0.1875, label: 'bad' },
-      score: 0.8125,
-      decision: 'décliner',
-      reasons: [
-        { code: 'score_high', message: 'score 0.81 ≥ 0.7' },
-        { code: 'dti', message: 'dette/revenu élevé' },
-      ],
-      fallback: { used: true, cause: 'model_timeout' },
-      safeMode: true,
-      timingsMs: { validation: 0.012, features: 0.004, model: 0.21, policy: 0.003, log: 1.5, total: 1.73 },
-    });
-    const rulesOnly = record('rules-1', { model: null, policyVersion: null, inputs: null, outputs: null, score: null, request: null, safeMode: false });
-    await Promise.all([log.append(full), log.append(rulesOnly)]);
-
-    const got = await log.get('crédit', 'dé-🚀-1');
-    assert.deepEqual(got, { ...full, inputs: [0.1, null, 3, 0, 1e300, null, 5.960464477539063e-8] });
-    assert.ok(Object.is(got!.inputs![3], 0), 'JSON stores -0 as 0');
-    assert.deepEqual(await log.get('credit', 'rules-1'), rulesOnly);
-    // safeMode absent stays absent, rather than coming back as false or undefined.
-    await log.append(record('plain'));
-    assert.equal('safeMode' in (await log.get('credit', 'plain'))!, false);
-    assert.equal(await log.get('credit', 'dé-🚀-1'), null, 'ids are per service');
-    assert.equal(await log.get('crédit', 'nope'), null);
-    await log.close();
-
-    // Reopen: the same records come back from the file.
-    const again = openSqliteDecisionLog(dir);
-    assert.deepEqual(await again.get('crédit', 'dé-🚀-1'), got);
-    assert.deepEqual(await again.get('credit', 'rules-1'), rulesOnly);
-    assert.equal(await again.count(), 3);
-    await again.close();
-  });
-
-  it('queries newest first, by service and time range, bounded by limit; counts per service', async () => {
-    const log = openSqliteDecisionLog(logDir());
-    const appends: Promise<void>[] = [];
-    for (let i = 0; i < 30; i++) appends.push(log.append(record(`c-${i}`, { time: at(i * 1000) })));
-    for (let i = 0; i < 5; i++) appends.push(log.append(record(`f-${i}`, { service: 'fraud', time: at(i * 1000 + 500) })));
-    // Two records with the same time: append order breaks the tie (newest first).
-    appends.push(log.append(record('tie-a', { service: 'ties', time: at(0) })), log.append(record('tie-b', { service: 'ties', time: at(0) })));
-    await Promise.all(appends);
-
-    assert.equal(await log.count(), 37);
-    assert.equal(await log.count('credit'), 30);
-    assert.equal(await log.count('fraud'), 5);
-    assert.equal(await log.count('none'), 0);
-
-    const ids = (rs: DecisionRecord[]) => rs.map((r) => r.id);
-    assert.deepEqual(ids(await log.query({ service: 'credit', limit: 3 })), ['c-29', 'c-28', 'c-27']);
-    assert.deepEqual(ids(await log.query({ limit: 4 })), ['c-29', 'c-28', 'c-27', 'c-26']);
-    assert.deepEqual(ids(await log.query({ service: 'fraud' })), ['f-4', 'f-3', 'f-2', 'f-1', 'f-0']);
-    assert.deepEqual(ids(await log.query({ service: 'ties' })), ['tie-b', 'tie-a']);
-    // since is inclusive, until exclusive; bounds in any offset are compared as UTC instants.
-    assert.deepEqual(ids(await log.query({ service: 'credit', since: at(10_000), until: at(13_000) })), ['c-12', 'c-11', 'c-10']);
-    assert.deepEqual(ids(await log.query({ service: 'credit', since: '2026-03-01T13:00:28.000+01:00' })), ['c-29', 'c-28']);
-    assert.deepEqual(ids(await log.query({ since: at(1_000), until: at(2_000) })), ['f-1', 'c-1']);
-    assert.deepEqual(ids(await log.query({ service: 'credit', until: at(1_000) })), ['c-0']);
-    assert.equal((await log.query({})).length, 37);
-    assert.equal((await log.query({ limit: 0 })).length, 0);
-    await assert.rejects(log.query({ limit: -1 }), /limit/);
-    await assert.rejects(log.query({ since: 'yesterday-ish' }), /since/);
-    await log.close();
-  });
-
   it('group-commits: appends in flight together share one transaction and resolve only once it committed', async (t) => {
     const dir = logDir();
     const log = openSqliteDecisionLog(dir, { synchronous: 'normal', maxBatch: 256 });
@@ -165,54 +61,6 @@ describe('sqlite decision log', () => {
     await log.close();
   });
 
-  it('rejects a duplicate id alone: the rest of its batch commits, the first record is kept', async () => {
-    const log = openSqliteDecisionLog(logDir());
-    await log.append(record('dup-old', { decision: 'first' }));
-    const commits = log.stats.commits;
-
-    const batch = [
-      log.append(record('b-1')),
-      log.append(record('dup-old', { decision: 'second' })), // duplicates a committed record
-      log.append(record('b-2')),
-      log.append(record('b-2', { decision: 'again' })), // duplicates one earlier in the same batch
-      log.append(record('dup-old', { service: 'other' })), // same id, other service: fine
-      log.append(record('b-3')),
-    ];
-    const errs = await outcomes(batch);
-    assert.equal(log.stats.commits, commits + 1, 'one transaction for the whole batch');
-    assert.deepEqual(errs.map((e) => e === null), [true, false, true, false, true, true]);
-    for (const i of [1, 3]) {
-      assert.ok(errs[i] instanceof DuplicateDecisionError);
-      assert.equal((errs[i] as DuplicateDecisionError).code, 'DUPLICATE_DECISION');
-      assert.match((errs[i] as Error).message, /service "credit" already has a decision with id "(dup-old|b-2)"/);
-    }
-    assert.equal((await log.get('credit', 'dup-old'))!.decision, 'first');
-    assert.equal((await log.get('credit', 'b-2'))!.decision, 'approve');
-    assert.equal(await log.count(), 5);
-    assert.deepEqual(counts(log.stats), { appended: 5, commits: commits + 1, pending: 0 });
-    await log.close();
-  });
-
-  it('rejects a malformed record alone, at append', async () => {
-    const log = openSqliteDecisionLog(logDir());
-    const circular: Record<string, unknown> = {};
-    circular.self = circular;
-    const errs = await outcomes([
-      log.append(record('ok-1')),
-      log.append(record('bad-time', { time: '2026-03-01 12:00:00' })),
-      log.append(record('bad-time-2', { time: '2026-02-30T12:00:00.000Z' })),
-      log.append(record('', {})),
-      log.append(record('bad-json', { request: circular })),
-      log.append(record('ok-2')),
-    ]);
-    assert.deepEqual(errs.map((e) => e === null), [true, false, false, false, false, true]);
-    for (const e of errs.filter(Boolean)) assert.equal((e as DecisionLogError).code, 'INVALID_DECISION');
-    assert.match((errs[1] as Error).message, /time must be ISO 8601 UTC with milliseconds/);
-    assert.match((errs[4] as Error).message, /request is not serializable as JSON/);
-    assert.equal(await log.count(), 2);
-    await log.close();
-  });
-
   it('rolls back and rejects the whole batch when the store fails, then carries on', async () => {
     const dir = logDir();
     const log = openSqliteDecisionLog(dir);
@@ -228,34 +76,6 @@ describe('sqlite decision log', () => {
     assert.equal(await log.count(), 0, 'nothing of the failed batch was committed');
     await log.append(record('x-3'));
     assert.equal(await log.count(), 1);
-    await log.close();
-  });
-
-  it('close flushes pending appends; the log then refuses work; reopening reads everything back', async () => {
-    const dir = logDir();
-    const log = openSqliteDecisionLog(dir, { maxDelayMs: 50 });
-    const written = Array.from({ length: 300 }, (_, i) => record(`p-${i}`, { time: at(i) }));
-    const appends = written.map((r) => log.append(r));
-    assert.equal(log.stats.queued, 300 - 256);
-    const closing = log.close();
-    assert.equal(log.close(), closing, 'close is idempotent');
-    await closing;
-    await Promise.all(appends);
-    await assert.rejects(log.append(record('late')), (e: DecisionLogError) => e.code === 'LOG_CLOSED');
-    await assert.rejects(log.count(), /closed/);
-
-    const again = openSqliteDecisionLog(dir);
-    assert.equal(await again.count(), 300);
-    assert.deepEqual(await again.query({ limit: 1000 }), written.slice().reverse());
-    await again.close();
-  });
-
-  it('reads see appends not yet committed (reads wait for pending appends)', async () => {
-    const log = openSqliteDecisionLog(logDir(), { maxDelayMs: 1000 });
-    const pending = log.append(record('early'));
-    assert.equal(log.stats.pending, 1);
-    assert.equal(await log.count(), 1);
-    await pending;
     await log.close();
   });
 
@@ -288,30 +108,6 @@ describe('sqlite decision log', () => {
     const garbage = logDir();
     writeFileSync(join(garbage, DECISION_LOG_FILE), 'this is not a database, just some text that is long enough to look like a header.....');
     assert.throws(() => openSqliteDecisionLog(garbage), (e: DecisionLogError) => e.code === 'NOT_A_DECISION_LOG' && /not a SQLite database/.test(e.message));
-  });
-
-  it('joins outcomes to logged decisions, replaces corrected ones, and streams them in recording order', async () => {
-    const log = openSqliteDecisionLog(logDir());
-    for (let i = 0; i < 5; i++) void log.append(record(`o-${i}`, { time: at(i * 1000), score: i / 10 }));
-    const first = await log.recordOutcomes('credit', [
-      { id: 'o-1', label: 'good' },
-      { id: 'o-3', label: 'bad', time: at(86_400_000) },
-      { id: 'nope', label: 'bad' },
-    ]);
-    assert.deepEqual(first, { joined: 2, unknown: ['nope'] });
-    const stream = await log.outcomesAfter(0);
-    assert.deepEqual(stream.items.map((o) => [o.id, o.label, o.score]), [['o-1', 'good', 0.1], ['o-3', 'bad', 0.3]]);
-    assert.equal(stream.items[1].outcomeTime, at(86_400_000));
-    assert.equal(stream.items[1].time, at(3000));
-    // A correction comes through the stream again; older cursors do not repeat the rest.
-    await log.recordOutcomes('credit', [{ id: 'o-1', label: 'bad' }]);
-    const next = await log.outcomesAfter(stream.cursor);
-    assert.deepEqual(next.items.map((o) => [o.id, o.label]), [['o-1', 'bad']]);
-    const window = await log.labelled('credit', { since: at(0), until: at(2500) });
-    assert.equal(window.decisions, 3);
-    assert.deepEqual(window.items.map((o) => [o.id, o.label]), [['o-1', 'bad']]);
-    await assert.rejects(log.recordOutcomes('credit', [{ id: 'o-2', label: 'bad', time: 'yesterday' }]), /time as YYYY/);
-    await log.close();
   });
 
   it('migrates a version 1 log (no outcomes table) in place', async () => {

@@ -211,6 +211,15 @@ export class ServerClient {
 }
 
 /** `--token-file`, for a command that talks to a server. */
+/**
+ * `--decision-log <url|path>` (env RTML_DECISION_LOG), of serve, export and outcomes: a
+ * PostgreSQL URL puts the decision log (and the other shared stores) in that database; a path
+ * is the directory of the embedded SQLite log; absent, the log lives under --data-dir.
+ */
+export function decisionLogOption(): Option {
+  return new Option('--decision-log <url|path>', 'the decision log: a postgres:// URL (shared by a fleet of servers) or a directory for the embedded log (default: under --data-dir)').env('RTML_DECISION_LOG');
+}
+
 export function tokenFileOption(): Option {
   return new Option('--token-file <file>', 'file holding the bearer token sent with every request (default: env RTML_TOKEN)');
 }

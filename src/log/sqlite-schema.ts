@@ -193,11 +193,8 @@ export interface WriterConfig {
 }
 
 /** An outcome as the writer gets it: validated, time filled in. */
-export interface OutcomeRow {
-  id: string;
-  label: string;
-  time: string;
-}
+export type { OutcomeRow } from './record.ts';
+import type { OutcomeRow } from './record.ts';
 
 /**
  * A batch's claim, one Int32 in memory shared by the two threads, for a log whose appends time

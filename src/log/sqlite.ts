@@ -72,6 +72,7 @@ import { join, resolve } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { openSqliteStore, type SqliteStoreFailure } from '../store/sqlite.ts';
 import { startWorker } from '../threads.ts';
+import { fromStoredRow, normalizeBound, outcomeRows, recordTupleText, type StoredDecisionRow } from './record.ts';
 import {
   CLAIM,
   COLUMNS,
@@ -79,18 +80,15 @@ import {
   DECISION_LOG_SCHEMA,
   SQLITE_SCHEMA_VERSION,
   type FromWriter,
-  type OutcomeRow,
   type ToWriter,
   type WriterConfig,
 } from './sqlite-schema.ts';
 import {
-  DECISION_TIME_PATTERN,
   DEFAULT_QUERY_LIMIT,
   DecisionLogClosedError,
   DecisionLogError,
   DecisionLogSchemaError,
   DuplicateDecisionError,
-  InvalidDecisionRecordError,
   MAX_QUERY_LIMIT,
   type DecisionLog,
   type DecisionLogStats,
@@ -158,26 +156,8 @@ export interface SqliteDecisionLog extends DecisionLog {
 
 const DEFAULTS = { synchronous: 'full', maxBatch: 256, maxDelayMs: 0, checkpointIntervalMs: 250, checkpointBytes: 4 * 1024 * 1024 } as const;
 
-interface StoredRow {
-  service: string;
-  id: string;
-  time: string;
-  decision: string;
-  model_name: string | null;
-  model_version: string | null;
-  policy_version: string | null;
-  score: number | null;
-  fallback_used: number;
-  fallback_cause: string | null;
-  safe_mode: number | null;
-  request: string;
-  inputs: string | null;
-  outputs: string | null;
-  reasons: string;
-  timings_ms: string;
-  features: string | null;
-  explanation: string | null;
-}
+/** A row as read: the flags as 0/1. */
+type StoredRow = StoredDecisionRow<number>;
 
 /** A message sent to the writer whose answer is awaited; jobs are answered in the order sent. */
 type Job =
@@ -524,7 +504,7 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
       if (failure !== null) return Promise.reject(failure);
       let text: string;
       try {
-        text = toRowText(record);
+        text = recordTupleText(record, 'length');
       } catch (err) {
         return Promise.reject(err);
       }
@@ -551,7 +531,7 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
     async get(service: string, id: string): Promise<DecisionRecord | null> {
       await settled(); // read your own writes, even un-awaited ones
       const row = selectOne.get(service, id);
-      return row ? fromRow(row) : null;
+      return row ? fromStoredRow(row) : null;
     },
 
     async query(filter: DecisionQuery = {}): Promise<DecisionRecord[]> {
@@ -564,21 +544,14 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
       if (filter.until !== undefined) params.push(normalizeBound('until', filter.until));
       params.push(Math.min(limit, MAX_QUERY_LIMIT));
       await settled();
-      return queryStatement(filter).all(...params).map(fromRow);
+      return queryStatement(filter).all(...params).map(fromStoredRow);
     },
 
     recordOutcomes(service: string, outcomes: readonly Outcome[]): Promise<{ joined: number; unknown: string[] }> {
       try {
         ensureOpen();
         if (failure !== null) throw failure;
-        const now = new Date().toISOString();
-        const rows: OutcomeRow[] = [];
-        for (const o of outcomes) {
-          if (typeof o.id !== 'string' || typeof o.label !== 'string' || (o.time !== undefined && !DECISION_TIME_PATTERN.test(o.time))) {
-            throw new InvalidDecisionRecordError(`outcome ${JSON.stringify(o).slice(0, 200)}: needs a string id and label, and time as YYYY-MM-DDTHH:MM:SS.sssZ`);
-          }
-          rows.push({ id: o.id, label: o.label, time: o.time ?? now });
-        }
+        const rows = outcomeRows(outcomes);
         flush(); // an outcome may follow its decision immediately: the writer takes them in order
         return new Promise((resolve, reject) => post({ kind: 'outcomes', service, outcomes: rows }, { kind: 'outcomes', resolve, reject }));
       } catch (err) {
@@ -662,107 +635,4 @@ function decisionLogOpenError(f: SqliteStoreFailure): DecisionLogError {
   const message = `decision log: ${f.message}${f.reason === 'newer' ? ' (refusing to open it rather than risk writing it wrongly)' : ''}`;
   // Opening and switching to WAL mode are not about what the file holds.
   return f.reason === 'open' || f.reason === 'not-wal' ? new DecisionLogError(code, message, f.options) : new DecisionLogSchemaError(code, message, f.options);
-}
-
-function normalizeBound(name: string, value: string): string {
-  const ms = Date.parse(value);
-  if (typeof value !== 'string' || Number.isNaN(ms)) throw new TypeError(`decision log: ${name} must be a date string, got ${JSON.stringify(value)}`);
-  return new Date(ms).toISOString();
-}
-
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-
-function json(field: string, value: unknown): string {
-  let text: string | undefined;
-  try {
-    text = JSON.stringify(value);
-  } catch (err) {
-    throw new InvalidDecisionRecordError(`${field} is not serializable as JSON: ${(err as Error).message}`, { cause: err });
-  }
-  return text ?? 'null';
-}
-
-/** Throws the error of a malformed record. A function, not a closure in toRowText: tsx names each closure it creates (Object.defineProperty), per record there. */
-function invalidRecord(r: DecisionRecordToAppend, msg: string): never {
-  throw new InvalidDecisionRecordError(`${msg} (service ${JSON.stringify(r.service)}, id ${JSON.stringify(r.id)})`);
-}
-
-/**
- * Validates a record's shape (cheaply: the types already say most of it) and serializes it as
- * the writer takes it: one JSON text of the row tuple, JSON columns embedded (`rowsFromBatch`).
- */
-function toRowText(r: DecisionRecordToAppend): string {
-  if (!isObject(r)) throw new InvalidDecisionRecordError('not an object');
-  if (typeof r.id !== 'string' || r.id === '') invalidRecord(r, 'id must be a non-empty string');
-  if (typeof r.service !== 'string' || r.service === '') invalidRecord(r, 'service must be a non-empty string');
-  if (typeof r.time !== 'string' || !DECISION_TIME_PATTERN.test(r.time) || new Date(r.time).toISOString() !== r.time) {
-    invalidRecord(r, `time must be ISO 8601 UTC with milliseconds (YYYY-MM-DDTHH:MM:SS.sssZ), got ${JSON.stringify(r.time)}`);
-  }
-  if (typeof r.decision !== 'string') invalidRecord(r, 'decision must be a string');
-  if (r.model !== null && !(isObject(r.model) && typeof r.model.name === 'string' && typeof r.model.version === 'string')) {
-    invalidRecord(r, 'model must be null or { name: string, version: string }');
-  }
-  if (r.policyVersion !== null && typeof r.policyVersion !== 'string') invalidRecord(r, 'policyVersion must be a string or null');
-  if (r.inputs !== null && !Array.isArray(r.inputs) && !(r.inputs instanceof Float32Array)) invalidRecord(r, 'inputs must be an array, a Float32Array or null');
-  if (r.outputs !== null && !isObject(r.outputs)) invalidRecord(r, 'outputs must be an object or null');
-  if (r.score !== null && typeof r.score !== 'number') invalidRecord(r, 'score must be a number or null');
-  if (!Array.isArray(r.reasons)) invalidRecord(r, 'reasons must be an array');
-  if (!isObject(r.fallback) || typeof r.fallback.used !== 'boolean' || (r.fallback.cause !== null && typeof r.fallback.cause !== 'string')) {
-    invalidRecord(r, 'fallback must be { used: boolean, cause: string | null }');
-  }
-  if (r.safeMode !== undefined && typeof r.safeMode !== 'boolean') invalidRecord(r, 'safeMode must be a boolean when present');
-  if (!isObject(r.timingsMs)) invalidRecord(r, 'timingsMs must be an object');
-  if (r.features !== undefined && !isObject(r.features)) invalidRecord(r, 'features must be an object when present');
-  if (r.explanation !== undefined && !isObject(r.explanation)) invalidRecord(r, 'explanation must be an object when present');
-  const score = r.score === null || Number.isNaN(r.score) ? null : Number.isFinite(r.score) ? r.score : String(r.score);
-  const tuple = [
-    r.service,
-    r.id,
-    r.time,
-    r.decision,
-    r.model?.name ?? null,
-    r.model?.version ?? null,
-    r.policyVersion,
-    score,
-    r.fallback.used ? 1 : 0,
-    r.fallback.cause,
-    r.safeMode === undefined ? null : r.safeMode ? 1 : 0,
-    r.request, // undefined becomes null, stored as 'null' as before
-    r.inputs instanceof Float32Array ? r.inputs.length : r.inputs, // a Float32Array goes as binary; JSON turns NaN into null
-    r.outputs,
-    r.reasons,
-    r.timingsMs,
-    r.features ?? null,
-    r.explanation ?? null,
-  ];
-  try {
-    return JSON.stringify(tuple);
-  } catch (err) {
-    // Name the field at fault (a cycle, a BigInt): only on this path, one stringify per field.
-    const fields = { request: r.request, inputs: r.inputs instanceof Float32Array ? null : r.inputs, outputs: r.outputs, reasons: r.reasons, timingsMs: r.timingsMs, features: r.features, explanation: r.explanation };
-    for (const [field, value] of Object.entries(fields)) json(field, value);
-    throw new InvalidDecisionRecordError(`not serializable as JSON: ${(err as Error).message}`, { cause: err });
-  }
-}
-
-function fromRow(row: StoredRow): DecisionRecord {
-  const record: DecisionRecord = {
-    id: row.id,
-    time: row.time,
-    service: row.service,
-    model: row.model_name === null ? null : { name: row.model_name, version: row.model_version ?? '' },
-    policyVersion: row.policy_version,
-    request: JSON.parse(row.request),
-    inputs: row.inputs === null ? null : JSON.parse(row.inputs),
-    outputs: row.outputs === null ? null : JSON.parse(row.outputs),
-    score: row.score,
-    decision: row.decision,
-    reasons: JSON.parse(row.reasons),
-    fallback: { used: row.fallback_used === 1, cause: row.fallback_cause },
-    timingsMs: JSON.parse(row.timings_ms),
-  };
-  if (row.safe_mode !== null) record.safeMode = row.safe_mode === 1;
-  if (row.features !== null) record.features = JSON.parse(row.features);
-  if (row.explanation !== null) record.explanation = JSON.parse(row.explanation);
-  return record;
 }

@@ -1,8 +1,8 @@
 /**
  * The decision log: every decision rtml answers is appended here, and the server answers 2xx
  * only once `append` has resolved, i.e. once the record is committed. This file is the
- * store-neutral contract; `sqlite.ts` is the embedded default adapter (a PostgreSQL one can
- * implement the same interface).
+ * store-neutral contract; `sqlite.ts` is the embedded default adapter, `postgres.ts` the one a
+ * fleet shares (`index.ts` picks one).
  */
 import type { FeatureStatus } from '../features/types.ts';
 import type { LoggedExplanation } from '../pipeline/explain.ts';

@@ -1,6 +1,6 @@
 /**
- * Child process for the kill -9 test (test/log-sqlite.test.ts): opens the decision log in
- * argv[2] and appends records as fast as it can, `concurrency` appends always in flight, until
+ * Child process for the kill -9 tests (test/log-sqlite.test.ts, test/log-postgres.test.ts):
+ * opens the decision log in argv[2] (a data directory, or a postgres:// URL) and appends records as fast as it can, `concurrency` appends always in flight, until
  * it is killed. Each id is written to stdout, one line, ONLY after its append promise resolved:
  * a printed line is a decision the server would have answered 2xx.
  *
@@ -11,9 +11,9 @@
  * survives SIGKILL. Lines are short, so each write is one complete line; the parent still
  * counts only newline-terminated lines.
  *
- *   node --import tsx test/helpers/log-writer.ts <dataDir> <normal|full> <concurrency> [limit]
+ *   node --import tsx test/helpers/log-writer.ts <dataDir|postgres-url> <normal|full> <concurrency> [limit]
  */
-import { openSqliteDecisionLog } from '../../src/log/sqlite.ts';
+import { openDecisionLog } from '../../src/log/index.ts';
 import type { DecisionRecord } from '../../src/log/types.ts';
 import { ack } from './kill9.ts';
 
@@ -25,7 +25,7 @@ if (!dataDir || (synchronous !== 'normal' && synchronous !== 'full')) {
 const concurrency = Number(concurrencyArg);
 const limit = limitArg === undefined ? Infinity : Number(limitArg);
 
-const log = openSqliteDecisionLog(dataDir, { synchronous });
+const log = await openDecisionLog({ decisionLog: dataDir, dataDir, synchronous });
 
 function writerRecord(n: number): DecisionRecord {
   return {

@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
 import { loadBundle } from '../../bundle/load.ts';
 import { ColumnCheck, describeErrors, openRecords } from '../../batch/records.ts';
-import { openSqliteDecisionLog } from '../../log/sqlite.ts';
+import { openDecisionLog } from '../../log/index.ts';
 import type { Outcome } from '../../log/types.ts';
 import { parseOutcome } from '../../pipeline/outcomes.ts';
-import { allowMissingOption, defaultDataDir, delimiterOption, EXIT_FAILED, openBundle, readToken, ServerClient, tokenFileOption, type DataFileOptions } from '../shared.ts';
+import { allowMissingOption, decisionLogOption, defaultDataDir, delimiterOption, EXIT_FAILED, openBundle, readToken, ServerClient, tokenFileOption, type DataFileOptions } from '../shared.ts';
 
 /** `rtml outcomes <bundle> -i <file>`: join outcomes to logged decisions, through a running server or straight into the log. */
 export function registerOutcomes(program: Command): void {
@@ -16,15 +16,16 @@ export function registerOutcomes(program: Command): void {
     .option('--url <url>', "a running server's base URL: post there (its monitors see them at once)")
     .addOption(tokenFileOption())
     .option('--data-dir <dir>', 'or write straight into this decision log', defaultDataDir())
+    .addOption(decisionLogOption())
     .addOption(allowMissingOption())
     .addOption(delimiterOption())
-    .action(async (dir: string, opts: DataFileOptions & { input: string; url?: string; tokenFile?: string; dataDir: string }) => {
+    .action(async (dir: string, opts: DataFileOptions & { input: string; url?: string; tokenFile?: string; dataDir: string; decisionLog?: string }) => {
       const bundle = await openBundle(dir, loadBundle);
       // `Id` or `labels` for `id` or `label` would make every row invalid; `Time` for `time` would silently stamp them now.
       const columns = new ColumnCheck([{ name: 'id', required: true, why: 'the decision id' }, { name: 'label', required: true, why: 'the outcome' }, { name: 'time' }], opts.allowMissing);
       ColumnCheck.requireKnown(opts.allowMissing, [columns], 'rtml outcomes');
       const server = opts.url ? new ServerClient(opts.url, readToken(opts.tokenFile)) : null;
-      const log = server ? null : openSqliteDecisionLog(opts.dataDir);
+      const log = server ? null : await openDecisionLog(opts);
       const totals = { rows: 0, joined: 0, unknown: 0, invalid: 0 };
       const invalid = (line: number, message: string) => {
         if (++totals.invalid <= 20) process.stderr.write(`line ${line}: ${message}\n`);

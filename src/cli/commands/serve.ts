@@ -2,10 +2,9 @@ import { InvalidArgumentError, type Command } from 'commander';
 import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { openEmbeddedFeatureStore } from '../../features/embedded.ts';
-import { openSqliteDecisionLog } from '../../log/sqlite.ts';
+import { openDecisionLog } from '../../log/index.ts';
 import { createServer, DEFAULT_CONFIG, type FeatureStoreFactory } from '../../server/app.ts';
-import { isPostgresUrl } from '../../store/postgres.ts';
-import { CliError, collectPairs, defaultDataDir, parseWholeNumber } from '../shared.ts';
+import { collectPairs, decisionLogOption, defaultDataDir, parseWholeNumber } from '../shared.ts';
 import { parseWorkers, serveAsPrimary } from '../workers.ts';
 
 /** Node's default is 511: 2,000 clients connecting at once overflow it, and each dropped SYN costs its client 1-3 s. */
@@ -21,7 +20,7 @@ export function registerServe(program: Command): void {
     .option('--host <host>', 'address to listen on (env HOST)', process.env.HOST ?? '127.0.0.1')
     .option('--probe-port <port>', 'also serve the health probes and /metrics on this port, so they never queue behind scoring connections (env PROBE_PORT)', parseWholeNumber, process.env.PROBE_PORT ? Number(process.env.PROBE_PORT) : undefined)
     .option('--data-dir <dir>', 'where the decision log lives (env RTML_DATA_DIR)', defaultDataDir())
-    .option('--decision-log <url|path>', 'the decision log: a postgres:// URL (shared by every process) or a directory for SQLite (env RTML_DECISION_LOG; default: --data-dir)', process.env.RTML_DECISION_LOG || undefined)
+    .addOption(decisionLogOption())
     .option('--workers <n|auto>', 'processes serving the port, one event loop each (auto: one per core); more than 1 needs --decision-log postgres:// (env RTML_WORKERS)', process.env.RTML_WORKERS ?? '1')
     .option('--admin-token-file <file>', 'file holding the admin bearer token (or env RTML_ADMIN_TOKEN); without one, admin operations are disabled')
     .option('--write-token-file <file>', 'file holding the bearer token for outcomes, events and entity updates (or env RTML_WRITE_TOKEN); the admin token works too; with neither, writes are disabled')
@@ -52,11 +51,11 @@ export function registerServe(program: Command): void {
       const writeToken = readToken(opts.writeTokenFile, 'RTML_WRITE_TOKEN');
       const decideToken = readToken(opts.decideTokenFile, 'RTML_DECIDE_TOKEN');
       if (opts.logSync !== 'normal' && opts.logSync !== 'full') throw new InvalidArgumentError('--log-sync must be normal or full');
-      if (opts.decisionLog !== undefined && isPostgresUrl(opts.decisionLog)) throw new CliError('rtml serve: this build has no PostgreSQL decision log\n');
-      const log = openSqliteDecisionLog(opts.decisionLog ?? opts.dataDir, { synchronous: opts.logSync, appendTimeoutMs: opts.logTimeoutMs || null });
       if (opts.featureStore !== 'embedded' && opts.featureStore !== 'redis') throw new InvalidArgumentError('--feature-store must be embedded or redis');
       const consumed = Object.entries(opts.redisStream);
       if (consumed.length > 0 && opts.featureStore !== 'redis') throw new InvalidArgumentError('--redis-stream needs --feature-store redis');
+      // After the argument checks: an open PostgreSQL pool would keep a refused command alive.
+      const log = await openDecisionLog({ decisionLog: opts.decisionLog, dataDir: opts.dataDir, synchronous: opts.logSync, appendTimeoutMs: opts.logTimeoutMs || null });
       const openFeatureStore: FeatureStoreFactory =
         opts.featureStore === 'redis'
           ? async (streams, { definitions, logger }) => {
