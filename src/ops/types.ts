@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { AlertAcknowledgement } from '../monitor/alerts.ts';
 
 /**
  * Operations: what operators set on a running service (kill switch, safe-mode override,
@@ -34,14 +35,8 @@ export interface SafeModeOverride {
   by: string | null;
 }
 
-export interface Acknowledgement {
-  alertId: string;
-  /** The alert's key (`feature_drift:annual_inc`) when the replica that took the ack held it. */
-  alertKey: string | null;
-  by: string;
-  note: string;
-  at: string;
-}
+/** `alertKey`: the alert's key (`feature_drift:annual_inc`) when the replica that took the ack held it. */
+export type Acknowledgement = AlertAcknowledgement;
 
 export interface LoadState {
   loaded: boolean;

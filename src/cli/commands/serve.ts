@@ -4,6 +4,7 @@ import { openEmbeddedFeatureStore } from '../../features/embedded.ts';
 import { openSqliteDecisionLog } from '../../log/sqlite.ts';
 import { createServer, DEFAULT_CONFIG, type FeatureStoreFactory } from '../../server/app.ts';
 import { collectPairs, defaultDataDir, parseWholeNumber } from '../shared.ts';
+import { isPostgresUrl } from '../../store/postgres.ts';
 
 /** Node's default is 511: 2,000 clients connecting at once overflow it, and each dropped SYN costs its client 1-3 s. */
 const DEFAULT_BACKLOG = 4096;
@@ -39,6 +40,7 @@ export function registerServe(program: Command): void {
     .option('--redis-stream <stream=key>', 'with --feature-store redis: ingest events of STREAM from the Redis Stream KEY (repeatable)', collectPairs, {})
     .option('--redis-stream-group <group>', 'consumer group of --redis-stream: server processes share the entries, each acknowledged once ingested', 'rtml')
     .option('--redis-stream-from <id>', 'where a new consumer group starts: $ (new entries only), 0 (the whole stream) or an entry id', '$')
+    .option('--decision-log <postgres://...|path>', 'a PostgreSQL URL: shared mode, the decision log and the operations store live in that database (env RTML_DECISION_LOG)', process.env.RTML_DECISION_LOG)
     .option('--alert-webhook <url>', 'POST alerts here as JSON, with retries (env RTML_ALERT_WEBHOOK)', process.env.RTML_ALERT_WEBHOOK)
     .action(async (repository: string, opts: ServeOptions) => {
       const adminToken = readToken(opts.adminTokenFile, 'RTML_ADMIN_TOKEN');
@@ -70,6 +72,9 @@ export function registerServe(program: Command): void {
               return store;
             }
           : async (streams) => openEmbeddedFeatureStore({ dataDir: opts.dataDir, streams, synchronous: opts.logSync === 'normal' ? 'normal' : 'full' });
+      // The shared store's problems (an outage, a lost listener) go to the server's log once it exists.
+      let reportOperations = (err: Error) => console.error(`operations store: ${err.message}`);
+      const operations = opts.decisionLog && isPostgresUrl(opts.decisionLog) ? await (await import('../../ops/postgres.ts')).openPostgresOperationsStore({ url: opts.decisionLog, onError: (err) => reportOperations(err) }) : undefined;
       const server = await createServer(
         {
           repository,
@@ -87,10 +92,14 @@ export function registerServe(program: Command): void {
           watchIntervalMs: opts.watchIntervalMs,
           logLevel: opts.logLevel,
           alertWebhook: opts.alertWebhook || null,
+          dataDir: opts.dataDir,
         },
         log,
         openFeatureStore,
+        // Shared mode: kill switch, safe mode, acknowledgements and loads obeyed by every replica.
+        { operations },
       );
+      reportOperations = (err) => server.app.log.warn({ err: err.message }, 'operations store');
       const shutdown = (signal: string) => {
         server.app.log.info({ signal, graceMs: opts.drainGraceMs }, 'draining: not ready, new requests answered 503, in-flight requests finish, then the decision log is flushed');
         server.close().then(
@@ -138,6 +147,7 @@ interface ServeOptions {
   logTimeoutMs: number;
   logLevel: string;
   alertWebhook?: string;
+  decisionLog?: string;
   featureStore: string;
   redisUrl: string;
   redisStream: Record<string, string>;

@@ -213,6 +213,9 @@ export function registerOipRoutes(app: FastifyInstance, ctx: ServerContext): voi
     const { name } = modelParams.parse(request.params);
     try {
       const service = await repository.load(name);
+      // Recorded once it serves here: the other replicas load it from their own repository, and
+      // a service unloaded before is loaded again after a restart.
+      await ctx.operations.setLoaded(name, { loaded: true, by: 'admin' });
       return { name, versions: [...service.versions.keys()], default_version: service.defaultVersion.version };
     } catch (err) {
       if (err instanceof ServiceLoadError) return error(reply, 400, `load refused, the loaded version (if any) keeps serving: ${err.message}`);
@@ -221,6 +224,10 @@ export function registerOipRoutes(app: FastifyInstance, ctx: ServerContext): voi
   });
   app.post('/v2/repository/models/:name/unload', { preHandler: ctx.auth.admin }, async (request, reply) => {
     const { name } = modelParams.parse(request.params);
-    return repository.unload(name) ? { name, unloaded: true } : error(reply, 404, `no model named ${JSON.stringify(name)} is loaded`);
+    if (!repository.get(name)) return error(reply, 404, `no model named ${JSON.stringify(name)} is loaded`);
+    // Recorded first: if the store cannot take it (503), nothing changed anywhere.
+    await ctx.operations.setLoaded(name, { loaded: false, by: 'admin' });
+    repository.unload(name);
+    return { name, unloaded: true };
   });
 }
