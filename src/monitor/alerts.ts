@@ -50,6 +50,8 @@ export interface AlertManagerOptions {
   cooldownMs: number;
   /** Resolved alerts kept for the history. */
   historySize: number;
+  /** A new alert's id (default: a random UUID); a fleet evaluating alerts in one place may name them so. */
+  newId?: (candidate: AlertCandidate) => string;
 }
 
 export class AlertManager {
@@ -82,7 +84,7 @@ export class AlertManager {
       }
       const lastResolved = this.resolvedAt.get(c.key);
       if (lastResolved !== undefined && now - lastResolved < this.options.cooldownMs && c.severity !== 'critical') continue;
-      const alert: Alert = { ...c, id: randomUUID(), service: this.service, firedAt: new Date(now).toISOString(), resolvedAt: null, acknowledged: null };
+      const alert: Alert = { ...c, id: this.options.newId?.(c) ?? randomUUID(), service: this.service, firedAt: new Date(now).toISOString(), resolvedAt: null, acknowledged: null };
       const pending = this.pendingAcks.get(alert.id);
       if (pending) {
         this.pendingAcks.delete(alert.id);
