@@ -185,6 +185,9 @@ describe('shared operations: two replicas, one PostgreSQL', () => {
       assert.equal(refused.headers['retry-after'], '1');
       assert.match(refused.json().error, /nothing was changed/);
       assert.equal((await post(a, '/v2/repository/models/credit/unload')).statusCode, 503);
+      const load = await post(a, '/v2/repository/models/credit/load');
+      assert.equal(load.statusCode, 503);
+      assert.match(load.json().error, /loaded here, but not recorded for the other replicas/);
       assert.equal(await fallbackCause(a), 'kill_switch: before', 'still obeyed during the outage');
       assert.equal((await decide(a)).status, 200, 'and still served');
       await postgres.restart();

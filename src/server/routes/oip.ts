@@ -15,6 +15,7 @@ import { closest } from '../../config/names.ts';
 import { issuesOf } from '../bodies.ts';
 import { PROBE_ROUTE, SCORING_ROUTE } from '../overload.ts';
 import { ServiceLoadError, type Service, type ServiceVersion } from '../repository.ts';
+import { isOperationsUnavailable } from '../../ops/types.ts';
 
 const SERVER_VERSION = '0.1.0';
 const EXTENSIONS = ['model_repository', 'statistics'];
@@ -215,7 +216,12 @@ export function registerOipRoutes(app: FastifyInstance, ctx: ServerContext): voi
       const service = await repository.load(name);
       // Recorded once it serves here: the other replicas load it from their own repository, and
       // a service unloaded before is loaded again after a restart.
-      await ctx.operations.setLoaded(name, { loaded: true, by: 'admin' });
+      try {
+        await ctx.operations.setLoaded(name, { loaded: true, by: 'admin' });
+      } catch (err) {
+        if (!isOperationsUnavailable(err)) throw err;
+        return reply.code(503).header('retry-after', '1').send({ error: `${name} loaded here, but not recorded for the other replicas (${err.message}): retry` });
+      }
       return { name, versions: [...service.versions.keys()], default_version: service.defaultVersion.version };
     } catch (err) {
       if (err instanceof ServiceLoadError) return error(reply, 400, `load refused, the loaded version (if any) keeps serving: ${err.message}`);
