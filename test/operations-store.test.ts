@@ -36,6 +36,34 @@ operationsConformance('embedded', {
   },
 });
 
+describe('embedded operations store: processes sharing one data dir (workers)', () => {
+  it('a change written through one store on the file is obeyed by another within 2 s, heard as not local', async (t) => {
+    const dir = tempDir('rtml-ops-workers-');
+    const [a, b] = [openEmbeddedOperationsStore({ dataDir: dir }), openEmbeddedOperationsStore({ dataDir: dir })];
+    try {
+      const heard: OperationChange[] = [];
+      b.subscribe((c) => heard.push(c));
+      await a.setKillSwitch('credit', { enabled: true, reason: 'from worker A', by: 'alice' });
+      await a.acknowledge('credit', { alertId: 'al-9', alertKey: null, by: 'alice', note: '' });
+      const ms = await within('B sees the kill switch', 2000, () => b.current().service('credit').killSwitch.enabled);
+      t.diagnostic(`seen by the other store after ${ms.toFixed(0)} ms`);
+      await within('B sees the acknowledgement', 2000, () => b.current().service('credit').acknowledgements.length === 1);
+      assert.deepEqual(
+        heard.map((c) => [c.kind, c.local]),
+        [
+          ['kill_switch', false],
+          ['acknowledge', false],
+        ],
+      );
+      await b.setKillSwitch('credit', { enabled: false, reason: null, by: 'bob' });
+      await within('A sees it off', 2000, () => !a.current().service('credit').killSwitch.enabled);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+});
+
 let postgres: RunningPostgres;
 before(async () => {
   postgres = await startPostgres({ settings: { fsync: 'off' } });
