@@ -13,7 +13,7 @@ import { AlertManager, type AlertCandidate } from '../src/monitor/alerts.ts';
 import { openPostgresOperationsStore } from '../src/ops/postgres.ts';
 import { createServer, DEFAULT_CONFIG, type Server } from '../src/server/app.ts';
 import { startPostgres, type RunningPostgres } from './helpers/postgres-server.ts';
-import { creditRepository, lendingClubRows } from './helpers/server.ts';
+import { creditRepository, lendingClubRows, startServer } from './helpers/server.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 const ADMIN_TOKEN = 'ops-admin-token-0123456789';
@@ -197,6 +197,29 @@ describe('shared operations: two replicas, one PostgreSQL', () => {
       assert.equal(await fallbackCause(a), null);
     } finally {
       await a.server.close();
+    }
+  });
+});
+
+describe('rtml serve processes in shared mode', () => {
+  it('--decision-log postgres://... (flag or RTML_DECISION_LOG): a kill switch set through one process is obeyed by the other within 2 s', async (t) => {
+    const env = { RTML_ADMIN_TOKEN: ADMIN_TOKEN };
+    const a = await startServer({ args: ['--decision-log', postgres.url], env });
+    const b = await startServer({ repository: a.repository, env: { ...env, RTML_DECISION_LOG: postgres.url } });
+    try {
+      const set = await fetch(`${a.url}/v1/services/credit/kill-switch`, { method: 'PUT', headers: { 'content-type': 'application/json', ...admin }, body: JSON.stringify({ enabled: true, reason: 'cli' }) });
+      assert.equal(set.status, 200);
+      const ms = await within('process B decides with the fallback', 2000, async () => {
+        const body = await (await b.post('/v1/services/credit/decisions', rows[0])).json();
+        return body.fallback?.cause === 'kill_switch: cli';
+      });
+      t.diagnostic(`process B obeyed after ${ms.toFixed(0)} ms`);
+      const ops = await (await fetch(`${b.url}/v1/services/credit/operations`, { headers: admin })).json();
+      assert.equal(ops.store.kind, 'postgres');
+      await fetch(`${a.url}/v1/services/credit/kill-switch`, { method: 'PUT', headers: { 'content-type': 'application/json', ...admin }, body: JSON.stringify({ enabled: false }) });
+    } finally {
+      await a.stop();
+      await b.stop();
     }
   });
 });
