@@ -191,10 +191,12 @@ describe('shared operations: two replicas, one PostgreSQL', () => {
       assert.equal(load.statusCode, 503);
       assert.match(load.json().error, /loaded here, but not recorded for the other replicas/);
       assert.equal(await fallbackCause(a), 'kill_switch: before', 'still obeyed during the outage');
+      await within('the outage shows in /metrics', 3000, async () => /rtml_operations_store_connected\{kind="postgres"\} 0/.test((await a.server.app.inject({ url: '/metrics' })).body));
       assert.equal((await decide(a)).status, 200, 'and still served');
       await postgres.restart();
       assert.equal((await put(a, '/v1/services/credit/kill-switch', { enabled: false })).statusCode, 200);
       assert.equal(await fallbackCause(a), null);
+      assert.match((await a.server.app.inject({ url: '/metrics' })).body, /rtml_operations_store_connected\{kind="postgres"\} 1/);
     } finally {
       await a.server.close();
     }

@@ -275,6 +275,7 @@ export async function openPostgresOperationsStore(options: PostgresOperationsOpt
       await client.query('SELECT pg_notify($1, $2)', [OPERATIONS_CHANNEL, String(seq)]);
       await client.query('COMMIT');
       client.release();
+      connected = true;
     } catch (err) {
       await client.query('ROLLBACK').catch(() => {});
       // A broken connection must not go back to the pool.

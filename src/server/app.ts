@@ -21,7 +21,7 @@ import { authChecks, refuseCrossSiteWrites, type AuthCheck, type Role } from './
 import { clip, lingeringClose, registerBodyParsers } from './bodies.ts';
 import { isOperationsUnavailable, type OperationsStore } from '../ops/types.ts';
 import { openEmbeddedOperationsStore } from '../ops/embedded.ts';
-import { obeyOperations } from './operations.ts';
+import { obeyOperations, operationsMetrics } from './operations.ts';
 import { registerOperationsRoutes } from './routes/operations.ts';
 
 export interface ServerConfig extends LoadGuardConfig {
@@ -163,6 +163,7 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
   });
 
   const stopObeying = obeyOperations(repository, operations, app.log);
+  operationsMetrics(metrics.registry, operations);
   const { loaded, failed } = await repository.loadAll();
   app.log.info({ repository: config.repository, loaded, failed }, 'repository loaded');
   // A store only when some service gathers features beyond the request; its streams come from

@@ -10,6 +10,7 @@
  *    repository directory, and a service an operator unloaded stays unloaded after a restart
  *    (neither loading at start nor the repository watcher brings it back).
  */
+import { Gauge, type Registry } from 'prom-client';
 import type { OperationChange, OperationsStore } from '../ops/types.ts';
 import type { ModelRepository, RepositoryLogger, Service } from './repository.ts';
 
@@ -50,5 +51,20 @@ export function obeyOperations(repository: ModelRepository, store: OperationsSto
         repository.load(change.service).catch((err: Error) => logger.error({ service: change.service, err: err.message }, 'a load made through another replica failed here'));
         return;
     }
+  });
+}
+
+/** `rtml_operations_store_connected`: 0 while the shared store cannot be read (the replica obeys the last state it knew). */
+export function operationsMetrics(registry: Registry, store: OperationsStore): void {
+  new Gauge({
+    name: 'rtml_operations_store_connected',
+    help: 'Whether the operations store (kill switch, safe mode, acknowledgements, loads) can be read: 0 during a shared store outage, when the last known state is obeyed',
+    labelNames: ['kind'],
+    registers: [registry],
+    collect() {
+      const status = store.status();
+      this.reset();
+      this.set({ kind: status.kind }, status.connected ? 1 : 0);
+    },
   });
 }
