@@ -141,6 +141,13 @@ describe('shared operations: two replicas, one PostgreSQL', () => {
       // B learns of it within 2 s; loading the bundle (golden check included) then takes what it takes on a busy machine.
       await within('B learns of the load', 2000, async () => b.server.repository.unloadedByOperator('credit') === false);
       await within('B loaded it again', 20_000, async () => (await decide(b)).status === 200);
+
+      // A load and at once an unload: B, still loading when the unload arrives, ends unloaded.
+      assert.equal((await post(a, '/v2/repository/models/credit/load')).statusCode, 200);
+      assert.equal((await post(a, '/v2/repository/models/credit/unload')).statusCode, 200);
+      await within('B learns of the unload', 2000, async () => b.server.repository.unloadedByOperator('credit'));
+      await sleep(3000); // the replayed load, if still running, finishes
+      assert.equal((await decide(b)).status, 404, 'the last word (unload) holds on B');
     } finally {
       await a.server.close();
       await b.server.close();

@@ -48,7 +48,11 @@ export function obeyOperations(repository: ModelRepository, store: OperationsSto
           repository.unload(change.service);
           return;
         }
-        repository.load(change.service).catch((err: Error) => logger.error({ service: change.service, err: err.message }, 'a load made through another replica failed here'));
+        repository.load(change.service).then(
+          // An unload that arrived while this load ran wins: the fleet's last word is the store's.
+          () => void (repository.unloadedByOperator(change.service) && repository.unload(change.service)),
+          (err: Error) => logger.error({ service: change.service, err: err.message }, 'a load made through another replica failed here'),
+        );
         return;
     }
   });
