@@ -8,6 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
 import { openSqliteDecisionLog } from '../src/log/sqlite.ts';
 import { AlertManager, type AlertCandidate } from '../src/monitor/alerts.ts';
 import { openPostgresOperationsStore } from '../src/ops/postgres.ts';
@@ -34,10 +35,24 @@ after(async () => {
   await postgres?.stop();
 });
 
-/** A replica: a server on `repository` with its own data dir (reused on restart); shared operations when `shared`. */
-async function replica(repository: string, options: { dataDir?: string; shared: boolean }): Promise<Replica> {
+/** A new empty database on the test's PostgreSQL, so that one case's operations do not leak into the next. */
+let databases = 0;
+async function freshDatabase(): Promise<string> {
+  const name = `ops_case_${++databases}`;
+  const client = new pg.Client({ connectionString: postgres.url });
+  await client.connect();
+  try {
+    await client.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await client.end();
+  }
+  return postgres.url.replace(/\/rtml$/, `/${name}`);
+}
+
+/** A replica: a server on `repository` with its own data dir (reused on restart); operations in the PostgreSQL database `shared`, else embedded. */
+async function replica(repository: string, options: { dataDir?: string; shared: string | null }): Promise<Replica> {
   const dataDir = options.dataDir ?? tempDir('rtml-ops-replica-');
-  const operations = options.shared ? await openPostgresOperationsStore({ url: postgres.url }) : undefined;
+  const operations = options.shared !== null ? await openPostgresOperationsStore({ url: options.shared }) : undefined;
   const config = { ...DEFAULT_CONFIG, repository, adminToken: ADMIN_TOKEN, watchIntervalMs: 0, drainGraceMs: 0, logLevel: 'silent', dataDir };
   const server = await createServer(config, openSqliteDecisionLog(dataDir, { synchronous: 'normal' }), null, { operations });
   return { server, dataDir };
@@ -66,7 +81,8 @@ const fallbackCause = async (r: Replica) => (await decide(r)).body.fallback?.cau
 describe('shared operations: two replicas, one PostgreSQL', () => {
   it('a kill switch set through A is obeyed by B within 2 s; turned off through B, A follows', async (t) => {
     const repository = creditRepository();
-    const [a, b] = [await replica(repository, { shared: true }), await replica(repository, { shared: true })];
+    const url = await freshDatabase();
+    const [a, b] = [await replica(repository, { shared: url }), await replica(repository, { shared: url })];
     try {
       assert.equal(await fallbackCause(b), null, 'B decides with the model before');
       const set = await put(a, '/v1/services/credit/kill-switch', { enabled: true, reason: 'incident 7', by: 'alice' });
@@ -99,8 +115,9 @@ describe('shared operations: two replicas, one PostgreSQL', () => {
 
   it('safe mode on through A: B decides with the fallback within 2 s, and still after a restart; off through B releases both', async (t) => {
     const repository = creditRepository();
-    const a = await replica(repository, { shared: true });
-    let b = await replica(repository, { shared: true });
+    const url = await freshDatabase();
+    const a = await replica(repository, { shared: url });
+    let b = await replica(repository, { shared: url });
     try {
       const set = await put(a, '/v1/services/credit/safe-mode', { mode: 'on', reason: 'drift drill' });
       assert.equal(set.statusCode, 200, set.body);
@@ -109,7 +126,7 @@ describe('shared operations: two replicas, one PostgreSQL', () => {
       t.diagnostic(`B entered safe mode ${ms.toFixed(0)} ms after A answered`);
 
       await b.server.close();
-      b = await replica(repository, { dataDir: b.dataDir, shared: true });
+      b = await replica(repository, { dataDir: b.dataDir, shared: url });
       assert.equal(await fallbackCause(b), 'safe_mode: drift drill', 'the restarted replica is in safe mode from its first decision');
 
       // Off, not auto: auto hands safe mode back to the alerts, which release it only after release_after_s of calm.
@@ -124,15 +141,16 @@ describe('shared operations: two replicas, one PostgreSQL', () => {
 
   it('an unload through A unloads B within 2 s and survives B restarting; a load through A brings it back on B', async () => {
     const repository = creditRepository();
-    const a = await replica(repository, { shared: true });
-    let b = await replica(repository, { shared: true });
+    const url = await freshDatabase();
+    const a = await replica(repository, { shared: url });
+    let b = await replica(repository, { shared: url });
     try {
       assert.equal((await post(a, '/v2/repository/models/credit/unload')).statusCode, 200);
       assert.equal((await decide(a)).status, 404);
       await within('B unloaded it', 2000, async () => (await decide(b)).status === 404);
 
       await b.server.close();
-      b = await replica(repository, { dataDir: b.dataDir, shared: true });
+      b = await replica(repository, { dataDir: b.dataDir, shared: url });
       assert.equal((await decide(b)).status, 404, 'still unloaded after a restart');
       const index = (await post(b, '/v2/repository/index')).json() as { name: string; reason: string }[];
       assert.equal(index.find((e) => e.name === 'credit')?.reason, 'unloaded by an operator');
@@ -156,7 +174,8 @@ describe('shared operations: two replicas, one PostgreSQL', () => {
 
   it('acknowledgements reach every replica: by key for the same condition held there, kept for the one that holds the id', async () => {
     const repository = creditRepository();
-    const [a, b] = [await replica(repository, { shared: true }), await replica(repository, { shared: true })];
+    const url = await freshDatabase();
+    const [a, b] = [await replica(repository, { shared: url }), await replica(repository, { shared: url })];
     try {
       // Both replicas see emp_length go missing: each raises its own alert for it.
       const missing = rows.slice(0, 600).map(({ emp_length: _gone, ...row }) => row);
@@ -185,7 +204,8 @@ describe('shared operations: two replicas, one PostgreSQL', () => {
 
   it('answers 503 + Retry-After to admin writes while PostgreSQL is down, keeps obeying the last state, and recovers', async () => {
     const repository = creditRepository();
-    const a = await replica(repository, { shared: true });
+    const url = await freshDatabase();
+    const a = await replica(repository, { shared: url });
     try {
       assert.equal((await put(a, '/v1/services/credit/kill-switch', { enabled: true, reason: 'before' })).statusCode, 200);
       await postgres.kill();
@@ -213,8 +233,9 @@ describe('shared operations: two replicas, one PostgreSQL', () => {
 describe('rtml serve processes in shared mode', () => {
   it('--decision-log postgres://... (flag or RTML_DECISION_LOG): a kill switch set through one process is obeyed by the other within 2 s', async (t) => {
     const env = { RTML_ADMIN_TOKEN: ADMIN_TOKEN };
-    const a = await startServer({ args: ['--decision-log', postgres.url], env });
-    const b = await startServer({ repository: a.repository, env: { ...env, RTML_DECISION_LOG: postgres.url } });
+    const url = await freshDatabase();
+    const a = await startServer({ args: ['--decision-log', url], env });
+    const b = await startServer({ repository: a.repository, env: { ...env, RTML_DECISION_LOG: url } });
     try {
       const set = await fetch(`${a.url}/v1/services/credit/kill-switch`, { method: 'PUT', headers: { 'content-type': 'application/json', ...admin }, body: JSON.stringify({ enabled: true, reason: 'cli' }) });
       assert.equal(set.status, 200);
@@ -236,19 +257,19 @@ describe('rtml serve processes in shared mode', () => {
 describe('embedded operations (the default, no external server)', () => {
   it('keep the kill switch, the override and an unload across a restart on the same data dir', async () => {
     const repository = creditRepository();
-    let r = await replica(repository, { shared: false });
+    let r = await replica(repository, { shared: null });
     try {
       assert.equal((await put(r, '/v1/services/credit/kill-switch', { enabled: true, reason: 'kept' })).statusCode, 200);
       assert.equal((await put(r, '/v1/services/credit/safe-mode', { mode: 'on' })).statusCode, 200);
       await r.server.close();
-      r = await replica(repository, { dataDir: r.dataDir, shared: false });
+      r = await replica(repository, { dataDir: r.dataDir, shared: null });
       assert.equal(await fallbackCause(r), 'kill_switch: kept');
       const monitoring = (await r.server.app.inject({ url: '/v1/services/credit/monitoring' })).json();
       assert.equal(monitoring.safe_mode.mode, 'on');
       assert.equal(monitoring.safe_mode.active, true);
       assert.equal((await post(r, '/v2/repository/models/credit/unload')).statusCode, 200);
       await r.server.close();
-      r = await replica(repository, { dataDir: r.dataDir, shared: false });
+      r = await replica(repository, { dataDir: r.dataDir, shared: null });
       assert.equal((await decide(r)).status, 404, 'still unloaded');
       // Alone, an alert this process does not hold does not exist.
       assert.equal((await post(r, '/v2/repository/models/credit/load')).statusCode, 200);
