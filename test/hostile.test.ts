@@ -69,6 +69,7 @@ const ROUTES: Record<string, RouteSpec> = {
   'POST /v1/services/:name/alerts/:id/acknowledge': { path: '/v1/services/credit/alerts/no-such-alert/acknowledge', role: 'admin', body: 'admin-json', params: ['credit', 'no-such-alert'] },
   'POST /v1/events/:stream': { path: '/v1/events/transactions', role: 'write', body: 'events', params: ['transactions'] },
   'PUT /v1/entities/:type/:id': { path: '/v1/entities/customer/u1', role: 'write', body: 'entity', params: ['customer', 'u1'] },
+  'GET /v1/services/:name/operations': { path: '/v1/services/credit/operations', role: 'admin', body: 'none', params: ['credit'] },
   'GET /metrics': { path: '/metrics', role: 'public', body: 'none', params: [] },
 };
 

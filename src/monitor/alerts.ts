@@ -29,6 +29,15 @@ export interface Alert extends AlertCandidate {
   acknowledged: { at: string; by: string; note: string } | null;
 }
 
+/** An acknowledgement as the operations store keeps it (src/ops/types.ts). */
+export interface AlertAcknowledgement {
+  alertId: string;
+  alertKey: string | null;
+  by: string;
+  note: string;
+  at: string;
+}
+
 export type AlertEvent = { type: 'fired' | 'escalated' | 'resolved'; alert: Alert };
 
 export interface AlertSink {
@@ -41,12 +50,16 @@ export interface AlertManagerOptions {
   cooldownMs: number;
   /** Resolved alerts kept for the history. */
   historySize: number;
+  /** A new alert's id (default: a random UUID); a fleet evaluating alerts in one place may name them so. */
+  newId?: (candidate: AlertCandidate) => string;
 }
 
 export class AlertManager {
   private readonly activeByKey = new Map<string, Alert>();
   private readonly resolvedAt = new Map<string, number>();
   private readonly past: Alert[] = [];
+  /** Acknowledgements of alert ids not (yet) held here, applied if such an alert fires (bounded, oldest dropped). */
+  private readonly pendingAcks = new Map<string, AlertAcknowledgement>();
 
   constructor(
     readonly service: string,
@@ -71,7 +84,12 @@ export class AlertManager {
       }
       const lastResolved = this.resolvedAt.get(c.key);
       if (lastResolved !== undefined && now - lastResolved < this.options.cooldownMs && c.severity !== 'critical') continue;
-      const alert: Alert = { ...c, id: randomUUID(), service: this.service, firedAt: new Date(now).toISOString(), resolvedAt: null, acknowledged: null };
+      const alert: Alert = { ...c, id: this.options.newId?.(c) ?? randomUUID(), service: this.service, firedAt: new Date(now).toISOString(), resolvedAt: null, acknowledged: null };
+      const pending = this.pendingAcks.get(alert.id);
+      if (pending) {
+        this.pendingAcks.delete(alert.id);
+        alert.acknowledged = { at: pending.at, by: pending.by, note: pending.note };
+      }
       this.activeByKey.set(c.key, alert);
       events.push({ type: 'fired', alert: { ...alert } });
     }
@@ -99,6 +117,30 @@ export class AlertManager {
   hasCritical(): boolean {
     for (const a of this.activeByKey.values()) if (a.severity === 'critical') return true;
     return false;
+  }
+
+  /**
+   * Applies an acknowledgement taken anywhere in the fleet: to the active alert with its id;
+   * else, when it names the alert's key, to this manager's active alert of that key that fired
+   * no later than the acknowledgement (the same condition, seen here); else it is kept and
+   * applied if an alert with its id fires. Returns the alert acknowledged now, if any.
+   */
+  applyAcknowledgement(ack: AlertAcknowledgement): Alert | null {
+    const mark = (alert: Alert) => {
+      alert.acknowledged ??= { at: ack.at, by: ack.by, note: ack.note };
+      return { ...alert };
+    };
+    for (const alert of this.activeByKey.values()) if (alert.id === ack.alertId) return mark(alert);
+    if (ack.alertKey !== null) {
+      const same = this.activeByKey.get(ack.alertKey);
+      if (same && same.firedAt <= ack.at) return mark(same);
+    }
+    this.pendingAcks.set(ack.alertId, ack);
+    for (const id of this.pendingAcks.keys()) {
+      if (this.pendingAcks.size <= this.options.historySize) break;
+      this.pendingAcks.delete(id);
+    }
+    return null;
   }
 
   /** Marks an active alert as seen by a person; it stays active until its condition clears. */

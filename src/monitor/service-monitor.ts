@@ -215,6 +215,11 @@ export class ServiceMonitor {
     return this.safe.reason;
   }
 
+  /** Safe mode as it stands: the override mode, whether it is on, since when, why. */
+  get safeMode(): SafeModeState {
+    return { ...this.safe };
+  }
+
   /**
    * Records one answered decision: the features as served, the score if the model ran, the
    * action, the fallback cause, and how each sourced feature was obtained.
@@ -292,7 +297,10 @@ export class ServiceMonitor {
     this.outcomes++;
   }
 
-  /** Operator override of safe mode; 'auto' hands it back to the alerts. */
+  /**
+   * Operator override of safe mode; 'auto' hands it back to the alerts. The local application of
+   * the override the operations store holds (the server calls it on every replica).
+   */
   setSafeMode(mode: SafeModeState['mode'], reason: string | null): SafeModeState {
     this.safe.mode = mode;
     if (mode === 'on') this.engage(reason ?? 'turned on by an operator');

@@ -19,6 +19,10 @@ import { guardLoad, PROBE_ROUTE, type LoadGuardConfig } from './overload.ts';
 import { logSink, webhookSink, type AlertSink } from '../monitor/alerts.ts';
 import { authChecks, refuseCrossSiteWrites, type AuthCheck, type Role } from './auth.ts';
 import { clip, lingeringClose, registerBodyParsers } from './bodies.ts';
+import { isOperationsUnavailable, type OperationsStore } from '../ops/types.ts';
+import { openEmbeddedOperationsStore } from '../ops/embedded.ts';
+import { obeyOperations, operationsMetrics } from './operations.ts';
+import { registerOperationsRoutes } from './routes/operations.ts';
 
 export interface ServerConfig extends LoadGuardConfig {
   /** The model repository: one folder per service. */
@@ -42,6 +46,14 @@ export interface ServerConfig extends LoadGuardConfig {
   logLevel: string;
   /** Alerts are POSTed here as JSON (with retries), besides the log and /metrics. */
   alertWebhook: string | null;
+  /** Where embedded state lives (operations.sqlite) when no shared store is given; absent or null: in memory only. */
+  dataDir?: string | null;
+}
+
+/** Stores shared by the replicas of a fleet (PostgreSQL), injected; absent ones are embedded. The server closes what it is given. */
+export interface SharedStores {
+  /** Kill switch, safe-mode overrides, acknowledgements, loads and unloads; default: embedded under `config.dataDir`. */
+  operations?: OperationsStore;
 }
 
 export const DEFAULT_CONFIG: Omit<ServerConfig, 'repository'> = {
@@ -65,6 +77,8 @@ export interface ServerContext {
   readonly repository: ModelRepository;
   readonly log: DecisionLog;
   readonly metrics: Metrics;
+  /** What operators set (kill switch, safe mode, acknowledgements, loads), as every replica obeys it. */
+  readonly operations: OperationsStore;
   /** Where sourced features live; null when no loaded bundle needs one. */
   readonly featureStore: FeatureStore | null;
   /** preHandlers by role: `auth.admin` for admin routes, `auth.write` for outcomes, events, entities, `auth.decide` for scoring. */
@@ -86,7 +100,7 @@ export interface Server {
 
 export type { FeatureStoreFactory } from './feature-store.ts';
 
-export async function createServer(config: ServerConfig, log: DecisionLog, openFeatureStore: FeatureStoreFactory | null = null): Promise<Server> {
+export async function createServer(config: ServerConfig, log: DecisionLog, openFeatureStore: FeatureStoreFactory | null = null, shared: SharedStores = {}): Promise<Server> {
   const app = Fastify({
     logger: { level: config.logLevel },
     bodyLimit: config.bodyLimit,
@@ -105,6 +119,7 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
     sinks.push(webhookSink({ url: config.alertWebhook, attempts: 5, timeoutMs: 5000, backoffMs: 500, maxQueue: 1000 }, (err) => app.log.error({ err }, 'alert webhook')));
   }
   const repository = new ModelRepository(config.repository, app.log, sinks);
+  const operations = shared.operations ?? openEmbeddedOperationsStore({ dataDir: config.dataDir ?? null, onError: (err) => app.log.error({ err }, 'operations store') });
   const metrics = createMetrics(log, repository);
 
   const guard = guardLoad(app, config, metrics);
@@ -132,6 +147,13 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
       void reply.code(503).header('retry-after', '1').send({ error: `the decision log could not take the write: ${clip(err.message)}; retry shortly` });
       return;
     }
+    // The shared operations store is down: nothing was changed; every replica keeps obeying the last state.
+    if (isOperationsUnavailable(err)) {
+      request.log.warn({ err: err.message }, 'operations store unavailable');
+      metrics.observeError(service, 503, 'operations_unavailable');
+      void reply.code(503).header('retry-after', '1').send({ error: `${clip(err.message)}; nothing was changed, retry shortly` });
+      return;
+    }
     // A zod schema refusing path parameters is the caller's mistake too.
     const status = err instanceof ZodError ? 400 : err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
     if (status === 500) request.log.error({ err }, 'unexpected error');
@@ -146,6 +168,8 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
     void reply.code(404).send({ error: `no route ${request.method} ${request.url.split('?')[0]}` });
   });
 
+  const stopObeying = obeyOperations(repository, operations, app.log);
+  operationsMetrics(metrics.registry, operations);
   const { loaded, failed } = await repository.loadAll();
   app.log.info({ repository: config.repository, loaded, failed }, 'repository loaded');
   // A store only when some service gathers features beyond the request; its streams come from
@@ -165,6 +189,7 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
     repository,
     log,
     metrics,
+    operations,
     get featureStore() {
       return features.store;
     },
@@ -177,6 +202,7 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
   registerOipRoutes(app, context);
   registerMonitoringRoutes(app, context);
   registerFeatureRoutes(app, context);
+  registerOperationsRoutes(app, context);
   app.get('/metrics', PROBE_ROUTE, async (_request, reply) => {
     const body = await metrics.registry.metrics();
     return reply.header('content-type', metrics.registry.contentType).send(body);
@@ -228,6 +254,8 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
         await guard.close();
         await log.close();
         await features.close();
+        stopObeying();
+        await operations.close();
         await repository.close();
       })()),
   };

@@ -38,12 +38,6 @@ export interface InferenceStats {
   fail: { count: number; ns: number };
 }
 
-export interface KillSwitch {
-  enabled: boolean;
-  reason: string | null;
-  since: string | null;
-}
-
 export interface Service {
   readonly name: string;
   readonly dir: string;
@@ -51,7 +45,6 @@ export interface Service {
   versions: ReadonlyMap<string, ServiceVersion>;
   /** The version served when a request names none: the highest. */
   defaultVersion: ServiceVersion;
-  readonly killSwitch: KillSwitch;
   /** Files and mtimes the loaded versions came from, to notice changes. */
   signature: string;
 }
@@ -100,6 +93,10 @@ export class ModelRepository {
    * server configures the feature store's streams here); a rejection refuses the load.
    */
   beforeServe: ((name: string, bundles: Bundle[]) => Promise<void>) | null = null;
+  /** Runs once a service's new versions serve (the server applies the operators' safe mode and acknowledgements to their monitors). */
+  afterServe: ((service: Service) => void) | null = null;
+  /** Services an operator unloaded: neither `loadAll` nor the watcher loads them (an explicit `load` does). */
+  unloadedByOperator: (name: string) => boolean = () => false;
 
   constructor(
     readonly root: string,
@@ -130,6 +127,7 @@ export class ModelRepository {
     const loaded: string[] = [];
     const failed: Record<string, string> = {};
     for (const name of this.discover()) {
+      if (this.unloadedByOperator(name)) continue;
       try {
         await this.load(name);
         loaded.push(name);
@@ -194,10 +192,11 @@ export class ModelRepository {
       service = previous;
       retire(retired, versions);
     } else {
-      service = { name, dir, versions, defaultVersion: versions.get(highest)!, killSwitch: { enabled: false, reason: null, since: null }, signature };
+      service = { name, dir, versions, defaultVersion: versions.get(highest)!, signature };
       this.services.set(name, service);
     }
     this.failures.delete(name);
+    this.afterServe?.(service);
     this.logger.info({ service: name, versions: [...versions.keys()], default: highest }, previous ? 'service reloaded' : 'service loaded');
     return service;
   }
@@ -219,7 +218,7 @@ export class ModelRepository {
     for (const name of [...names].sort()) {
       const service = this.services.get(name);
       if (service) for (const v of service.versions.keys()) entries.push({ name, version: v, state: 'READY', reason: '' });
-      else entries.push({ name, version: '', state: 'UNAVAILABLE', reason: this.failures.get(name) ?? 'not loaded' });
+      else entries.push({ name, version: '', state: 'UNAVAILABLE', reason: this.failures.get(name) ?? (this.unloadedByOperator(name) ? 'unloaded by an operator' : 'not loaded') });
     }
     return entries;
   }
@@ -235,6 +234,7 @@ export class ModelRepository {
     const tick = async () => {
       const present = new Set(this.discover());
       for (const name of present) {
+        if (this.unloadedByOperator(name)) continue;
         const signature = signatureOf(join(this.root, name));
         const loaded = this.services.get(name);
         if (loaded?.signature === signature || (!loaded && this.failures.get(`${name}@sig`) === signature)) {

@@ -6,6 +6,7 @@ import { openDecisionLog } from '../../log/index.ts';
 import { createServer, DEFAULT_CONFIG, type FeatureStoreFactory } from '../../server/app.ts';
 import { collectPairs, decisionLogOption, defaultDataDir, parseWholeNumber } from '../shared.ts';
 import { parseWorkers, serveAsPrimary } from '../workers.ts';
+import { isPostgresUrl } from '../../store/postgres.ts';
 
 /** Node's default is 511: 2,000 clients connecting at once overflow it, and each dropped SYN costs its client 1-3 s. */
 const DEFAULT_BACKLOG = 4096;
@@ -81,6 +82,9 @@ export function registerServe(program: Command): void {
               if (cluster.isWorker) throw new Error('the embedded feature store cannot be shared by several workers: serve with --feature-store redis, or --workers 1');
               return openEmbeddedFeatureStore({ dataDir: opts.dataDir, streams, synchronous: opts.logSync === 'normal' ? 'normal' : 'full' });
             };
+      // The shared store's problems (an outage, a lost listener) go to the server's log once it exists.
+      let reportOperations = (err: Error) => console.error(`operations store: ${err.message}`);
+      const operations = opts.decisionLog && isPostgresUrl(opts.decisionLog) ? await (await import('../../ops/postgres.ts')).openPostgresOperationsStore({ url: opts.decisionLog, onError: (err) => reportOperations(err) }) : undefined;
       const server = await createServer(
         {
           repository,
@@ -98,10 +102,14 @@ export function registerServe(program: Command): void {
           watchIntervalMs: opts.watchIntervalMs,
           logLevel: opts.logLevel,
           alertWebhook: opts.alertWebhook || null,
+          dataDir: opts.dataDir,
         },
         log,
         openFeatureStore,
+        // Shared mode: kill switch, safe mode, acknowledgements and loads obeyed by every replica.
+        { operations },
       );
+      reportOperations = (err) => server.app.log.warn({ err: err.message }, 'operations store');
       let stopping = false;
       const shutdown = (signal: string) => {
         if (stopping) return;

@@ -14,9 +14,10 @@ import type { ServerContext } from '../app.ts';
 import { bulkItems, issuesOf, MAX_LINES } from '../bodies.ts';
 import { SCORING_ROUTE } from '../overload.ts';
 import type { Service, ServiceVersion } from '../repository.ts';
+import type { KillSwitchState } from '../../ops/types.ts';
 
 const nameParams = z.object({ name: z.string() });
-const killSwitchBody = z.object({ enabled: z.boolean(), reason: z.string().max(500).optional() }).strict();
+const killSwitchBody = z.object({ enabled: z.boolean(), reason: z.string().max(500).optional(), by: z.string().min(1).max(200).optional() }).strict();
 
 /** Problems listed one by one in a bulk answer; the rest are counted. */
 const MAX_LISTED_ERRORS = 100;
@@ -37,8 +38,8 @@ function notFound(reply: FastifyReply, name: string) {
   return reply.code(404).send({ error: `no service named ${JSON.stringify(name)}` });
 }
 
-/** What a service is, for callers and operators. */
-export function describeService(service: Service) {
+/** What a service is, for callers and operators; its kill switch as the operations store has it. */
+export function describeService(service: Service, killSwitch: KillSwitchState) {
   const versions = [...service.versions.values()];
   const describeVersion = (v: ServiceVersion) => ({
     version: v.version,
@@ -61,14 +62,15 @@ export function describeService(service: Service) {
     policy: bundle.policy ? { version: bundle.policy.version, actions: bundle.policy.actions, uses_model: bundle.policy.usesModel, reason_codes: bundle.policy.reasonCodes } : null,
     health: {
       ready: true,
-      kill_switch: service.killSwitch,
-      mode: service.killSwitch.enabled ? 'fallback' : bundle.model ? 'model' : 'rules_only',
+      kill_switch: killSwitch,
+      mode: killSwitch.enabled ? 'fallback' : bundle.model ? 'model' : 'rules_only',
     },
   };
 }
 
 export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext): void {
-  const { repository, log, metrics, config } = ctx;
+  const { repository, log, metrics, config, operations } = ctx;
+  const describe = (service: Service) => describeService(service, operations.current().service(service.name).killSwitch);
 
   // Metrics and the version's monitor see each answered decision. One observer per service
   // version rather than a closure per request (run through tsx, each closure created costs an
@@ -103,8 +105,10 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
     }
     const monitor = target.monitor;
     const safeMode = monitor?.safeModeActive ?? false;
-    const forcedFallback = service.killSwitch.enabled
-      ? `kill_switch${service.killSwitch.reason ? `: ${service.killSwitch.reason}` : ''}`
+    // Read synchronously from the operations store's view: whichever replica set it.
+    const killSwitch = operations.current().service(name).killSwitch;
+    const forcedFallback = killSwitch.enabled
+      ? `kill_switch${killSwitch.reason ? `: ${killSwitch.reason}` : ''}`
       : safeMode
         ? `safe_mode: ${monitor!.safeModeReason ?? 'on'}`
         : null;
@@ -115,7 +119,7 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
         forcedFallback,
         featureStore: ctx.featureStore,
         // In safe mode the model still scores, unseen, so the monitors can tell when it recovers.
-        shadowScore: safeMode && !service.killSwitch.enabled,
+        shadowScore: safeMode && !killSwitch.enabled,
         safeMode,
         observe: observerOf(target),
       });
@@ -142,12 +146,12 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
     }
   });
 
-  app.get('/v1/services', async () => ({ services: repository.list().map(describeService) }));
+  app.get('/v1/services', async () => ({ services: repository.list().map(describe) }));
 
   app.get('/v1/services/:name', async (request, reply) => {
     const { name } = nameParams.parse(request.params);
     const service = repository.get(name);
-    return service ? describeService(service) : notFound(reply, name);
+    return service ? describe(service) : notFound(reply, name);
   });
 
   app.get('/v1/services/:name/decisions/:id', { preHandler: ctx.auth.admin }, async (request, reply) => {
@@ -198,10 +202,8 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
     if (!parsed.success) {
       return reply.code(400).send({ error: 'expected {"enabled": true|false, "reason"?: string}', errors: issuesOf(parsed.error) });
     }
-    const ks = service.killSwitch;
-    ks.enabled = parsed.data.enabled;
-    ks.reason = parsed.data.enabled ? (parsed.data.reason ?? null) : null;
-    ks.since = parsed.data.enabled ? new Date().toISOString() : null;
+    // Committed to the operations store before answering; every replica obeys it from there.
+    const ks = await operations.setKillSwitch(name, { enabled: parsed.data.enabled, reason: parsed.data.reason ?? null, by: parsed.data.by ?? 'admin' });
     request.log.warn({ service: name, killSwitch: ks }, ks.enabled ? 'kill switch on: decisions use the fallback policy' : 'kill switch off');
     return { service: name, kill_switch: ks };
   });

@@ -106,10 +106,13 @@ export function registerMonitoringRoutes(app: FastifyInstance, ctx: ServerContex
     const { name } = params.parse(request.params);
     const found = monitored(name, reply);
     if (!found) return reply;
-    const body = z.object({ mode: z.enum(['auto', 'on', 'off']), reason: z.string().max(500).optional() }).strict().safeParse(request.body);
-    if (!body.success) return reply.code(400).send({ error: 'expected {"mode": "auto" | "on" | "off", "reason"?: string}' });
-    const state = found.monitor.setSafeMode(body.data.mode, body.data.reason ?? null);
-    request.log.warn({ service: name, safeMode: state }, `safe mode set to ${body.data.mode}`);
+    const body = z.object({ mode: z.enum(['auto', 'on', 'off']), reason: z.string().max(500).optional(), by: z.string().min(1).max(200).optional() }).strict().safeParse(request.body);
+    if (!body.success) return reply.code(400).send({ error: 'expected {"mode": "auto" | "on" | "off", "reason"?: string, "by"?: string}' });
+    // The override is committed to the operations store; applying it (here at once, on every
+    // replica within 2 s) is the store's subscribers' job (src/server/operations.ts).
+    const override = await ctx.operations.setSafeMode(name, { mode: body.data.mode, reason: body.data.reason ?? null, by: body.data.by ?? 'admin' });
+    const state = found.monitor.safeMode;
+    request.log.warn({ service: name, safeMode: state, by: override.by }, `safe mode set to ${body.data.mode}`);
     return { service: name, safe_mode: state };
   });
 
@@ -119,7 +122,12 @@ export function registerMonitoringRoutes(app: FastifyInstance, ctx: ServerContex
     if (!found) return reply;
     const body = z.object({ by: z.string().min(1).max(200), note: z.string().max(2000).default('') }).strict().safeParse(request.body ?? {});
     if (!body.success) return reply.code(400).send({ error: 'expected {"by": string, "note"?: string}' });
-    const alert = found.monitor.alerts.acknowledge(id, body.data.by, body.data.note, Date.now());
-    return alert ?? reply.code(404).send({ error: `no active alert ${JSON.stringify(id)} for ${name}` });
+    const held = found.monitor.alerts.active().find((a) => a.id === id);
+    // With a shared store another replica (the one evaluating the fleet's alerts) may hold it:
+    // recorded for the fleet. Alone, an alert this process does not hold does not exist.
+    if (!held && ctx.operations.kind === 'embedded') return reply.code(404).send({ error: `no active alert ${JSON.stringify(id)} for ${name}` });
+    const ack = await ctx.operations.acknowledge(name, { alertId: id, alertKey: held?.key ?? null, by: body.data.by, note: body.data.note });
+    if (!held) return reply.code(202).send({ service: name, alert_id: id, acknowledged: ack, held_here: false });
+    return found.monitor.alerts.active().find((a) => a.id === id) ?? { ...held, acknowledged: { at: ack.at, by: ack.by, note: ack.note } };
   });
 }

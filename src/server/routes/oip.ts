@@ -15,6 +15,7 @@ import { closest } from '../../config/names.ts';
 import { issuesOf } from '../bodies.ts';
 import { PROBE_ROUTE, SCORING_ROUTE } from '../overload.ts';
 import { ServiceLoadError, type Service, type ServiceVersion } from '../repository.ts';
+import { isOperationsUnavailable } from '../../ops/types.ts';
 
 const SERVER_VERSION = '0.1.0';
 const EXTENSIONS = ['model_repository', 'statistics'];
@@ -213,6 +214,14 @@ export function registerOipRoutes(app: FastifyInstance, ctx: ServerContext): voi
     const { name } = modelParams.parse(request.params);
     try {
       const service = await repository.load(name);
+      // Recorded once it serves here: the other replicas load it from their own repository, and
+      // a service unloaded before is loaded again after a restart.
+      try {
+        await ctx.operations.setLoaded(name, { loaded: true, by: 'admin' });
+      } catch (err) {
+        if (!isOperationsUnavailable(err)) throw err;
+        return reply.code(503).header('retry-after', '1').send({ error: `${name} loaded here, but not recorded for the other replicas (${err.message}): retry` });
+      }
       return { name, versions: [...service.versions.keys()], default_version: service.defaultVersion.version };
     } catch (err) {
       if (err instanceof ServiceLoadError) return error(reply, 400, `load refused, the loaded version (if any) keeps serving: ${err.message}`);
@@ -221,6 +230,10 @@ export function registerOipRoutes(app: FastifyInstance, ctx: ServerContext): voi
   });
   app.post('/v2/repository/models/:name/unload', { preHandler: ctx.auth.admin }, async (request, reply) => {
     const { name } = modelParams.parse(request.params);
-    return repository.unload(name) ? { name, unloaded: true } : error(reply, 404, `no model named ${JSON.stringify(name)} is loaded`);
+    if (!repository.get(name)) return error(reply, 404, `no model named ${JSON.stringify(name)} is loaded`);
+    // Recorded first: if the store cannot take it (503), nothing changed anywhere.
+    await ctx.operations.setLoaded(name, { loaded: false, by: 'admin' });
+    repository.unload(name);
+    return { name, unloaded: true };
   });
 }
