@@ -19,6 +19,8 @@ import { guardLoad, PROBE_ROUTE, type LoadGuardConfig } from './overload.ts';
 import { logSink, webhookSink, type AlertSink } from '../monitor/alerts.ts';
 import { authChecks, refuseCrossSiteWrites, type AuthCheck, type Role } from './auth.ts';
 import { clip, lingeringClose, registerBodyParsers } from './bodies.ts';
+import { FleetMonitor, type MonitoredVersion } from '../monitor/fleet.ts';
+import type { MonitorExchange } from '../monitor/exchange/types.ts';
 
 export interface ServerConfig extends LoadGuardConfig {
   /** The model repository: one folder per service. */
@@ -73,9 +75,19 @@ export interface ServerContext {
   readonly draining: boolean;
 }
 
+/** Stores shared with the other replicas of a fleet (shared mode); absent: everything in this process. */
+export interface SharedStores {
+  /** Fleet-wide monitoring: window exports, one leader's verdict obeyed by every replica (closed with the server). */
+  monitorExchange?: MonitorExchange;
+  /** How often this replica publishes its monitor windows and the leader evaluates (default 2 s). */
+  monitorPublishIntervalMs?: number;
+}
+
 export interface Server {
   readonly app: FastifyInstance;
   readonly repository: ModelRepository;
+  /** Fleet monitoring in shared mode (its hooks take operator overrides and acknowledgements); null when embedded. */
+  readonly fleet: FleetMonitor | null;
   /** Every route served, as `METHOD /url` (the hostile-input suite checks it covers them all). */
   readonly routes: readonly string[];
   /** Drains (not ready, new requests 503 for the grace period), stops accepting, lets in-flight requests finish, flushes the decision log. */
@@ -86,7 +98,7 @@ export interface Server {
 
 export type { FeatureStoreFactory } from './feature-store.ts';
 
-export async function createServer(config: ServerConfig, log: DecisionLog, openFeatureStore: FeatureStoreFactory | null = null): Promise<Server> {
+export async function createServer(config: ServerConfig, log: DecisionLog, openFeatureStore: FeatureStoreFactory | null = null, shared: SharedStores = {}): Promise<Server> {
   const app = Fastify({
     logger: { level: config.logLevel },
     bodyLimit: config.bodyLimit,
@@ -206,11 +218,16 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
     for (const service of repository.list()) for (const v of service.versions.values()) v.monitor?.evaluate();
   }, 5000);
   evaluationTimer.unref();
+  const fleet = shared.monitorExchange
+    ? new FleetMonitor({ exchange: shared.monitorExchange, monitors: () => monitoredVersions(repository), publishIntervalMs: shared.monitorPublishIntervalMs, logger: app.log })
+    : null;
+  fleet?.start();
 
   let closing: Promise<void> | null = null;
   return {
     app,
     repository,
+    fleet,
     routes,
     listenForProbes: (port, host) => guard.listenForProbes(port, host),
     close: () =>
@@ -220,9 +237,17 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
         clearInterval(evaluationTimer);
         await app.close();
         await guard.close();
+        // After the last request: the final export holds every decision this replica answered.
+        await fleet?.close();
+        await shared.monitorExchange?.close();
         await log.close();
         await features.close();
         await repository.close();
       })()),
   };
+}
+
+/** Every loaded version that has a monitor. */
+function* monitoredVersions(repository: ModelRepository): Generator<MonitoredVersion> {
+  for (const service of repository.list()) for (const v of service.versions.values()) if (v.monitor) yield { service: service.name, version: v.version, monitor: v.monitor };
 }
