@@ -16,7 +16,11 @@ import { FleetMonitor } from '../src/monitor/fleet.ts';
 import { ProfileHistogram } from '../src/monitor/histogram.ts';
 import { ServiceMonitor, type ColumnReport, type MonitorState } from '../src/monitor/service-monitor.ts';
 import { exportWindowState, MergedWindows, readWindowExport } from '../src/monitor/window-export.ts';
+import { openSqliteDecisionLog } from '../src/log/sqlite.ts';
+import { createServer, DEFAULT_CONFIG, type Server } from '../src/server/app.ts';
 import { startPostgres, type RunningPostgres } from './helpers/postgres-server.ts';
+import { creditRepository } from './helpers/server.ts';
+import { tempDir } from './helpers/tmp.ts';
 import { loadCreditTraffic, type CreditTraffic } from './helpers/credit-traffic.ts';
 
 let credit: CreditTraffic;
@@ -241,5 +245,51 @@ describe('a fleet of three replicas on PostgreSQL', () => {
       await r.fleet.close();
       await r.exchange.close();
     }
+  });
+});
+
+describe('three servers sharing a PostgreSQL monitor exchange', () => {
+  let postgres: RunningPostgres;
+  const servers: Server[] = [];
+  before(async () => {
+    postgres = await startPostgres();
+    const repository = creditRepository();
+    for (let k = 0; k < 3; k++) {
+      const exchange = await openPostgresMonitorExchange({ url: postgres.url, replica: `server-${k}` });
+      const log = openSqliteDecisionLog(tempDir('rtml-fleet-log-'));
+      servers.push(await createServer({ ...DEFAULT_CONFIG, repository, watchIntervalMs: 0, logLevel: 'silent' }, log, null, { monitorExchange: exchange, monitorPublishIntervalMs: 300 }));
+    }
+  });
+  after(async () => {
+    for (const s of servers) await s.close();
+    await postgres.stop();
+  });
+
+  const decide = (k: number, row: Record<string, unknown>) => servers[k].app.inject({ method: 'POST', url: '/v1/services/credit/decisions', payload: row });
+  const monitoring = async (k: number) => (await servers[k].app.inject({ method: 'GET', url: '/v1/services/credit/monitoring' })).json() as MonitorState;
+
+  it('answer the fleet verdict on every replica, and every replica decides by the fallback policy once the fleet is in safe mode', async () => {
+    for (let i = 0; i < 900; i++) assert.equal((await decide(i % 3, credit.rows[i])).statusCode, 200);
+    for (let i = 900; i < 1500; i++) assert.equal((await decide(i % 3, { ...credit.rows[i], emp_length: null })).statusCode, 200);
+    const started = Date.now();
+    let states: MonitorState[] = [];
+    while (Date.now() - started < 8000) {
+      states = await Promise.all([0, 1, 2].map(monitoring));
+      if (states.every((s) => s.safe_mode.active)) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(states.every((s) => s.safe_mode.active), 'safe mode on every replica');
+    const leader = servers.find((s) => s.fleet!.isLeader)!.fleet!.replica;
+    for (const [k, s] of states.entries()) {
+      assert.equal(s.fleet!.replica, `server-${k}`);
+      assert.equal(s.fleet!.leader, leader);
+      assert.deepEqual(s.fleet!.replicas.map((r) => r.id).sort(), ['server-0', 'server-1', 'server-2']);
+      assert.ok(s.windows.count.observations >= 1000, 'the fleet\'s window, not a third of it');
+      assert.deepEqual(s.alerts.active.map((a) => a.id), states[0].alerts.active.map((a) => a.id));
+    }
+    const follower = servers.findIndex((s) => !s.fleet!.isLeader);
+    const answer = (await decide(follower, credit.rows[1600])).json() as { fallback: { used: boolean; cause: string } };
+    assert.equal(answer.fallback.used, true);
+    assert.match(answer.fallback.cause, /^safe_mode: critical alert: emp_length missing/);
   });
 });
