@@ -13,7 +13,7 @@ import { EmbeddedMonitorHub } from '../src/monitor/exchange/embedded.ts';
 import { openPostgresMonitorExchange } from '../src/monitor/exchange/postgres.ts';
 import type { MonitorExchange } from '../src/monitor/exchange/types.ts';
 import { FleetMonitor } from '../src/monitor/fleet.ts';
-import { ProfileHistogram } from '../src/monitor/histogram.ts';
+import { MonitorWindows, ProfileHistogram, ProfileLayout } from '../src/monitor/histogram.ts';
 import { ServiceMonitor, type ColumnReport, type MonitorState } from '../src/monitor/service-monitor.ts';
 import { exportWindowState, MergedWindows, readWindowExport } from '../src/monitor/window-export.ts';
 import { openSqliteDecisionLog } from '../src/log/sqlite.ts';
@@ -119,6 +119,30 @@ describe('merged window exports', () => {
     assert.equal(merged.sortedRawScores()!.length, covered);
   });
 
+  it('carry each count block\'s time span and the raw values of its rows still in the rings', () => {
+    const layout = new ProfileLayout({ features: [{ kind: 'numeric', name: 'x', edges: [5] }], score: null, decisions: null });
+    const windows = new MonitorWindows(layout, { count: { size: 10, blocks: 5 }, time: [] }); // blocks of 2, 6 slots
+    for (let i = 0; i < 11; i++) windows.observe({ x: i === 7 ? null : i }, null, null, null, 1000 + i);
+    const exported = readWindowExport(exportWindowState(windows, 2000), layout);
+    const blocks = exported.count!.blocks;
+    assert.deepEqual(
+      blocks.map((b) => [b.firstAt, b.lastAt, b.histogram.observations, [...b.raw[0]]]),
+      [
+        // Row 0 has left the ring of the last 10; row 7 is missing.
+        [1000, 1001, 2, [1]],
+        [1002, 1003, 2, [2, 3]],
+        [1004, 1005, 2, [4, 5]],
+        [1006, 1007, 2, [6]],
+        [1008, 1009, 2, [8, 9]],
+        [1010, 1010, 1, [10]],
+      ],
+    );
+    // Merged alone: the newest blocks until they hold at least N = 10, here all six (11 rows); KS reads the raw values still held.
+    const merged = new MergedWindows(layout, [exported], 10);
+    assert.equal(merged.snapshot('count', 2000).observations, 11);
+    assert.deepEqual([...merged.sortedRawValues('x')!], [1, 2, 3, 4, 5, 6, 8, 9, 10]);
+  });
+
   it('refuse an export of another layout, and a truncated one, by name', () => {
     const m = new ServiceMonitor({ bundle: credit.bundle, reference: credit.reference, config: config(), sinks: [] });
     for (let i = 0; i < 10; i++) m.observeDecision(credit.rows[i], credit.scores[i], null, null);
@@ -147,6 +171,40 @@ describe('merged window exports', () => {
 });
 
 const quiet = { info() {}, warn() {}, error() {} };
+
+describe('operator inputs on a fleet (the operations store calls these hooks on every replica)', () => {
+  it('a safe-mode override applies on every replica at once; an acknowledgement reaches every replica through the leader\'s verdict', async () => {
+    const hub = new EmbeddedMonitorHub();
+    const monitors = [0, 1, 2].map(() => new ServiceMonitor({ bundle: credit.bundle, reference: credit.reference, config: config(), sinks: [] }));
+    const fleets = monitors.map((monitor) => new FleetMonitor({ exchange: hub.connect(), monitors: () => [{ service: 'credit', version: '1', monitor }], logger: quiet, publishIntervalMs: 1 }));
+    const cycle = async () => {
+      await new Promise((r) => setTimeout(r, 2));
+      for (const f of fleets) await f.cycle();
+    };
+    for (const f of fleets) f.applySafeModeOverride('credit', 'on', 'maintenance');
+    await cycle();
+    assert.ok(monitors.every((m) => m.safeModeActive && m.safeModeReason === 'maintenance'));
+    for (const f of fleets) f.applySafeModeOverride('credit', 'off', null);
+    assert.ok(monitors.every((m) => !m.safeModeActive), 'off: at once, before any cycle');
+    await cycle();
+    await cycle();
+    for (const f of fleets) f.applySafeModeOverride('credit', 'auto', null);
+    await cycle();
+    await cycle();
+    assert.ok(monitors.every((m) => m.state().safe_mode.mode === 'auto' && !m.safeModeActive), 'auto: the clean fleet\'s verdict');
+
+    for (let i = 0; i < 900; i++) monitors[i % 3].observeDecision({ ...credit.rows[i], emp_length: null }, credit.scores[i], null, null);
+    await cycle();
+    await cycle();
+    const alert = monitors[2].state().alerts.active.find((a) => a.key === 'missing_values:emp_length')!;
+    assert.ok(alert);
+    for (const f of fleets) f.applyAcknowledgement('credit', alert.id, 'ops@example.com', 'looking into the feed', Date.now());
+    await cycle();
+    await cycle();
+    for (const m of monitors) assert.equal(m.state().alerts.active.find((a) => a.id === alert.id)!.acknowledged?.by, 'ops@example.com');
+    for (const f of fleets) await f.close();
+  });
+});
 
 describe('a fleet of three replicas on PostgreSQL', () => {
   let postgres: RunningPostgres;

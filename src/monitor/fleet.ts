@@ -259,7 +259,8 @@ export class FleetMonitor {
   /**
    * An operator's safe-mode override for a service (from the shared operations store, on every
    * replica): 'on' / 'off' apply to this replica's decisions at once, 'auto' hands safe mode back
-   * to the fleet's alerts; the leader applies it at its next evaluation.
+   * to the fleet's alerts; the leader applies it at its next evaluation. As in one process,
+   * 'auto' right after 'on' keeps safe mode until the fleet has been clear for release_after_s.
    */
   applySafeModeOverride(service: string, mode: 'auto' | 'on' | 'off', reason: string | null): void {
     const since = new Date(this.now()).toISOString();

