@@ -306,6 +306,45 @@ describe('a fleet of three replicas on PostgreSQL', () => {
   });
 });
 
+describe('a PostgreSQL outage', () => {
+  it('leaves every replica on the last verdict it read (safe mode included), and the fleet resumes once the database is back', async () => {
+    const postgres = await startPostgres();
+    const members = await Promise.all(
+      [0, 1].map(async (k) => {
+        const monitor = new ServiceMonitor({ bundle: credit.bundle, reference: credit.reference, config: config(), sinks: [] });
+        const exchange = await openPostgresMonitorExchange({ url: postgres.url, replica: `outage-${k}` });
+        const fleet = new FleetMonitor({ exchange, monitors: () => [{ service: 'credit', version: '1', monitor }], publishIntervalMs: 200, logger: quiet });
+        fleet.start();
+        return { monitor, exchange, fleet };
+      }),
+    );
+    const within = async (what: string, condition: () => boolean, ms = 10_000) => {
+      const started = Date.now();
+      while (!condition()) {
+        if (Date.now() - started > ms) throw new Error(`${what}: not within ${ms} ms`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    try {
+      for (let i = 0; i < 1200; i++) members[i % 2].monitor.observeDecision({ ...credit.rows[i], emp_length: null }, credit.scores[i], null, null);
+      await within('safe mode everywhere', () => members.every((m) => m.monitor.safeModeActive));
+      await postgres.kill();
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.ok(members.every((m) => m.monitor.safeModeActive), 'the last verdict holds through the outage');
+      assert.ok(members.every((m) => !m.fleet.isLeader), 'nobody leads without the database');
+      const before = Date.parse(members[0].monitor.state().evaluated_at);
+      await postgres.restart();
+      await within('a leader and a fresh verdict after the outage', () => members.some((m) => m.fleet.isLeader) && Date.parse(members[0].monitor.state().evaluated_at) > before);
+    } finally {
+      for (const m of members) {
+        await m.fleet.close();
+        await m.exchange.close();
+      }
+      await postgres.stop();
+    }
+  });
+});
+
 describe('three servers sharing a PostgreSQL monitor exchange', () => {
   let postgres: RunningPostgres;
   const servers: Server[] = [];

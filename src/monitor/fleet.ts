@@ -125,29 +125,31 @@ export class FleetMonitor {
   private async runCycle(): Promise<void> {
     const monitored = this.follow();
     const now = this.now();
-    try {
-      if (now - this.lastPublishAt >= this.publishIntervalMs) {
-        this.lastPublishAt = now;
-        await this.publish(monitored);
-      }
-      const previousTerm = this.term;
-      this.term = await this.exchange.lead();
-      // A new term, even right after the last one: someone else may have led in between.
-      if (this.term !== null && this.term !== previousTerm) {
-        this.stats.terms++;
-        this.resumed = new WeakSet();
-        this.lastEvaluationAt = -Infinity;
-        this.options.logger.info({ replica: this.replica }, 'leading the fleet\'s monitoring');
-      } else if (this.term === null && previousTerm !== null) this.options.logger.warn({ replica: this.replica }, 'no longer leading the fleet\'s monitoring');
-      if (this.term !== null && now - this.lastEvaluationAt >= this.publishIntervalMs) {
-        this.lastEvaluationAt = now;
+    // Each step on its own: a failed publish (the database away) must not keep a leader that lost its lock believing it leads.
+    if (now - this.lastPublishAt >= this.publishIntervalMs) {
+      this.lastPublishAt = now;
+      await this.publish(monitored).catch((err) => this.options.logger.error({ err }, 'publishing monitor windows failed; retrying'));
+    }
+    const previousTerm = this.term;
+    this.term = await this.exchange.lead().catch(() => null);
+    // A new term, even right after the last one: someone else may have led in between.
+    if (this.term !== null && this.term !== previousTerm) {
+      this.stats.terms++;
+      this.resumed = new WeakSet();
+      this.lastEvaluationAt = -Infinity;
+      this.options.logger.info({ replica: this.replica }, 'leading the fleet\'s monitoring');
+    } else if (this.term === null && previousTerm !== null) this.options.logger.warn({ replica: this.replica }, 'no longer leading the fleet\'s monitoring');
+    if (this.term !== null && now - this.lastEvaluationAt >= this.publishIntervalMs) {
+      this.lastEvaluationAt = now;
+      try {
         await this.evaluate(monitored);
         await this.exchange.forget(FORGET_AFTER_MS);
+      } catch (err) {
+        this.options.logger.error({ err }, 'evaluating the fleet\'s monitors failed; retrying');
       }
-      await this.readVerdicts();
-    } catch (err) {
-      this.options.logger.error({ err }, 'fleet monitoring cycle failed; retrying');
     }
+    // Through an outage every replica keeps the last verdict it read.
+    await this.readVerdicts().catch((err) => this.options.logger.error({ err }, 'reading the fleet\'s verdicts failed; keeping the last one'));
   }
 
   /** Every loaded monitor follows its view of the fleet; returns them. */
