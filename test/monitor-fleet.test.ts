@@ -247,6 +247,9 @@ describe('a fleet of three replicas on PostgreSQL', () => {
       replicas.push({ monitor, sink, exchange, fleet });
     }
     await until('one leader', () => leaders().length === 1);
+    // Before any traffic, means are NaN, and stay numbers (not null) through the stored verdict.
+    await until('a first verdict', () => replicas.every((r) => r.monitor.state().fleet?.leader !== null));
+    assert.ok(Number.isNaN(replicas.find((r) => !r.fleet.isLeader)!.monitor.state().windows.count.features.annual_inc.mean));
     // Clean traffic, round robin: no alert anywhere.
     for (let i = 0; i < 1500; i++) replicas[i % 3].monitor.observeDecision(credit.rows[i], credit.scores[i], null, null);
     await until('a verdict on clean traffic', () => replicas.every((r) => (r.monitor.state().windows.count?.observations ?? 0) >= 1000));

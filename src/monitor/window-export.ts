@@ -334,7 +334,7 @@ export class MergedWindows implements WindowSource {
         taken++;
       }
       const sortedRaw = raw.map((parts, c) => {
-        if (!layout.columns[c].numeric || !exports.some((e) => e.count?.blocks.some((b) => b.raw.length > 0))) return null;
+        if (!layout.columns[c].numeric) return null;
         const all = new Float64Array(parts.reduce((n, p) => n + p.length, 0));
         let at = 0;
         for (const p of parts) {

@@ -4,7 +4,8 @@
  * fleets of in-process monitors (tests, simulations) with the semantics of the shared
  * adapter: the first open replica leads until it closes.
  */
-import { newReplicaId, verdictKey, type MonitorExchange, type MonitorKey, type PublishedExport, type PublishedVerdict } from './types.ts';
+import type { MonitorState } from '../service-monitor.ts';
+import { newReplicaId, restoreNonFinite, verdictKey, verdictStateToJson, type MonitorExchange, type MonitorKey, type PublishedExport, type PublishedVerdict } from './types.ts';
 
 export class EmbeddedMonitorHub {
   private readonly exported = new Map<string, Map<string, PublishedExport>>();
@@ -45,7 +46,7 @@ export class EmbeddedMonitorHub {
       async publishVerdict(key: MonitorKey, verdict: PublishedVerdict) {
         open();
         // Through JSON, as the shared adapter stores it.
-        hub.published.set(verdictKey(key), JSON.parse(JSON.stringify(verdict)) as PublishedVerdict);
+        hub.published.set(verdictKey(key), { ...verdict, state: restoreNonFinite(JSON.parse(verdictStateToJson(verdict.state)) as MonitorState) });
       },
       async verdicts() {
         open();

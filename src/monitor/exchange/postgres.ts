@@ -25,7 +25,7 @@ import pg from 'pg';
 import { z } from 'zod';
 import { migrate, openPool, redactUrl, type Migration } from '../../store/postgres.ts';
 import type { MonitorState } from '../service-monitor.ts';
-import { newReplicaId, verdictKey, type MonitorExchange, type MonitorKey, type PublishedExport, type PublishedVerdict } from './types.ts';
+import { newReplicaId, restoreNonFinite, verdictKey, verdictStateToJson, type MonitorExchange, type MonitorKey, type PublishedExport, type PublishedVerdict } from './types.ts';
 
 export const MONITOR_MIGRATIONS: readonly Migration[] = [
   {
@@ -161,7 +161,7 @@ class PostgresMonitorExchange implements MonitorExchange {
     await this.pool.query(
       `INSERT INTO monitor_verdicts (service, version, leader, evaluated_at, state, clear_since) VALUES ($1, $2, $3, to_timestamp($4 / 1000.0), $5, $6)
        ON CONFLICT (service, version) DO UPDATE SET leader = EXCLUDED.leader, evaluated_at = EXCLUDED.evaluated_at, state = EXCLUDED.state, clear_since = EXCLUDED.clear_since`,
-      [key.service, key.version, verdict.leader, verdict.evaluatedAt, JSON.stringify(verdict.state), verdict.clearSince],
+      [key.service, key.version, verdict.leader, verdict.evaluatedAt, verdictStateToJson(verdict.state), verdict.clearSince],
     );
   }
 
@@ -176,7 +176,7 @@ class PostgresMonitorExchange implements MonitorExchange {
         this.onError(new Error(`a stored monitor verdict does not read as one: ${checked.error.issues[0]?.message}`));
         continue;
       }
-      const state = r.state as MonitorState;
+      const state = restoreNonFinite(r.state as MonitorState);
       out.set(verdictKey(state), { leader: r.leader, evaluatedAt: Number(r.at), state, clearSince: r.clear_since === null ? null : Number(r.clear_since) });
     }
     return out;

@@ -59,6 +59,28 @@ export interface MonitorExchange {
   close(): Promise<void>;
 }
 
+/**
+ * A verdict's state as JSON that keeps its non-finite numbers (a std ratio without a reference
+ * spread is NaN): plain JSON would turn them into null, which /metrics cannot set as a gauge.
+ */
+export function verdictStateToJson(state: MonitorState): string {
+  return JSON.stringify(state, (_key, value: unknown) => (typeof value === 'number' && !Number.isFinite(value) ? { $number: String(value) } : value));
+}
+
+/** Restores the non-finite numbers `verdictStateToJson` tagged, in a parsed verdict state. */
+export function restoreNonFinite<T>(parsed: T): T {
+  const walk = (value: unknown): unknown => {
+    if (Array.isArray(value)) return value.map(walk);
+    if (value !== null && typeof value === 'object') {
+      const entries = Object.entries(value);
+      if (entries.length === 1 && entries[0][0] === '$number' && typeof entries[0][1] === 'string') return Number(entries[0][1]);
+      return Object.fromEntries(entries.map(([k, v]) => [k, walk(v)]));
+    }
+    return value;
+  };
+  return walk(parsed) as T;
+}
+
 export const verdictKey = (key: MonitorKey): string => `${key.service}@${key.version}`;
 
 /** A replica id: host, process and a random part (pids repeat across machines and restarts). */
