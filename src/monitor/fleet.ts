@@ -188,7 +188,8 @@ export class FleetMonitor {
   }
 
   private async evaluate(monitored: readonly MonitoredVersion[]): Promise<void> {
-    const verdicts = await this.exchange.verdicts();
+    // The published verdicts only matter to monitors not yet resumed in this term.
+    const verdicts = monitored.some((m) => !this.resumed.has(m.monitor)) ? await this.exchange.verdicts() : new Map<string, PublishedVerdict>();
     let exportsMerged = 0;
     const started = performance.now();
     for (const m of monitored) {
@@ -199,9 +200,9 @@ export class FleetMonitor {
         this.resumed.add(monitor);
         if (previous) monitor.resumeFrom(previous.state, previous.clearSince);
       }
+      // Without an override given to this replica, the mode resumed from the verdict stands.
       const override = this.overrides.get(m.service);
-      const mode = override?.mode ?? 'auto';
-      if (monitor.safeModeDecision.safe.mode !== mode) monitor.setSafeMode(mode, override?.reason ?? null);
+      if (override && monitor.safeModeDecision.safe.mode !== override.mode) monitor.setSafeMode(override.mode, override.reason);
       for (const [id, ack] of this.acks.get(m.service) ?? []) monitor.alerts.acknowledge(id, ack.by, ack.note, ack.at);
 
       const now = this.now();
