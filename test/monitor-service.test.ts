@@ -3,18 +3,13 @@
  * safe mode hysteresis, and time windows that forget.
  */
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
-import { parse } from 'csv-parse/sync';
-import { readFileSync } from 'node:fs';
-import { loadModelBundle, type ModelBundle } from '../src/bundle/load.ts';
+import type { ModelBundle } from '../src/bundle/load.ts';
 import { monitoringSchema } from '../src/monitor/config.ts';
-import { readReference, type ReferenceProfile } from '../src/monitor/reference.ts';
+import type { ReferenceProfile } from '../src/monitor/reference.ts';
 import { ServiceMonitor } from '../src/monitor/service-monitor.ts';
-import { createScorer } from '../src/pipeline/score.ts';
-import { textRowConverter } from '../src/decision/index.ts';
+import { loadCreditTraffic } from './helpers/credit-traffic.ts';
 
-const CREDIT = new URL('../examples/credit', import.meta.url).pathname;
 let bundle: ModelBundle;
 let reference: ReferenceProfile;
 let rows: Record<string, unknown>[];
@@ -22,17 +17,7 @@ let scores: number[];
 let labels: string[];
 
 before(async () => {
-  bundle = await loadModelBundle(CREDIT);
-  reference = await readReference(join(CREDIT, 'reference.json'));
-  const text = parse(readFileSync(join(CREDIT, 'lending_club.csv')), { columns: true }) as Record<string, string>[];
-  const typed = textRowConverter(bundle.encoding.features);
-  labels = text.map((r) => r.Class);
-  rows = text.map((r) => {
-    const { Class: _label, ...features } = r;
-    return { ...typed(features) };
-  });
-  const scored = await createScorer(bundle, { fromText: false }).scoreRows(rows);
-  scores = scored.outcomes.map((o) => (o.ok ? o.score : NaN));
+  ({ bundle, reference, rows, scores, labels } = await loadCreditTraffic());
 });
 
 function monitor(overrides: Record<string, unknown> = {}, clock = { t: Date.parse('2026-11-01T00:00:00Z') }) {

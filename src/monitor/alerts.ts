@@ -143,6 +143,23 @@ export class AlertManager {
     return null;
   }
 
+  /**
+   * Takes over another manager's state (a new fleet leader resuming from the last published
+   * verdict): its active alerts stay active without firing again, and resolved ones keep their
+   * cooldown. Newest-first history, as `history()` gives it.
+   */
+  restore(active: readonly Alert[], history: readonly Alert[]): void {
+    this.activeByKey.clear();
+    this.resolvedAt.clear();
+    this.past.length = 0;
+    for (const a of active) this.activeByKey.set(a.key, { ...a });
+    for (const a of [...history].reverse()) {
+      this.past.push({ ...a });
+      if (a.resolvedAt !== null) this.resolvedAt.set(a.key, Date.parse(a.resolvedAt));
+    }
+    if (this.past.length > this.options.historySize) this.past.splice(0, this.past.length - this.options.historySize);
+  }
+
   /** Marks an active alert as seen by a person; it stays active until its condition clears. */
   acknowledge(id: string, by: string, note: string, now: number): Alert | null {
     for (const alert of this.activeByKey.values()) {

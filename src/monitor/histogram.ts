@@ -682,6 +682,13 @@ export class CountWindow {
   private fill = 0;
   private rawPos = 0;
   private rawCount = 0;
+  /** Observations since the last reset: the next one's row number (a block's rows are consecutive). */
+  private seen = 0;
+  /** Per block: the row number of its first observation. */
+  private readonly blockFirstRow: Float64Array;
+  /** Per block: wall-clock ms of its first and latest observation or count (NaN: none yet), for merging replicas' blocks by time. */
+  private readonly blockFirstAt: Float64Array;
+  private readonly blockLastAt: Float64Array;
   /**
    * Per numeric column, the ring's values sorted (what the KS test needs at every evaluation),
    * kept up to date by merging instead of sorting 1,000 values again each time: between two
@@ -704,21 +711,33 @@ export class CountWindow {
     this.blocks = Array.from({ length: blocks + 1 }, () => new ProfileHistogram(layout));
     this.raw = layout.columns.map((c) => (keepRaw && c.numeric ? new Float64Array(size).fill(NaN) : new Float64Array(0)));
     this.sorted = layout.columns.map(() => null);
+    this.blockFirstRow = new Float64Array(blocks + 1);
+    this.blockFirstAt = new Float64Array(blocks + 1).fill(NaN);
+    this.blockLastAt = new Float64Array(blocks + 1).fill(NaN);
   }
 
-  /** The block observations and counters currently go to. */
-  private head(): ProfileHistogram {
+  /** The block observations and counters currently go to; `now` (ms, NaN: unknown) stamps it. */
+  private head(now = NaN): ProfileHistogram {
     if (this.fill === this.blockSize) {
       this.current = (this.current + 1) % this.blocks.length;
       this.blocks[this.current].reset();
       this.fill = 0;
+      this.blockFirstRow[this.current] = this.seen;
+      this.blockFirstAt[this.current] = NaN;
+      this.blockLastAt[this.current] = NaN;
     }
-    return this.blocks[this.current];
+    const c = this.current;
+    if (now === now) {
+      if (!(this.blockFirstAt[c] <= now)) this.blockFirstAt[c] = now;
+      if (!(this.blockLastAt[c] >= now)) this.blockLastAt[c] = now;
+    }
+    return this.blocks[c];
   }
 
-  apply(enc: EncodedObservation): void {
-    this.head().apply(enc);
+  apply(enc: EncodedObservation, now = NaN): void {
+    this.head(now).apply(enc);
     this.fill++;
+    this.seen++;
     const pos = this.rawPos;
     const numeric = this.layout.numericColumns;
     const full = this.rawCount === this.size;
@@ -735,12 +754,46 @@ export class CountWindow {
     if (this.rawCount < this.size) this.rawCount++;
   }
 
-  count(key: string, by = 1): void {
-    this.head().count(key, by);
+  count(key: string, by = 1, now = NaN): void {
+    this.head(now).count(key, by);
   }
 
-  addContributions(values: ArrayLike<number>): void {
-    this.head().addContributions(values);
+  addContributions(values: ArrayLike<number>, now = NaN): void {
+    this.head(now).addContributions(values);
+  }
+
+  /**
+   * The blocks holding anything, oldest first, each with its time span and the non-missing raw
+   * values of its rows still in the raw rings (every row but, in the oldest block once more than
+   * N rows are covered, those that left the rings), per numeric column in layout order. The
+   * histograms are the live blocks: copy before keeping them.
+   */
+  exportBlocks(): CountBlockExport[] {
+    const out: CountBlockExport[] = [];
+    const count = this.blocks.length;
+    const ringFrom = this.seen - this.rawCount;
+    for (let k = 1; k <= count; k++) {
+      const b = (this.current + k) % count;
+      const h = this.blocks[b];
+      if (h.observations === 0 && h.counters.size === 0 && h.explained === 0) continue;
+      const first = Math.max(this.blockFirstRow[b], ringFrom);
+      const last = this.blockFirstRow[b] + h.observations;
+      const raw: Float64Array[] = [];
+      for (const c of this.layout.numericColumns) {
+        const ring = this.raw[c];
+        const values = new Float64Array(Math.max(0, last - first));
+        let n = 0;
+        if (ring.length > 0) {
+          for (let row = first; row < last; row++) {
+            const v = ring[row % this.size];
+            if (v === v) values[n++] = v;
+          }
+        }
+        raw.push(values.subarray(0, n));
+      }
+      out.push({ firstAt: this.blockFirstAt[b], lastAt: this.blockLastAt[b], histogram: h, raw });
+    }
+    return out;
   }
 
   /** Observations currently covered by a snapshot (N to N + N/B once warm). */
@@ -797,7 +850,21 @@ export class CountWindow {
     this.fill = 0;
     this.rawPos = 0;
     this.rawCount = 0;
+    this.seen = 0;
+    this.blockFirstRow.fill(0);
+    this.blockFirstAt.fill(NaN);
+    this.blockLastAt.fill(NaN);
   }
+}
+
+/** One count-window block as exported for merging (see CountWindow.exportBlocks). */
+export interface CountBlockExport {
+  /** Wall-clock ms of its first and latest observation or count (NaN when never stamped). */
+  firstAt: number;
+  lastAt: number;
+  histogram: ProfileHistogram;
+  /** Per numeric column (layout.numericColumns order), the non-missing raw values of its rows. */
+  raw: Float64Array[];
 }
 
 /** The sorted values of one raw-value ring, and what entered and left it since the last read. */
@@ -933,6 +1000,19 @@ export class TimeWindow {
     return out;
   }
 
+  /** The buckets a snapshot at `now` would merge that hold anything, with their periods (live histograms: copy before keeping). */
+  exportBuckets(now: number): { period: number; histogram: ProfileHistogram }[] {
+    const period = Math.floor(now / this.width);
+    const count = this.buckets.length;
+    const out: { period: number; histogram: ProfileHistogram }[] = [];
+    for (let s = 0; s < count; s++) {
+      const p = this.periods[s];
+      const h = this.buckets[s];
+      if (p <= period && p > period - count && (h.observations > 0 || h.counters.size > 0 || h.explained > 0)) out.push({ period: p, histogram: h });
+    }
+    return out.sort((a, b) => a.period - b.period);
+  }
+
   reset(): void {
     for (const b of this.buckets) b.reset();
     this.periods.fill(-Infinity);
@@ -967,11 +1047,23 @@ export const DEFAULT_TIME_WINDOWS: readonly TimeWindowSpec[] = Object.freeze([
 export const COUNT_WINDOW = 'count';
 
 /**
+ * What the monitor's evaluation reads of a set of windows: one process's MonitorWindows, or
+ * a fleet's merged exports (window-export.ts).
+ */
+export interface WindowSource {
+  readonly windowNames: string[];
+  snapshot(window: string, now: number): ProfileHistogram;
+  /** A numeric feature's raw values over the count window, sorted ascending (for KS), or null. */
+  sortedRawValues(feature: string): Float64Array | null;
+  sortedRawScores(): Float64Array | null;
+}
+
+/**
  * Every window of one service's monitoring state. `observe` encodes a decision once and adds
  * it to the count window and to every time window; `snapshot(name, now)` returns a merged
  * ProfileHistogram of one window ('count' or a time window's name).
  */
-export class MonitorWindows {
+export class MonitorWindows implements WindowSource {
   readonly layout: ProfileLayout;
   readonly countWindow: CountWindow | null;
   readonly timeWindows: readonly TimeWindow[];
@@ -1000,20 +1092,20 @@ export class MonitorWindows {
    */
   observe(row: Readonly<Record<string, unknown>>, score: number | null, action: string | null, fallbackCause: string | null, now: number): void {
     const enc = this.enc.encode(row, score, action, fallbackCause);
-    this.countWindow?.apply(enc);
+    this.countWindow?.apply(enc, now);
     const tw = this.timeWindows;
     for (let i = 0; i < tw.length; i++) tw[i].apply(enc, now);
   }
 
   /** Adds to a named counter in every window (rejected requests, guard failures, defaults served). */
   count(key: string, now: number, by = 1): void {
-    this.countWindow?.count(key, by);
+    this.countWindow?.count(key, by, now);
     for (const w of this.timeWindows) w.count(key, now, by);
   }
 
   /** Adds one explained decision's contributions (in the layout's contribution feature order) to every window. */
   observeContributions(values: ArrayLike<number>, now: number): void {
-    this.countWindow?.addContributions(values);
+    this.countWindow?.addContributions(values, now);
     for (const w of this.timeWindows) w.addContributions(values, now);
   }
 

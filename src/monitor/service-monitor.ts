@@ -10,7 +10,7 @@ import type { LabelledDecision } from '../log/types.ts';
 import { AlertManager, type Alert, type AlertCandidate, type AlertSink, type Severity } from './alerts.ts';
 import { thresholdsFor, type MonitoringConfig } from './config.ts';
 import { Adwin } from './detectors.ts';
-import { categoryShares, COUNT_WINDOW, MonitorWindows, profileSpec, type CategoricalColumn, type FeatureHistogram, type ProfileHistogram } from './histogram.ts';
+import { categoryShares, COUNT_WINDOW, MonitorWindows, profileSpec, type CategoricalColumn, type FeatureHistogram, type ProfileHistogram, type WindowSource } from './histogram.ts';
 import type { FeatureReference, NumericReference, ReferenceProfile } from './reference.ts';
 import type { Explainer } from '../pipeline/explain.ts';
 import { chiSquareGoodnessOfFit, jensenShannonDistance, ksSortedAgainstQuantiles, psi } from './stats.ts';
@@ -94,6 +94,33 @@ export interface MonitorState {
   alerts: { active: Alert[]; history: Alert[] };
   safe_mode: SafeModeState & { on_critical: MonitoringConfig['on_critical']; release_after_s: number };
   decay: { detector: 'adwin'; delta: number; outcomes: number; width: number; mean_brier: number; reference_brier: number | null; changes_detected: number; decayed: boolean };
+  /** In a fleet: who evaluated, on whose exports (absent for a single process). */
+  fleet?: FleetInfo;
+}
+
+export interface FleetInfo {
+  /** The replica that evaluated (null before any leader published). */
+  leader: string | null;
+  /** This replica. */
+  replica: string;
+  evaluated_at: string | null;
+  /** Replicas whose exports the evaluation merged, with when each last published. */
+  replicas: { id: string; published_at: string }[];
+  /** Exports left out (another layout, unreadable), with the reason. */
+  refused: { id: string; reason: string }[];
+}
+
+/**
+ * What a fleet replica knows of the fleet's monitoring (src/monitor/fleet.ts keeps it
+ * current): while a monitor follows one, its own windows are only exported, never evaluated
+ * locally, and its decisions obey the fleet's safe mode.
+ */
+export interface FleetView {
+  /** The fleet's last published evaluation (with its `fleet` block), or null before the first. */
+  readonly verdict: MonitorState | null;
+  /** Safe mode as this replica applies it now: the fleet's, or an operator's override. */
+  readonly safeMode: SafeModeState;
+  readonly replica: string;
 }
 
 /** Fallback causes that are the monitor's or an operator's choice, not model failures. */
@@ -180,6 +207,8 @@ export class ServiceMonitor {
   private explainScheduled = false;
   /** Sampled decisions not explained because too many were waiting (the event loop fell behind). */
   unexplained = 0;
+  /** The fleet this monitor's service belongs to; null: a single process, evaluated here. */
+  private fleet: FleetView | null = null;
 
   constructor(options: ServiceMonitorOptions) {
     const { bundle, reference, config } = options;
@@ -206,13 +235,38 @@ export class ServiceMonitor {
     this.alerts = new AlertManager(bundle.name, options.sinks, { cooldownMs: config.cooldown_s * 1000, historySize: 200 });
   }
 
-  /** Whether decisions must use the fallback policy now. */
+  /** Whether decisions must use the fallback policy now (the fleet's safe mode in a fleet). */
   get safeModeActive(): boolean {
-    return this.safe.active;
+    return this.fleet ? this.fleet.safeMode.active : this.safe.active;
   }
 
   get safeModeReason(): string | null {
-    return this.safe.reason;
+    return this.fleet ? this.fleet.safeMode.reason : this.safe.reason;
+  }
+
+  /**
+   * Joins a fleet: from now on `evaluate()` and `state()` answer the fleet's verdict, traffic no
+   * longer triggers local evaluations (no alert is raised by a replica for its share of the
+   * traffic) and safe mode follows the fleet. The leader evaluates with `evaluateFleet`.
+   */
+  followFleet(view: FleetView | null): void {
+    this.fleet = view;
+  }
+
+  /** Safe mode as this monitor last decided it, and since when it has been clear (for a verdict a new leader resumes from). */
+  get safeModeDecision(): { safe: SafeModeState; clearSince: number | null } {
+    return { safe: { ...this.safe }, clearSince: this.clearSince };
+  }
+
+  /**
+   * A new fleet leader takes over the last published verdict: its active alerts (they do not
+   * fire again), its history (cooldowns) and its safe mode with the hysteresis under way.
+   */
+  resumeFrom(verdict: MonitorState, clearSince: number | null): void {
+    this.alerts.restore(verdict.alerts.active, verdict.alerts.history);
+    const { mode, active, since, reason } = verdict.safe_mode;
+    Object.assign(this.safe, { mode, active, since, reason });
+    this.clearSince = clearSince;
   }
 
   /** Safe mode as it stands: the override mode, whether it is on, since when, why. */
@@ -326,6 +380,7 @@ export class ServiceMonitor {
   }
 
   private tick(): void {
+    if (this.fleet) return; // the fleet's leader evaluates
     if (++this.sinceEvaluation < this.config.evaluate_every || this.evaluationScheduled) return;
     this.evaluationScheduled = true;
     // Off the request path: the response is already on its way.
@@ -337,7 +392,35 @@ export class ServiceMonitor {
 
   /** The last evaluation, or a fresh one. */
   state(): MonitorState {
+    if (this.fleet) return this.fleetState(this.fleet);
     return this.last ?? this.evaluate();
+  }
+
+  /** The fleet's verdict as this replica applies it (its safe mode may be an operator's override). */
+  private fleetState(fleet: FleetView): MonitorState {
+    const safe_mode = { ...fleet.safeMode, on_critical: this.config.on_critical, release_after_s: this.config.release_after_s };
+    if (fleet.verdict) return { ...fleet.verdict, safe_mode, fleet: { ...fleet.verdict.fleet!, replica: fleet.replica } };
+    // No leader has published yet: nothing judged.
+    return {
+      service: this.bundle.name,
+      version: this.bundle.version,
+      evaluated_at: new Date(this.now()).toISOString(),
+      reference: { created: this.reference.created, data: this.reference.data },
+      windows: {},
+      alerts: { active: [], history: [] },
+      safe_mode,
+      decay: this.decayState(),
+      fleet: { leader: null, replica: fleet.replica, evaluated_at: null, replicas: [], refused: [] },
+    };
+  }
+
+  /**
+   * The fleet leader's evaluation: the fleet's merged windows judged by this monitor's
+   * statistics, alerts (delivered to this process's sinks) and safe mode, with this
+   * process's decay detector (every replica reads every outcome from the shared log).
+   */
+  evaluateFleet(source: WindowSource): MonitorState {
+    return this.evaluateSource(source, {});
   }
 
   /**
@@ -348,15 +431,20 @@ export class ServiceMonitor {
    * call (the periodic timer, an operator, a test) evaluates every window.
    */
   evaluate(options: { fromTraffic?: boolean } = {}): MonitorState {
+    if (this.fleet) return this.fleetState(this.fleet);
+    return this.evaluateSource(this.windows, options);
+  }
+
+  private evaluateSource(source: WindowSource, options: { fromTraffic?: boolean }): MonitorState {
     this.sinceEvaluation = 0;
     const now = this.now();
-    const names = this.windows.windowNames;
+    const names = source.windowNames;
     const alerting = names.includes(COUNT_WINDOW) ? COUNT_WINDOW : names[0];
     const refresh = !options.fromTraffic || this.last === null || now - this.timeWindowsAt >= TIME_WINDOW_REFRESH_MS;
     const windows: Record<string, WindowReport> = {};
     for (const name of names) {
       if (name !== alerting && !refresh && this.last?.windows[name]) windows[name] = this.last.windows[name];
-      else windows[name] = this.evaluateWindow(this.windows.snapshot(name, now), name === COUNT_WINDOW);
+      else windows[name] = this.evaluateWindow(source, source.snapshot(name, now), name === COUNT_WINDOW);
     }
     if (refresh) this.timeWindowsAt = now;
 
@@ -399,17 +487,17 @@ export class ServiceMonitor {
     if (now - this.clearSince >= this.config.release_after_s * 1000) this.release();
   }
 
-  private evaluateWindow(h: ProfileHistogram, withRaw: boolean): WindowReport {
+  private evaluateWindow(source: WindowSource, h: ProfileHistogram, withRaw: boolean): WindowReport {
     const enough = h.observations >= this.config.min_observations;
     const features: Record<string, ColumnReport> = {};
     for (const fh of h.features) {
       const ref = this.reference.features[fh.name];
-      features[fh.name] = this.evaluateColumn(fh, ref, thresholdsFor(this.config, fh.name), enough, withRaw ? this.windows.sortedRawValues(fh.name) : null);
+      features[fh.name] = this.evaluateColumn(fh, ref, thresholdsFor(this.config, fh.name), enough, withRaw ? source.sortedRawValues(fh.name) : null);
     }
 
     let score: WindowReport['score'] = null;
     if (h.score && this.reference.score) {
-      const column = this.evaluateColumn(h.score, this.reference.score, this.config.drift, h.score.n >= this.config.min_observations, withRaw ? this.windows.sortedRawScores() : null);
+      const column = this.evaluateColumn(h.score, this.reference.score, this.config.drift, h.score.n >= this.config.min_observations, withRaw ? source.sortedRawScores() : null);
       const ratio = this.reference.score.std > 0 ? h.score.std / this.reference.score.std : NaN;
       const collapse = h.score.n >= this.config.min_observations ? levelBelow(ratio, this.config.health.score_std_ratio) : 'insufficient_data';
       score = { ...column, std_ratio: ratio, collapse, verdict: worst([column.verdict, collapse]) };

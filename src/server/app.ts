@@ -23,6 +23,8 @@ import { isOperationsUnavailable, type OperationsStore } from '../ops/types.ts';
 import { openEmbeddedOperationsStore } from '../ops/embedded.ts';
 import { obeyOperations, operationsMetrics } from './operations.ts';
 import { registerOperationsRoutes } from './routes/operations.ts';
+import { FleetMonitor, type MonitoredVersion } from '../monitor/fleet.ts';
+import type { MonitorExchange } from '../monitor/exchange/types.ts';
 
 export interface ServerConfig extends LoadGuardConfig {
   /** The model repository: one folder per service. */
@@ -54,6 +56,10 @@ export interface ServerConfig extends LoadGuardConfig {
 export interface SharedStores {
   /** Kill switch, safe-mode overrides, acknowledgements, loads and unloads; default: embedded under `config.dataDir`. */
   operations?: OperationsStore;
+  /** Fleet-wide monitoring: window exports, one leader's verdict obeyed by every replica (closed with the server). */
+  monitorExchange?: MonitorExchange;
+  /** How often this replica publishes its monitor windows and the leader evaluates (default 2 s). */
+  monitorPublishIntervalMs?: number;
 }
 
 export const DEFAULT_CONFIG: Omit<ServerConfig, 'repository'> = {
@@ -87,9 +93,12 @@ export interface ServerContext {
   readonly draining: boolean;
 }
 
+
 export interface Server {
   readonly app: FastifyInstance;
   readonly repository: ModelRepository;
+  /** Fleet monitoring in shared mode (its hooks take operator overrides and acknowledgements); null when embedded. */
+  readonly fleet: FleetMonitor | null;
   /** Every route served, as `METHOD /url` (the hostile-input suite checks it covers them all). */
   readonly routes: readonly string[];
   /** Drains (not ready, new requests 503 for the grace period), stops accepting, lets in-flight requests finish, flushes the decision log. */
@@ -238,11 +247,23 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
     for (const service of repository.list()) for (const v of service.versions.values()) v.monitor?.evaluate();
   }, 5000);
   evaluationTimer.unref();
+  const fleet = shared.monitorExchange
+    ? new FleetMonitor({ exchange: shared.monitorExchange, monitors: () => monitoredVersions(repository), publishIntervalMs: shared.monitorPublishIntervalMs, logger: app.log })
+    : null;
+  fleet?.start();
+  // Operators' safe-mode overrides and acknowledgements reach the fleet's leader through the operations store.
+  const stopFleetOperations = fleet
+    ? operations.subscribe((change) => {
+        if (change.kind === 'safe_mode') fleet.applySafeModeOverride(change.service, change.value.mode, change.value.reason);
+        else if (change.kind === 'acknowledge') fleet.applyAcknowledgement(change.service, change.value.alertId, change.value.by, change.value.note, Date.parse(change.value.at));
+      })
+    : () => {};
 
   let closing: Promise<void> | null = null;
   return {
     app,
     repository,
+    fleet,
     routes,
     listenForProbes: (port, host) => guard.listenForProbes(port, host),
     close: () =>
@@ -252,11 +273,20 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
         clearInterval(evaluationTimer);
         await app.close();
         await guard.close();
+        // After the last request: the final export holds every decision this replica answered.
+        await fleet?.close();
+        await shared.monitorExchange?.close();
         await log.close();
         await features.close();
         stopObeying();
+        stopFleetOperations();
         await operations.close();
         await repository.close();
       })()),
   };
+}
+
+/** Every loaded version that has a monitor. */
+function* monitoredVersions(repository: ModelRepository): Generator<MonitoredVersion> {
+  for (const service of repository.list()) for (const v of service.versions.values()) if (v.monitor) yield { service: service.name, version: v.version, monitor: v.monitor };
 }

@@ -85,6 +85,10 @@ export function registerServe(program: Command): void {
       // The shared store's problems (an outage, a lost listener) go to the server's log once it exists.
       let reportOperations = (err: Error) => console.error(`operations store: ${err.message}`);
       const operations = opts.decisionLog && isPostgresUrl(opts.decisionLog) ? await (await import('../../ops/postgres.ts')).openPostgresOperationsStore({ url: opts.decisionLog, onError: (err) => reportOperations(err) }) : undefined;
+      const monitorExchange =
+        opts.decisionLog && isPostgresUrl(opts.decisionLog)
+          ? await (await import('../../monitor/exchange/postgres.ts')).openPostgresMonitorExchange({ url: opts.decisionLog, onError: (err: Error) => reportOperations(err) })
+          : undefined;
       const server = await createServer(
         {
           repository,
@@ -107,7 +111,7 @@ export function registerServe(program: Command): void {
         log,
         openFeatureStore,
         // Shared mode: kill switch, safe mode, acknowledgements and loads obeyed by every replica.
-        { operations },
+        { operations, monitorExchange },
       );
       reportOperations = (err) => server.app.log.warn({ err: err.message }, 'operations store');
       let stopping = false;
