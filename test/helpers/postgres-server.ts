@@ -10,9 +10,9 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freeLoopbackPort, killOnExit, waitExit } from './processes.ts';
 
 export interface RunningPostgres {
   /** `postgres://postgres@127.0.0.1:PORT/rtml`. */
@@ -46,34 +46,6 @@ export function findPostgresBin(): string {
   );
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-const live = new Set<ChildProcess>();
-let exitHookInstalled = false;
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.once('exit', () => {
-    for (const child of live) child.kill('SIGKILL');
-  });
-}
-
-function waitExit(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => child.once('exit', () => resolve()));
-}
-
 /** As root, PostgreSQL's tools run as the `postgres` user. */
 function asPostgres(command: string, args: string[]): [string, string[]] {
   return process.getuid?.() === 0 ? ['runuser', ['-u', 'postgres', '--', command, ...args]] : [command, args];
@@ -87,7 +59,6 @@ export interface StartPostgresOptions {
 
 export async function startPostgres(options: StartPostgresOptions = {}): Promise<RunningPostgres> {
   const bin = findPostgresBin();
-  installExitHook();
   const root = mkdtempSync(join(tmpdir(), 'rtml-pg-'));
   const dir = join(root, 'data');
   const root0 = process.getuid?.() === 0;
@@ -114,8 +85,7 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
     const args = ['-D', dir, '-p', String(onPort), ...Object.entries(settings).flatMap(([k, v]) => ['-c', `${k}=${v}`])];
     const [cmd, cmdArgs] = asPostgres(join(bin, 'postgres'), args);
     const proc = spawn(cmd, cmdArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
-    live.add(proc);
-    proc.once('exit', () => live.delete(proc));
+    killOnExit(proc);
     for (const stream of [proc.stdout!, proc.stderr!]) stream.on('data', (chunk: Buffer) => logs.push(...chunk.toString('utf8').split('\n').filter(Boolean)));
     child = proc;
     const deadline = Date.now() + startTimeoutMs;
@@ -134,7 +104,7 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
   };
 
   for (let attempt = 0; ; attempt++) {
-    const onPort = await freePort();
+    const onPort = await freeLoopbackPort();
     try {
       await launch(onPort);
       port = onPort;

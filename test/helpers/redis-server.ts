@@ -8,8 +8,9 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
-import { createConnection, createServer } from 'node:net';
+import { createConnection } from 'node:net';
 import { delimiter, join } from 'node:path';
+import { freeLoopbackPort, killOnExit, waitExit } from './processes.ts';
 import { tempDir } from './tmp.ts';
 
 export interface RunningRedis {
@@ -50,19 +51,6 @@ export function redisServerVersion(binary = findRedisServer()): string {
   return /v=(\S+)/.exec(out)?.[1] ?? 'unknown';
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 /** One PING over a raw socket: true when the server answers +PONG within `timeoutMs`. */
 export function ping(port: number, timeoutMs = 500): Promise<boolean> {
   return new Promise((resolve) => {
@@ -83,24 +71,8 @@ export function ping(port: number, timeoutMs = 500): Promise<boolean> {
   });
 }
 
-const live = new Set<ChildProcess>();
-let exitHookInstalled = false;
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.once('exit', () => {
-    for (const child of live) child.kill('SIGKILL');
-  });
-}
-
-function waitExit(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => child.once('exit', () => resolve()));
-}
-
 export async function startRedis(options: { port?: number; args?: string[]; startTimeoutMs?: number } = {}): Promise<RunningRedis> {
   const binary = findRedisServer();
-  installExitHook();
   const dir = tempDir('rtml-redis-');
   const logs: string[] = [];
   const startTimeoutMs = options.startTimeoutMs ?? 10_000;
@@ -120,8 +92,7 @@ export async function startRedis(options: { port?: number; args?: string[]; star
       ...(options.args ?? []),
     ];
     const proc = spawn(binary, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    live.add(proc);
-    proc.once('exit', () => live.delete(proc));
+    killOnExit(proc);
     for (const stream of [proc.stdout!, proc.stderr!]) stream.on('data', (chunk: Buffer) => logs.push(...chunk.toString('utf8').split('\n').filter(Boolean)));
     child = proc;
     const deadline = Date.now() + startTimeoutMs;
@@ -140,7 +111,7 @@ export async function startRedis(options: { port?: number; args?: string[]; star
 
   // Another process may take the free port between probing and binding: try a few ports.
   for (let attempt = 0; ; attempt++) {
-    const onPort = port || (await freePort());
+    const onPort = port || (await freeLoopbackPort());
     try {
       await launch(onPort);
       port = onPort;
