@@ -23,7 +23,7 @@
  * decision, each request with a unique id (a new decision log row). With several workers the
  * cluster hands connections out round-robin: C connections are spread over them.
  * Reported per target: decisions/s (2xx), wrk's latency p50/p99, non-2xx and socket errors,
- * CPU (cores) of the server's process tree and of wrk; SQLite's row count is checked against
+ * CPU (cores) of the server's process tree, of PostgreSQL's processes and of wrk; each log's row count is checked against
  * the 2xx answers.
  */
 import Database from 'better-sqlite3';
@@ -69,6 +69,8 @@ export interface WrkRun {
   /** Cores used over the run: the server's process tree (the primary and its workers), and wrk. */
   serverCores: number;
   clientCores: number;
+  /** The PostgreSQL cluster's processes (postmaster and backends), for the targets that use it; 0 otherwise. */
+  databaseCores: number;
 }
 
 export interface TargetResult {
@@ -78,8 +80,8 @@ export interface TargetResult {
   /** Why the target was not measured; null when it was. */
   skipped: string | null;
   runs: WrkRun[];
-  median: { rps: number; p50: number; p99: number; serverCores: number; clientCores: number; non2xx: number; errors: number } | null;
-  /** SQLite only: rows in the log after the runs, against the 2xx answers. */
+  median: { rps: number; p50: number; p99: number; serverCores: number; clientCores: number; databaseCores: number; non2xx: number; errors: number } | null;
+  /** Rows in the log after the runs, against the 2xx answers (the PostgreSQL targets share one database: checked together). */
   logRows: { rows: number; answered2xx: number; ok: boolean } | null;
 }
 
@@ -167,9 +169,12 @@ async function waitForWorkers(url: string, workers: number, timeoutMs = 60_000):
   }
 }
 
-function runWrk(server: ServerProcess, rowsFile: string, prefix: string, connections: number, durationS: number): Promise<WrkRun> {
+function runWrk(server: ServerProcess, rowsFile: string, prefix: string, connections: number, durationS: number, databasePid: number | null): Promise<WrkRun> {
   const pids = processTree(server.child.pid!);
   const cpu0 = treeCpuS(pids);
+  // The pool's backends live as long as the server's connections: the tree taken now is the run's.
+  const dbPids = databasePid === null ? [] : processTree(databasePid);
+  const db0 = treeCpuS(dbPids);
   const t0 = performance.now();
   const child = spawn(WRK, ['-t1', `-c${connections}`, `-d${durationS}s`, '--timeout', '10s', '-s', join(dirname(rowsFile), 'fleet.lua'), server.url + DECISIONS_PATH, '--', rowsFile, prefix], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
@@ -187,6 +192,7 @@ function runWrk(server: ServerProcess, rowsFile: string, prefix: string, connect
       clearInterval(sampler);
       const wall = (performance.now() - t0) / 1000;
       const serverCpu = treeCpuS(pids) - cpu0;
+      const databaseCpu = treeCpuS(dbPids) - db0;
       const line = out.split('\n').find((l) => l.startsWith('WRK_RESULT '));
       if (code !== 0 || !line) return fail(new Error(`wrk exited ${code}:\n${out.slice(-2000)}`));
       const r = JSON.parse(line.slice('WRK_RESULT '.length)) as { requests: number; duration_us: number; non2xx: number; errors: number; p50_us: number; p99_us: number };
@@ -203,6 +209,7 @@ function runWrk(server: ServerProcess, rowsFile: string, prefix: string, connect
         p50: r.p50_us / 1000,
         p99: r.p99_us / 1000,
         serverCores: serverCpu / wall,
+        databaseCores: databaseCpu / wall,
         clientCores: clientCpu.s / Math.max(0.001, (clientCpu.at - t0) / 1000),
       });
     });
@@ -216,6 +223,7 @@ function summarize(runs: readonly WrkRun[]): NonNullable<TargetResult['median']>
     p99: median(runs.map((r) => r.p99)),
     serverCores: median(runs.map((r) => r.serverCores)),
     clientCores: median(runs.map((r) => r.clientCores)),
+    databaseCores: median(runs.map((r) => r.databaseCores)),
     non2xx: runs.reduce((a, r) => a + r.non2xx, 0),
     errors: runs.reduce((a, r) => a + r.errors, 0),
   };
@@ -245,11 +253,13 @@ export async function benchFleet(options: Partial<FleetBenchOptions> = {}): Prom
   let rowsUsed = 0;
   try {
     let postgresUrl: string | null = null;
+    let postgresPid: number | null = null;
     if (!noPostgresLog) {
       const { startPostgres } = await import('../test/helpers/postgres-server.ts');
       const pg = await startPostgres();
       stopPostgres = () => pg.stop();
       postgresUrl = pg.url;
+      postgresPid = pg.pid;
       opts.log(`PostgreSQL ${pg.url}`);
     }
     for (const t of targets) {
@@ -271,11 +281,12 @@ export async function benchFleet(options: Partial<FleetBenchOptions> = {}): Prom
       for (const t of targets) {
         if (!t.server) continue;
         const tag = `${t.result.name.replace(/\W+/g, '')}-r${rep}`;
-        await runWrk(t.server, rowsFile, `${tag}-warm`, opts.connections, opts.warmupS);
-        const run = await runWrk(t.server, rowsFile, tag, opts.connections, opts.durationS);
+        const dbPid = t.result.log === 'postgres' ? postgresPid : null;
+        await runWrk(t.server, rowsFile, `${tag}-warm`, opts.connections, opts.warmupS, dbPid);
+        const run = await runWrk(t.server, rowsFile, tag, opts.connections, opts.durationS, dbPid);
         t.result.runs.push(run);
         if (run.non2xx > 0 || run.errors > 0) problems.push(`${t.result.name} rep ${rep + 1}: ${run.non2xx} non-2xx answers, ${run.errors} socket errors`);
-        opts.log(`rep ${rep + 1}/${opts.reps} ${t.result.name.padEnd(20)} ${run.rps.toFixed(0)} decisions/s  p50 ${run.p50.toFixed(2)} ms  p99 ${run.p99.toFixed(2)} ms  server ${run.serverCores.toFixed(2)} cores, wrk ${run.clientCores.toFixed(2)}`);
+        opts.log(`rep ${rep + 1}/${opts.reps} ${t.result.name.padEnd(20)} ${run.rps.toFixed(0)} decisions/s  p50 ${run.p50.toFixed(2)} ms  p99 ${run.p99.toFixed(2)} ms  server ${run.serverCores.toFixed(2)} cores, postgres ${run.databaseCores.toFixed(2)}, wrk ${run.clientCores.toFixed(2)}`);
       }
     }
     for (const t of targets) {
@@ -291,6 +302,18 @@ export async function benchFleet(options: Partial<FleetBenchOptions> = {}): Prom
         t.result.logRows = { rows: rowsLogged, answered2xx: t.server.answered2xx, ok: rowsLogged >= t.server.answered2xx };
         if (!t.result.logRows.ok) problems.push(`${t.result.name}: the decision log holds ${rowsLogged} rows but ${t.server.answered2xx} decisions were answered 2xx`);
       }
+    }
+    const onPostgres = targets.filter((t) => t.server && t.result.log === 'postgres');
+    if (postgresUrl && onPostgres.length > 0) {
+      const { default: pg } = await import('pg');
+      const db = new pg.Client({ connectionString: postgresUrl });
+      await db.connect();
+      const rowsLogged = Number((await db.query<{ n: string }>('SELECT count(*) AS n FROM decisions')).rows[0].n);
+      await db.end();
+      const answered2xx = onPostgres.reduce((n, t) => n + t.server!.answered2xx, 0);
+      const logRows = { rows: rowsLogged, answered2xx, ok: rowsLogged >= answered2xx };
+      for (const t of onPostgres) t.result.logRows = logRows;
+      if (!logRows.ok) problems.push(`postgres: the decision log holds ${rowsLogged} rows but ${answered2xx} decisions were answered 2xx`);
     }
   } finally {
     for (const t of targets) await t.server?.stop().catch(() => undefined);
@@ -317,17 +340,18 @@ export function formatFleetBench(r: FleetBenchResult): string {
   const c = r.config;
   const lines: string[] = [];
   lines.push(`Fleet benchmark: 127.0.0.1, ${r.machine.cpus} × ${r.machine.model}, Node ${r.machine.node}; load average ${r.machine.loadavgBefore.map(f2).join(' ')} before, ${r.machine.loadavgAfter.map(f2).join(' ')} after`);
-  lines.push(`${c.client}, ${c.connections} connections, ${c.durationS} s after ${c.warmupS} s warm-up, targets interleaved, medians of ${c.reps}; lending_club rows, a unique id per decision; cores: CPU used by the server's process tree and by wrk`);
-  lines.push(`  ${'target'.padEnd(22)} ${'decisions/s'.padStart(11)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'server'.padStart(6)} ${'wrk'.padStart(5)} ${'non-2xx'.padStart(7)} ${'errors'.padStart(6)}  per rep`);
+  lines.push(`${c.client}, ${c.connections} connections, ${c.durationS} s after ${c.warmupS} s warm-up, targets interleaved, medians of ${c.reps}; lending_club rows, a unique id per decision; cores: CPU used by the server's process tree, PostgreSQL's processes and wrk`);
+  lines.push(`  ${'target'.padEnd(22)} ${'decisions/s'.padStart(11)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'server'.padStart(6)} ${'pg'.padStart(5)} ${'wrk'.padStart(5)} ${'non-2xx'.padStart(7)} ${'errors'.padStart(6)}  per rep`);
   for (const t of r.targets) {
     const m = t.median;
     if (!m) lines.push(`  ${t.name.padEnd(22)} ${t.skipped ?? 'not measured'}`);
-    else lines.push(`  ${t.name.padEnd(22)} ${f0(m.rps).padStart(11)} ${f2(m.p50).padStart(7)} ${f2(m.p99).padStart(7)} ${f2(m.serverCores).padStart(6)} ${f2(m.clientCores).padStart(5)} ${String(m.non2xx).padStart(7)} ${String(m.errors).padStart(6)}  ${t.runs.map((x) => f0(x.rps)).join(' / ')}`);
+    else lines.push(`  ${t.name.padEnd(22)} ${f0(m.rps).padStart(11)} ${f2(m.p50).padStart(7)} ${f2(m.p99).padStart(7)} ${f2(m.serverCores).padStart(6)} ${(t.log === 'postgres' ? f2(m.databaseCores) : '-').padStart(5)} ${f2(m.clientCores).padStart(5)} ${String(m.non2xx).padStart(7)} ${String(m.errors).padStart(6)}  ${t.runs.map((x) => f0(x.rps)).join(' / ')}`);
   }
   lines.push('  sqlite, 2 workers      refused by design: several workers need the shared PostgreSQL log');
   lines.push(`  ratios (median of per-repetition ratios): ${ratio(r.ratios.twoWorkersOverOne, 'postgres 2 workers / 1 process')}; ${ratio(r.ratios.postgresOverSqlite, 'postgres / sqlite, 1 process')}; ${ratio(r.ratios.twoWorkersPostgresOverSqlite, 'postgres 2 workers / sqlite 1 process')}`);
   const checked = r.targets.filter((t) => t.logRows);
-  if (checked.length > 0) lines.push(`  decision log rows vs 2xx answers: ${checked.map((t) => `${t.name} ${t.logRows!.rows} rows >= ${t.logRows!.answered2xx} answers ${t.logRows!.ok ? 'ok' : 'MISMATCH'}`).join('; ')}`);
+  const distinct = [...new Map(checked.map((t) => [t.logRows, t.log === 'postgres' ? 'postgres (both targets)' : t.name])).entries()];
+  if (distinct.length > 0) lines.push(`  decision log rows vs 2xx answers: ${distinct.map(([rows, name]) => `${name} ${rows!.rows} rows >= ${rows!.answered2xx} answers ${rows!.ok ? 'ok' : 'MISMATCH'}`).join('; ')}`);
   endReport(lines, r.problems, r.wallS);
   return lines.join('\n');
 }
