@@ -16,7 +16,9 @@
  * The PostgreSQL log (src/log/postgres.ts) runs the paced variants too, against
  * RTML_BENCH_POSTGRES_URL or else a throwaway local cluster (test/helpers/postgres-server.ts;
  * skipped when PostgreSQL is not installed). `cpu µs` is this process's CPU time per append (all
- * threads, the variant's busy work excluded): what the log costs the server's cores. A second
+ * threads, the variant's busy work excluded): what the log costs the server's cores, then the
+ * ratio to issue 14's target (LOG_CPU_TARGET_US) and the split by thread (main / writer /
+ * checkpointer / other: V8's GC helpers and libuv's pool; Linux only). A second
  * table compares the two ways of handing PostgreSQL a batch: one JSON array of row tuples taken
  * apart by json_array_elements and `->` per column, one JSON array of objects keyed by column taken
  * apart by json_to_recordset (what the log does), or one array parameter per column and unnest.
@@ -24,7 +26,7 @@
  *   node --import tsx bench/log.ts            # prints every variant
  *   import { benchDecisionLog } from './log.ts'  // the bench runner: the default config's figures
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -60,6 +62,44 @@ export interface LogBenchVariant extends LogBenchResult {
   loopMaxMs: number;
   /** This process's CPU time per append, µs (every thread; the variant's busy work excluded). */
   cpuUsPerAppend: number;
+  /** The same by thread (Linux /proc, 10 ms ticks; the busy work excluded from `main`): null elsewhere. */
+  threadUsPerAppend: ThreadCpu | null;
+}
+
+/** The CPU target of issue 14 for the log: µs per decision, every thread, synchronous FULL. */
+export const LOG_CPU_TARGET_US = 20;
+
+/** CPU time by thread: the main thread, the log's writer and checkpointer threads (they name themselves), and the rest (V8's GC helpers, libuv's pool). */
+interface ThreadCpu {
+  main: number;
+  writer: number;
+  checkpointer: number;
+  other: number;
+}
+
+/** This process's CPU time so far by thread, in µs (from /proc; null where there is none). */
+function threadCpu(): ThreadCpu | null {
+  const out: ThreadCpu = { main: 0, writer: 0, checkpointer: 0, other: 0 };
+  let tids: string[];
+  try {
+    tids = readdirSync('/proc/self/task');
+  } catch {
+    return null;
+  }
+  for (const tid of tids) {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+    } catch {
+      continue; // exited meanwhile
+    }
+    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const us = (Number(fields[11]) + Number(fields[12])) * 10_000; // utime + stime, in clock ticks of 10 ms (USER_HZ 100)
+    const key = Number(tid) === process.pid ? 'main' : name === 'rtml-log-writer' ? 'writer' : name === 'rtml-log-ckpt' ? 'checkpointer' : 'other';
+    out[key] += us;
+  }
+  return out;
 }
 
 interface VariantSpec {
@@ -128,6 +168,7 @@ async function runVariant(spec: VariantSpec, durationMs: number, maxAppends: num
     const loop = monitorEventLoopDelay({ resolution: 1 });
     loop.enable();
     const cpu0 = process.cpuUsage();
+    const threads0 = threadCpu();
     const latencies = new Float64Array(spec.rate ? Math.ceil((spec.rate * durationMs) / 1000) : maxAppends);
     let next = 0;
     const start = performance.now();
@@ -166,6 +207,7 @@ async function runVariant(spec: VariantSpec, durationMs: number, maxAppends: num
     }
     const elapsed = performance.now() - start;
     const cpu = process.cpuUsage(cpu0);
+    const threads1 = threadCpu();
     loop.disable();
     const done = latencies.subarray(0, next).sort();
     const commits = log.stats.commits - commits0;
@@ -182,6 +224,15 @@ async function runVariant(spec: VariantSpec, durationMs: number, maxAppends: num
       loopP99Ms: loop.percentile(99) / 1e6,
       loopMaxMs: loop.max / 1e6,
       cpuUsPerAppend: next ? (cpu.user + cpu.system) / next - (spec.workUs ?? 0) : 0,
+      threadUsPerAppend:
+        threads0 && threads1 && next
+          ? {
+              main: (threads1.main - threads0.main) / next - (spec.workUs ?? 0),
+              writer: (threads1.writer - threads0.writer) / next,
+              checkpointer: (threads1.checkpointer - threads0.checkpointer) / next,
+              other: (threads1.other - threads0.other) / next,
+            }
+          : null,
     };
   } finally {
     await log.close();
@@ -363,11 +414,20 @@ export function formatLogBench(variants: LogBenchVariant[]): string {
     v.loopP99Ms.toFixed(2),
     v.loopMaxMs.toFixed(2),
     v.cpuUsPerAppend.toFixed(1),
+    (v.cpuUsPerAppend / LOG_CPU_TARGET_US).toFixed(2),
+    v.threadUsPerAppend ? [v.threadUsPerAppend.main, v.threadUsPerAppend.writer, v.threadUsPerAppend.checkpointer, v.threadUsPerAppend.other].map((us) => us.toFixed(1)).join(' / ') : '-',
   ]);
-  const head = ['variant', 'in flight', 'appends/s', 'p50 ms', 'p99 ms', 'records/commit', 'loop p99 ms', 'loop max ms', 'cpu µs'];
+  const head = ['variant', 'in flight', 'appends/s', 'p50 ms', 'p99 ms', 'records/commit', 'loop p99 ms', 'loop max ms', 'cpu µs', `x ${LOG_CPU_TARGET_US} µs`, 'main/writer/ckpt/other µs'];
   const widths = head.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
   const line = (r: string[]) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ');
-  return [line(head), ...rows.map(line)].join('\n');
+  const target = variants.find((v) => v.name === LOG_BENCH_VARIANTS[0].name);
+  const verdict = target
+    ? [
+        `\nlog CPU per decision, every thread, ${target.name}: ${target.cpuUsPerAppend.toFixed(1)} µs = ${(target.cpuUsPerAppend / LOG_CPU_TARGET_US).toFixed(2)}x the ${LOG_CPU_TARGET_US} µs target ` +
+          '(the bench loop building each record on the main thread included)',
+      ]
+    : [];
+  return [line(head), ...rows.map(line), ...verdict].join('\n');
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

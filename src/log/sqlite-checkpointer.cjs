@@ -23,7 +23,7 @@
  * error } for every checkpoint that had frames to copy or failed.
  */
 'use strict';
-const { readlinkSync } = require('node:fs');
+const { readlinkSync, writeFileSync } = require('node:fs');
 const { setPriority } = require('node:os');
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.sqlite);
@@ -35,6 +35,12 @@ try {
   setPriority(Number(readlinkSync('/proc/thread-self').split('/').pop()), 19);
 } catch {
   // not Linux, or no /proc: fine
+}
+// Named, so that per-thread CPU time (top -H, bench/log.ts) can tell it apart (Linux only).
+try {
+  writeFileSync('/proc/thread-self/comm', 'rtml-log-ckpt');
+} catch {
+  // not Linux: fine
 }
 
 const db = new Database(workerData.path, { timeout: workerData.busyTimeoutMs });

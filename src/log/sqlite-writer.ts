@@ -27,6 +27,7 @@
  * decision. An exception outside a transaction (it cannot open the database, a bug) ends the
  * thread; the main thread then fails every unsettled append and refuses new ones.
  */
+import { writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { parentPort, receiveMessageOnPort, Worker, workerData } from 'node:worker_threads';
 import { BUSY_TIMEOUT_MS, openWalDatabase } from '../store/sqlite.ts';
@@ -46,6 +47,12 @@ import {
 if (parentPort === null) throw new Error('sqlite-writer.ts runs as a worker thread of the decision log');
 const port = parentPort;
 const config = workerData as WriterConfig;
+// Named, so that per-thread CPU time (top -H, bench/log.ts) can tell it apart (Linux only).
+try {
+  writeFileSync('/proc/thread-self/comm', 'rtml-log-writer');
+} catch {
+  // not Linux: fine
+}
 /** One wait for another connection's write lock (SQLite's busy timeout on this connection). */
 const LOCK_WAIT_MS = 50;
 
