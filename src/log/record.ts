@@ -13,7 +13,8 @@ export function normalizeBound(name: string, value: string): string {
 
 export const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-function json(field: string, value: unknown): string {
+/** A JSON column's text: undefined as 'null'; a value JSON cannot carry (a cycle, a BigInt) fails naming its field. */
+export function jsonColumn(field: string, value: unknown): string {
   let text: string | undefined;
   try {
     text = JSON.stringify(value);
@@ -67,8 +68,8 @@ export function recordObjectText(r: DecisionRecordToAppend): string {
   });
 }
 
-/** Validates a record and returns its row tuple, in COLUMNS order, JSON columns as values (score ±Infinity as a string, flags as 0/1). */
-function recordTuple(r: DecisionRecordToAppend, floatInputs: 'length' | 'values'): unknown[] {
+/** Throws the InvalidDecisionRecordError of a malformed record (cheaply: the types already say most of it). */
+export function validateRecord(r: DecisionRecordToAppend): void {
   if (!isObject(r)) throw new InvalidDecisionRecordError('not an object');
   if (typeof r.id !== 'string' || r.id === '') invalidRecord(r, 'id must be a non-empty string');
   if (typeof r.service !== 'string' || r.service === '') invalidRecord(r, 'service must be a non-empty string');
@@ -91,6 +92,11 @@ function recordTuple(r: DecisionRecordToAppend, floatInputs: 'length' | 'values'
   if (!isObject(r.timingsMs)) invalidRecord(r, 'timingsMs must be an object');
   if (r.features !== undefined && !isObject(r.features)) invalidRecord(r, 'features must be an object when present');
   if (r.explanation !== undefined && !isObject(r.explanation)) invalidRecord(r, 'explanation must be an object when present');
+}
+
+/** Validates a record and returns its row tuple, in COLUMNS order, JSON columns as values (score ±Infinity as a string, flags as 0/1). */
+function recordTuple(r: DecisionRecordToAppend, floatInputs: 'length' | 'values'): unknown[] {
+  validateRecord(r);
   const score = r.score === null || Number.isNaN(r.score) ? null : Number.isFinite(r.score) ? r.score : String(r.score);
   const tuple = [
     r.service,
@@ -122,7 +128,7 @@ function stringifyRecord(r: DecisionRecordToAppend, row: unknown): string {
   } catch (err) {
     // Name the field at fault (a cycle, a BigInt): only on this path, one stringify per field.
     const fields = { request: r.request, inputs: r.inputs instanceof Float32Array ? null : r.inputs, outputs: r.outputs, reasons: r.reasons, timingsMs: r.timingsMs, features: r.features, explanation: r.explanation };
-    for (const [field, value] of Object.entries(fields)) json(field, value);
+    for (const [field, value] of Object.entries(fields)) jsonColumn(field, value);
     throw new InvalidDecisionRecordError(`not serializable as JSON: ${(err as Error).message}`, { cause: err });
   }
 }

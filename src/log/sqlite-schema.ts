@@ -6,6 +6,8 @@
  * writer thread loads it.
  */
 import type { SqliteStoreSchema } from '../store/sqlite.ts';
+import { jsonColumn, validateRecord } from './record.ts';
+import type { DecisionRecordToAppend } from './types.ts';
 
 export const DECISION_LOG_FILE = 'decisions.sqlite';
 /** The schema this code writes; a file with a newer one is refused, an older one migrated. */
@@ -136,40 +138,201 @@ export type Row = [
 ];
 
 /**
- * How a record travels to the writer: one JSON text per record, the {@link Row} tuple with its
- * JSON columns (request, inputs, outputs, reasons, timings_ms, features, explanation) embedded as values
- * rather than as JSON strings, so the main thread runs one JSON.stringify per record and the
- * message it posts is one string per batch (a copy, where an array of rows is cloned value by
- * value). The writer parses the batch and turns the embedded values back into the columns'
- * text with {@link rowsFromBatch}; JSON.stringify(JSON.parse(t)) gives back t exactly, so the
- * stored text is what stringifying the record's fields on the main thread gave. The score is
- * the one number JSON cannot carry as is (±Infinity): it travels as a string then. Input
- * vectors given as a Float32Array travel as binary, not as decimal text: all of a batch's go in
- * one Float32Array (transferred, not copied), and the tuple holds the vector's length; turning
- * 22 floats into shortest decimal strings is most of a record's JSON.stringify.
- *
- * This is the writer's side: the batch's tuples, their JSON columns back to text.
+ * How records travel to the writer: a batch is ONE string, every text column of its records one
+ * after the other (the JSON columns already stringified, once, on the main thread), with an
+ * Int32Array saying where each column ends (its length, -1 for null; the flags as values), a
+ * Float64Array of the scores, and a Float32Array of the input vectors given as Float32Array
+ * (binary, not decimal text: turning ~20 floats into shortest decimal strings would be most of
+ * a record's serialization on the main thread). The arrays are transferred, the string copied
+ * once. The writer cuts the string back into columns with {@link rowsFromBatch}: substrings, no
+ * JSON parse and stringify again (what the previous format, one JSON text of row tuples, cost it).
  */
-export function rowsFromBatch(text: string, floats: Float32Array | null): Row[] {
-  const rows = JSON.parse(text) as unknown[][];
-  let at = 0;
-  for (const row of rows) {
-    if (typeof row[7] === 'string') row[7] = Number(row[7]); // ±Infinity
-    row[11] = JSON.stringify(row[11]); // request: 'null' when absent
-    const inputs = row[12];
-    if (typeof inputs === 'number') {
-      // A Float32Array input vector: its `inputs` values are next in the batch's floats.
-      const vector = Array.from(floats!.subarray(at, at + inputs), (v) => (Number.isNaN(v) ? null : v));
-      at += inputs;
-      row[12] = JSON.stringify(vector);
-    } else if (inputs !== null) row[12] = JSON.stringify(inputs);
-    if (row[13] !== null) row[13] = JSON.stringify(row[13]);
-    row[14] = JSON.stringify(row[14]);
-    row[15] = JSON.stringify(row[15]);
-    if (row[16] !== null) row[16] = JSON.stringify(row[16]);
-    if (row[17] !== null) row[17] = JSON.stringify(row[17]);
+export interface RowBatch {
+  count: number;
+  text: string;
+  /** LAYOUT_STRIDE entries per record (see {@link LAYOUT}). */
+  layout: Int32Array;
+  /** One per record: the score; NaN for null. */
+  scores: Float64Array;
+  floats: Float32Array | null;
+}
+
+/** A record's entries in a batch's layout: the length of each text column (-1: null) and the flags. */
+const LAYOUT = {
+  service: 0,
+  id: 1,
+  time: 2,
+  decision: 3,
+  modelName: 4,
+  modelVersion: 5,
+  policyVersion: 6,
+  /** 0/1 */
+  fallbackUsed: 7,
+  fallbackCause: 8,
+  /** -1 (absent), 0, 1 */
+  safeMode: 9,
+  request: 10,
+  /** The JSON text's length, or -1 with `floatInputs` >= 0 (a Float32Array's length), or -1 with -1 (null). */
+  inputs: 11,
+  floatInputs: 12,
+  outputs: 13,
+  reasons: 14,
+  timingsMs: 15,
+  features: 16,
+  explanation: 17,
+} as const;
+const LAYOUT_STRIDE = 18;
+
+/**
+ * The main thread's side: validates records and gathers them into a {@link RowBatch}. A record
+ * that fails (malformed, not serializable) is not added, and nothing of it is.
+ */
+export class RowBatchBuilder {
+  count = 0;
+  private text = '';
+  private layout = new Int32Array(64 * LAYOUT_STRIDE);
+  private scores = new Float64Array(64);
+  private floats = new Float32Array(4096);
+  private floatsLength = 0;
+
+  add(r: DecisionRecordToAppend): void {
+    validateRecord(r);
+    // Every JSON column first: if one cannot be serialized, nothing has been added yet.
+    const request = jsonColumn('request', r.request);
+    const inputs = r.inputs === null || r.inputs instanceof Float32Array ? null : jsonColumn('inputs', r.inputs);
+    const outputs = r.outputs === null ? null : jsonColumn('outputs', r.outputs);
+    const reasons = jsonColumn('reasons', r.reasons);
+    const timings = jsonColumn('timingsMs', r.timingsMs);
+    const features = r.features === undefined ? null : jsonColumn('features', r.features);
+    const explanation = r.explanation === undefined ? null : jsonColumn('explanation', r.explanation);
+    const n = this.count;
+    if ((n + 1) * LAYOUT_STRIDE > this.layout.length) {
+      const layout = new Int32Array(this.layout.length * 2);
+      layout.set(this.layout);
+      this.layout = layout;
+      const scores = new Float64Array(this.scores.length * 2);
+      scores.set(this.scores);
+      this.scores = scores;
+    }
+    const at = n * LAYOUT_STRIDE;
+    const layout = this.layout;
+    // Methods, not closures: tsx names every closure it creates (Object.defineProperty), per record here.
+    this.put(at + LAYOUT.service, r.service);
+    this.put(at + LAYOUT.id, r.id);
+    this.put(at + LAYOUT.time, r.time);
+    this.put(at + LAYOUT.decision, r.decision);
+    this.put(at + LAYOUT.modelName, r.model?.name ?? null);
+    this.put(at + LAYOUT.modelVersion, r.model?.version ?? null);
+    this.put(at + LAYOUT.policyVersion, r.policyVersion);
+    layout[at + LAYOUT.fallbackUsed] = r.fallback.used ? 1 : 0;
+    this.put(at + LAYOUT.fallbackCause, r.fallback.cause);
+    layout[at + LAYOUT.safeMode] = r.safeMode === undefined ? -1 : r.safeMode ? 1 : 0;
+    this.put(at + LAYOUT.request, request);
+    this.put(at + LAYOUT.inputs, inputs);
+    layout[at + LAYOUT.floatInputs] = r.inputs instanceof Float32Array ? r.inputs.length : -1;
+    this.put(at + LAYOUT.outputs, outputs);
+    this.put(at + LAYOUT.reasons, reasons);
+    this.put(at + LAYOUT.timingsMs, timings);
+    this.put(at + LAYOUT.features, features);
+    this.put(at + LAYOUT.explanation, explanation);
+    this.scores[n] = r.score === null ? NaN : r.score;
+    if (r.inputs instanceof Float32Array) {
+      // Copied now: the record is serialized at append, whatever the caller does with it next.
+      const vector = r.inputs;
+      if (this.floatsLength + vector.length > this.floats.length) {
+        const grown = new Float32Array(Math.max(2 * this.floats.length, this.floatsLength + vector.length));
+        grown.set(this.floats.subarray(0, this.floatsLength));
+        this.floats = grown;
+      }
+      this.floats.set(vector, this.floatsLength);
+      this.floatsLength += vector.length;
+    }
+    this.count = n + 1;
   }
-  return rows as Row[];
+
+  private put(slot: number, value: string | null): void {
+    if (value === null) this.layout[slot] = -1;
+    else {
+      this.layout[slot] = value.length;
+      this.text += value;
+    }
+  }
+
+  /** The batch so far (its arrays to transfer), and an empty builder. */
+  take(): RowBatch {
+    const batch: RowBatch = {
+      count: this.count,
+      text: this.text,
+      layout: this.layout.slice(0, this.count * LAYOUT_STRIDE),
+      scores: this.scores.slice(0, this.count),
+      floats: this.floatsLength > 0 ? this.floats.slice(0, this.floatsLength) : null,
+    };
+    this.count = 0;
+    this.text = '';
+    this.floatsLength = 0;
+    return batch;
+  }
+}
+
+/** The writer's side: a batch's rows, in {@link COLUMNS} order. */
+export function rowsFromBatch(batch: RowBatch): Row[] {
+  const { text, layout, scores, floats } = batch;
+  const rows: Row[] = new Array(batch.count);
+  let pos = 0;
+  let floatAt = 0;
+  const next = (slot: number): string | null => {
+    const n = layout[slot];
+    if (n < 0) return null;
+    const value = text.slice(pos, pos + n);
+    pos += n;
+    return value;
+  };
+  for (let i = 0, at = 0; i < batch.count; i++, at += LAYOUT_STRIDE) {
+    const service = next(at + LAYOUT.service)!;
+    const id = next(at + LAYOUT.id)!;
+    const time = next(at + LAYOUT.time)!;
+    const decision = next(at + LAYOUT.decision)!;
+    const modelName = next(at + LAYOUT.modelName);
+    const modelVersion = next(at + LAYOUT.modelVersion);
+    const policyVersion = next(at + LAYOUT.policyVersion);
+    const fallbackCause = next(at + LAYOUT.fallbackCause);
+    const request = next(at + LAYOUT.request)!;
+    let inputs = next(at + LAYOUT.inputs);
+    const floatCount = layout[at + LAYOUT.floatInputs];
+    if (floatCount >= 0) {
+      // The vector as JSON, NaN as null, as JSON.stringify of the record's values would give.
+      inputs = JSON.stringify(Array.from(floats!.subarray(floatAt, floatAt + floatCount), (v) => (Number.isNaN(v) ? null : v)));
+      floatAt += floatCount;
+    }
+    const outputs = next(at + LAYOUT.outputs);
+    const reasons = next(at + LAYOUT.reasons)!;
+    const timingsMs = next(at + LAYOUT.timingsMs)!;
+    const features = next(at + LAYOUT.features);
+    const explanation = next(at + LAYOUT.explanation);
+    const safeMode = layout[at + LAYOUT.safeMode];
+    const score = scores[i];
+    rows[i] = [
+      service,
+      id,
+      time,
+      decision,
+      modelName,
+      modelVersion,
+      policyVersion,
+      Number.isNaN(score) ? null : score,
+      layout[at + LAYOUT.fallbackUsed] === 1 ? 1 : 0,
+      fallbackCause,
+      safeMode === -1 ? null : safeMode === 1 ? 1 : 0,
+      request,
+      inputs,
+      outputs,
+      reasons,
+      timingsMs,
+      features,
+      explanation,
+    ];
+  }
+  return rows;
 }
 
 export const INSERT_DECISION = `INSERT INTO decisions (${COLUMNS}) VALUES (${COLUMNS.split(',')
@@ -209,10 +372,9 @@ export const CLAIM = { PENDING: 0, WRITING: 1, ABANDONED: 2 } as const;
 export type ToWriter =
   /**
    * One batch: the appends of one turn of the main thread's event loop (at most maxBatch), as
-   * one JSON array of `count` record tuples and their Float32Array inputs (see {@link rowsFromBatch}),
-   * and its claim (null when appends do not time out).
+   * a {@link RowBatch}, and its claim (null when appends do not time out).
    */
-  | { kind: 'rows'; count: number; text: string; floats: Float32Array | null; claim: Int32Array | null }
+  | { kind: 'rows'; batch: RowBatch; claim: Int32Array | null }
   | { kind: 'outcomes'; service: string; outcomes: OutcomeRow[] }
   /** Finish everything before it, checkpoint, close the connection, exit. */
   | { kind: 'close' };

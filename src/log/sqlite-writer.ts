@@ -193,18 +193,18 @@ function rowBytes(rows: Row[]): number {
 /** Writes one transaction from `first` and the rows batches queued behind it; returns the next message it took but did not write. */
 function writeFrom(first: Extract<ToWriter, { kind: 'rows' }>): ToWriter | null {
   const received = [first];
-  let records = first.count;
+  let records = first.batch.count;
   let next: ToWriter | null = null;
   while (records < config.maxBatch) {
     const queued = receiveMessageOnPort(port);
     if (queued === undefined) break;
     const m = queued.message as ToWriter;
-    if (m.kind !== 'rows' || records + m.count > config.maxBatch) {
+    if (m.kind !== 'rows' || records + m.batch.count > config.maxBatch) {
       next = m;
       break;
     }
     received.push(m);
-    records += m.count;
+    records += m.batch.count;
   }
   if (received.every(abandoned)) {
     // Nothing left to write (the database was locked): no transaction, no lock to wait for.
@@ -213,8 +213,7 @@ function writeFrom(first: Extract<ToWriter, { kind: 'rows' }>): ToWriter | null 
   }
   let result: { duplicates: number[]; skipped: number[] };
   try {
-    // Decoding here, not on the main thread, is the point of the text format (sqlite-schema.ts).
-    const batches = received.map((m) => (abandoned(m) ? [] : rowsFromBatch(m.text, m.floats)));
+    const batches = received.map((m) => (abandoned(m) ? [] : rowsFromBatch(m.batch)));
     result = whileLocked(
       () => {
         claimed = 0;

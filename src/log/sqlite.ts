@@ -72,12 +72,13 @@ import { join, resolve } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { openSqliteStore, type SqliteStoreFailure } from '../store/sqlite.ts';
 import { startWorker } from '../threads.ts';
-import { fromStoredRow, normalizeBound, outcomeRows, recordTupleText, type StoredDecisionRow } from './record.ts';
+import { fromStoredRow, normalizeBound, outcomeRows, type StoredDecisionRow } from './record.ts';
 import {
   CLAIM,
   COLUMNS,
   DECISION_LOG_FILE,
   DECISION_LOG_SCHEMA,
+  RowBatchBuilder,
   SQLITE_SCHEMA_VERSION,
   type FromWriter,
   type ToWriter,
@@ -163,7 +164,9 @@ type StoredRow = StoredDecisionRow<number>;
 type Job =
   | {
       kind: 'rows';
-      texts: string[];
+      count: number;
+      /** Each record's service and id, one after the other (for the error of a duplicate). */
+      keys: string[];
       resolves: (() => void)[];
       rejects: ((err: unknown) => void)[];
       /** With appendTimeoutMs: the batch's claim (sqlite-schema.ts CLAIM) and its timer; `abandoned` once its appends timed out. */
@@ -213,14 +216,12 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
   const counters = { appended: 0, commits: 0, batches: 0, checkpoints: 0 };
   let lastCheckpoint: SqliteDecisionLogStats['lastCheckpoint'] = null;
   // Appends of the current turn, not yet handed to the writer.
-  let queueTexts: string[] = [];
+  const queue = new RowBatchBuilder();
+  let queueKeys: string[] = [];
   /** When the oldest queued append was made (performance.now()): its batch's timeout counts from there. */
   let queueSince = 0;
   let queueResolves: (() => void)[] = [];
   let queueRejects: ((err: unknown) => void)[] = [];
-  // Their Float32Array input vectors, one after the other (grown as needed, sent with the batch).
-  let queueFloats = new Float32Array(4096);
-  let queueFloatsLength = 0;
   let timer: NodeJS.Immediate | NodeJS.Timeout | null = null;
   // Sent to the writer, unanswered, oldest first; `sent` and `answered` count jobs ever.
   const jobs: Job[] = [];
@@ -269,7 +270,7 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
   function fail(why: string, cause?: unknown): void {
     if (failure !== null) return;
     if (closing !== null) failedWhileClosing = true;
-    const unsettled = writing + queueTexts.length;
+    const unsettled = writing + queue.count;
     failure = new DecisionLogError(
       'LOG_FAILED',
       `decision log: the writer thread of ${path} ${why}; ${unsettled} pending append(s) were not acknowledged, and the log refuses new ones until it is reopened`,
@@ -278,10 +279,10 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
     markReady(false);
     if (timer !== null) cancelTimer();
     for (const reject of queueRejects) reject(failure);
-    queueTexts = [];
+    queue.take();
+    queueKeys = [];
     queueResolves = [];
     queueRejects = [];
-    queueFloatsLength = 0;
     while (jobsHead < jobs.length) {
       const job = jobs[jobsHead++];
       if (job.kind === 'rows') {
@@ -334,14 +335,13 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
             s++;
             // Its appends timed out and were answered then; the writer did not write it.
             if (!job.abandoned) return fail('skipped a batch the log had not abandoned (a bug)');
-            i += job.texts.length;
+            i += job.count;
             continue;
           }
-          for (let k = 0; k < job.texts.length; k++, i++) {
+          for (let k = 0; k < job.count; k++, i++) {
             if (d < dups.length && dups[d] === i) {
               d++;
-              const [service, id] = JSON.parse(job.texts[k]) as [string, string]; // rare: no copy of the keys kept per append
-              job.rejects[k](new DuplicateDecisionError(service, id));
+              job.rejects[k](new DuplicateDecisionError(job.keys[2 * k], job.keys[2 * k + 1]));
             } else {
               counters.appended++;
               job.resolves[k]();
@@ -393,7 +393,7 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
   /** A rows job answered by the writer: its timer is over; its records are no longer being written. */
   function settleJob(job: Extract<Job, { kind: 'rows' }>): void {
     if (job.timer !== null) clearTimeout(job.timer);
-    if (!job.abandoned) writing -= job.texts.length;
+    if (!job.abandoned) writing -= job.count;
   }
 
   /**
@@ -405,10 +405,10 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
     job.timer = null;
     if (failure !== null || Atomics.compareExchange(job.claim!, 0, CLAIM.PENDING, CLAIM.ABANDONED) !== CLAIM.PENDING) return;
     job.abandoned = true;
-    writing -= job.texts.length;
+    writing -= job.count;
     const err = new DecisionLogError(
       'LOG_TIMEOUT',
-      `decision log: ${job.texts.length} record(s) not committed to ${path} within ${appendTimeoutMs} ms (another process holds its write lock, or the disk stalls); they will not be written`,
+      `decision log: ${job.count} record(s) not committed to ${path} within ${appendTimeoutMs} ms (another process holds its write lock, or the disk stalls); they will not be written`,
     );
     for (const reject of job.rejects) reject(err);
   }
@@ -442,26 +442,26 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
   /** Hands the queued rows to the writer as one batch. */
   function flush(): void {
     if (timer !== null) cancelTimer();
-    if (queueTexts.length === 0) return;
-    const texts = queueTexts;
+    if (queue.count === 0) return;
+    const batch = queue.take();
     const claim = appendTimeoutMs === null ? null : new Int32Array(new SharedArrayBuffer(4));
-    const job: Extract<Job, { kind: 'rows' }> = { kind: 'rows', texts, resolves: queueResolves, rejects: queueRejects, claim, timer: null, abandoned: false };
+    const job: Extract<Job, { kind: 'rows' }> = { kind: 'rows', count: batch.count, keys: queueKeys, resolves: queueResolves, rejects: queueRejects, claim, timer: null, abandoned: false };
     if (appendTimeoutMs !== null) {
       job.timer = setTimeout(abandon, Math.max(0, queueSince + appendTimeoutMs - performance.now()), job);
       job.timer.unref(); // the writer thread keeps the process alive while it owes answers
     }
-    queueTexts = [];
+    queueKeys = [];
     queueResolves = [];
     queueRejects = [];
-    writing += texts.length;
+    writing += batch.count;
     counters.batches++;
-    const floats = queueFloatsLength > 0 ? queueFloats.slice(0, queueFloatsLength) : null;
-    queueFloatsLength = 0;
-    post({ kind: 'rows', count: texts.length, text: `[${texts.join(',')}]`, floats, claim }, job, floats ? [floats.buffer] : []);
+    const transfer = [batch.layout.buffer, batch.scores.buffer] as ArrayBuffer[]; // fresh copies (RowBatchBuilder.take), never shared
+    if (batch.floats !== null) transfer.push(batch.floats.buffer as ArrayBuffer);
+    post({ kind: 'rows', batch, claim }, job, transfer);
   }
 
   function schedule(): void {
-    if (queueTexts.length >= maxBatch) flush();
+    if (queue.count >= maxBatch) flush();
     else if (timer === null) timer = maxDelayMs > 0 ? setTimeout(flush, maxDelayMs) : setImmediate(flush);
   }
 
@@ -502,26 +502,15 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
     append(record: DecisionRecordToAppend): Promise<void> {
       if (closed) return Promise.reject(new DecisionLogClosedError());
       if (failure !== null) return Promise.reject(failure);
-      let text: string;
+      const first = queue.count === 0;
       try {
-        text = recordTupleText(record, 'length');
+        queue.add(record); // validated and serialized now, whatever the caller does with it next
       } catch (err) {
         return Promise.reject(err);
       }
-      if (record.inputs instanceof Float32Array) {
-        // Copied now: the record is serialized at append, whatever the caller does with it next.
-        const vector = record.inputs;
-        if (queueFloatsLength + vector.length > queueFloats.length) {
-          const grown = new Float32Array(Math.max(2 * queueFloats.length, queueFloatsLength + vector.length));
-          grown.set(queueFloats.subarray(0, queueFloatsLength));
-          queueFloats = grown;
-        }
-        queueFloats.set(vector, queueFloatsLength);
-        queueFloatsLength += vector.length;
-      }
+      if (first) queueSince = performance.now();
+      queueKeys.push(record.service, record.id);
       return new Promise<void>((resolve, reject) => {
-        if (queueTexts.length === 0) queueSince = performance.now();
-        queueTexts.push(text);
         queueResolves.push(resolve);
         queueRejects.push(reject);
         schedule();
@@ -600,8 +589,8 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
       return {
         appended: counters.appended,
         commits: counters.commits,
-        pending: queueTexts.length + writing,
-        queued: queueTexts.length,
+        pending: queue.count + writing,
+        queued: queue.count,
         writing,
         batches: counters.batches,
         checkpoints: counters.checkpoints,
