@@ -36,7 +36,7 @@ import { INSERT_DECISIONS, openPostgresDecisionLog, POSTGRES_LOG_COMPONENT, POST
 import { recordObjectText, recordTupleText } from '../src/log/record.ts';
 import { COLUMNS } from '../src/log/sqlite-schema.ts';
 import { openSqliteDecisionLog, type SqliteDecisionLogOptions } from '../src/log/sqlite.ts';
-import type { DecisionLog, DecisionRecord } from '../src/log/types.ts';
+import type { DecisionLog, DecisionRecordToAppend } from '../src/log/types.ts';
 import { migrate, openPool } from '../src/store/postgres.ts';
 import { findPostgresBin, startPostgres } from '../test/helpers/postgres-server.ts';
 
@@ -112,12 +112,12 @@ interface VariantSpec {
   workUs?: number;
 }
 
-/** A record shaped like a credit decision: a 20-field request, a 30-wide input vector. */
-function makeRecord(i: number): DecisionRecord {
+/** A record shaped like a credit decision: a 20-field request, a 30-wide input vector (a Float32Array, NaN for missing, as the pipeline's encoder gives it). */
+function makeRecord(i: number): DecisionRecordToAppend {
   const request: Record<string, unknown> = { applicant: `a-${i}`, term: 'term_36', purpose: 'debt_consolidation', emp_length: null };
   for (let k = 0; k < 16; k++) request[`f${k}`] = (i * 7919 + k * 104729) % 100000 / 100;
-  const inputs: (number | null)[] = [];
-  for (let k = 0; k < 30; k++) inputs.push(k % 11 === 3 ? null : ((i + k) % 997) / 7);
+  const inputs = new Float32Array(30);
+  for (let k = 0; k < 30; k++) inputs[k] = k % 11 === 3 ? NaN : ((i + k) % 997) / 7;
   const score = (i % 1000) / 1000;
   return {
     id: `d-${i}`,
@@ -331,7 +331,7 @@ export async function benchInsertForms(url: string, batch = 256, rounds = 40): P
   const unnestSql = `INSERT INTO decisions (${COLUMNS}) SELECT * FROM unnest(${columns
     .map((_, i) => `$${i + 1}::${i === 7 ? 'float8' : i === 8 || i === 10 ? 'bool' : jsonColumn(i) ? 'json' : 'text'}[]`)
     .join(', ')}) ON CONFLICT (service, id) DO NOTHING RETURNING service, id`;
-  const forms: { form: string; prepare: (records: DecisionRecord[]) => unknown[]; sql: string }[] = [
+  const forms: { form: string; prepare: (records: DecisionRecordToAppend[]) => unknown[]; sql: string }[] = [
     {
       form: 'tuples, json_array_elements',
       sql: `INSERT INTO decisions (${COLUMNS})

@@ -116,7 +116,7 @@ describe('sqlite decision log', () => {
     await log.append(record('old-1'));
     await log.close();
     const db = new Database(join(dir, DECISION_LOG_FILE));
-    db.exec("DROP TABLE outcomes; ALTER TABLE decisions DROP COLUMN features; ALTER TABLE decisions DROP COLUMN explanation; UPDATE meta SET value = '1' WHERE key = 'schema_version'");
+    db.exec("DROP TABLE outcomes; ALTER TABLE decisions DROP COLUMN features; ALTER TABLE decisions DROP COLUMN explanation; ALTER TABLE decisions DROP COLUMN inputs_f32; UPDATE meta SET value = '1' WHERE key = 'schema_version'");
     db.close();
     const reopened = openSqliteDecisionLog(dir);
     assert.deepEqual(await reopened.recordOutcomes('credit', [{ id: 'old-1', label: 'good' }]), { joined: 1, unknown: [] });
@@ -136,8 +136,8 @@ describe('sqlite decision log', () => {
   }
 
   it("keeps each sourced feature's status and served value; a version 3 log gains the column, its records read back without it", async () => {
-    // Back to version 3: no features column (nor version 5's explanation).
-    const migrated = await migratedFrom(3, 'ALTER TABLE decisions DROP COLUMN features; ALTER TABLE decisions DROP COLUMN explanation');
+    // Back to version 3: no features column (nor version 5's explanation, nor version 6's inputs_f32).
+    const migrated = await migratedFrom(3, 'ALTER TABLE decisions DROP COLUMN features; ALTER TABLE decisions DROP COLUMN explanation; ALTER TABLE decisions DROP COLUMN inputs_f32');
     const features = {
       txn_count_10m: { status: 'present', value: 3 },
       account_age_days: { status: 'stale', value: null },
@@ -153,7 +153,7 @@ describe('sqlite decision log', () => {
   });
 
   it("keeps a decision's explanation (model reasons asked for); a version 4 log gains the column, its records read back without it", async () => {
-    const migrated = await migratedFrom(4, 'ALTER TABLE decisions DROP COLUMN explanation');
+    const migrated = await migratedFrom(4, 'ALTER TABLE decisions DROP COLUMN explanation; ALTER TABLE decisions DROP COLUMN inputs_f32');
     const explanation = { model_decided: true as const, method: 'path-dependent TreeSHAP', bias: -2.875, contributions: { int_rate: 0.41, annual_inc: -0.0625 } };
     const reasons = [
       { code: 'HIGH_RISK', message: 'high' },
@@ -165,6 +165,22 @@ describe('sqlite decision log', () => {
     assert.equal('explanation' in (await migrated.get('credit', 'old'))!, false);
     await assert.rejects(migrated.append(record('bad', { explanation: 'yes' as never })), /explanation must be an object when present/);
     await migrated.close();
+  });
+
+  it('keeps a Float32Array input vector as float32 bytes and reads back the numbers its JSON gave (NaN as null); a version 5 log gains the column, its text inputs read as before', async () => {
+    const migrated = await migratedFrom(5, 'ALTER TABLE decisions DROP COLUMN inputs_f32');
+    const vector = new Float32Array([0.1, -2.5, NaN, 1e-7, 3.4028234663852886e38, 0]);
+    await migrated.append({ ...record('vector'), inputs: vector });
+    vector[0] = 99; // serialized at append: later changes do not reach the log
+    const expected = [0.10000000149011612, -2.5, null, 1.0000000116860974e-7, 3.4028234663852886e38, 0];
+    assert.deepEqual((await migrated.get('credit', 'vector'))!.inputs, expected);
+    assert.deepEqual((await migrated.query({ service: 'credit' })).map((r) => r.inputs), [expected, record('old').inputs]);
+    await migrated.close();
+    const db = new Database(join(migrated.path, '..', DECISION_LOG_FILE), { readonly: true });
+    const stored = db.prepare<[], { inputs: string | null; bytes: number }>("SELECT inputs, length(inputs_f32) AS bytes FROM decisions WHERE id = 'vector'").get();
+    assert.deepEqual(stored, { inputs: null, bytes: 4 * vector.length });
+    assert.equal(db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").pluck().get(), String(SQLITE_SCHEMA_VERSION));
+    db.close();
   });
 
   it('schema 3 keeps only the indexes its queries use, and they use them; an older log loses the others', async () => {
@@ -199,6 +215,7 @@ describe('sqlite decision log', () => {
       CREATE INDEX decisions_fallback_time ON decisions (service, time) WHERE fallback_used = 1;
       ALTER TABLE decisions DROP COLUMN features;
       ALTER TABLE decisions DROP COLUMN explanation;
+      ALTER TABLE decisions DROP COLUMN inputs_f32;
       UPDATE meta SET value = '2' WHERE key = 'schema_version'`);
     db.close();
     const log = openSqliteDecisionLog(dir);

@@ -7,10 +7,10 @@
  * so a bad record fails alone and later mutation of the caller's object changes nothing, then
  * queues its text and returns a promise. The records queued in one turn of the event loop
  * (`setImmediate`, `maxDelayMs: 0`, the default; or `maxDelayMs` after the first queued record;
- * or at once when `maxBatch` are queued) go to the writer as one message, one JSON text of
- * row tuples that the writer decodes into columns (`rowsFromBatch` in sqlite-schema.ts: one
- * stringify per record here, a string copy instead of a value-by-value clone per batch, and
- * Float32Array input vectors as binary, converted to JSON by the writer). The writer writes a batch, together with every batch already waiting behind it (up
+ * or at once when `maxBatch` are queued) go to the writer as one message: one string holding
+ * every text column of the batch (each JSON column stringified once, here), the columns'
+ * lengths, scores and Float32Array input vectors in transferred typed arrays (`RowBatch` in
+ * sqlite-schema.ts; the writer cuts the string into columns, no JSON parse). The writer writes a batch, together with every batch already waiting behind it (up
  * to `maxBatch` records), in ONE transaction, and reports back only after COMMIT has returned;
  * only then are those appends resolved. This is group commit as before, self-clocking: while
  * one transaction commits (and fsyncs), the batches of the following turns pile up in the
@@ -75,10 +75,11 @@ import { startWorker } from '../threads.ts';
 import { fromStoredRow, normalizeBound, outcomeRows, type StoredDecisionRow } from './record.ts';
 import {
   CLAIM,
-  COLUMNS,
   DECISION_LOG_FILE,
   DECISION_LOG_SCHEMA,
+  floatsFromBlob,
   RowBatchBuilder,
+  SQLITE_COLUMNS,
   SQLITE_SCHEMA_VERSION,
   type FromWriter,
   type ToWriter,
@@ -157,8 +158,15 @@ export interface SqliteDecisionLog extends DecisionLog {
 
 const DEFAULTS = { synchronous: 'full', maxBatch: 256, maxDelayMs: 0, checkpointIntervalMs: 250, checkpointBytes: 4 * 1024 * 1024 } as const;
 
-/** A row as read: the flags as 0/1. */
-type StoredRow = StoredDecisionRow<number>;
+/** A row as read: the flags as 0/1, and version 6's float vector. */
+type StoredRow = StoredDecisionRow<number> & { inputs_f32: Buffer | null };
+
+/** A stored row as its record: the float vector, when there is one, is its `inputs`. */
+function fromSqliteRow(row: StoredRow): DecisionRecord {
+  const record = fromStoredRow(row);
+  if (row.inputs_f32 !== null) record.inputs = floatsFromBlob(row.inputs_f32);
+  return record;
+}
 
 /** A message sent to the writer whose answer is awaited; jobs are answered in the order sent. */
 type Job =
@@ -199,7 +207,7 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
   // Opens, checks and migrates the file here, synchronously: a bad file fails the open itself.
   const db = openDatabase(path);
 
-  const selectOne = db.prepare<[string, string], StoredRow>(`SELECT ${COLUMNS} FROM decisions WHERE service = ? AND id = ?`);
+  const selectOne = db.prepare<[string, string], StoredRow>(`SELECT ${SQLITE_COLUMNS} FROM decisions WHERE service = ? AND id = ?`);
   const countAll = db.prepare<[], number>('SELECT count(*) FROM decisions').pluck();
   const countService = db.prepare<[string], number>('SELECT count(*) FROM decisions WHERE service = ?').pluck();
   const queries = new Map<string, Database.Statement<unknown[], StoredRow>>();
@@ -486,7 +494,7 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
       if (filter.since !== undefined) where.push('time >= ?');
       if (filter.until !== undefined) where.push('time < ?');
       stmt = db.prepare<unknown[], StoredRow>(
-        `SELECT ${COLUMNS} FROM decisions ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY time DESC, seq DESC LIMIT ?`,
+        `SELECT ${SQLITE_COLUMNS} FROM decisions ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY time DESC, seq DESC LIMIT ?`,
       );
       queries.set(key, stmt);
     }
@@ -520,7 +528,7 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
     async get(service: string, id: string): Promise<DecisionRecord | null> {
       await settled(); // read your own writes, even un-awaited ones
       const row = selectOne.get(service, id);
-      return row ? fromStoredRow(row) : null;
+      return row ? fromSqliteRow(row) : null;
     },
 
     async query(filter: DecisionQuery = {}): Promise<DecisionRecord[]> {
@@ -533,7 +541,7 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
       if (filter.until !== undefined) params.push(normalizeBound('until', filter.until));
       params.push(Math.min(limit, MAX_QUERY_LIMIT));
       await settled();
-      return queryStatement(filter).all(...params).map(fromStoredRow);
+      return queryStatement(filter).all(...params).map(fromSqliteRow);
     },
 
     recordOutcomes(service: string, outcomes: readonly Outcome[]): Promise<{ joined: number; unknown: string[] }> {
