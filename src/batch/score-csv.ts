@@ -65,6 +65,17 @@ class ByteSink {
     this.room(end - start);
     this.pos += from.copy(this.buf, this.pos, start, end);
   }
+  /** A record's bytes without its quotes: a loop, cheaper than a native copy per short field. */
+  withoutQuotes(from: Buffer): void {
+    this.room(from.length);
+    const buf = this.buf;
+    let pos = this.pos;
+    for (let i = 0; i < from.length; i++) {
+      const b = from[i];
+      if (b !== QUOTE) buf[pos++] = b;
+    }
+    this.pos = pos;
+  }
   text(s: string): void {
     this.room(s.length * 3);
     this.pos += this.buf.write(s, this.pos, 'utf8');
@@ -246,11 +257,16 @@ export async function scoreCsv(input: Readable, job: CsvScoring): Promise<{ rows
         continue;
       }
       const base = r * columns.length;
-      for (let c = 0; c < columns.length; c++) {
-        const at = base + c;
-        if (c > 0) out.byte(COMMA);
-        if (kinds[at] === PLAIN) out.bytes(bytes, starts[at], ends[at]);
-        else out.text(csvCell(fieldText(bytes, starts[at], ends[at], kinds[at])));
+      let plain = delimiter === COMMA;
+      for (let c = 0; c < columns.length && plain; c++) plain = kinds[base + c] === PLAIN;
+      if (plain) out.withoutQuotes(bytes); // every quote in it opens or closes a field
+      else {
+        for (let c = 0; c < columns.length; c++) {
+          const at = base + c;
+          if (c > 0) out.byte(COMMA);
+          if (kinds[at] === PLAIN) out.bytes(bytes, starts[at], ends[at]);
+          else out.text(csvCell(fieldText(bytes, starts[at], ends[at], kinds[at])));
+        }
       }
       const outcome = { score: outputs.score(raw, slot), outputs: outputs.values(raw, slot) };
       const values = job.values(job.needsRow ? rowObject(bytes, base) : null, outcome, explained ? rowOf(explained, slot, cells.length) : null);
