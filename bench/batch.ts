@@ -35,8 +35,11 @@ export interface ProcessRuns {
   command: string[];
   wallMs: number[];
   peakRssMiB: number[];
+  /** User + system CPU of the process, all threads: steadier than wall time on a busy machine. */
+  cpuMs: number[];
   medianMs: number;
   medianPeakRssMiB: number;
+  medianCpuMs: number;
 }
 
 export interface BatchBench {
@@ -46,6 +49,8 @@ export interface BatchBench {
   pythonMedianMs: number;
   /** rtml time / python time (target <= 1). */
   ratio: number;
+  /** rtml CPU / python CPU (user + system). */
+  cpuRatio: number;
   rtmlPeakRssMiB: number;
   pythonPeakRssMiB: number;
   /** Largest |rtml p_bad - xgboost p_bad| over every row. */
@@ -74,14 +79,14 @@ export function writeRows(file: string, rows: number): void {
   writeFileSync(file, out.join('\n') + '\n');
 }
 
-/** One process under /usr/bin/time: wall ms (measured here) and peak RSS in MiB. */
-function runOnce(command: string[], rssFile: string): { wallMs: number; peakRssMiB: number; stdout: string } {
+/** One process under /usr/bin/time: wall ms (measured here), peak RSS in MiB, CPU ms. */
+function runOnce(command: string[], rssFile: string): { wallMs: number; peakRssMiB: number; cpuMs: number; stdout: string } {
   const started = performance.now();
-  const run = spawnSync(TIME, ['-f', '%M', '-o', rssFile, ...command], { cwd: ROOT, encoding: 'utf8', maxBuffer: 1 << 24 });
+  const run = spawnSync(TIME, ['-f', '%M %U %S', '-o', rssFile, ...command], { cwd: ROOT, encoding: 'utf8', maxBuffer: 1 << 24 });
   const wallMs = performance.now() - started;
   if (run.status !== 0) throw new Error(`${command.join(' ')} exited ${run.status}: ${run.stderr.slice(-2000)}`);
-  const kib = Number(readFileSync(rssFile, 'utf8').trim().split('\n').pop());
-  return { wallMs, peakRssMiB: kib / 1024, stdout: run.stdout };
+  const [kib, user, system] = readFileSync(rssFile, 'utf8').trim().split('\n').pop()!.split(' ').map(Number);
+  return { wallMs, peakRssMiB: kib / 1024, cpuMs: (user + system) * 1000, stdout: run.stdout };
 }
 
 function scores(file: string, column: string): Float64Array {
@@ -119,20 +124,22 @@ export async function benchBatch(options: { reps?: number; rtmlRoot?: string; lo
     if (compiled) variants.push({ label: `rtml score --no-decisions (compiled, ${compiled.slice(rtmlRoot.length + 1)})`, command: [process.execPath, compiled, ...score, '--no-decisions', '--output', out('compiled.csv')], output: out('compiled.csv') });
     variants.push({ label: 'rtml score with decisions and reasons (bin/rtml.mjs)', command: [process.execPath, join(rtmlRoot, 'bin/rtml.mjs'), ...score, '--output', out('decisions.csv')], output: out('decisions.csv') });
 
-    const runs: ProcessRuns[] = variants.map((v) => ({ label: v.label, command: v.command, wallMs: [], peakRssMiB: [], medianMs: NaN, medianPeakRssMiB: NaN }));
+    const runs: ProcessRuns[] = variants.map((v) => ({ label: v.label, command: v.command, wallMs: [], peakRssMiB: [], cpuMs: [], medianMs: NaN, medianPeakRssMiB: NaN, medianCpuMs: NaN }));
     const pythonOut: { ms: number; phases: Record<string, number> }[] = [];
     for (let rep = 0; rep < reps; rep++) {
       for (let v = 0; v < variants.length; v++) {
         const r = runOnce(variants[v].command, out('rss.txt'));
         runs[v].wallMs.push(r.wallMs);
         runs[v].peakRssMiB.push(r.peakRssMiB);
+        runs[v].cpuMs.push(r.cpuMs);
         if (v === 1) pythonOut.push({ ms: r.wallMs, phases: JSON.parse(r.stdout) as Record<string, number> });
-        log(`batch rep ${rep + 1}/${reps}: ${variants[v].label}: ${(r.wallMs / 1000).toFixed(2)} s, peak RSS ${r.peakRssMiB.toFixed(0)} MiB`);
+        log(`batch rep ${rep + 1}/${reps}: ${variants[v].label}: ${(r.wallMs / 1000).toFixed(2)} s (CPU ${(r.cpuMs / 1000).toFixed(2)} s), peak RSS ${r.peakRssMiB.toFixed(0)} MiB`);
       }
     }
     for (const r of runs) {
       r.medianMs = median(r.wallMs);
       r.medianPeakRssMiB = median(r.peakRssMiB);
+      r.medianCpuMs = median(r.cpuMs);
     }
 
     // Every row's score against XGBoost's (and the compiled run's and the decisions run's against it too).
@@ -156,6 +163,7 @@ export async function benchBatch(options: { reps?: number; rtmlRoot?: string; lo
       rtmlMedianMs: rtml.medianMs,
       pythonMedianMs: python.medianMs,
       ratio: rtml.medianMs / python.medianMs,
+      cpuRatio: rtml.medianCpuMs / python.medianCpuMs,
       rtmlPeakRssMiB: rtml.medianPeakRssMiB,
       pythonPeakRssMiB: python.medianPeakRssMiB,
       maxScoreDiff,
@@ -174,7 +182,7 @@ export function formatBatchBench(r: BatchBench): string {
   const lines = r.runs.map(
     (run) =>
       `${run.label.padEnd(62)} median ${(run.medianMs / 1000).toFixed(2)} s (reps ${run.wallMs.map((ms) => (ms / 1000).toFixed(2)).join(', ')}), ` +
-      `peak RSS ${run.medianPeakRssMiB.toFixed(0)} MiB, time ${(run.medianMs / python.medianMs).toFixed(2)}x python`,
+      `CPU ${(run.medianCpuMs / 1000).toFixed(2)} s, peak RSS ${run.medianPeakRssMiB.toFixed(0)} MiB, time ${(run.medianMs / python.medianMs).toFixed(2)}x python, CPU ${(run.medianCpuMs / python.medianCpuMs).toFixed(2)}x`,
   );
   const phases = Object.entries(r.pythonPhases)
     .filter(([k]) => k.endsWith('_s'))
@@ -184,7 +192,7 @@ export function formatBatchBench(r: BatchBench): string {
   lines.push(`scores agree with XGBoost's on all ${r.rows} rows (max diff ${r.maxScoreDiff.toExponential(1)}); load average ${r.loadavgStart[0].toFixed(2)} at start, ${r.loadavgEnd[0].toFixed(2)} at end`);
   const verdict = (ok: boolean) => (ok ? 'met' : 'NOT met');
   lines.push(
-    `batch ${r.rows} rows: rtml/python time ${r.ratio.toFixed(2)}x (target <= 1.0x: ${verdict(r.ratio <= 1)}); ` +
+    `batch ${r.rows} rows: rtml/python time ${r.ratio.toFixed(2)}x (target <= 1.0x: ${verdict(r.ratio <= 1)}; CPU ${r.cpuRatio.toFixed(2)}x); ` +
       `peak RSS rtml ${r.rtmlPeakRssMiB.toFixed(0)} MiB vs python ${r.pythonPeakRssMiB.toFixed(0)} MiB (target no higher: ${verdict(r.rtmlPeakRssMiB <= r.pythonPeakRssMiB)})`,
   );
   return lines.join('\n');
