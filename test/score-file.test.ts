@@ -93,6 +93,47 @@ describe('rtml score', () => {
     }
   });
 
+  it('reads CSV cells from bytes as the record reader reads them: quoted, doubled quotes, padded, exponents, line breaks, non-ASCII', async () => {
+    const dir = tempDir();
+    const good = csvLines.slice(1, 41);
+    const rows = [...good];
+    rows[0] = withCell(good[0], 'Class', '"bad, very ""bad"""'); // a comma and doubled quotes pass through
+    rows[1] = withCell(good[1], 'annual_inc', '" 35000 "'); // padded number
+    rows[2] = withCell(good[2], 'funded_amnt', '1.61e4'); // an exponent
+    rows[3] = withCell(good[3], 'int_rate', '+13.99'); // a sign
+    rows[4] = withCell(good[4], 'Class', '"two\nlines"'); // a line break inside a quoted field
+    rows[5] = withCell(good[5], 'Class', 'crédit'); // non-ASCII
+    rows[6] = withCell(good[6], 'funded_amnt', '16100.5'); // not an integer: refused
+    rows[7] = withCell(good[7], 'int_rate', '100.01'); // above max: refused
+    rows[8] = withCell(good[8], 'sub_grade', '"C""4"'); // doubled quotes in a feature: unknown category
+    rows[9] = withCell(good[9], 'int_rate', '1234567890.1234567'); // more digits than the plain path takes: refused (max)
+    rows[10] = withCell(good[10], 'revol_util', '0.1234567890123456789'); // more digits, in range
+    rows[11] = withCell(good[11], 'revol_util', '-0'); // negative zero is >= 0
+    rows[12] = withCell(good[12], 'term', 'term_36 '); // padded category
+    const input = join(dir, 'in.csv');
+    writeFileSync(input, [header, ...rows].join('\r\n') + '\r\n');
+    const viaCsv: unknown[] = [];
+    const viaJson: unknown[] = [];
+    await scoreFile(bundle, { input, output: join(dir, 'out.csv'), onFailure: (f) => viaCsv.push(f) });
+    await scoreFile(bundle, { input, output: join(dir, 'out.jsonl'), onFailure: (f) => viaJson.push(f) });
+    // The JSON-lines output goes through the record reader (one object per row): the reference.
+    assert.deepEqual(viaCsv, viaJson);
+    assert.deepEqual(
+      viaCsv.map((f) => (f as { line: number }).line),
+      [9, 10, 11, 12],
+    );
+    const reference = readFileSync(join(dir, 'out.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const written = parse(readFileSync(join(dir, 'out.csv')), { columns: true }) as Record<string, string>[];
+    assert.equal(written.length, 36);
+    assert.deepEqual(
+      written,
+      reference.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, typeof v === 'number' ? String(v) : v ?? '']))),
+    );
+    assert.equal(written[0].Class, 'bad, very "bad"');
+    assert.equal(written[4].Class, 'two\nlines');
+    assert.equal(written[5].Class, 'crédit');
+  });
+
   it('reads and writes JSON lines, passing extra keys through', () => {
     const dir = tempDir();
     const rows = (parse(csvLines.slice(0, 21).join('\n'), { columns: true, cast: true }) as Record<string, unknown>[]).map((r, i) => ({ ...r, id: `loan-${i}` }));

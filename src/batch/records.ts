@@ -55,54 +55,67 @@ const CR = 0x0d;
 const QUOTE = 0x22;
 const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
 
+export interface RawRecord {
+  firstLine: number;
+  line: number;
+  bytes: Buffer | null;
+}
+
 /**
- * A file's records as bytes, each with the line it ends on, or `bytes: null` when it is
- * longer than `maxBytes` (its bytes are dropped as they arrive, so memory stays bounded).
- * In CSV (`delimiter` given) a line break inside a quoted field does not end a record; as
- * in RFC 4180 a quote opens a quoted field only at the field's start. A UTF-8 byte order
- * mark is dropped and a CR before the LF is left to the parsers.
+ * Splits a byte stream into records, synchronously, chunk by chunk (see `rawRecords`); the
+ * CSV scorer pushes each chunk itself so no promise is made per record.
  */
-async function* rawRecords(stream: Readable, delimiter: number | null, maxBytes: number): AsyncGenerator<{ firstLine: number; line: number; bytes: Buffer | null }> {
-  let firstLine = 1;
-  let parts: Buffer[] = [];
-  let size = 0;
-  let oversized = false;
-  let line = 0;
-  let first = true;
-  let endsWithLf = false;
+export class RecordSplitter {
+  private firstLine = 1;
+  private parts: Buffer[] = [];
+  private size = 0;
+  private oversized = false;
+  private line = 0;
+  private first = true;
+  private endsWithLf = false;
   // CSV quoting state, carried across chunks.
-  let inQuotes = false;
-  let atFieldStart = true;
-  let justClosed = false;
-  const take = (end: Buffer) => {
+  private inQuotes = false;
+  private atFieldStart = true;
+  private justClosed = false;
+
+  /** `delimiter`: a CSV's field separator, or null for JSON lines. */
+  constructor(
+    private readonly delimiter: number | null,
+    private readonly maxBytes: number,
+  ) {}
+
+  private take(end: Buffer): RawRecord {
     let bytes: Buffer | null = null;
-    if (!oversized && size + end.length <= maxBytes) bytes = parts.length === 0 ? end : Buffer.concat([...parts, end]);
-    if (bytes && first && bytes.subarray(0, 3).equals(BOM)) bytes = bytes.subarray(3);
-    first = false;
-    parts = [];
-    size = 0;
-    oversized = false;
-    const record = { firstLine, line, bytes };
-    firstLine = line + 1;
+    if (!this.oversized && this.size + end.length <= this.maxBytes) bytes = this.parts.length === 0 ? end : Buffer.concat([...this.parts, end]);
+    if (bytes && this.first && bytes.subarray(0, 3).equals(BOM)) bytes = bytes.subarray(3);
+    this.first = false;
+    this.parts = [];
+    this.size = 0;
+    this.oversized = false;
+    const record = { firstLine: this.firstLine, line: this.line, bytes };
+    this.firstLine = this.line + 1;
     return record;
-  };
-  for await (const data of stream) {
-    const chunk: Buffer = typeof data === 'string' ? Buffer.from(data) : data;
+  }
+
+  /** The records `chunk` completes, in order; the bytes of an unfinished one are kept. */
+  push(chunk: Buffer, records: RawRecord[] = []): RawRecord[] {
     let start = 0;
+    const delimiter = this.delimiter;
     if (delimiter === null) {
       for (let lf = chunk.indexOf(LF); lf >= 0; lf = chunk.indexOf(LF, start)) {
-        line++;
-        yield take(chunk.subarray(start, lf));
+        this.line++;
+        records.push(this.take(chunk.subarray(start, lf)));
         start = lf + 1;
       }
     } else {
+      let { inQuotes, atFieldStart, justClosed } = this;
       for (let i = 0; i < chunk.length; i++) {
         const b = chunk[i];
         if (inQuotes) {
           if (b === QUOTE) {
             inQuotes = false;
             justClosed = true;
-          } else if (b === LF) line++;
+          } else if (b === LF) this.line++;
           continue;
         }
         // A quote at a field's start opens it; right after a closing quote it is a doubled ("") quote.
@@ -114,53 +127,76 @@ async function* rawRecords(stream: Readable, delimiter: number | null, maxBytes:
         justClosed = false;
         atFieldStart = b === delimiter || b === LF;
         if (b === LF) {
-          line++;
-          yield take(chunk.subarray(start, i));
+          this.line++;
+          records.push(this.take(chunk.subarray(start, i)));
           start = i + 1;
         }
       }
+      this.inQuotes = inQuotes;
+      this.atFieldStart = atFieldStart;
+      this.justClosed = justClosed;
     }
-    if (chunk.length > 0) endsWithLf = chunk[chunk.length - 1] === LF;
+    if (chunk.length > 0) this.endsWithLf = chunk[chunk.length - 1] === LF;
     const rest = chunk.subarray(start);
-    if (oversized || size + rest.length > maxBytes) {
-      oversized = true;
-      parts = [];
+    if (this.oversized || this.size + rest.length > this.maxBytes) {
+      this.oversized = true;
+      this.parts = [];
     } else if (rest.length > 0) {
-      parts.push(Buffer.from(rest)); // a copy: the stream may reuse its buffer
-      size += rest.length;
+      this.parts.push(Buffer.from(rest)); // a copy: the stream may reuse its buffer
+      this.size += rest.length;
     }
+    return records;
   }
-  if (size > 0 || oversized) {
+
+  /** The last record, when the input does not end with a line break. */
+  end(): RawRecord | null {
+    if (this.size === 0 && !this.oversized) return null;
     // The last line has no line break of its own (unless it ends inside an open quote).
-    if (!endsWithLf) line++;
-    yield take(Buffer.alloc(0));
+    if (!this.endsWithLf) this.line++;
+    return this.take(Buffer.alloc(0));
   }
+}
+
+/**
+ * A file's records as bytes, each with the line it ends on, or `bytes: null` when it is
+ * longer than `maxBytes` (its bytes are dropped as they arrive, so memory stays bounded).
+ * In CSV (`delimiter` given) a line break inside a quoted field does not end a record; as
+ * in RFC 4180 a quote opens a quoted field only at the field's start. A UTF-8 byte order
+ * mark is dropped and a CR before the LF is left to the parsers.
+ */
+async function* rawRecords(stream: Readable, delimiter: number | null, maxBytes: number): AsyncGenerator<RawRecord> {
+  const splitter = new RecordSplitter(delimiter, maxBytes);
+  for await (const data of stream) {
+    yield* splitter.push(typeof data === 'string' ? Buffer.from(data) : data);
+  }
+  const last = splitter.end();
+  if (last) yield last;
 }
 
 /** A record's bytes without the CR of a CRLF line ending. */
-function withoutCr(bytes: Buffer): Buffer {
+export function withoutCr(bytes: Buffer): Buffer {
   return bytes.length > 0 && bytes[bytes.length - 1] === CR ? bytes.subarray(0, bytes.length - 1) : bytes;
 }
 
+/** Where the quoted field whose text starts at `from` closes (a doubled "" is a quote inside), or -1. */
+export function closingQuote(record: Buffer, from: number): number {
+  let close = record.indexOf(QUOTE, from);
+  while (close >= 0 && record[close + 1] === QUOTE) close = record.indexOf(QUOTE, close + 2);
+  return close;
+}
+
 /** RFC 4180 fields of one CSV record, or why they cannot be read. */
-function csvFields(record: Buffer, delimiter: number): string[] | string {
+export function csvFields(record: Buffer, delimiter: number): string[] | string {
   const fields: string[] = [];
   const n = record.length;
   let i = 0;
   for (;;) {
     const column = fields.length + 1;
     if (record[i] === QUOTE) {
-      let j = i + 1;
-      let doubled = false;
-      let close = record.indexOf(QUOTE, j);
-      while (close >= 0 && record[close + 1] === QUOTE) {
-        doubled = true;
-        j = close + 2;
-        close = record.indexOf(QUOTE, j);
-      }
+      const close = closingQuote(record, i + 1);
       if (close < 0) return `field ${column}: its opening quote is never closed`;
       const text = record.toString('utf8', i + 1, close);
-      fields.push(doubled ? text.replaceAll('""', '"') : text);
+      fields.push(close !== record.indexOf(QUOTE, i + 1) ? text.replaceAll('""', '"') : text);
       i = close + 1;
       if (i === n) return fields;
       if (record[i] !== delimiter) return `field ${column}: text after its closing quote (a quote inside a quoted field is written twice: "")`;
@@ -183,6 +219,42 @@ function csvFields(record: Buffer, delimiter: number): string[] | string {
 
 const DELIMITER_NAMES: Record<string, string> = { ',': 'comma', ';': '`;`', '\t': 'tab', '|': '`|`' };
 
+/**
+ * A CSV's header line as column names, or an error that says what is wrong with it: it does
+ * not read, reads as one column nobody expects (another separator?), repeats a column, or
+ * lacks (or misspells) one `options.columns` needs.
+ */
+export function csvHeader(bytes: Buffer, line: number, options: ReadOptions = {}): string[] {
+  const delimiter = options.delimiter ?? ',';
+  const source = options.source ?? 'the input';
+  const fields = csvFields(bytes, delimiter.charCodeAt(0));
+  // A header that does not read, or reads as one column nobody expects: another separator?
+  if (typeof fields === 'string' || (fields.length === 1 && options.columns && !options.columns.known.includes(fields[0].trim()))) {
+    const other = Object.keys(DELIMITER_NAMES).find((d) => {
+      const split = d === delimiter ? null : csvFields(bytes, d.charCodeAt(0));
+      return Array.isArray(split) && split.length > 1;
+    });
+    if (other !== undefined) {
+      const advice = other === ',' ? 'leave out --delimiter' : `use --delimiter ${other === '\t' ? 'tab' : `'${other}'`}`;
+      throw new Error(`${source}: the file looks ${DELIMITER_NAMES[other]}-separated, not ${DELIMITER_NAMES[delimiter] ?? delimiter}-separated: ${advice}`);
+    }
+  }
+  if (typeof fields === 'string') throw new Error(`${source}: line ${line}: the header cannot be read: ${fields}`);
+  const columns = fields.map((c) => c.trim());
+  const seen = new Set<string>();
+  for (const c of columns) {
+    if (seen.has(c)) throw new Error(`${source}: the header repeats column ${JSON.stringify(c)}`);
+    seen.add(c);
+  }
+  options.columns?.checkHeader(columns, source);
+  return columns;
+}
+
+/** Why a CSV record is refused as too long; a quote left open makes the rest of the file one record. */
+export function tooLongMessage(line: number, firstLine: number, maxBytes: number): string {
+  return `longer than ${maxBytes} bytes${line > firstLine ? ` (from line ${firstLine}: a quote left open?)` : ''}`;
+}
+
 /** Reads CSV records as {column: text}, keeping going past malformed records. */
 export async function* csvRecords(stream: Readable, header: { columns: string[] | null }, options: ReadOptions = {}): AsyncGenerator<SourceRecord> {
   const delimiter = options.delimiter ?? ',';
@@ -192,37 +264,18 @@ export async function* csvRecords(stream: Readable, header: { columns: string[] 
   for await (const raw of rawRecords(stream, delimiter.charCodeAt(0), maxBytes)) {
     if (raw.bytes === null) {
       // A quote left open makes the rest of the file one record.
-      const tooLong = `longer than ${maxBytes} bytes${raw.line > raw.firstLine ? ` (from line ${raw.firstLine}: a quote left open?)` : ''}`;
+      const tooLong = tooLongMessage(raw.line, raw.firstLine, maxBytes);
       if (header.columns === null) throw new Error(`${source}: the header is ${tooLong}`);
       yield bad(raw.line, 'size', tooLong);
       continue;
     }
     const bytes = withoutCr(raw.bytes);
     if (bytes.length === 0) continue;
-    const fields = csvFields(bytes, delimiter.charCodeAt(0));
     if (header.columns === null) {
-      // A header that does not read, or reads as one column nobody expects: another separator?
-      if (typeof fields === 'string' || (fields.length === 1 && options.columns && !options.columns.known.includes(fields[0].trim()))) {
-        const other = Object.keys(DELIMITER_NAMES).find((d) => {
-          const split = d === delimiter ? null : csvFields(bytes, d.charCodeAt(0));
-          return Array.isArray(split) && split.length > 1;
-        });
-        if (other !== undefined) {
-          const advice = other === ',' ? 'leave out --delimiter' : `use --delimiter ${other === '\t' ? 'tab' : `'${other}'`}`;
-          throw new Error(`${source}: the file looks ${DELIMITER_NAMES[other]}-separated, not ${DELIMITER_NAMES[delimiter] ?? delimiter}-separated: ${advice}`);
-        }
-      }
-      if (typeof fields === 'string') throw new Error(`${source}: line ${raw.line}: the header cannot be read: ${fields}`);
-      const columns = fields.map((c) => c.trim());
-      const seen = new Set<string>();
-      for (const c of columns) {
-        if (seen.has(c)) throw new Error(`${source}: the header repeats column ${JSON.stringify(c)}`);
-        seen.add(c);
-      }
-      options.columns?.checkHeader(columns, source);
-      header.columns = columns;
+      header.columns = csvHeader(bytes, raw.line, options);
       continue;
     }
+    const fields = csvFields(bytes, delimiter.charCodeAt(0));
     if (typeof fields === 'string') {
       yield bad(raw.line, 'syntax', fields);
       continue;
@@ -276,6 +329,7 @@ export async function* jsonlRecords(stream: Readable, options: ReadOptions = {})
  * break is quoted, its quotes doubled.
  */
 export function csvCell(v: unknown): string {
+  if (typeof v === 'number') return Number.isNaN(v) ? '' : String(v); // never a quote, comma or line break
   if (v === undefined || v === null || (typeof v === 'number' && Number.isNaN(v))) return '';
   const text = typeof v === 'object' ? JSON.stringify(v) : String(v);
   return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;

@@ -19,6 +19,7 @@ import { explainDecision, rowOf, type RowExplanation } from '../pipeline/explain
 import { contributionSupport } from '../models/index.ts';
 import { textRowConverter } from '../decision/index.ts';
 import type { OutputValue } from '../bundle/outputs.ts';
+import { scoreCsv } from './score-csv.ts';
 
 export interface RowFailure {
   /** 1-based line of the file where the row ends (the header is line 1 in CSV). */
@@ -67,9 +68,9 @@ export async function scoreFile(bundle: ModelBundle, options: ScoreFileOptions):
   const inputFormat = options.inputFormat ?? formatOf(options.input);
   const outputFormat = options.outputFormat ?? formatOf(options.output);
   const chunkSize = options.chunkSize ?? 2048;
-  const scorer = createScorer(bundle, { fromText: inputFormat === 'csv' });
   // With a policy, each row also gets the decision the server would give it.
   const policy = options.decisions === false ? null : bundle.policy;
+  const scorer = createScorer(bundle, { fromText: inputFormat === 'csv', explainerNow: policy !== null });
   const typed = inputFormat === 'csv' ? textRowConverter(bundle.encoding.features) : (row: RawRow) => row;
   // Contributions: for the model reasons the policy asks for (as the server gives them), and
   // with `explain` as columns of their own; computed for a chunk's rows at once.
@@ -116,7 +117,6 @@ export async function scoreFile(bundle: ModelBundle, options: ScoreFileOptions):
   ColumnCheck.requireKnown(options.allowMissing ?? [], [expected], bundle.name);
   const read: ReadOptions = { delimiter: options.delimiter, columns: expected, source: options.input === '-' ? 'standard input' : options.input };
   const header = { columns: null as string[] | null };
-  const records = inputFormat === 'csv' ? csvRecords(input, header, read) : jsonlRecords(input, read);
   const summary: ScoreFileSummary = { rows: 0, scored: 0, failed: 0, seconds: 0 };
   let wroteHeader = false;
 
@@ -147,8 +147,7 @@ export async function scoreFile(bundle: ModelBundle, options: ScoreFileOptions):
     if (outputFormat === 'csv' && !wroteHeader) {
       // JSON lines into CSV: the first row's fields, and every feature even if that row lacked it.
       const inputColumns = header.columns ?? [...new Set([...Object.keys(readable[0]?.row ?? {}), ...bundle.encoding.features.map((f) => f.name)])];
-      const clash = inputColumns.find((c) => outputColumns.includes(c));
-      if (clash !== undefined) throw new Error(`the input already has a column named ${JSON.stringify(clash)}, which the model's output would overwrite`);
+      clashCheck(inputColumns);
       header.columns = inputColumns;
       lines.push(csvLine([...inputColumns, ...outputColumns]));
       wroteHeader = true;
@@ -182,7 +181,39 @@ export async function scoreFile(bundle: ModelBundle, options: ScoreFileOptions):
     options.onProgress?.(bytesRead, totalBytes, summary.rows);
   };
 
-  try {
+  const clashCheck = (inputColumns: readonly string[]) => {
+    const clash = inputColumns.find((c) => outputColumns.includes(c));
+    if (clash !== undefined) throw new Error(`the input already has a column named ${JSON.stringify(clash)}, which the model's output would overwrite`);
+  };
+
+  // CSV to CSV, the common case, goes from bytes to bytes (score-csv.ts); the rest record by record.
+  const scoreAll = async () => {
+    if (inputFormat === 'csv' && outputFormat === 'csv') {
+      const counts = await scoreCsv(input, {
+        scorer,
+        read,
+        header,
+        chunkSize,
+        outputColumns,
+        needsRow: policy !== null,
+        needsExplanation: explainer !== null,
+        values: (row, outcome, explained) => outputValues(row!, outcome, explained),
+        headerLine: (columns, first) => {
+          if (first) clashCheck(columns);
+          return csvLine([...columns, ...outputColumns]);
+        },
+        write: async (bytes) => {
+          if (outputError) throw outputError;
+          if (!output.write(bytes)) await once(output, 'drain');
+        },
+        fail: (line, errors) => fail({ line, errors }),
+        progress: (rows) => options.onProgress?.(bytesRead, totalBytes, rows),
+      });
+      summary.rows = counts.rows;
+      summary.scored = counts.scored;
+      return;
+    }
+    const records = inputFormat === 'csv' ? csvRecords(input, header, read) : jsonlRecords(input, read);
     let chunk: SourceRecord[] = [];
     for await (const record of records) {
       summary.rows++;
@@ -196,6 +227,10 @@ export async function scoreFile(bundle: ModelBundle, options: ScoreFileOptions):
     if (outputFormat === 'csv' && !wroteHeader && header.columns) {
       await write(output, csvLine([...header.columns, ...outputColumns]));
     }
+  };
+
+  try {
+    await scoreAll();
   } finally {
     if (output !== process.stdout) output.end();
     input.destroy();

@@ -36,9 +36,25 @@ export interface Encoding {
   readonly columns: readonly string[];
   readonly width: number;
   encoder(options: EncodeOptions): RowEncoder;
+  /**
+   * Per feature, in order, for CSV text read straight from the file's bytes (batch scoring
+   * without a string per cell): the same rules, values and messages as `encoder({ fromText: true })`.
+   */
+  cellEncoders(): readonly CellEncoder[];
 }
 
-type FieldWriter = (value: unknown, out: Float32Array, at: number, errors: FieldError[]) => void;
+/** Writes one feature's model columns at `at`, or pushes why it cannot. */
+export type FieldWriter = (value: unknown, out: Float32Array, at: number, errors: FieldError[]) => void;
+
+export interface CellEncoder {
+  readonly name: string;
+  /** Where the feature's columns start in a row of the model's input. */
+  readonly offset: number;
+  /** From a cell's text. */
+  readonly text: FieldWriter;
+  /** From a cell's UTF-8 bytes `[start, end)`, unquoted. */
+  readonly bytes: (bytes: Buffer, start: number, end: number, out: Float32Array, at: number, errors: FieldError[]) => void;
+}
 
 const NUMBER_TEXT = /^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/;
 
@@ -133,6 +149,50 @@ function categoryWriter(f: Extract<FeatureSpec, { type: 'category' }>, fromText:
   };
 }
 
+const DIGIT_0 = 0x30;
+const MINUS = 0x2d;
+const DOT = 0x2e;
+/** Powers of ten exact in float64, for decimals of at most 15 digits. */
+const POW10 = Array.from({ length: 16 }, (_, k) => 10 ** k);
+
+/**
+ * The plain decimal `-?d+(.d*)?` of at most 15 digits in `bytes[start, end)`, or NaN for any
+ * other text (which then goes through `Number`). Exact: both integers are exact in float64 and
+ * one IEEE division rounds their quotient correctly, as `Number(text)` rounds the decimal.
+ */
+function plainDecimal(bytes: Buffer, start: number, end: number): number {
+  let i = start;
+  const negative = bytes[i] === MINUS;
+  if (negative) i++;
+  let mantissa = 0;
+  let digits = 0;
+  let fraction = -1;
+  for (; i < end; i++) {
+    const b = bytes[i];
+    const d = b - DIGIT_0;
+    if (d >= 0 && d <= 9) {
+      mantissa = mantissa * 10 + d;
+      digits++;
+    } else if (b === DOT && fraction < 0 && digits > 0) fraction = i;
+    else return NaN;
+  }
+  if (digits === 0 || digits > 15) return NaN;
+  const value = fraction < 0 ? mantissa : mantissa / POW10[end - fraction - 1];
+  return negative ? -value : value;
+}
+
+function numberCellBytes(f: Extract<FeatureSpec, { type: 'number' | 'integer' }>, text: FieldWriter): CellEncoder['bytes'] {
+  const { min, max } = f;
+  const integer = f.type === 'integer';
+  return (bytes, start, end, out, at, errors) => {
+    const v = plainDecimal(bytes, start, end);
+    // Anything else (blank, exponent, spaces, out of bounds) takes the text path, for its exact message.
+    if (v !== v || (integer && !Number.isInteger(v)) || (min !== undefined && v < min) || (max !== undefined && v > max)) {
+      text(bytes.toString('utf8', start, end), out, at, errors);
+    } else out[at] = v;
+  };
+}
+
 function featureWidth(f: FeatureSpec): number {
   return f.type === 'category' && f.encoding === 'onehot' ? f.values.length : 1;
 }
@@ -147,18 +207,19 @@ export function buildEncoding(features: readonly FeatureSpec[]): Encoding {
   }
   const width = columns.length;
 
+  const writerOf = (f: FeatureSpec, fromText: boolean): FieldWriter => {
+    switch (f.type) {
+      case 'number':
+      case 'integer':
+        return numberWriter(f, fromText);
+      case 'boolean':
+        return booleanWriter(f, fromText);
+      case 'category':
+        return categoryWriter(f, fromText);
+    }
+  };
   const encoder = (options: EncodeOptions): RowEncoder => {
-    const writers = features.map((f): FieldWriter => {
-      switch (f.type) {
-        case 'number':
-        case 'integer':
-          return numberWriter(f, options.fromText);
-        case 'boolean':
-          return booleanWriter(f, options.fromText);
-        case 'category':
-          return categoryWriter(f, options.fromText);
-      }
-    });
+    const writers = features.map((f) => writerOf(f, options.fromText));
     const names = features.map((f) => f.name);
     const n = names.length;
     return (row, out, offset, errors) => {
@@ -169,7 +230,16 @@ export function buildEncoding(features: readonly FeatureSpec[]): Encoding {
       }
     };
   };
-  return { features, columns, width, encoder };
+  const cellEncoders = (): CellEncoder[] =>
+    features.map((f, i) => {
+      const text = writerOf(f, true);
+      const bytes: CellEncoder['bytes'] =
+        f.type === 'number' || f.type === 'integer'
+          ? numberCellBytes(f, text)
+          : (cell, start, end, out, at, errors) => text(cell.toString('utf8', start, end), out, at, errors);
+      return { name: f.name, offset: offsets[i], text, bytes };
+    });
+  return { features, columns, width, encoder, cellEncoders };
 }
 
 export { featureWidth };

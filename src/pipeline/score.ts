@@ -37,6 +37,8 @@ export interface ScoredBatch {
 export interface ScoreOptions {
   /** Values arrive as text (CSV cells) rather than typed JSON. */
   fromText: boolean;
+  /** Build the explainer the policy's model reasons need now (default), or on first use (a batch without decisions never uses it). */
+  explainerNow?: boolean;
 }
 
 export interface Scorer {
@@ -88,7 +90,7 @@ export function createScorer(bundle: ModelBundle, options: ScoreOptions): Scorer
 
   let explainer: Explainer | null | undefined;
   const explainerOnce = () => (explainer === undefined ? (explainer = createExplainer(bundle)) : explainer);
-  if (bundle.policy?.modelReasons) explainerOnce();
+  if (bundle.policy?.modelReasons && options.explainerNow !== false) explainerOnce();
 
   return { bundle, outputColumns: outputs.columns, encode, predict, scoreRows, explainer: explainerOnce };
 }
