@@ -17,6 +17,10 @@
  *     - `rtml full` / `rtml normal`: `rtml serve` on a temporary copy of examples/credit with a
  *       temporary --data-dir and `--log-level warn`, `--log-sync full` (the default) and
  *       `normal`: the whole pipeline (validation, model, policy, durable decision log).
+ *     - `FastAPI + XGBoost`: bench/fastapi_peer.py (Debian's /usr/bin/python3, one uvicorn worker)
+ *       serving the same credit model on the same path and bodies: validation, the same encoding,
+ *       XGBoost's predictor, the policy's bands. Before the runs, a sample of rows goes to both
+ *       rtml and the peer, and their scores are compared (the max difference is printed).
  *     Bodies are real lending_club.csv rows (Class removed), each checked to answer 200 first;
  *     every request carries a unique `id` (autocannon's idReplacement), so every decision is a
  *     new row in the log. Each connection cycles through the rows from its own offset.
@@ -63,8 +67,13 @@ const CREDIT = join(ROOT, 'examples', 'credit');
 export const DECISIONS_PATH = '/v1/services/credit/decisions';
 const BARE_PATH = '/bare';
 
-export const TARGET_THROUGHPUT_RATIO = 0.6;
+/** Issue 14's targets: rtml (log FULL, monitors on) at least 0.4x the bare route's decisions/s, at least 10x FastAPI + XGBoost's. */
+export const TARGET_THROUGHPUT_RATIO = 0.4;
+export const TARGET_OVER_FASTAPI = 10;
 export const TARGET_HALF_LOAD_P99_MS = 5;
+const PYTHON = '/usr/bin/python3';
+/** Rows posted to both rtml and the FastAPI peer to check that they score alike. */
+const PEER_CHECK_ROWS = 300;
 
 // ---------------------------------------------------------------------------------------------
 // Types
@@ -176,9 +185,11 @@ export interface HttpBenchResult {
     bare: { runs: LoadRun[]; median: Summary };
     rtmlFull: { runs: LoadRun[]; median: Summary };
     rtmlNormal: { runs: LoadRun[]; median: Summary };
+    /** The FastAPI + XGBoost peer; null when it could not start (see problems). */
+    fastapi: { runs: LoadRun[]; median: Summary; check: PeerCheck } | null;
   };
-  /** rtml / bare throughput: median of the per-repetition ratios. */
-  ratio: { full: number; normal: number; fullPerRep: number[]; normalPerRep: number[] };
+  /** rtml / bare throughput: median of the per-repetition ratios; overFastapi: rtml full / FastAPI, likewise. */
+  ratio: { full: number; normal: number; fullPerRep: number[]; normalPerRep: number[]; overFastapi: number; overFastapiPerRep: number[] };
   halfLoad: {
     rate: number;
     paced: { runs: LoadRun[]; median: Summary };
@@ -194,6 +205,7 @@ export interface HttpBenchResult {
   profiles: ProfileSummary[];
   targets: {
     throughputRatio: { target: number; value: number; pass: boolean };
+    overFastapi: { target: number; value: number; pass: boolean };
     halfLoadP99Ms: { target: number; value: number; pass: boolean };
   };
   /** Anything unexpected: non-2xx, socket errors, fallbacks, log row mismatches. */
@@ -311,9 +323,9 @@ export interface ServerProcess {
   stop(): Promise<number | null>;
 }
 
-async function startProcess(name: string, args: string[], dataDir: string | null, readyPath: string): Promise<ServerProcess> {
+async function startProcess(name: string, args: string[], dataDir: string | null, readyPath: string, command = process.execPath): Promise<ServerProcess> {
   const port = await freePort();
-  const child = spawn(process.execPath, args.map((a) => a.replace('{port}', String(port))), {
+  const child = spawn(command, args.map((a) => a.replace('{port}', String(port))), {
     cwd: ROOT,
     env: { ...process.env, RTML_ADMIN_TOKEN: '' },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -369,6 +381,40 @@ async function startProcess(name: string, args: string[], dataDir: string | null
 
 function startBare(): Promise<ServerProcess> {
   return startProcess('bare', ['--import', 'tsx', join(ROOT, 'bench', 'bare-server.ts'), '{port}'], null, BARE_PATH);
+}
+
+/** bench/fastapi_peer.py serving examples/credit (one uvicorn worker, Debian's python3 with FastAPI and XGBoost). */
+function startFastapi(): Promise<ServerProcess> {
+  return startProcess('fastapi', [join(ROOT, 'bench', 'fastapi_peer.py'), CREDIT, '{port}'], null, '/health', PYTHON);
+}
+
+export interface PeerCheck {
+  rows: number;
+  /** Largest |rtml score - FastAPI score| over the rows. */
+  maxScoreDiff: number;
+  /** Rows whose decision is the same; rtml's rules (pre/post) explain the others, the peer has only the bands. */
+  sameDecision: number;
+}
+
+/** Posts the same rows to rtml and the FastAPI peer and compares their scores and decisions. */
+async function checkPeer(rtml: ServerProcess, peer: ServerProcess, rows: string[]): Promise<PeerCheck> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+  let maxScoreDiff = 0;
+  let sameDecision = 0;
+  try {
+    for (const row of rows) {
+      const [a, b] = await Promise.all([post(agent, rtml.url, DECISIONS_PATH, row), post(agent, peer.url, DECISIONS_PATH, row)]);
+      if (a.status !== 200 || b.status !== 200) throw new Error(`a row answered ${a.status} by rtml, ${b.status} by FastAPI: ${b.body.slice(0, 300)}`);
+      rtml.answered2xx++;
+      const x = JSON.parse(a.body) as { score: number; decision: string };
+      const y = JSON.parse(b.body) as { score: number; decision: string };
+      maxScoreDiff = Math.max(maxScoreDiff, Math.abs(x.score - y.score));
+      if (x.decision === y.decision) sameDecision++;
+    }
+  } finally {
+    agent.destroy();
+  }
+  return { rows: rows.length, maxScoreDiff, sameDecision };
 }
 
 /** A temporary repository with a copy of the credit example as service `credit`. */
@@ -928,13 +974,26 @@ export async function benchHttp(options: Partial<HttpBenchOptions> = {}): Promis
     await preflight(normal, rows.slice(0, 200), problems);
     log(`${rows.length} distinct lending_club rows answered 200 by rtml (${candidates.length - rows.length} rejected); each request gets a unique id`);
 
+    let fastapi: ServerProcess | null = null;
+    let peerCheck: PeerCheck | null = null;
+    try {
+      fastapi = await startFastapi();
+      servers.push(fastapi);
+      peerCheck = await checkPeer(full, fastapi, rows.slice(0, PEER_CHECK_ROWS));
+      log(`FastAPI peer: ${peerCheck.rows} rows, scores within ${peerCheck.maxScoreDiff.toExponential(2)} of rtml's, ${peerCheck.sameDecision} same decisions`);
+    } catch (err) {
+      problems.push(`FastAPI peer not measured: ${(err as Error).message.slice(0, 1000)}`);
+      fastapi = null;
+    }
+
     // 1-2. Saturation, interleaved.
     const targets = [
       { key: 'bare' as const, server: bare, path: BARE_PATH, label: 'bare fastify' },
       { key: 'rtmlFull' as const, server: full, path: DECISIONS_PATH, label: 'rtml log-sync=full' },
       { key: 'rtmlNormal' as const, server: normal, path: DECISIONS_PATH, label: 'rtml log-sync=normal' },
+      ...(fastapi ? [{ key: 'fastapi' as const, server: fastapi, path: DECISIONS_PATH, label: 'FastAPI + XGBoost' }] : []),
     ];
-    const runs: Record<'bare' | 'rtmlFull' | 'rtmlNormal', LoadRun[]> = { bare: [], rtmlFull: [], rtmlNormal: [] };
+    const runs: Record<'bare' | 'rtmlFull' | 'rtmlNormal' | 'fastapi', LoadRun[]> = { bare: [], rtmlFull: [], rtmlNormal: [], fastapi: [] };
     for (let rep = 0; rep < opts.reps; rep++) {
       for (const t of targets) {
         const base = { server: t.server, path: t.path, rows, connections: opts.connections, kind: 'saturation' as const, target: t.label };
@@ -948,6 +1007,7 @@ export async function benchHttp(options: Partial<HttpBenchOptions> = {}): Promis
     }
     const ratioFull = runs.rtmlFull.map((r, i) => r.rps / runs.bare[i].rps);
     const ratioNormal = runs.rtmlNormal.map((r, i) => r.rps / runs.bare[i].rps);
+    const ratioFastapi = runs.fastapi.map((r, i) => runs.rtmlFull[i].rps / r.rps);
     const satFull = summarize(runs.rtmlFull);
 
     // 3. Half load.
@@ -1002,16 +1062,17 @@ export async function benchHttp(options: Partial<HttpBenchOptions> = {}): Promis
       if (!ok) problems.push(`${s.name}: the decision log holds ${n} rows but ${s.answered2xx} decisions were answered 2xx`);
     }
 
-    const ratio = { full: median(ratioFull), normal: median(ratioNormal), fullPerRep: ratioFull, normalPerRep: ratioNormal };
+    const ratio = { full: median(ratioFull), normal: median(ratioNormal), fullPerRep: ratioFull, normalPerRep: ratioNormal, overFastapi: median(ratioFastapi), overFastapiPerRep: ratioFastapi };
     const pacedSummary = summarize(paced);
     const targetsResult = {
       throughputRatio: { target: TARGET_THROUGHPUT_RATIO, value: ratio.full, pass: ratio.full >= TARGET_THROUGHPUT_RATIO },
+      overFastapi: { target: TARGET_OVER_FASTAPI, value: ratio.overFastapi, pass: ratio.overFastapi >= TARGET_OVER_FASTAPI },
       halfLoadP99Ms: { target: TARGET_HALF_LOAD_P99_MS, value: pacedSummary.p99, pass: pacedSummary.p99 < TARGET_HALF_LOAD_P99_MS },
     };
 
     // 5. Profile when a target is missed (or asked for).
     const profiles: ProfileSummary[] = [];
-    const missed = !targetsResult.throughputRatio.pass || !targetsResult.halfLoadP99Ms.pass;
+    const missed = !targetsResult.throughputRatio.pass || !targetsResult.halfLoadP99Ms.pass || (fastapi !== null && !targetsResult.overFastapi.pass);
     if (opts.profile === 'always' || (opts.profile === 'auto' && missed)) {
       for (const sync of ['full', 'normal'] as const) {
         log(`profiling rtml --log-sync ${sync} (node --cpu-prof) under saturation load${missed ? ': a target was missed' : ''}`);
@@ -1034,6 +1095,7 @@ export async function benchHttp(options: Partial<HttpBenchOptions> = {}): Promis
         bare: { runs: runs.bare, median: summarize(runs.bare) },
         rtmlFull: { runs: runs.rtmlFull, median: satFull },
         rtmlNormal: { runs: runs.rtmlNormal, median: satNormal },
+        fastapi: fastapi && peerCheck ? { runs: runs.fastapi, median: summarize(runs.fastapi), check: peerCheck } : null,
       },
       ratio,
       halfLoad: {
@@ -1081,8 +1143,17 @@ export function formatHttpBench(r: HttpBenchResult): string {
   lines.push(row('bare fastify POST /bare', r.saturation.bare.median));
   lines.push(row('rtml  --log-sync full', r.saturation.rtmlFull.median));
   lines.push(row('rtml  --log-sync normal', r.saturation.rtmlNormal.median));
-  lines.push(`  per repetition req/s: bare ${r.saturation.bare.runs.map((x) => f0(x.rps)).join(' / ')}; full ${r.saturation.rtmlFull.runs.map((x) => f0(x.rps)).join(' / ')}; normal ${r.saturation.rtmlNormal.runs.map((x) => f0(x.rps)).join(' / ')}`);
+  const peer = r.saturation.fastapi;
+  if (peer) lines.push(row('FastAPI + XGBoost (1 worker)', peer.median));
+  lines.push(
+    `  per repetition req/s: bare ${r.saturation.bare.runs.map((x) => f0(x.rps)).join(' / ')}; full ${r.saturation.rtmlFull.runs.map((x) => f0(x.rps)).join(' / ')}; normal ${r.saturation.rtmlNormal.runs.map((x) => f0(x.rps)).join(' / ')}` +
+      (peer ? `; FastAPI ${peer.runs.map((x) => f0(x.rps)).join(' / ')}` : ''),
+  );
   lines.push(`  rtml/bare throughput: full ${f2(r.ratio.full)} (per rep ${r.ratio.fullPerRep.map(f2).join(', ')}), normal ${f2(r.ratio.normal)} (per rep ${r.ratio.normalPerRep.map(f2).join(', ')})`);
+  if (peer) {
+    lines.push(`  rtml full/FastAPI throughput: ${f1(r.ratio.overFastapi)}x (per rep ${r.ratio.overFastapiPerRep.map(f1).join(', ')}); server CPU per decision FastAPI/rtml ${f1(peer.median.serverCpuUsPerReq / r.saturation.rtmlFull.median.serverCpuUsPerReq)}x`);
+    lines.push(`  FastAPI peer (bench/fastapi_peer.py: pydantic validation, the bundle's encoding, xgboost inplace_predict, the policy's bands; no rules, reasons, log or monitors) vs rtml on ${peer.check.rows} rows: max |score diff| ${peer.check.maxScoreDiff.toExponential(2)}, same decision ${peer.check.sameDecision}/${peer.check.rows} (the others: rtml's rules)`);
+  }
   lines.push('');
   const h = r.halfLoad;
   lines.push(`Half load: ${f0(h.rate)} req/s offered (${Math.round(c.halfLoadFraction * 100)}% of rtml full saturation), ${c.halfLoadDurationS} s per run`);
@@ -1098,7 +1169,7 @@ export function formatHttpBench(r: HttpBenchResult): string {
   lines.push(`Decision log rows vs 2xx answers: ${r.decisionLog.map((d) => `${d.target} ${d.rows} rows >= ${d.answered2xx} answers ${d.ok ? 'ok' : 'MISMATCH'}`).join('; ')}`);
   lines.push('');
   const t = r.targets;
-  lines.push(`Targets: rtml/bare throughput ${f2(t.throughputRatio.value)} >= ${t.throughputRatio.target}: ${pass(t.throughputRatio.pass)}; p99 at half load ${f2(t.halfLoadP99Ms.value)} ms < ${t.halfLoadP99Ms.target} ms: ${pass(t.halfLoadP99Ms.pass)}`);
+  lines.push(`Targets: rtml/bare throughput ${f2(t.throughputRatio.value)} >= ${t.throughputRatio.target}: ${pass(t.throughputRatio.pass)}; rtml/FastAPI ${f1(t.overFastapi.value)}x >= ${t.overFastapi.target}x: ${peer ? pass(t.overFastapi.pass) : 'not measured'}; p99 at half load ${f2(t.halfLoadP99Ms.value)} ms < ${t.halfLoadP99Ms.target} ms: ${pass(t.halfLoadP99Ms.pass)}`);
   for (const p of r.profiles) {
     lines.push('');
     lines.push(`CPU profile of ${p.target}: ${f0(p.rps)} req/s, ${f0(p.sampledMs)} ms of main thread sampled over ${f0(p.requests)} answers${p.file ? ` (${p.file})` : ''}`);

@@ -24,6 +24,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'csv-parse/sync';
 import type { FieldError, RawRow } from '../src/bundle/encoding.ts';
+import { formatTargets, optionalPart, type BatchFigures, type MonitorFigures, type TargetFigures } from './targets.ts';
 import { loadModelBundle, fmtNs, fmtRate, fmtRatio, maxAbsDiff, readF32, readF64, writeTyped, type Measurement, type Task, type Warmup } from './common.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -359,9 +360,9 @@ function summary(results: CaseResult[]): string {
 
 // ---------------------------------------------------------------------------------------------
 
-/** `npm run bench -- --only models,shap,log,http,features,overload,fleet,batch` runs a subset; all of them by default. */
+/** `npm run bench -- --only models,shap,log,monitor,http,batch,startup,features,overload,fleet` runs a subset; all of them by default. */
 const onlyAt = process.argv.indexOf('--only');
-const only = new Set((process.argv.find((a) => a.startsWith('--only='))?.slice(7) ?? (onlyAt > 0 ? process.argv[onlyAt + 1] : undefined) ?? 'models,shap,log,http,features,overload,fleet,batch').split(','));
+const only = new Set((process.argv.find((a) => a.startsWith('--only='))?.slice(7) ?? (onlyAt > 0 ? process.argv[onlyAt + 1] : undefined) ?? 'models,shap,log,monitor,http,batch,startup,features,overload,fleet').split(','));
 
 async function main(): Promise<void> {
   mkdirSync(MODELS, { recursive: true });
@@ -379,10 +380,29 @@ async function main(): Promise<void> {
     const cases = [await creditCase(), await largeCase()].filter((c): c is ModelCase => c !== null);
     shapText = formatShapBench(await benchShap(ROOT, MODELS, cases, runWorker, log));
   }
+  const figures: TargetFigures = { missing: {} };
   let logText = '';
   if (only.has('log')) {
     const { benchDecisionLogVariants, formatLogBench } = await import('./log.ts');
-    logText = formatLogBench(await benchDecisionLogVariants());
+    figures.log = await benchDecisionLogVariants();
+    logText = formatLogBench(figures.log);
+  }
+  let monitorText = '';
+  if (only.has('monitor')) {
+    const part = await optionalPart<MonitorFigures>('./monitor.ts', 'benchMonitor', 'formatMonitorBench');
+    if (part) [figures.monitor, monitorText] = [part.result, part.text];
+    else figures.missing.monitor = 'bench/monitor.ts is not on this branch';
+  }
+  let batchText = '';
+  if (only.has('batch')) {
+    const part = await optionalPart<BatchFigures>('./batch.ts', 'benchBatch', 'formatBatchBench');
+    if (part) [figures.batch, batchText] = [part.result, part.text];
+    else figures.missing.batch = 'bench/batch.ts is not on this branch';
+  }
+  let startupText = '';
+  if (only.has('startup')) {
+    const { benchStartup, formatStartupBench } = await import('./startup.ts');
+    startupText = formatStartupBench(await benchStartup());
   }
   let featuresText = '';
   if (only.has('features')) {
@@ -417,7 +437,8 @@ async function main(): Promise<void> {
   let httpText = '';
   if (only.has('http')) {
     const { benchHttp, formatHttpBench } = await import('./http.ts');
-    httpText = formatHttpBench(await benchHttp({ profile: 'never' }));
+    figures.http = await benchHttp({ profile: 'never' });
+    httpText = formatHttpBench(figures.http);
   }
   let overloadText = '';
   if (only.has('overload')) {
@@ -428,11 +449,6 @@ async function main(): Promise<void> {
   if (only.has('fleet')) {
     const { benchFleet, formatFleetBench } = await import('./fleet.ts');
     fleetText = formatFleetBench(await benchFleet());
-  }
-  let batchText = '';
-  if (only.has('batch')) {
-    const { benchBatch, formatBatchBench } = await import('./batch.ts');
-    batchText = formatBatchBench(await benchBatch({ log }));
   }
   const wallS = (performance.now() - started) / 1000;
   const load1 = loadavg();
@@ -452,11 +468,14 @@ async function main(): Promise<void> {
   if (results.length > 0) console.log(summary(results));
   if (shapText) console.log(`\n== exact contributions (TreeSHAP) vs XGBoost predict(pred_contribs=True), one thread\n${shapText}`);
   if (logText) console.log(`\n== decision log (appends/s and append latency, 64 in flight)\n${logText}`);
-  if (httpText) console.log(`\n== HTTP: full decision pipeline with logging vs a bare fastify route\n${httpText}`);
+  if (monitorText) console.log(`\n== monitors: main-thread cost per decision, evaluations inline (before) vs in a worker (after)\n${monitorText}`);
+  if (httpText) console.log(`\n== HTTP: full decision pipeline with logging vs a bare fastify route and FastAPI + XGBoost\n${httpText}`);
+  if (batchText) console.log(`\n== batch: rtml score vs pandas + XGBoost + to_csv, whole processes, 100k rows\n${batchText}`);
+  if (startupText) console.log(`\n== runtime: compiled dist/ vs the TypeScript sources through tsx\n${startupText}`);
   if (featuresText) console.log(`\n== real-time features: ingestion, lookups, and the latency they add to a decision\n${featuresText}`);
   if (overloadText) console.log(`\n== overload: 3x saturation over 2,000 connections; every answer 200 or 503 + Retry-After, health answered\n${overloadText}`);
   if (fleetText) console.log(`\n== processes and logs: decisions/s with 1 process and 2 workers, SQLite log vs PostgreSQL log (wrk, saturation)\n${fleetText}`);
-  if (batchText) console.log(`\n== batch: rtml score vs pandas read_csv + XGBoost + to_csv, 100k rows, whole processes (medians of alternating runs)\n${batchText}`);
+  console.log(`\n== targets (issue 14): ratios from this run; load average ${load0[0].toFixed(2)} at start, ${load1[0].toFixed(2)} at end\n${formatTargets(figures)}`);
   console.log(`\nwall time ${wallS.toFixed(0)} s; results in ${rel(join(MODELS, 'results.json'))}`);
 
   writeFileSync(join(MODELS, 'results.json'), `${JSON.stringify({ env, results }, null, 2)}\n`);

@@ -22,7 +22,7 @@ import { bundleDirs, ModelRepository } from '../server/repository.ts';
 import { isPostgresUrl } from '../store/postgres.ts';
 import { CliError, EXIT_ERROR } from './shared.ts';
 
-/** How every rtml process starts (tsx, no build step): workers start the same way. */
+/** How every rtml process starts (dist/ when built, else the sources through tsx): workers start the same way. */
 const RTML_BIN = fileURLToPath(new URL('../../bin/rtml.mjs', import.meta.url));
 
 /** `--workers`: a whole number >= 1, or `auto` (one per core this process may use). */
