@@ -359,9 +359,9 @@ function summary(results: CaseResult[]): string {
 
 // ---------------------------------------------------------------------------------------------
 
-/** `npm run bench -- --only models,shap,log,http,features,overload,fleet` runs a subset; all of them by default. */
+/** `npm run bench -- --only models,shap,log,monitor,http,features,overload,fleet` runs a subset; all of them by default. */
 const onlyAt = process.argv.indexOf('--only');
-const only = new Set((process.argv.find((a) => a.startsWith('--only='))?.slice(7) ?? (onlyAt > 0 ? process.argv[onlyAt + 1] : undefined) ?? 'models,shap,log,http,features,overload,fleet').split(','));
+const only = new Set((process.argv.find((a) => a.startsWith('--only='))?.slice(7) ?? (onlyAt > 0 ? process.argv[onlyAt + 1] : undefined) ?? 'models,shap,log,monitor,http,features,overload,fleet').split(','));
 
 async function main(): Promise<void> {
   mkdirSync(MODELS, { recursive: true });
@@ -414,6 +414,11 @@ async function main(): Promise<void> {
     lines.push(formatFeatureDecisions(await benchFeatureDecisions()));
     featuresText = lines.join('\n');
   }
+  let monitorText = '';
+  if (only.has('monitor')) {
+    const { benchMonitor, formatMonitorBench } = await import('./monitor.ts');
+    monitorText = formatMonitorBench(await benchMonitor());
+  }
   let httpText = '';
   if (only.has('http')) {
     const { benchHttp, formatHttpBench } = await import('./http.ts');
@@ -447,6 +452,7 @@ async function main(): Promise<void> {
   if (results.length > 0) console.log(summary(results));
   if (shapText) console.log(`\n== exact contributions (TreeSHAP) vs XGBoost predict(pred_contribs=True), one thread\n${shapText}`);
   if (logText) console.log(`\n== decision log (appends/s and append latency, 64 in flight)\n${logText}`);
+  if (monitorText) console.log(`\n== monitors: main-thread cost per decision, evaluations inline (before) vs in a worker (after)\n${monitorText}`);
   if (httpText) console.log(`\n== HTTP: full decision pipeline with logging vs a bare fastify route\n${httpText}`);
   if (featuresText) console.log(`\n== real-time features: ingestion, lookups, and the latency they add to a decision\n${featuresText}`);
   if (overloadText) console.log(`\n== overload: 3x saturation over 2,000 connections; every answer 200 or 503 + Retry-After, health answered\n${overloadText}`);

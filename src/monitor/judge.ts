@@ -7,8 +7,9 @@
  */
 import type { MonitoringConfig } from './config.ts';
 import { thresholdsFor } from './config.ts';
-import { categoryShares, type CategoricalColumn, type FeatureHistogram, type ProfileHistogram, type WindowSource } from './histogram.ts';
+import { categoryShares, COUNT_WINDOW, loadHistogram, type CategoricalColumn, type FeatureHistogram, type MonitorWindowOptions, type MonitorWindows, type ProfileHistogram, type ProfileSpec, type WindowSource } from './histogram.ts';
 import type { FeatureReference, NumericReference, ReferenceProfile } from './reference.ts';
+import type { AlertCandidate, Severity } from './alerts.ts';
 import type { AttributionReport, ColumnReport, TestResult, Verdict, WindowReport } from './service-monitor.ts';
 import { chiSquareGoodnessOfFit, jensenShannonDistance, ksSortedAgainstQuantiles, psi } from './stats.ts';
 
@@ -201,4 +202,148 @@ export class WindowJudge {
     return shares;
   }
 
+}
+
+/** The conditions a window's report shows, as alert candidates (performance decay aside: the monitor adds it). */
+export function windowCandidates(w: WindowReport | undefined, window: string, config: MonitoringConfig): AlertCandidate[] {
+  if (!w) return [];
+  const out: AlertCandidate[] = [];
+  const add = (rule: string, subject: string, severity: Verdict, message: string, value: number, threshold: number) => {
+    if (severity === 'warning' || severity === 'critical') out.push({ key: `${rule}:${subject}`, rule, subject, severity: severity as Severity, message, value, threshold, window });
+  };
+  const columns: [string, ColumnReport][] = Object.entries(w.features);
+  if (w.score) columns.push(['score', w.score]);
+  for (const [name, column] of columns) {
+    for (const test of column.tests) {
+      if (test.verdict !== 'warning' && test.verdict !== 'critical') continue;
+      const threshold = test.verdict === 'critical' ? test.threshold.critical : test.threshold.warning;
+      if (test.test === 'missing_increase') {
+        add('missing_values', name, test.verdict, `${name} missing in ${(100 * column.missing_rate).toFixed(1)}% of requests (reference ${(100 * column.reference_missing_rate).toFixed(1)}%)`, test.value, threshold);
+      } else {
+        add(name === 'score' ? 'score_drift' : 'feature_drift', name, test.verdict, `${name === 'score' ? 'the score' : name} drifted: ${test.test} ${test.value.toPrecision(3)}${test.p !== undefined ? ` (p ${test.p.toExponential(1)})` : ''} >= ${threshold}`, test.value, threshold);
+      }
+    }
+  }
+  // Several tests on one column say the same thing: keep one alert per column, the worst.
+  const byKey = new Map<string, AlertCandidate>();
+  for (const c of out) {
+    const prev = byKey.get(c.key);
+    if (!prev || (prev.severity === 'warning' && c.severity === 'critical')) byKey.set(c.key, c);
+  }
+  const result = [...byKey.values()];
+
+  if (w.score && w.score.collapse !== 'ok' && w.score.collapse !== 'insufficient_data') {
+    const t = config.health.score_std_ratio;
+    result.push({ key: 'score_collapse:score', rule: 'score_collapse', subject: 'score', severity: w.score.collapse, message: `the score has collapsed: its spread is ${w.score.std_ratio.toPrecision(2)} of the reference's`, value: w.score.std_ratio, threshold: w.score.collapse === 'critical' ? t.critical : t.warning, window });
+  }
+  const health = config.health;
+  const fb = level(w.model_health.fallback_rate, health.fallback_rate);
+  if (w.observations >= config.min_observations && fb !== 'ok') {
+    result.push({ key: 'fallback_rate:model', rule: 'fallback_rate', subject: 'model', severity: fb as Severity, message: `the model failed on ${(100 * w.model_health.fallback_rate).toFixed(1)}% of decisions (${JSON.stringify(w.model_health.fallbacks_by_cause)})`, value: w.model_health.fallback_rate, threshold: fb === 'critical' ? health.fallback_rate.critical : health.fallback_rate.warning, window });
+  }
+  const requests = w.observations + w.data_quality.rejected_requests;
+  if (requests >= config.min_observations) {
+    for (const [field, count] of Object.entries(w.data_quality.rejections_by_field)) {
+      const rate = count / requests;
+      const v = level(rate, health.rejection_rate);
+      if (v !== 'ok') result.push({ key: `rejections:${field}`, rule: 'rejections', subject: field, severity: v as Severity, message: `${(100 * rate).toFixed(1)}% of requests rejected for ${field}`, value: rate, threshold: v === 'critical' ? health.rejection_rate.critical : health.rejection_rate.warning, window });
+    }
+  }
+  // Sources that fail, time out or serve stale values: the feature silently becomes its default.
+  if (w.observations >= config.min_observations) {
+    for (const [key, count] of Object.entries(w.data_quality.counters)) {
+      if (!key.startsWith('source_failure:')) continue;
+      const feature = key.slice('source_failure:'.length);
+      const rate = count / w.observations;
+      const v = level(rate, health.source_failure_rate);
+      if (v !== 'ok') result.push({ key: `feature_source:${feature}`, rule: 'feature_source', subject: feature, severity: v as Severity, message: `${feature} came from a failing, slow or stale source in ${(100 * rate).toFixed(1)}% of decisions`, value: rate, threshold: v === 'critical' ? health.source_failure_rate.critical : health.source_failure_rate.warning, window });
+    }
+  }
+  // A feature that suddenly drives the score: its share of the model's attribution rose.
+  for (const [feature, f] of Object.entries(w.contributions?.features ?? {})) {
+    if (f.verdict !== 'warning' && f.verdict !== 'critical') continue;
+    const t = config.contributions.share_increase;
+    result.push({
+      key: `attribution_shift:${feature}`,
+      rule: 'attribution_shift',
+      subject: feature,
+      severity: f.verdict,
+      message: `${feature} now drives ${(100 * f.share).toFixed(1)}% of the model's attribution (reference ${(100 * f.reference_share).toFixed(1)}%): mean |contribution| ${f.mean_abs.toPrecision(3)} vs ${f.reference_mean_abs.toPrecision(3)}`,
+      value: f.share_increase,
+      threshold: f.verdict === 'critical' ? t.critical : t.warning,
+      window,
+    });
+  }
+  const mix = w.model_health.decision_mix;
+  if (mix && (mix.verdict === 'warning' || mix.verdict === 'critical')) {
+    result.push({ key: 'decision_mix:decisions', rule: 'decision_mix', subject: 'decisions', severity: mix.verdict, message: `the decision mix moved: PSI ${mix.psi.toPrecision(3)} (${JSON.stringify(mix.shares)})`, value: mix.psi, threshold: mix.verdict === 'critical' ? health.decision_mix_psi.critical : health.decision_mix_psi.warning, window });
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------
+// The evaluation worker's protocol (judge-worker.ts)
+
+/** What the worker is started with (workerData). */
+export interface JudgeWorkerInit {
+  spec: ProfileSpec;
+  reference: ReferenceProfile;
+  config: MonitoringConfig;
+  attribution: AttributionReference | null;
+  /** The monitor's windows, which the worker keeps a copy of. */
+  windows: MonitorWindowOptions;
+}
+
+/** A count-window block or a time-window bucket changed since the last job (its cells copied). */
+export interface PostedBlock {
+  window: string;
+  index: number;
+  /** A time bucket's period (NaN for a count block). */
+  period: number;
+  data: Float64Array;
+  fallbacks: [string, number][];
+  counters: [string, number][];
+}
+
+/**
+ * One evaluation: the raw rows observed since the last job (see CountWindow.recentRaw), the
+ * blocks and buckets that changed, then the windows to judge at `now`.
+ */
+export interface JudgeJob {
+  id: number;
+  now: number;
+  /** The worker's rings start again from these rows (the monitor's were reset, or more than N rows passed). */
+  resetRaw: boolean;
+  raw: Float64Array;
+  blocks: PostedBlock[];
+  /** The time windows' reports are due too (else the worker sends its last ones). */
+  refresh: boolean;
+}
+
+/**
+ * The count window's alert candidates, and every window's report serialized (v8): the main
+ * thread deserializes them only when the state is read.
+ */
+export type JudgeResult = { id: number; candidates: AlertCandidate[]; reports: Record<string, Uint8Array> } | { id: number; error: string };
+
+/** The changed blocks of a window, copied for posting (a time window's only when `times`). */
+export function changedBlocks(windows: MonitorWindows, times: boolean): PostedBlock[] {
+  const out: PostedBlock[] = [];
+  const post = (window: string, index: number, period: number, h: ProfileHistogram) => out.push({ window, index, period, data: h.data.slice(), fallbacks: [...h.fallbacks], counters: [...h.counters] });
+  for (const b of windows.countWindow?.takeChanged() ?? []) post(COUNT_WINDOW, b.index, NaN, b.histogram);
+  if (times) for (const w of windows.timeWindows) for (const b of w.takeChanged()) post(w.name, b.index, w.periods[b.index], b.histogram);
+  return out;
+}
+
+/** Applies posted blocks to the worker's copy of the windows. */
+export function loadBlocks(windows: MonitorWindows, blocks: readonly PostedBlock[]): void {
+  for (const b of blocks) {
+    if (b.window === COUNT_WINDOW) {
+      loadHistogram(windows.countWindow!.blocks[b.index], b.data, b.fallbacks, b.counters);
+      continue;
+    }
+    const w = windows.timeWindows.find((t) => t.name === b.window)!;
+    loadHistogram(w.buckets[b.index], b.data, b.fallbacks, b.counters);
+    w.periods[b.index] = b.period;
+  }
 }

@@ -10,8 +10,11 @@ import type { LabelledDecision } from '../log/types.ts';
 import { AlertManager, type Alert, type AlertCandidate, type AlertSink, type Severity } from './alerts.ts';
 import type { MonitoringConfig } from './config.ts';
 import { Adwin } from './detectors.ts';
-import { level, WindowJudge } from './judge.ts';
-import { COUNT_WINDOW, MonitorWindows, profileSpec, type WindowSource } from './histogram.ts';
+import { changedBlocks, windowCandidates, WindowJudge, type JudgeJob, type JudgeResult, type JudgeWorkerInit } from './judge.ts';
+import { startWorker } from '../threads.ts';
+import { deserialize } from 'node:v8';
+import type { Worker } from 'node:worker_threads';
+import { COUNT_WINDOW, MonitorWindows, profileSpec, type MonitorWindowOptions, type WindowSource } from './histogram.ts';
 import type { ReferenceProfile } from './reference.ts';
 import type { Explainer } from '../pipeline/explain.ts';
 
@@ -135,6 +138,13 @@ export interface ServiceMonitorOptions {
   now?: () => number;
   /** The model's exact contributions, for attribution monitoring (with a reference that recorded them). */
   explainer?: Explainer | null;
+  /**
+   * Runs the evaluations that traffic triggers in a worker thread (the server's choice): the
+   * request path then only records each decision into the windows, and the statistics never
+   * hold up the event loop. Alerts and safe mode follow as soon as the worker answers (about a
+   * millisecond later). Other evaluations (`evaluate()`, the timer, an operator) stay inline.
+   */
+  evaluateOffThread?: boolean;
 }
 
 /** Rows waiting to be explained after their decisions were answered. */
@@ -142,6 +152,7 @@ const MAX_PENDING_EXPLANATIONS = 1024;
 
 export class ServiceMonitor {
   readonly windows: MonitorWindows;
+  private readonly windowOptions: MonitorWindowOptions;
   readonly alerts: AlertManager;
   readonly config: MonitoringConfig;
   private readonly bundle: Bundle;
@@ -170,6 +181,14 @@ export class ServiceMonitor {
   unexplained = 0;
   /** The fleet this monitor's service belongs to; null: a single process, evaluated here. */
   private fleet: FleetView | null = null;
+  /** The evaluation worker (evaluateOffThread), the job it is on, and how far its raw rings follow the count window. */
+  private judgeWorker: Worker | null = null;
+  private job: { id: number; now: number; inlineSerial: number } | null = null;
+  private jobs = 0;
+  private rawSent = 0;
+  /** Inline evaluations so far: a worker's report older than the latest inline one is dropped. */
+  private inlineSerial = 0;
+  private waiting: (() => void)[] = [];
 
   constructor(options: ServiceMonitorOptions) {
     const { bundle, reference, config } = options;
@@ -193,8 +212,46 @@ export class ServiceMonitor {
       score: probability ? { min: 0, max: 1 } : null,
       contributions: this.attribution !== null,
     });
-    this.windows = new MonitorWindows(spec, { count: { size: config.count_window, blocks: 10 } });
+    this.windowOptions = { count: { size: config.count_window, blocks: 10 } };
+    this.windows = new MonitorWindows(spec, this.windowOptions);
     this.alerts = new AlertManager(bundle.name, options.sinks, { cooldownMs: config.cooldown_s * 1000, historySize: 200 });
+    if (options.evaluateOffThread && this.windows.countWindow) this.startJudge();
+  }
+
+  private startJudge(): void {
+    const a = this.attribution;
+    const init: JudgeWorkerInit = {
+      spec: this.windows.layout.spec,
+      reference: this.reference,
+      config: this.config,
+      attribution: a && { features: a.explainer.features, referenceMeanAbs: a.referenceMeanAbs, referenceShares: a.referenceShares },
+      windows: this.windowOptions,
+    };
+    const worker = startWorker(new URL('./judge-worker.ts', import.meta.url), { workerData: init });
+    worker.unref();
+    worker.on('message', (result: JudgeResult) => this.judged(result));
+    // A worker that cannot run: the evaluations go back inline (slower, same verdicts).
+    worker.on('error', () => this.stopJudge());
+    worker.on('exit', () => this.stopJudge());
+    this.judgeWorker = worker;
+  }
+
+  private stopJudge(): void {
+    const worker = this.judgeWorker;
+    this.judgeWorker = null;
+    this.job = null;
+    this.wake();
+    if (worker) void worker.terminate();
+  }
+
+  /** Resolves once the evaluation worker has answered the job it is on (at once when none is). */
+  settled(): Promise<void> {
+    return this.job ? new Promise((resolve) => this.waiting.push(resolve)) : Promise.resolve();
+  }
+
+  /** Stops the evaluation worker, if any (an unloaded version). */
+  close(): void {
+    this.stopJudge();
   }
 
   /** Whether decisions must use the fallback policy now (the fleet's safe mode in a fleet). */
@@ -344,12 +401,71 @@ export class ServiceMonitor {
   private tick(): void {
     if (this.fleet) return; // the fleet's leader evaluates
     if (++this.sinceEvaluation < this.config.evaluate_every || this.evaluationScheduled) return;
+    if (this.job) return; // the worker is busy: its answer schedules the next job
+    this.scheduleEvaluation();
+  }
+
+  private scheduleEvaluation(): void {
     this.evaluationScheduled = true;
     // Off the request path: the response is already on its way.
     setImmediate(() => {
       this.evaluationScheduled = false;
-      this.evaluate({ fromTraffic: true });
+      if (this.fleet) return;
+      if (this.judgeWorker) this.postJob();
+      else this.evaluate({ fromTraffic: true });
     });
+  }
+
+  /**
+   * Posts a traffic-triggered evaluation to the worker: the rows observed since the last job
+   * (raw values, for its KS rings) and the count-window blocks that changed (one or two of
+   * eleven), plus the time windows' changed buckets when their reports are due (as
+   * `evaluate({ fromTraffic: true })` decides). Merging and statistics happen in the worker.
+   */
+  private postJob(): void {
+    const worker = this.judgeWorker!;
+    const cw = this.windows.countWindow!;
+    this.sinceEvaluation = 0;
+    const now = this.now();
+    const seen = cw.observed;
+    let rows = seen - this.rawSent;
+    const resetRaw = rows < 0 || rows > cw.size;
+    if (resetRaw) rows = Math.min(seen, cw.size);
+    const raw = cw.recentRaw(rows);
+    this.rawSent = seen;
+    const refresh = this.last === null || now - this.timeWindowsAt >= TIME_WINDOW_REFRESH_MS;
+    if (refresh) this.timeWindowsAt = now;
+    const blocks = changedBlocks(this.windows, refresh);
+    const job: JudgeJob = { id: ++this.jobs, now, resetRaw, raw, blocks, refresh };
+    this.job = { id: job.id, now, inlineSerial: this.inlineSerial };
+    // Copied, not transferred: transferring a few small buffers costs more than copying them.
+    worker.postMessage(job);
+  }
+
+  /** The worker's reports: alerts and safe mode as an inline evaluation at the job's time would set them. */
+  private judged(result: JudgeResult): void {
+    const job = this.job;
+    if (!job || job.id !== result.id) return;
+    this.job = null;
+    if ('error' in result) {
+      this.stopJudge();
+      this.evaluate({ fromTraffic: true });
+      return;
+    }
+    // An inline evaluation since the job was posted saw newer windows: keep its verdict.
+    if (job.inlineSerial === this.inlineSerial && !this.fleet) {
+      const reports = result.reports;
+      const decay = this.candidates(undefined, '');
+      this.concluded([...result.candidates, ...decay], () => Object.fromEntries(Object.entries(reports).map(([name, report]) => [name, deserialize(report) as WindowReport])), job.now);
+    }
+    if (this.sinceEvaluation >= this.config.evaluate_every && !this.evaluationScheduled) this.scheduleEvaluation();
+    this.wake();
+  }
+
+  private wake(): void {
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const resolve of waiting) resolve();
   }
 
   /** The last evaluation, or a fresh one. */
@@ -409,23 +525,38 @@ export class ServiceMonitor {
       else windows[name] = this.judge.evaluateWindow(source, source.snapshot(name, now), name === COUNT_WINDOW);
     }
     if (refresh) this.timeWindowsAt = now;
+    this.inlineSerial++;
+    return this.conclude(windows, alerting, now);
+  }
 
-    const candidates = this.candidates(windows[alerting], `last_${this.config.count_window}`);
+  /** Alerts, safe mode and the state from the windows' reports. */
+  private conclude(windows: Record<string, WindowReport>, alerting: string, now: number): MonitorState {
+    return this.concluded(this.candidates(windows[alerting], `last_${this.config.count_window}`), windows, now);
+  }
+
+  /** Updates alerts and safe mode from the candidates; the new state (`windows`: reports, or a getter that deserializes the worker's). */
+  private concluded(candidates: AlertCandidate[], windows: Record<string, WindowReport> | (() => Record<string, WindowReport>), now: number): MonitorState {
     this.alerts.update(candidates, now);
     this.updateSafeMode(now);
 
     const decay = this.decayState();
-    this.last = {
+    const state: MonitorState = {
       service: this.bundle.name,
       version: this.bundle.version,
       evaluated_at: new Date(now).toISOString(),
       reference: { created: this.reference.created, data: this.reference.data },
-      windows,
+      windows: typeof windows === 'function' ? {} : windows,
       alerts: { active: this.alerts.active(), history: this.alerts.history().slice(0, 50) },
       safe_mode: { ...this.safe, on_critical: this.config.on_critical, release_after_s: this.config.release_after_s },
       decay,
     };
-    return this.last;
+    // The worker's reports are only deserialized when someone reads them (most evaluations are never read).
+    if (typeof windows === 'function') {
+      let read: Record<string, WindowReport> | null = null;
+      Object.defineProperty(state, 'windows', { enumerable: true, configurable: true, get: () => (read ??= windows()) });
+    }
+    this.last = state;
+    return state;
   }
 
   private decayState(): MonitorState['decay'] {
@@ -449,80 +580,9 @@ export class ServiceMonitor {
     if (now - this.clearSince >= this.config.release_after_s * 1000) this.release();
   }
 
-  /** The conditions that hold now, as alert candidates. */
+  /** The conditions that hold now, as alert candidates: the window's, then performance decay. */
   private candidates(w: WindowReport | undefined, window: string): AlertCandidate[] {
-    if (!w) return [];
-    const out: AlertCandidate[] = [];
-    const add = (rule: string, subject: string, severity: Verdict, message: string, value: number, threshold: number) => {
-      if (severity === 'warning' || severity === 'critical') out.push({ key: `${rule}:${subject}`, rule, subject, severity: severity as Severity, message, value, threshold, window });
-    };
-    const columns: [string, ColumnReport][] = Object.entries(w.features);
-    if (w.score) columns.push(['score', w.score]);
-    for (const [name, column] of columns) {
-      for (const test of column.tests) {
-        if (test.verdict !== 'warning' && test.verdict !== 'critical') continue;
-        const threshold = test.verdict === 'critical' ? test.threshold.critical : test.threshold.warning;
-        if (test.test === 'missing_increase') {
-          add('missing_values', name, test.verdict, `${name} missing in ${(100 * column.missing_rate).toFixed(1)}% of requests (reference ${(100 * column.reference_missing_rate).toFixed(1)}%)`, test.value, threshold);
-        } else {
-          add(name === 'score' ? 'score_drift' : 'feature_drift', name, test.verdict, `${name === 'score' ? 'the score' : name} drifted: ${test.test} ${test.value.toPrecision(3)}${test.p !== undefined ? ` (p ${test.p.toExponential(1)})` : ''} >= ${threshold}`, test.value, threshold);
-        }
-      }
-    }
-    // Several tests on one column say the same thing: keep one alert per column, the worst.
-    const byKey = new Map<string, AlertCandidate>();
-    for (const c of out) {
-      const prev = byKey.get(c.key);
-      if (!prev || (prev.severity === 'warning' && c.severity === 'critical')) byKey.set(c.key, c);
-    }
-    const result = [...byKey.values()];
-
-    if (w.score && w.score.collapse !== 'ok' && w.score.collapse !== 'insufficient_data') {
-      const t = this.config.health.score_std_ratio;
-      result.push({ key: 'score_collapse:score', rule: 'score_collapse', subject: 'score', severity: w.score.collapse, message: `the score has collapsed: its spread is ${w.score.std_ratio.toPrecision(2)} of the reference's`, value: w.score.std_ratio, threshold: w.score.collapse === 'critical' ? t.critical : t.warning, window });
-    }
-    const health = this.config.health;
-    const fb = level(w.model_health.fallback_rate, health.fallback_rate);
-    if (w.observations >= this.config.min_observations && fb !== 'ok') {
-      result.push({ key: 'fallback_rate:model', rule: 'fallback_rate', subject: 'model', severity: fb as Severity, message: `the model failed on ${(100 * w.model_health.fallback_rate).toFixed(1)}% of decisions (${JSON.stringify(w.model_health.fallbacks_by_cause)})`, value: w.model_health.fallback_rate, threshold: fb === 'critical' ? health.fallback_rate.critical : health.fallback_rate.warning, window });
-    }
-    const requests = w.observations + w.data_quality.rejected_requests;
-    if (requests >= this.config.min_observations) {
-      for (const [field, count] of Object.entries(w.data_quality.rejections_by_field)) {
-        const rate = count / requests;
-        const v = level(rate, health.rejection_rate);
-        if (v !== 'ok') result.push({ key: `rejections:${field}`, rule: 'rejections', subject: field, severity: v as Severity, message: `${(100 * rate).toFixed(1)}% of requests rejected for ${field}`, value: rate, threshold: v === 'critical' ? health.rejection_rate.critical : health.rejection_rate.warning, window });
-      }
-    }
-    // Sources that fail, time out or serve stale values: the feature silently becomes its default.
-    if (w.observations >= this.config.min_observations) {
-      for (const [key, count] of Object.entries(w.data_quality.counters)) {
-        if (!key.startsWith('source_failure:')) continue;
-        const feature = key.slice('source_failure:'.length);
-        const rate = count / w.observations;
-        const v = level(rate, health.source_failure_rate);
-        if (v !== 'ok') result.push({ key: `feature_source:${feature}`, rule: 'feature_source', subject: feature, severity: v as Severity, message: `${feature} came from a failing, slow or stale source in ${(100 * rate).toFixed(1)}% of decisions`, value: rate, threshold: v === 'critical' ? health.source_failure_rate.critical : health.source_failure_rate.warning, window });
-      }
-    }
-    // A feature that suddenly drives the score: its share of the model's attribution rose.
-    for (const [feature, f] of Object.entries(w.contributions?.features ?? {})) {
-      if (f.verdict !== 'warning' && f.verdict !== 'critical') continue;
-      const t = this.config.contributions.share_increase;
-      result.push({
-        key: `attribution_shift:${feature}`,
-        rule: 'attribution_shift',
-        subject: feature,
-        severity: f.verdict,
-        message: `${feature} now drives ${(100 * f.share).toFixed(1)}% of the model's attribution (reference ${(100 * f.reference_share).toFixed(1)}%): mean |contribution| ${f.mean_abs.toPrecision(3)} vs ${f.reference_mean_abs.toPrecision(3)}`,
-        value: f.share_increase,
-        threshold: f.verdict === 'critical' ? t.critical : t.warning,
-        window,
-      });
-    }
-    const mix = w.model_health.decision_mix;
-    if (mix && (mix.verdict === 'warning' || mix.verdict === 'critical')) {
-      result.push({ key: 'decision_mix:decisions', rule: 'decision_mix', subject: 'decisions', severity: mix.verdict, message: `the decision mix moved: PSI ${mix.psi.toPrecision(3)} (${JSON.stringify(mix.shares)})`, value: mix.psi, threshold: mix.verdict === 'critical' ? health.decision_mix_psi.critical : health.decision_mix_psi.warning, window });
-    }
+    const result = windowCandidates(w, window, this.config);
     const decay = this.decayState();
     if (decay.decayed) {
       result.push({ key: 'performance_decay:model', rule: 'performance_decay', subject: 'model', severity: 'warning', message: `realized error rose: mean Brier ${decay.mean_brier.toPrecision(3)} over the last ${decay.width} outcomes vs ${decay.reference_brier?.toPrecision(3)} in the reference`, value: decay.mean_brier, threshold: (decay.reference_brier ?? 0) * 1.25, window: `last_${decay.width}_outcomes` });
