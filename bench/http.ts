@@ -839,6 +839,7 @@ function componentOf(url: string): string {
   if (u.includes('/src/bundle/')) return 'validation/encoding (src/bundle)';
   if (u.includes('/src/decision/')) return 'policy (src/decision)';
   if (u.includes('/src/pipeline/')) return 'pipeline glue (src/pipeline)';
+  if (u.includes('/src/monitor/')) return 'monitors (src/monitor)';
   if (u.includes('/src/server/metrics') || u.includes('/node_modules/prom-client/') || u.includes('/node_modules/tdigest/') || u.includes('/node_modules/bintrees/')) return 'metrics (prom-client)';
   if (u.includes('/src/server/')) return 'rtml routes (src/server)';
   if (u.includes('/node_modules/zod/')) return 'zod (route params)';

@@ -24,7 +24,9 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'csv-parse/sync';
 import type { FieldError, RawRow } from '../src/bundle/encoding.ts';
-import { formatTargets, optionalPart, type BatchFigures, type MonitorFigures, type TargetFigures } from './targets.ts';
+import { formatTargets, type TargetFigures } from './targets.ts';
+import { benchBatch, formatBatchBench } from './batch.ts';
+import { benchMonitor, formatMonitorBench } from './monitor.ts';
 import { loadModelBundle, fmtNs, fmtRate, fmtRatio, maxAbsDiff, readF32, readF64, writeTyped, type Measurement, type Task, type Warmup } from './common.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -389,15 +391,13 @@ async function main(): Promise<void> {
   }
   let monitorText = '';
   if (only.has('monitor')) {
-    const part = await optionalPart<MonitorFigures>('./monitor.ts', 'benchMonitor', 'formatMonitorBench');
-    if (part) [figures.monitor, monitorText] = [part.result, part.text];
-    else figures.missing.monitor = 'bench/monitor.ts is not on this branch';
+    figures.monitor = await benchMonitor();
+    monitorText = formatMonitorBench(figures.monitor);
   }
   let batchText = '';
   if (only.has('batch')) {
-    const part = await optionalPart<BatchFigures>('./batch.ts', 'benchBatch', 'formatBatchBench');
-    if (part) [figures.batch, batchText] = [part.result, part.text];
-    else figures.missing.batch = 'bench/batch.ts is not on this branch';
+    figures.batch = await benchBatch({ log });
+    batchText = formatBatchBench(figures.batch);
   }
   let startupText = '';
   if (only.has('startup')) {

@@ -3,34 +3,16 @@
  * baseline it is measured against in the same run, the ratio, and whether it is met. Each
  * part of the bench fills in its own figures (`--only` runs some: the others say so).
  */
-import { existsSync } from 'node:fs';
+import type { BatchBench } from './batch.ts';
 import type { HttpBenchResult } from './http.ts';
 import type { LogBenchVariant } from './log.ts';
-
-/** What bench/batch.ts's `benchBatch()` returns that the table reads (branch fastbatch). */
-export interface BatchFigures {
-  rows: number;
-  rtmlMedianMs: number;
-  pythonMedianMs: number;
-  /** rtml time / python time. */
-  ratio: number;
-  rtmlPeakRssMiB: number;
-  pythonPeakRssMiB: number;
-}
-
-/** What bench/monitor.ts's `benchMonitor()` returns that the table reads (branch fastpath). */
-export interface MonitorFigures {
-  /** Evaluations on the main thread, as before issue 14. */
-  inline: { mainThreadUs: number };
-  /** Evaluations in a worker, as the server runs them. */
-  worker: { mainThreadUs: number };
-}
+import type { MonitorBench } from './monitor.ts';
 
 export interface TargetFigures {
   http?: HttpBenchResult;
   log?: LogBenchVariant[];
-  batch?: BatchFigures;
-  monitor?: MonitorFigures;
+  batch?: BatchBench;
+  monitor?: MonitorBench;
   /** Why a part that was asked for was not measured. */
   missing: Record<string, string>;
 }
@@ -40,21 +22,6 @@ export const TARGET_MONITOR_US = 3;
 export const TARGET_BATCH_RATIO = 1;
 /** The log variant whose CPU per decision the target reads: a server's open-loop traffic, synchronous FULL. */
 export const LOG_TARGET_VARIANT = 'paced 5,000/s + 80 µs work, full';
-
-/**
- * A part of the bench that lives in a module another branch adds (bench/batch.ts exporting
- * benchBatch and formatBatchBench, bench/monitor.ts exporting benchMonitor and
- * formatMonitorBench): its figures and its report when the file is there, null when it is not.
- */
-export async function optionalPart<R>(file: string, bench: string, format: string): Promise<{ result: R; text: string } | null> {
-  const url = new URL(file, import.meta.url);
-  if (!existsSync(url)) return null;
-  const part = (await import(url.href)) as Record<string, unknown>;
-  const run = part[bench] as () => Promise<R>;
-  const print = part[format] as (result: R) => string;
-  const result = await run();
-  return { result, text: print(result) };
-}
 
 interface Row {
   target: string;

@@ -669,6 +669,25 @@ function scratchEncoding(layout: ProfileLayout): EncodedObservation {
   return enc;
 }
 
+/** Replaces a histogram's contents with another's cells and counters (a copy posted from another thread). */
+export function loadHistogram(target: ProfileHistogram, data: Float64Array, fallbacks: Iterable<[string, number]>, counters: Iterable<[string, number]>): void {
+  target.data.set(data);
+  target.fallbacks.clear();
+  target.counters.clear();
+  for (const [k, v] of fallbacks) target.fallbacks.set(k, v);
+  for (const [k, v] of counters) target.counters.set(k, v);
+}
+
+function takeChanged(changed: Uint8Array, histograms: readonly ProfileHistogram[]): { index: number; histogram: ProfileHistogram }[] {
+  const out: { index: number; histogram: ProfileHistogram }[] = [];
+  for (let i = 0; i < changed.length; i++) {
+    if (changed[i] === 0) continue;
+    changed[i] = 0;
+    out.push({ index: i, histogram: histograms[i] });
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------
 // Windows
 
@@ -684,6 +703,8 @@ export class CountWindow {
   private rawCount = 0;
   /** Observations since the last reset: the next one's row number (a block's rows are consecutive). */
   private seen = 0;
+  /** Per block: changed since `takeChanged` last returned it. */
+  private readonly changed: Uint8Array;
   /** Per block: the row number of its first observation. */
   private readonly blockFirstRow: Float64Array;
   /** Per block: wall-clock ms of its first and latest observation or count (NaN: none yet), for merging replicas' blocks by time. */
@@ -714,6 +735,12 @@ export class CountWindow {
     this.blockFirstRow = new Float64Array(blocks + 1);
     this.blockFirstAt = new Float64Array(blocks + 1).fill(NaN);
     this.blockLastAt = new Float64Array(blocks + 1).fill(NaN);
+    this.changed = new Uint8Array(blocks + 1).fill(1);
+  }
+
+  /** The blocks changed since the last call (index, live histogram), for a copy kept elsewhere (`loadBlock`). */
+  takeChanged(): { index: number; histogram: ProfileHistogram }[] {
+    return takeChanged(this.changed, this.blocks);
   }
 
   /** The block observations and counters currently go to; `now` (ms, NaN: unknown) stamps it. */
@@ -727,6 +754,7 @@ export class CountWindow {
       this.blockLastAt[this.current] = NaN;
     }
     const c = this.current;
+    this.changed[c] = 1;
     if (now === now) {
       if (!(this.blockFirstAt[c] <= now)) this.blockFirstAt[c] = now;
       if (!(this.blockLastAt[c] >= now)) this.blockLastAt[c] = now;
@@ -756,6 +784,62 @@ export class CountWindow {
 
   count(key: string, by = 1, now = NaN): void {
     this.head(now).count(key, by);
+  }
+
+  /** Observations since the last reset. */
+  get observed(): number {
+    return this.seen;
+  }
+
+  /**
+   * The raw values of the last `rows` observations (at most N), oldest first, row-major: per
+   * row one value per numeric column in layout.numericColumns order (NaN where missing).
+   */
+  recentRaw(rows: number): Float64Array {
+    const numeric = this.layout.numericColumns;
+    const n = Math.min(rows, this.rawCount);
+    const out = new Float64Array(n * numeric.length);
+    for (let r = 0; r < n; r++) {
+      const pos = (this.rawPos - n + r + this.size) % this.size;
+      for (let j = 0; j < numeric.length; j++) {
+        const ring = this.raw[numeric[j]];
+        out[r * numeric.length + j] = ring.length === 0 ? NaN : ring[pos];
+      }
+    }
+    return out;
+  }
+
+  /** Empties the raw-value rings only (a copy's, before it is fed from scratch). */
+  resetRaw(): void {
+    this.sorted.fill(null);
+    for (const r of this.raw) r.fill(NaN);
+    this.rawPos = 0;
+    this.rawCount = 0;
+    this.seen = 0;
+  }
+
+  /**
+   * Adds rows of raw values only (as `recentRaw` gives them), not their histograms: a copy of
+   * another window's raw rings (the evaluation worker's), for the KS tests.
+   */
+  pushRaw(rows: Float64Array): void {
+    const numeric = this.layout.numericColumns;
+    const width = numeric.length;
+    for (let at = 0; at + width <= rows.length && width > 0; at += width) {
+      const pos = this.rawPos;
+      const full = this.rawCount === this.size;
+      for (let j = 0; j < width; j++) {
+        const c = numeric[j];
+        const ring = this.raw[c];
+        if (ring.length === 0) continue;
+        const sorted = this.sorted[c];
+        if (sorted !== null && !sorted.note(full ? ring[pos] : NaN, rows[at + j])) this.sorted[c] = null;
+        ring[pos] = rows[at + j];
+      }
+      this.rawPos = pos + 1 === this.size ? 0 : pos + 1;
+      if (this.rawCount < this.size) this.rawCount++;
+      this.seen++;
+    }
   }
 
   addContributions(values: ArrayLike<number>, now = NaN): void {
@@ -843,6 +927,7 @@ export class CountWindow {
   }
 
   reset(): void {
+    this.changed.fill(1);
     this.sorted.fill(null);
     for (const b of this.blocks) b.reset();
     for (const r of this.raw) r.fill(NaN);
@@ -940,6 +1025,8 @@ export class TimeWindow {
   readonly periods: Float64Array;
   readonly width: number;
   private latest = -Infinity;
+  /** Per bucket: changed since `takeChanged` last returned it. */
+  private readonly changed: Uint8Array;
   /** Observations and counts dropped because they arrived for a period that has left the window. */
   late = 0;
 
@@ -953,6 +1040,12 @@ export class TimeWindow {
     this.width = duration / bucketCount;
     this.buckets = Array.from({ length: bucketCount }, () => new ProfileHistogram(layout));
     this.periods = new Float64Array(bucketCount).fill(-Infinity);
+    this.changed = new Uint8Array(bucketCount).fill(1);
+  }
+
+  /** The buckets changed since the last call (index, live histogram; periods[index] is its period), for a copy kept elsewhere. */
+  takeChanged(): { index: number; histogram: ProfileHistogram }[] {
+    return takeChanged(this.changed, this.buckets);
   }
 
   /** The bucket for time `now`, rolled over if its slot held an older period; null if too late. */
@@ -963,6 +1056,7 @@ export class TimeWindow {
     else if (period <= this.latest - count) return null;
     const slot = ((period % count) + count) % count;
     const held = this.periods[slot];
+    this.changed[slot] = 1;
     if (held === period) return this.buckets[slot];
     if (held > period) return null;
     this.buckets[slot].reset();
@@ -1014,6 +1108,7 @@ export class TimeWindow {
   }
 
   reset(): void {
+    this.changed.fill(1);
     for (const b of this.buckets) b.reset();
     this.periods.fill(-Infinity);
     this.latest = -Infinity;

@@ -8,12 +8,15 @@ import type { RawRow } from '../bundle/encoding.ts';
 import type { Bundle } from '../bundle/load.ts';
 import type { LabelledDecision } from '../log/types.ts';
 import { AlertManager, type Alert, type AlertCandidate, type AlertSink, type Severity } from './alerts.ts';
-import { thresholdsFor, type MonitoringConfig } from './config.ts';
+import type { MonitoringConfig } from './config.ts';
 import { Adwin } from './detectors.ts';
-import { categoryShares, COUNT_WINDOW, MonitorWindows, profileSpec, type CategoricalColumn, type FeatureHistogram, type ProfileHistogram, type WindowSource } from './histogram.ts';
-import type { FeatureReference, NumericReference, ReferenceProfile } from './reference.ts';
+import { changedBlocks, windowCandidates, WindowJudge, type JudgeJob, type JudgeResult, type JudgeWorkerInit } from './judge.ts';
+import { startWorker } from '../threads.ts';
+import { deserialize } from 'node:v8';
+import type { Worker } from 'node:worker_threads';
+import { COUNT_WINDOW, MonitorWindows, profileSpec, type MonitorWindowOptions, type WindowSource } from './histogram.ts';
+import type { ReferenceProfile } from './reference.ts';
 import type { Explainer } from '../pipeline/explain.ts';
-import { chiSquareGoodnessOfFit, jensenShannonDistance, ksSortedAgainstQuantiles, psi } from './stats.ts';
 
 /** What the monitor sees of the model's part in a decision. */
 export interface ModelSeen {
@@ -123,45 +126,6 @@ export interface FleetView {
   readonly replica: string;
 }
 
-/** Fallback causes that are the monitor's or an operator's choice, not model failures. */
-const CHOSEN_FALLBACKS = new Set(['safe_mode', 'kill_switch', 'rules_only']);
-/** Categories rarer than this in the reference are pooled for PSI/JS: sampling noise in rare bins is not drift. */
-const RARE_CATEGORY = 0.01;
-
-const rank: Record<Verdict, number> = { insufficient_data: 0, ok: 1, warning: 2, critical: 3 };
-const worst = (verdicts: Verdict[]): Verdict => verdicts.reduce<Verdict>((a, b) => (rank[b] > rank[a] ? b : a), 'ok');
-const level = (value: number, t: { warning: number; critical: number }): Verdict => (!Number.isFinite(value) ? 'ok' : value >= t.critical ? 'critical' : value >= t.warning ? 'warning' : 'ok');
-/** For measures where low is bad (a collapsed spread). */
-const levelBelow = (value: number, t: { warning: number; critical: number }): Verdict => (!Number.isFinite(value) ? 'ok' : value < t.critical ? 'critical' : value < t.warning ? 'warning' : 'ok');
-
-/** PSI and JS are effect sizes; the column's significance test (p) says whether they are more than noise. */
-function gated(t: ReturnType<typeof thresholdsFor>, test: 'psi' | 'js', value: number, p: number): TestResult {
-  const th = t[test];
-  return { test, value, p, threshold: th, verdict: p < t.significance ? level(value, th) : 'ok' };
-}
-
-/** Reference and window category counts with rare reference categories pooled into one bin. */
-function pooled(reference: Float64Array, counts: ArrayLike<number>): { reference: number[]; counts: number[] } {
-  const ref: number[] = [];
-  const cnt: number[] = [];
-  let rareRef = 0;
-  let rareCnt = 0;
-  for (let i = 0; i < reference.length; i++) {
-    if (reference[i] < RARE_CATEGORY) {
-      rareRef += reference[i];
-      rareCnt += counts[i];
-    } else {
-      ref.push(reference[i]);
-      cnt.push(counts[i]);
-    }
-  }
-  if (rareRef > 0 || rareCnt > 0) {
-    ref.push(rareRef);
-    cnt.push(rareCnt);
-  }
-  return { reference: ref, counts: cnt };
-}
-
 /** How often traffic-triggered evaluations recompute the time windows' reports (see `evaluate`). */
 export const TIME_WINDOW_REFRESH_MS = 1000;
 
@@ -174,6 +138,13 @@ export interface ServiceMonitorOptions {
   now?: () => number;
   /** The model's exact contributions, for attribution monitoring (with a reference that recorded them). */
   explainer?: Explainer | null;
+  /**
+   * Runs the evaluations that traffic triggers in a worker thread (the server's choice): the
+   * request path then only records each decision into the windows, and the statistics never
+   * hold up the event loop. Alerts and safe mode follow as soon as the worker answers (about a
+   * millisecond later). Other evaluations (`evaluate()`, the timer, an operator) stay inline.
+   */
+  evaluateOffThread?: boolean;
 }
 
 /** Rows waiting to be explained after their decisions were answered. */
@@ -181,6 +152,7 @@ const MAX_PENDING_EXPLANATIONS = 1024;
 
 export class ServiceMonitor {
   readonly windows: MonitorWindows;
+  private readonly windowOptions: MonitorWindowOptions;
   readonly alerts: AlertManager;
   readonly config: MonitoringConfig;
   private readonly bundle: Bundle;
@@ -194,8 +166,8 @@ export class ServiceMonitor {
   private last: MonitorState | null = null;
   /** When the time windows' reports were last computed. */
   private timeWindowsAt = -Infinity;
-  /** Reference frequencies as the tests take them, by the reference's frequencies object: they never change. */
-  private readonly referenceShares = new WeakMap<object, Float64Array>();
+  /** The window statistics against the reference. */
+  private readonly judge: WindowJudge;
   private readonly adwin = new Adwin({ delta: 0.002 });
   private outcomes = 0;
   private readonly positive: string | null;
@@ -209,6 +181,14 @@ export class ServiceMonitor {
   unexplained = 0;
   /** The fleet this monitor's service belongs to; null: a single process, evaluated here. */
   private fleet: FleetView | null = null;
+  /** The evaluation worker (evaluateOffThread), the job it is on, and how far its raw rings follow the count window. */
+  private judgeWorker: Worker | null = null;
+  private job: { id: number; now: number; inlineSerial: number } | null = null;
+  private jobs = 0;
+  private rawSent = 0;
+  /** Inline evaluations so far: a worker's report older than the latest inline one is dropped. */
+  private inlineSerial = 0;
+  private waiting: (() => void)[] = [];
 
   constructor(options: ServiceMonitorOptions) {
     const { bundle, reference, config } = options;
@@ -226,13 +206,52 @@ export class ServiceMonitor {
       const total = meanAbs.reduce((a, b) => a + b, 0);
       this.attribution = { explainer: explainer!, referenceMeanAbs: meanAbs, referenceShares: meanAbs.map((v) => (total > 0 ? v / total : 0)) };
     } else this.attribution = null;
+    this.judge = new WindowJudge(reference, config, this.attribution && { features: this.attribution.explainer.features, referenceMeanAbs: this.attribution.referenceMeanAbs, referenceShares: this.attribution.referenceShares });
     const spec = profileSpec(bundle.encoding.features, reference, {
       actions: bundle.policy?.actions ?? null,
       score: probability ? { min: 0, max: 1 } : null,
       contributions: this.attribution !== null,
     });
-    this.windows = new MonitorWindows(spec, { count: { size: config.count_window, blocks: 10 } });
+    this.windowOptions = { count: { size: config.count_window, blocks: 10 } };
+    this.windows = new MonitorWindows(spec, this.windowOptions);
     this.alerts = new AlertManager(bundle.name, options.sinks, { cooldownMs: config.cooldown_s * 1000, historySize: 200 });
+    if (options.evaluateOffThread && this.windows.countWindow) this.startJudge();
+  }
+
+  private startJudge(): void {
+    const a = this.attribution;
+    const init: JudgeWorkerInit = {
+      spec: this.windows.layout.spec,
+      reference: this.reference,
+      config: this.config,
+      attribution: a && { features: a.explainer.features, referenceMeanAbs: a.referenceMeanAbs, referenceShares: a.referenceShares },
+      windows: this.windowOptions,
+    };
+    const worker = startWorker(new URL('./judge-worker.ts', import.meta.url), { workerData: init });
+    worker.unref();
+    worker.on('message', (result: JudgeResult) => this.judged(result));
+    // A worker that cannot run: the evaluations go back inline (slower, same verdicts).
+    worker.on('error', () => this.stopJudge());
+    worker.on('exit', () => this.stopJudge());
+    this.judgeWorker = worker;
+  }
+
+  private stopJudge(): void {
+    const worker = this.judgeWorker;
+    this.judgeWorker = null;
+    this.job = null;
+    this.wake();
+    if (worker) void worker.terminate();
+  }
+
+  /** Resolves once the evaluation worker has answered the job it is on (at once when none is). */
+  settled(): Promise<void> {
+    return this.job ? new Promise((resolve) => this.waiting.push(resolve)) : Promise.resolve();
+  }
+
+  /** Stops the evaluation worker, if any (an unloaded version). */
+  close(): void {
+    this.stopJudge();
   }
 
   /** Whether decisions must use the fallback policy now (the fleet's safe mode in a fleet). */
@@ -382,12 +401,71 @@ export class ServiceMonitor {
   private tick(): void {
     if (this.fleet) return; // the fleet's leader evaluates
     if (++this.sinceEvaluation < this.config.evaluate_every || this.evaluationScheduled) return;
+    if (this.job) return; // the worker is busy: its answer schedules the next job
+    this.scheduleEvaluation();
+  }
+
+  private scheduleEvaluation(): void {
     this.evaluationScheduled = true;
     // Off the request path: the response is already on its way.
     setImmediate(() => {
       this.evaluationScheduled = false;
-      this.evaluate({ fromTraffic: true });
+      if (this.fleet) return;
+      if (this.judgeWorker) this.postJob();
+      else this.evaluate({ fromTraffic: true });
     });
+  }
+
+  /**
+   * Posts a traffic-triggered evaluation to the worker: the rows observed since the last job
+   * (raw values, for its KS rings) and the count-window blocks that changed (one or two of
+   * eleven), plus the time windows' changed buckets when their reports are due (as
+   * `evaluate({ fromTraffic: true })` decides). Merging and statistics happen in the worker.
+   */
+  private postJob(): void {
+    const worker = this.judgeWorker!;
+    const cw = this.windows.countWindow!;
+    this.sinceEvaluation = 0;
+    const now = this.now();
+    const seen = cw.observed;
+    let rows = seen - this.rawSent;
+    const resetRaw = rows < 0 || rows > cw.size;
+    if (resetRaw) rows = Math.min(seen, cw.size);
+    const raw = cw.recentRaw(rows);
+    this.rawSent = seen;
+    const refresh = this.last === null || now - this.timeWindowsAt >= TIME_WINDOW_REFRESH_MS;
+    if (refresh) this.timeWindowsAt = now;
+    const blocks = changedBlocks(this.windows, refresh);
+    const job: JudgeJob = { id: ++this.jobs, now, resetRaw, raw, blocks, refresh };
+    this.job = { id: job.id, now, inlineSerial: this.inlineSerial };
+    // Copied, not transferred: transferring a few small buffers costs more than copying them.
+    worker.postMessage(job);
+  }
+
+  /** The worker's reports: alerts and safe mode as an inline evaluation at the job's time would set them. */
+  private judged(result: JudgeResult): void {
+    const job = this.job;
+    if (!job || job.id !== result.id) return;
+    this.job = null;
+    if ('error' in result) {
+      this.stopJudge();
+      this.evaluate({ fromTraffic: true });
+      return;
+    }
+    // An inline evaluation since the job was posted saw newer windows: keep its verdict.
+    if (job.inlineSerial === this.inlineSerial && !this.fleet) {
+      const reports = result.reports;
+      const decay = this.candidates(undefined, '');
+      this.concluded([...result.candidates, ...decay], () => Object.fromEntries(Object.entries(reports).map(([name, report]) => [name, deserialize(report) as WindowReport])), job.now);
+    }
+    if (this.sinceEvaluation >= this.config.evaluate_every && !this.evaluationScheduled) this.scheduleEvaluation();
+    this.wake();
+  }
+
+  private wake(): void {
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const resolve of waiting) resolve();
   }
 
   /** The last evaluation, or a fresh one. */
@@ -444,26 +522,41 @@ export class ServiceMonitor {
     const windows: Record<string, WindowReport> = {};
     for (const name of names) {
       if (name !== alerting && !refresh && this.last?.windows[name]) windows[name] = this.last.windows[name];
-      else windows[name] = this.evaluateWindow(source, source.snapshot(name, now), name === COUNT_WINDOW);
+      else windows[name] = this.judge.evaluateWindow(source, source.snapshot(name, now), name === COUNT_WINDOW);
     }
     if (refresh) this.timeWindowsAt = now;
+    this.inlineSerial++;
+    return this.conclude(windows, alerting, now);
+  }
 
-    const candidates = this.candidates(windows[alerting], `last_${this.config.count_window}`);
+  /** Alerts, safe mode and the state from the windows' reports. */
+  private conclude(windows: Record<string, WindowReport>, alerting: string, now: number): MonitorState {
+    return this.concluded(this.candidates(windows[alerting], `last_${this.config.count_window}`), windows, now);
+  }
+
+  /** Updates alerts and safe mode from the candidates; the new state (`windows`: reports, or a getter that deserializes the worker's). */
+  private concluded(candidates: AlertCandidate[], windows: Record<string, WindowReport> | (() => Record<string, WindowReport>), now: number): MonitorState {
     this.alerts.update(candidates, now);
     this.updateSafeMode(now);
 
     const decay = this.decayState();
-    this.last = {
+    const state: MonitorState = {
       service: this.bundle.name,
       version: this.bundle.version,
       evaluated_at: new Date(now).toISOString(),
       reference: { created: this.reference.created, data: this.reference.data },
-      windows,
+      windows: typeof windows === 'function' ? {} : windows,
       alerts: { active: this.alerts.active(), history: this.alerts.history().slice(0, 50) },
       safe_mode: { ...this.safe, on_critical: this.config.on_critical, release_after_s: this.config.release_after_s },
       decay,
     };
-    return this.last;
+    // The worker's reports are only deserialized when someone reads them (most evaluations are never read).
+    if (typeof windows === 'function') {
+      let read: Record<string, WindowReport> | null = null;
+      Object.defineProperty(state, 'windows', { enumerable: true, configurable: true, get: () => (read ??= windows()) });
+    }
+    this.last = state;
+    return state;
   }
 
   private decayState(): MonitorState['decay'] {
@@ -487,209 +580,9 @@ export class ServiceMonitor {
     if (now - this.clearSince >= this.config.release_after_s * 1000) this.release();
   }
 
-  private evaluateWindow(source: WindowSource, h: ProfileHistogram, withRaw: boolean): WindowReport {
-    const enough = h.observations >= this.config.min_observations;
-    const features: Record<string, ColumnReport> = {};
-    for (const fh of h.features) {
-      const ref = this.reference.features[fh.name];
-      features[fh.name] = this.evaluateColumn(fh, ref, thresholdsFor(this.config, fh.name), enough, withRaw ? source.sortedRawValues(fh.name) : null);
-    }
-
-    let score: WindowReport['score'] = null;
-    if (h.score && this.reference.score) {
-      const column = this.evaluateColumn(h.score, this.reference.score, this.config.drift, h.score.n >= this.config.min_observations, withRaw ? source.sortedRawScores() : null);
-      const ratio = this.reference.score.std > 0 ? h.score.std / this.reference.score.std : NaN;
-      const collapse = h.score.n >= this.config.min_observations ? levelBelow(ratio, this.config.health.score_std_ratio) : 'insufficient_data';
-      score = { ...column, std_ratio: ratio, collapse, verdict: worst([column.verdict, collapse]) };
-    }
-
-    const rejected = h.counters.get('rejected') ?? 0;
-    const byField: Record<string, number> = {};
-    const counters: Record<string, number> = {};
-    for (const [key, value] of h.counters) {
-      if (key.startsWith('rejected:')) byField[key.slice(9)] = value;
-      else if (key !== 'rejected') counters[key] = value;
-    }
-    const requests = h.observations + rejected;
-
-    const fallbacks: Record<string, number> = Object.fromEntries(h.fallbacks);
-    let failures = 0;
-    for (const [cause, count] of h.fallbacks) if (!CHOSEN_FALLBACKS.has(cause)) failures += count;
-
-    let mix: WindowReport['model_health']['decision_mix'] = null;
-    if (h.decisions && this.reference.decisions) {
-      const column = h.decisions.column as CategoricalColumn;
-      const refShares = this.sharesOf(this.reference.decisions, () => categoryShares(column, this.reference.decisions!));
-      const value = psi(refShares, h.decisions.counts);
-      const n = h.decisions.n;
-      mix = {
-        shares: Object.fromEntries(column.categories.map((c, i) => [c, n > 0 ? h.decisions!.counts[i] / n : 0])),
-        reference: this.reference.decisions,
-        psi: value,
-        verdict: n >= this.config.min_observations ? level(value, this.config.health.decision_mix_psi) : 'insufficient_data',
-      };
-    }
-
-    return {
-      observations: h.observations,
-      features,
-      score,
-      contributions: this.attributionReport(h),
-      data_quality: { rejected_requests: rejected, rejection_rate: requests > 0 ? rejected / requests : 0, rejections_by_field: byField, counters },
-      model_health: { fallback_rate: h.observations > 0 ? failures / h.observations : 0, fallbacks_by_cause: fallbacks, decision_mix: mix },
-    };
-  }
-
-  /** `raw`: the column's raw values over the count window, sorted ascending (for the KS test), or null. */
-  private evaluateColumn(fh: FeatureHistogram, ref: FeatureReference | undefined, t: ReturnType<typeof thresholdsFor>, enough: boolean, raw: Float64Array | null): ColumnReport {
-    const total = fh.total;
-    const missingRate = total > 0 ? fh.missing / total : 0;
-    const report: ColumnReport = { kind: fh.kind, n: fh.n, missing_rate: missingRate, reference_missing_rate: ref?.missingRate ?? 0, tests: [], verdict: 'insufficient_data' };
-    if (!ref) return report;
-    const tests: TestResult[] = [];
-    // Missing values are judged on every row seen, even when too few values remain to bin.
-    if (total >= this.config.min_observations) {
-      const rise = missingRate - ref.missingRate;
-      tests.push({ test: 'missing_increase', value: rise, threshold: t.missing_increase, verdict: level(rise, t.missing_increase) });
-    }
-    const binned = fh.n >= this.config.min_observations && enough;
-    if (ref.kind === 'numeric' && fh.kind === 'numeric') {
-      Object.assign(report, { mean: fh.mean, std: fh.std, reference_mean: ref.mean, reference_std: ref.std, out_of_range_rate: fh.n > 0 ? fh.outOfRange / fh.n : 0 });
-      if (binned) {
-        const freq = this.sharesOf((ref as NumericReference).frequencies, () => Float64Array.from((ref as NumericReference).frequencies));
-        let significance = chiSquareGoodnessOfFit(fh.counts, freq).pValue;
-        if (raw && raw.length >= this.config.min_observations && ref.quantiles.length > 1) {
-          const ks = ksSortedAgainstQuantiles(raw, ref.quantiles, ref.count);
-          significance = ks.pValue;
-          tests.push({ test: 'ks', value: ks.statistic, p: ks.pValue, threshold: t.ks, verdict: ks.pValue < t.ks.p ? level(ks.statistic, t.ks) : 'ok' });
-        }
-        tests.push(gated(t, 'psi', psi(freq, fh.counts), significance));
-        tests.push(gated(t, 'js', jensenShannonDistance(freq, fh.counts), significance));
-      }
-    } else if (ref.kind === 'categorical' && fh.kind === 'categorical') {
-      report.unseen_rate = total > 0 ? fh.unseen / total : 0;
-      if (binned) {
-        const shares = this.sharesOf(ref.frequencies, () => categoryShares(fh.column as CategoricalColumn, ref.frequencies));
-        const pool = pooled(shares, fh.counts);
-        // Cramér's V: under no drift it is about 1/sqrt(n) whatever the number of categories.
-        const chi = chiSquareGoodnessOfFit(pool.counts, pool.reference);
-        tests.push({ test: 'chi2', value: chi.cramersV, p: chi.pValue, threshold: t.chi2, verdict: chi.pValue < t.chi2.p ? level(chi.cramersV, t.chi2) : 'ok' });
-        tests.push(gated(t, 'psi', psi(pool.reference, pool.counts), chi.pValue));
-        tests.push(gated(t, 'js', jensenShannonDistance(pool.reference, pool.counts), chi.pValue));
-      }
-    }
-    report.tests = tests;
-    report.verdict = tests.length === 0 ? 'insufficient_data' : worst(tests.map((x) => x.verdict));
-    return report;
-  }
-
-  /** Each feature's share of the window's mean absolute contributions against the reference's. */
-  private attributionReport(h: ProfileHistogram): AttributionReport | null {
-    const a = this.attribution;
-    if (!a) return null;
-    const n = h.explained;
-    const sums = h.contributionSums;
-    let total = 0;
-    for (let i = 0; i < sums.length; i++) total += sums[i];
-    const config = this.config.contributions;
-    const enough = n >= config.min_observations;
-    const features: AttributionReport['features'] = {};
-    a.explainer.features.forEach((name, i) => {
-      const share = total > 0 ? sums[i] / total : 0;
-      const increase = share - a.referenceShares[i];
-      features[name] = {
-        mean_abs: n > 0 ? sums[i] / n : 0,
-        reference_mean_abs: a.referenceMeanAbs[i],
-        share,
-        reference_share: a.referenceShares[i],
-        share_increase: increase,
-        verdict: enough ? level(increase, config.share_increase) : 'insufficient_data',
-      };
-    });
-    return { n, sample_every: config.sample_every, features, verdict: enough ? worst(Object.values(features).map((f) => f.verdict)) : 'insufficient_data' };
-  }
-
-  /** A column's reference frequencies in the column's order, computed once (the reference and the layout are fixed). */
-  private sharesOf(frequencies: object, compute: () => Float64Array): Float64Array {
-    let shares = this.referenceShares.get(frequencies);
-    if (shares === undefined) this.referenceShares.set(frequencies, (shares = compute()));
-    return shares;
-  }
-
-  /** The conditions that hold now, as alert candidates. */
+  /** The conditions that hold now, as alert candidates: the window's, then performance decay. */
   private candidates(w: WindowReport | undefined, window: string): AlertCandidate[] {
-    if (!w) return [];
-    const out: AlertCandidate[] = [];
-    const add = (rule: string, subject: string, severity: Verdict, message: string, value: number, threshold: number) => {
-      if (severity === 'warning' || severity === 'critical') out.push({ key: `${rule}:${subject}`, rule, subject, severity: severity as Severity, message, value, threshold, window });
-    };
-    const columns: [string, ColumnReport][] = Object.entries(w.features);
-    if (w.score) columns.push(['score', w.score]);
-    for (const [name, column] of columns) {
-      for (const test of column.tests) {
-        if (test.verdict !== 'warning' && test.verdict !== 'critical') continue;
-        const threshold = test.verdict === 'critical' ? test.threshold.critical : test.threshold.warning;
-        if (test.test === 'missing_increase') {
-          add('missing_values', name, test.verdict, `${name} missing in ${(100 * column.missing_rate).toFixed(1)}% of requests (reference ${(100 * column.reference_missing_rate).toFixed(1)}%)`, test.value, threshold);
-        } else {
-          add(name === 'score' ? 'score_drift' : 'feature_drift', name, test.verdict, `${name === 'score' ? 'the score' : name} drifted: ${test.test} ${test.value.toPrecision(3)}${test.p !== undefined ? ` (p ${test.p.toExponential(1)})` : ''} >= ${threshold}`, test.value, threshold);
-        }
-      }
-    }
-    // Several tests on one column say the same thing: keep one alert per column, the worst.
-    const byKey = new Map<string, AlertCandidate>();
-    for (const c of out) {
-      const prev = byKey.get(c.key);
-      if (!prev || (prev.severity === 'warning' && c.severity === 'critical')) byKey.set(c.key, c);
-    }
-    const result = [...byKey.values()];
-
-    if (w.score && w.score.collapse !== 'ok' && w.score.collapse !== 'insufficient_data') {
-      const t = this.config.health.score_std_ratio;
-      result.push({ key: 'score_collapse:score', rule: 'score_collapse', subject: 'score', severity: w.score.collapse, message: `the score has collapsed: its spread is ${w.score.std_ratio.toPrecision(2)} of the reference's`, value: w.score.std_ratio, threshold: w.score.collapse === 'critical' ? t.critical : t.warning, window });
-    }
-    const health = this.config.health;
-    const fb = level(w.model_health.fallback_rate, health.fallback_rate);
-    if (w.observations >= this.config.min_observations && fb !== 'ok') {
-      result.push({ key: 'fallback_rate:model', rule: 'fallback_rate', subject: 'model', severity: fb as Severity, message: `the model failed on ${(100 * w.model_health.fallback_rate).toFixed(1)}% of decisions (${JSON.stringify(w.model_health.fallbacks_by_cause)})`, value: w.model_health.fallback_rate, threshold: fb === 'critical' ? health.fallback_rate.critical : health.fallback_rate.warning, window });
-    }
-    const requests = w.observations + w.data_quality.rejected_requests;
-    if (requests >= this.config.min_observations) {
-      for (const [field, count] of Object.entries(w.data_quality.rejections_by_field)) {
-        const rate = count / requests;
-        const v = level(rate, health.rejection_rate);
-        if (v !== 'ok') result.push({ key: `rejections:${field}`, rule: 'rejections', subject: field, severity: v as Severity, message: `${(100 * rate).toFixed(1)}% of requests rejected for ${field}`, value: rate, threshold: v === 'critical' ? health.rejection_rate.critical : health.rejection_rate.warning, window });
-      }
-    }
-    // Sources that fail, time out or serve stale values: the feature silently becomes its default.
-    if (w.observations >= this.config.min_observations) {
-      for (const [key, count] of Object.entries(w.data_quality.counters)) {
-        if (!key.startsWith('source_failure:')) continue;
-        const feature = key.slice('source_failure:'.length);
-        const rate = count / w.observations;
-        const v = level(rate, health.source_failure_rate);
-        if (v !== 'ok') result.push({ key: `feature_source:${feature}`, rule: 'feature_source', subject: feature, severity: v as Severity, message: `${feature} came from a failing, slow or stale source in ${(100 * rate).toFixed(1)}% of decisions`, value: rate, threshold: v === 'critical' ? health.source_failure_rate.critical : health.source_failure_rate.warning, window });
-      }
-    }
-    // A feature that suddenly drives the score: its share of the model's attribution rose.
-    for (const [feature, f] of Object.entries(w.contributions?.features ?? {})) {
-      if (f.verdict !== 'warning' && f.verdict !== 'critical') continue;
-      const t = this.config.contributions.share_increase;
-      result.push({
-        key: `attribution_shift:${feature}`,
-        rule: 'attribution_shift',
-        subject: feature,
-        severity: f.verdict,
-        message: `${feature} now drives ${(100 * f.share).toFixed(1)}% of the model's attribution (reference ${(100 * f.reference_share).toFixed(1)}%): mean |contribution| ${f.mean_abs.toPrecision(3)} vs ${f.reference_mean_abs.toPrecision(3)}`,
-        value: f.share_increase,
-        threshold: f.verdict === 'critical' ? t.critical : t.warning,
-        window,
-      });
-    }
-    const mix = w.model_health.decision_mix;
-    if (mix && (mix.verdict === 'warning' || mix.verdict === 'critical')) {
-      result.push({ key: 'decision_mix:decisions', rule: 'decision_mix', subject: 'decisions', severity: mix.verdict, message: `the decision mix moved: PSI ${mix.psi.toPrecision(3)} (${JSON.stringify(mix.shares)})`, value: mix.psi, threshold: mix.verdict === 'critical' ? health.decision_mix_psi.critical : health.decision_mix_psi.warning, window });
-    }
+    const result = windowCandidates(w, window, this.config);
     const decay = this.decayState();
     if (decay.decayed) {
       result.push({ key: 'performance_decay:model', rule: 'performance_decay', subject: 'model', severity: 'warning', message: `realized error rose: mean Brier ${decay.mean_brier.toPrecision(3)} over the last ${decay.width} outcomes vs ${decay.reference_brier?.toPrecision(3)} in the reference`, value: decay.mean_brier, threshold: (decay.reference_brier ?? 0) * 1.25, window: `last_${decay.width}_outcomes` });

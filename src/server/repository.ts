@@ -176,7 +176,10 @@ export class ModelRepository {
       }
       await this.beforeServe?.(name, [...versions.values()].map((v) => v.bundle));
     } catch (err) {
-      for (const v of versions.values()) await v.bundle.model?.close?.();
+      for (const v of versions.values()) {
+        v.monitor?.close();
+        await v.bundle.model?.close?.();
+      }
       throw this.fail(name, err instanceof BundleError ? err.message : (err as Error).message);
     }
 
@@ -268,7 +271,12 @@ export class ModelRepository {
 
   async close(): Promise<void> {
     if (this.watcher) clearInterval(this.watcher);
-    for (const service of this.services.values()) for (const v of service.versions.values()) await v.bundle.model?.close?.();
+    for (const service of this.services.values()) {
+      for (const v of service.versions.values()) {
+        v.monitor?.close();
+        await v.bundle.model?.close?.();
+      }
+    }
     this.services.clear();
   }
 
@@ -316,7 +324,8 @@ async function loadVersion(dir: string, sinks: readonly AlertSink[]): Promise<Se
       if (mismatch) throw new Error(`${bundle.referencePath} cannot monitor this bundle: ${mismatch}: run rtml profile ${dir} --data <training data>`);
       scorer = await scorerOf(bundle, reference.contributions !== null && reference.contributions !== undefined);
       // Attribution monitoring when the profile recorded contributions (their tables were built just above).
-      monitor = new ServiceMonitor({ bundle, reference, config, sinks, explainer: reference.contributions ? (scorer?.explainer() ?? null) : null });
+      // The statistics run in a worker thread: the request path only records each decision.
+      monitor = new ServiceMonitor({ bundle, reference, config, sinks, explainer: reference.contributions ? (scorer?.explainer() ?? null) : null, evaluateOffThread: true });
     } catch (err) {
       await bundle.model?.close?.();
       throw err;
@@ -377,6 +386,9 @@ function retire(old: ReadonlyMap<string, ServiceVersion>, current: ReadonlyMap<s
   const toClose = [...old.values()].filter((v) => !stillServed.has(v.bundle));
   if (toClose.length === 0) return;
   setTimeout(() => {
-    for (const v of toClose) void v.bundle.model?.close?.();
+    for (const v of toClose) {
+      v.monitor?.close();
+      void v.bundle.model?.close?.();
+    }
   }, RETIRE_AFTER_MS).unref();
 }
