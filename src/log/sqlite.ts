@@ -97,7 +97,9 @@ import {
   type DecisionQuery,
   type DecisionRecord,
   type DecisionRecordToAppend,
+  type DecisionScan,
 } from './types.ts';
+import { fromScannedRow, parseScanCursor, scanCursor, scanLimit, type ScannedRow } from './scan.ts';
 
 export { DECISION_LOG_FILE, SQLITE_SCHEMA_VERSION };
 
@@ -208,6 +210,7 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
   const selectLabelled = db.prepare<[string, string, string], LabelledRow>(`${LABELLED} WHERE d.service = ? AND d.time >= ? AND d.time < ? ORDER BY d.time`);
   const selectLatestLabelled = db.prepare<[string, string, string, number], LabelledRow>(`${LABELLED} WHERE d.service = ? AND d.time >= ? AND d.time < ? ORDER BY d.time DESC LIMIT ?`);
   const countInRange = db.prepare<[string, string, string], number>('SELECT count(*) FROM decisions WHERE service = ? AND time >= ? AND time < ?').pluck();
+  let scanStatement: Database.Statement<[string, string, number, string, string, number], ScannedRow<number>> | undefined;
   const fromLabelled = (r: LabelledRow): LabelledDecision => ({ ...r, fallbackUsed: r.fallbackUsed === 1 });
 
   const counters = { appended: 0, commits: 0, batches: 0, checkpoints: 0 };
@@ -607,6 +610,25 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
         checkpoints: counters.checkpoints,
         lastCheckpoint,
       };
+    },
+
+    async scan(service: string, range: DecisionScan) {
+      ensureOpen();
+      const since = range.since === undefined ? '' : normalizeBound('since', range.since);
+      const until = range.until === undefined ? '9999' : normalizeBound('until', range.until);
+      const limit = scanLimit(range.limit);
+      await settled();
+      // The outcome by a correlated look-up on its unique (service, id) index: decisions and
+      // outcomes share column names, so a join would need every column qualified.
+      const from = parseScanCursor(range.after);
+      scanStatement ??= db.prepare<[string, string, number, string, string, number], ScannedRow<number>>(
+        `SELECT seq AS scan_seq, ${COLUMNS},
+           (SELECT label FROM outcomes o WHERE o.service = decisions.service AND o.id = decisions.id) AS outcome_label,
+           (SELECT time FROM outcomes o WHERE o.service = decisions.service AND o.id = decisions.id) AS outcome_time
+         FROM decisions WHERE service = ? AND (time, seq) > (?, ?) AND time >= ? AND time < ? ORDER BY time, seq LIMIT ?`,
+      );
+      const rows = scanStatement.all(service, from.time, from.seq, since, until, limit);
+      return { items: rows.map(fromScannedRow), cursor: scanCursor(rows, range.after) };
     },
   };
 }
