@@ -621,13 +621,15 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
       // The outcome by a correlated look-up on its unique (service, id) index: decisions and
       // outcomes share column names, so a join would need every column qualified.
       const from = parseScanCursor(range.after);
+      // The cursor's time bounds the index range too, so a page reads from where the last stopped.
+      const lower = from.time > since ? from.time : since;
       scanStatement ??= db.prepare<[string, string, number, string, string, number], ScannedRow<number>>(
         `SELECT seq AS scan_seq, ${COLUMNS},
            (SELECT label FROM outcomes o WHERE o.service = decisions.service AND o.id = decisions.id) AS outcome_label,
            (SELECT time FROM outcomes o WHERE o.service = decisions.service AND o.id = decisions.id) AS outcome_time
          FROM decisions WHERE service = ? AND (time, seq) > (?, ?) AND time >= ? AND time < ? ORDER BY time, seq LIMIT ?`,
       );
-      const rows = scanStatement.all(service, from.time, from.seq, since, until, limit);
+      const rows = scanStatement.all(service, from.time, from.seq, lower, until, limit);
       return { items: rows.map(fromScannedRow), cursor: scanCursor(rows, range.after) };
     },
   };

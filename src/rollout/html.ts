@@ -40,7 +40,7 @@ function bars(items: readonly { label: string; value: number; negative?: boolean
       return `<text x="0" y="${i * h + 13}" font-size="12">${escapeHtml(it.label)}</text><rect class="${it.negative ? 'neg' : 'bar'}" x="150" y="${i * h + 3}" width="${w}" height="${h - 6}"/><text x="${156 + w}" y="${i * h + 13}" font-size="11">${escapeHtml(it.value)}</text>`;
     })
     .join('');
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="600" height="${items.length * h + 4}" role="img">${rows}</svg>`;
+  return `<svg width="600" height="${items.length * h + 4}" role="img">${rows}</svg>`;
 }
 
 export function comparisonHtml(c: ComparisonReport): string {
