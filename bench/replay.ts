@@ -8,7 +8,9 @@
  * a fresh `rtml replay` process under /usr/bin/time (peak RSS): the candidate v2 on the first
  * 10% of the log and on all of it (memory bounded: the peak should barely move), and the
  * baseline in the same run: reading the same pages without re-deciding (`scan` alone), so the
- * ratio says what re-deciding costs over reading the log.
+ * ratio says what re-deciding costs over reading the log. Last, the whole log again with V8's
+ * old space capped at 64 MB: it completes only if the heap does not grow with the log (RSS
+ * alone also counts what V8 keeps because it may).
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -108,6 +110,8 @@ export async function benchReplay(n = 1_000_000, log: (line: string) => void = (
       ['scan only (baseline): read every page, decide nothing', scanOnly, n],
       ['replay v2, first 10% of the log', [...cli, '--until', tenth], Math.floor(n / 10)],
       ['replay v2, the whole log', cli, n],
+      // Bounded: the whole log again with V8's old space capped (it fails if the heap grows with the log).
+      ['replay v2, the whole log, old space capped at 64 MB', ['--max-old-space-size=64', ...cli], n],
     ];
     for (const [what, args, decisions] of cases) {
       const r = timed(what, args);
