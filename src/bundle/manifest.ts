@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { monitoringSchema } from '../monitor/config.ts';
 import { sourceSchema, sourcesSchema } from '../features/types.ts';
+import { gatesSchema } from '../rollout/gates-config.ts';
 
 const name = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'lowercase letters, digits, - and _, starting with a letter or digit');
 // Feature names become CSV headers and JSON keys: anything printable, but no control characters.
@@ -106,6 +107,8 @@ export const manifestSchema = z
     golden: z.string().min(1).optional(),
     /** Live monitoring against the reference profile; see monitor/config.ts. */
     monitoring: monitoringSchema.optional(),
+    /** What a new version must pass before it decides anything (`rtml gate`); see rollout/gates-config.ts. */
+    gates: gatesSchema.optional(),
   })
   .strict()
   .superRefine((m, ctx) => {

@@ -16,6 +16,8 @@ import { registerBackfill } from './commands/backfill.ts';
 import { registerExport } from './commands/export.ts';
 import { registerIngest } from './commands/ingest.ts';
 import { registerServe } from './commands/serve.ts';
+import { registerReplay } from './commands/replay.ts';
+import { registerGate } from './commands/gate.ts';
 
 /** In the order `rtml --help` lists them. */
 const COMMANDS: ReadonlyArray<(program: Command) => void> = [
@@ -29,6 +31,8 @@ const COMMANDS: ReadonlyArray<(program: Command) => void> = [
   registerExport,
   registerIngest,
   registerServe,
+  registerReplay,
+  registerGate,
 ];
 
 export function buildProgram(): Command {

@@ -66,7 +66,9 @@ import {
   type DecisionRecordToAppend,
   type LabelledDecision,
   type Outcome,
+  type DecisionScan,
 } from './types.ts';
+import { fromScannedRow, parseScanCursor, scanCursor, scanLimit, type ScannedRow } from './scan.ts';
 
 export const POSTGRES_LOG_COMPONENT = 'decision_log';
 
@@ -553,6 +555,22 @@ export async function openPostgresDecisionLog(url: string, options: PostgresDeci
         failedWrites: counters.failedWrites,
         largestBatch: counters.largestBatch,
       };
+    },
+
+    async scan(service: string, range: DecisionScan) {
+      ensureOpen();
+      const since = range.since === undefined ? '' : normalizeBound('since', range.since);
+      const until = range.until === undefined ? '9999' : normalizeBound('until', range.until);
+      const from = parseScanCursor(range.after);
+      const lower = from.time > since ? from.time : since;
+      // By the (service, time, seq) index from where the last page stopped; the outcome by its primary key.
+      const rows = await read<ScannedRow<boolean>>(
+        `SELECT seq AS scan_seq, ${SELECT_COLUMNS}, o.outcome_label, o.outcome_time FROM decisions
+         LEFT JOIN LATERAL (SELECT label AS outcome_label, time AS outcome_time FROM outcomes WHERE outcomes.service = decisions.service AND outcomes.id = decisions.id) o ON true
+         WHERE service = $1 AND (time, seq) > ($2, $3) AND time >= $4 AND time < $5 ORDER BY time, seq LIMIT $6`,
+        [service, from.time, from.seq, lower, until, scanLimit(range.limit)],
+      );
+      return { items: rows.map(fromScannedRow), cursor: scanCursor(rows, range.after) };
     },
   };
 }

@@ -99,7 +99,9 @@ import {
   type DecisionQuery,
   type DecisionRecord,
   type DecisionRecordToAppend,
+  type DecisionScan,
 } from './types.ts';
+import { fromScannedRow, parseScanCursor, scanCursor, scanLimit, type ScannedRow } from './scan.ts';
 
 export { DECISION_LOG_FILE, SQLITE_SCHEMA_VERSION };
 
@@ -161,6 +163,9 @@ const DEFAULTS = { synchronous: 'full', maxBatch: 256, maxDelayMs: 0, checkpoint
 /** A row as read: the flags as 0/1, and version 6's float vector. */
 type StoredRow = StoredDecisionRow<number> & { inputs_f32: Buffer | null };
 
+/** A `scan` row, with version 6's float vector. */
+type ScannedSqliteRow = ScannedRow<number> & { inputs_f32: Buffer | null };
+
 /** A stored row as its record: the float vector, when there is one, is its `inputs`. */
 function fromSqliteRow(row: StoredRow): DecisionRecord {
   const record = fromStoredRow(row);
@@ -219,6 +224,7 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
   const selectLabelled = db.prepare<[string, string, string], LabelledRow>(`${LABELLED} WHERE d.service = ? AND d.time >= ? AND d.time < ? ORDER BY d.time`);
   const selectLatestLabelled = db.prepare<[string, string, string, number], LabelledRow>(`${LABELLED} WHERE d.service = ? AND d.time >= ? AND d.time < ? ORDER BY d.time DESC LIMIT ?`);
   const countInRange = db.prepare<[string, string, string], number>('SELECT count(*) FROM decisions WHERE service = ? AND time >= ? AND time < ?').pluck();
+  let scanStatement: Database.Statement<[string, string, number, string, string, number], ScannedSqliteRow> | undefined;
   const fromLabelled = (r: LabelledRow): LabelledDecision => ({ ...r, fallbackUsed: r.fallbackUsed === 1 });
 
   const counters = { appended: 0, commits: 0, batches: 0, checkpoints: 0 };
@@ -603,6 +609,34 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
         batches: counters.batches,
         checkpoints: counters.checkpoints,
         lastCheckpoint,
+      };
+    },
+
+    async scan(service: string, range: DecisionScan) {
+      ensureOpen();
+      const since = range.since === undefined ? '' : normalizeBound('since', range.since);
+      const until = range.until === undefined ? '9999' : normalizeBound('until', range.until);
+      const limit = scanLimit(range.limit);
+      await settled();
+      // The outcome by a correlated look-up on its unique (service, id) index: decisions and
+      // outcomes share column names, so a join would need every column qualified.
+      const from = parseScanCursor(range.after);
+      // The cursor's time bounds the index range too, so a page reads from where the last stopped.
+      const lower = from.time > since ? from.time : since;
+      scanStatement ??= db.prepare<[string, string, number, string, string, number], ScannedSqliteRow>(
+        `SELECT seq AS scan_seq, ${SQLITE_COLUMNS},
+           (SELECT label FROM outcomes o WHERE o.service = decisions.service AND o.id = decisions.id) AS outcome_label,
+           (SELECT time FROM outcomes o WHERE o.service = decisions.service AND o.id = decisions.id) AS outcome_time
+         FROM decisions WHERE service = ? AND (time, seq) > (?, ?) AND time >= ? AND time < ? ORDER BY time, seq LIMIT ?`,
+      );
+      const rows = scanStatement.all(service, from.time, from.seq, lower, until, limit);
+      return {
+        items: rows.map((row) => {
+          const record = fromScannedRow(row);
+          if (row.inputs_f32 !== null) record.inputs = floatsFromBlob(row.inputs_f32);
+          return record;
+        }),
+        cursor: scanCursor(rows, range.after),
       };
     },
   };

@@ -104,6 +104,18 @@ export interface LabelledDecision {
   outcomeTime: string;
 }
 
+/** A logged decision as `scan` returns it: the record, with its outcome when one was recorded. */
+export type ScannedDecision = DecisionRecord & { outcome?: { label: string; time: string } };
+
+/** Which decisions `scan` reads: one service's, in [since, until), after `after` (the cursor a previous page returned; absent for the first). */
+export interface DecisionScan {
+  since?: string;
+  until?: string;
+  after?: string;
+  /** Records per page (default and cap {@link MAX_QUERY_LIMIT}). */
+  limit?: number;
+}
+
 export interface DecisionLog {
   /**
    * Joins outcomes to logged decisions (a later outcome for the same decision replaces the
@@ -128,6 +140,13 @@ export interface DecisionLog {
   /** Newest first (by `time`, then append order), optionally within a time range; bounded by limit. */
   query(filter: DecisionQuery): Promise<DecisionRecord[]>;
   count(service?: string): Promise<number>;
+  /**
+   * One page of a service's decisions in the log's order (by `time`, then append order), each
+   * with its outcome if any, and the cursor to pass as `after` for the next page (an empty page
+   * when there is none): how replay streams a million decisions in bounded memory. A page reads
+   * by index from where the last one stopped, so a scan costs the same per page at the end.
+   */
+  scan(service: string, range: DecisionScan): Promise<{ items: ScannedDecision[]; cursor: string }>;
   /** Flushes everything pending, then closes. Idempotent. */
   close(): Promise<void>;
   /** For metrics. */

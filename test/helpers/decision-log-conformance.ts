@@ -234,5 +234,54 @@ export function decisionLogConformance(name: string, newStore: () => Promise<Con
       await assert.rejects(log.recordOutcomes('credit', [{ id: 'o-2', label: 'bad', time: 'yesterday' }]), /time as YYYY/);
       await log.close();
     });
+
+    it('scans one service page by page in time then append order, with outcomes, within a time range', async () => {
+      const store = await newStore();
+      const log = await store.open();
+      // 25 records of credit, two per millisecond (ties broken by append order), appended out of
+      // time order in two halves; one of another service in between.
+      const ids = Array.from({ length: 25 }, (_, i) => `s-${String(i).padStart(2, '0')}`);
+      const timeOf = (i: number) => at(Math.floor(i / 2));
+      await Promise.all(ids.slice(12).map((id, k) => log.append(record(id, { time: timeOf(12 + k) }))));
+      await log.append(record('other-1', { service: 'fraud', time: at(3) }));
+      await Promise.all(ids.slice(0, 12).map((id, i) => log.append(record(id, { time: timeOf(i) }))));
+      await log.recordOutcomes('credit', [{ id: 's-03', label: 'bad', time: at(100) }, { id: 's-20', label: 'good', time: at(101) }]);
+
+      const seen: string[] = [];
+      let cursor: string | undefined;
+      let pages = 0;
+      for (;;) {
+        const page = await log.scan('credit', { after: cursor, limit: 7 });
+        if (page.items.length === 0) {
+          assert.equal(page.cursor, cursor, 'an empty page keeps the cursor');
+          break;
+        }
+        pages++;
+        assert.ok(page.items.length <= 7);
+        seen.push(...page.items.map((r) => r.id));
+        for (const r of page.items) {
+          if (r.id === 's-03') assert.deepEqual(r.outcome, { label: 'bad', time: at(100) });
+          else if (r.id === 's-20') assert.deepEqual(r.outcome, { label: 'good', time: at(101) });
+          else assert.equal(r.outcome, undefined);
+        }
+        cursor = page.cursor;
+      }
+      // Same-time records come in append order: within each millisecond, the first half's pair was appended second.
+      const expected = [...ids].sort((a, b) => timeOf(ids.indexOf(a)).localeCompare(timeOf(ids.indexOf(b))) || (ids.indexOf(a) >= 12 ? 0 : 1) - (ids.indexOf(b) >= 12 ? 0 : 1) || a.localeCompare(b));
+      assert.deepEqual(seen, expected);
+      assert.equal(pages, 4);
+      const full = (await log.scan('credit', { limit: 1 })).items[0];
+      assert.deepEqual({ ...full, outcome: undefined }, { ...(await log.get('credit', full.id))!, outcome: undefined }, 'a scanned record is the record get returns');
+
+      const ranged = await log.scan('credit', { since: at(2), until: at(5) });
+      assert.deepEqual(
+        ranged.items.map((r) => r.id),
+        ['s-04', 's-05', 's-06', 's-07', 's-08', 's-09'],
+      );
+      assert.deepEqual((await log.scan('nobody', {})).items, []);
+      await assert.rejects(log.scan('credit', { after: 'not a cursor' }), /scan cursor/);
+      await assert.rejects(log.scan('credit', { limit: 0 }), /positive integer/);
+      await log.close();
+    });
   });
 }
