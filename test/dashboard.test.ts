@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Browser } from 'playwright-core';
 import { loadBundle, type Bundle } from '../src/bundle/load.ts';
+import { minuteAggregate } from '../src/dashboard/history.ts';
 import { parsePerturbation, simulate, type SimulateOptions } from '../src/monitor/simulate.ts';
 import { launchBrowser, openPage, VIEWPORTS, type WatchedPage } from './helpers/browser.ts';
 import { startServer, WRITE_TOKEN, type RunningServer } from './helpers/server.ts';
@@ -91,6 +92,48 @@ describe('the dashboard in Chromium', () => {
     const rate = await overview.page.locator('article[data-service="credit"] [data-figure="rate"] .value').innerText();
     assert.ok(Number(rate) > 0, `decisions per second shown as ${rate}`);
     assert.deepEqual(overview.errors, []);
+  });
+
+  it('answers its read endpoints in bounded size and in shape, and 4xx naming the rule to bad queries', async () => {
+    const get = async (path: string, headers: Record<string, string> = {}) => {
+      const res = await fetch(server.url + path, { headers });
+      const text = await res.text();
+      return { status: res.status, bytes: Buffer.byteLength(text), body: JSON.parse(text) };
+    };
+    const overviewAnswer = await get('/v1/dashboard/overview');
+    assert.ok(overviewAnswer.bytes < 16_384, `overview ${overviewAnswer.bytes} bytes`);
+    const [credit] = overviewAnswer.body.services;
+    assert.equal(credit.mode, 'safe_mode');
+    assert.deepEqual(Object.keys(credit.live).sort(), ['decisions_per_s', 'last_outcome_at', 'latency_ms', 'mix']);
+    assert.ok(credit.live.last_outcome_at !== null, 'outcomes were posted');
+
+    const longest = await get('/v1/services/credit/history?minutes=20160');
+    assert.equal(longest.status, 200);
+    for (const row of longest.body.minutes) minuteAggregate.parse(row);
+    assert.ok(longest.bytes < 20_160 * 4096, `history ${longest.bytes} bytes`);
+    for (const [query, rule] of [['minutes=20161', /minutes must be a whole number from 1 to 20160/], ['minutes=1.5', /whole number/], ['since=0', /nothing else is accepted/]] as const) {
+      const bad = await get(`/v1/services/credit/history?${query}`);
+      assert.equal(bad.status, 400, query);
+      assert.match(bad.body.error, rule);
+    }
+    assert.equal((await get('/v1/services/nobody/history')).status, 404);
+
+    const dist = await get('/v1/dashboard/services/credit/distributions');
+    assert.ok(dist.bytes < 65_536, `distributions ${dist.bytes} bytes`);
+    assert.deepEqual(Object.keys(dist.body.features), bundle.encoding.features.map((f) => f.name));
+    for (const [feature, d] of Object.entries(dist.body.features) as [string, { reference: number[]; live: number[]; n: number }][]) {
+      assert.equal(d.live.length, d.reference.length, feature);
+      assert.ok(Math.abs(d.reference.reduce((a, b) => a + b, 0) - 1) < 1e-6, feature);
+    }
+    assert.equal(dist.body.features.annual_inc.n, dist.body.observations);
+    const badWindow = await get('/v1/dashboard/services/credit/distributions?window=2w');
+    assert.equal(badWindow.status, 400);
+    assert.match(badWindow.body.error, /window must be one of count, 5m, 1h, 1d/);
+
+    assert.equal((await get('/v1/dashboard/services/credit/decisions/drift-1')).status, 401);
+    const found = await get('/v1/dashboard/services/credit/decisions/drift-1', admin);
+    assert.equal(found.body.decision.id, 'drift-1');
+    assert.equal(found.body.input_columns.length, found.body.decision.inputs.length);
   });
 
   it('refuses to acknowledge without the admin token, and acknowledges with it, from the keyboard', async () => {
