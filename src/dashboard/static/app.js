@@ -481,7 +481,7 @@ function buildCharts(container) {
   return {
     update(history) {
       const rows = history.minutes;
-      status.textContent = rows.length === 0 ? 'No minutes recorded yet: the first appears within a minute of traffic.' : `${rows.length} minutes since ${fmt.time(new Date(rows[0].minute).toISOString())} (store: ${history.store}).`;
+      status.textContent = rows.length === 0 ? 'No minutes recorded yet: the first appears within a minute of traffic.' : `${rows.length} minute${rows.length === 1 ? '' : 's'} since ${fmt.time(new Date(rows[0].minute).toISOString())} (store: ${history.store}).`;
       const x = rows.map((r) => r.minute / 1000);
       ensure('decisions', ['decisions', 'fallbacks']).update([x, rows.map((r) => r.decisions), rows.map((r) => r.fallbacks)]);
       ensure('latency', STAGES).update([x, ...STAGES.map((s) => rows.map((r) => r.latency_ms[s]?.p99 ?? null))]);
@@ -636,6 +636,7 @@ function lookupForm(service, id, services) {
 async function renderDecision(main, service, id) {
   document.title = id ? `${id} · decision · rtml` : 'Decision look-up · rtml';
   const { services } = await getJson('/v1/services');
+  live(true);
   const names = services.map((s) => s.name);
   const result = h('div', { id: 'decision-result', 'aria-live': 'polite' });
   main.replaceChildren(h('h1', {}, 'Decision look-up'), h('section.panel', {}, h('p.small.muted', {}, 'A logged decision by its id: the request, every feature with its source and served value, the exact model inputs, score, reasons, fallback, versions, timings and outcome. Needs the admin token.'), lookupForm(service || names[0], id ?? '', names)), result);
@@ -679,7 +680,14 @@ function decisionView({ decision: d, outcome, input_columns: columns }) {
       'div.grid',
       {},
       h('section.panel', {}, h('h2', {}, 'Reasons'), reasons.length ? h('ul', {}, reasons.map((r) => h('li', {}, h('strong', {}, r.code ?? r.feature ?? ''), ' ', r.message ?? r.text ?? JSON.stringify(r)))) : h('p.muted', {}, 'No reasons recorded.')),
-      h('section.panel', {}, h('h2', {}, 'Timings'), h('table', {}, h('tbody', {}, Object.entries(d.timingsMs).map(([s, v]) => h('tr', {}, h('td', {}, s), h('td.num', {}, fmt.ms(v))))))),
+      h(
+        'section.panel',
+        {},
+        h('h2', {}, 'Timings'),
+        h('table', {}, h('tbody', {}, Object.entries(d.timingsMs).map(([s, v]) => h('tr', {}, h('td', {}, s), h('td.num', {}, fmt.ms(v)))))),
+        // The record is written before its own write is timed: the log holds 0 for those two.
+        d.timingsMs.total === 0 ? h('p.small.muted', {}, 'log and total are measured after the record is written, so the log holds them as 0; /metrics has their distributions.') : null,
+      ),
     ),
     h(
       'section.panel',

@@ -25,8 +25,8 @@ export function timeChart(container, { series, height = 220, yLabel }) {
     height,
     series: [{}, ...series.map((s, i) => ({ label: s.label, stroke: s.color ?? PALETTE[i % PALETTE.length], width: 2, dash: s.dash, spanGaps: false, points: { show: false } }))],
     axes: axes().map((a, i) => (i === 1 && yLabel ? { ...a, label: yLabel } : a)),
-    // At least the last hour on the x axis, so a few minutes of history do not stretch over years.
-    scales: { x: { time: true, range: (_u, min, max) => [Math.min(min ?? Infinity, Date.now() / 1000 - 3600), Math.max(max ?? 0, Date.now() / 1000)] } },
+    // At least the last 15 minutes on the x axis, up to now: a few minutes of history neither stretch over years nor fill the width.
+    scales: { x: { time: true, range: (_u, min, max) => [Math.min(Number.isFinite(min) ? min : Infinity, Date.now() / 1000 - 900), Math.max(Number.isFinite(max) ? max : 0, Date.now() / 1000 + 30)] } },
     legend: { live: true },
   };
   const empty = [[], ...series.map(() => [])];
