@@ -71,6 +71,12 @@ const ROUTES: Record<string, RouteSpec> = {
   'PUT /v1/entities/:type/:id': { path: '/v1/entities/customer/u1', role: 'write', body: 'entity', params: ['customer', 'u1'] },
   'GET /v1/services/:name/operations': { path: '/v1/services/credit/operations', role: 'admin', body: 'none', params: ['credit'] },
   'GET /metrics': { path: '/metrics', role: 'public', body: 'none', params: [] },
+  'GET /': { path: '/', role: 'public', body: 'none', params: [] },
+  'GET /ui/:file': { path: '/ui/app.js', role: 'public', body: 'none', params: ['app.js'] },
+  'GET /v1/dashboard/overview': { path: '/v1/dashboard/overview', role: 'public', body: 'none', params: [] },
+  'GET /v1/services/:name/history': { path: '/v1/services/credit/history?minutes=60', role: 'public', body: 'none', params: ['credit'] },
+  'GET /v1/dashboard/services/:name/distributions': { path: '/v1/dashboard/services/credit/distributions?window=5m', role: 'public', body: 'none', params: ['credit'] },
+  'GET /v1/dashboard/services/:name/decisions/:id': { path: '/v1/dashboard/services/credit/decisions/known-1', role: 'admin', body: 'none', params: ['credit', 'known-1'] },
 };
 
 interface Answer {

@@ -25,6 +25,8 @@ import { obeyOperations, operationsMetrics } from './operations.ts';
 import { registerOperationsRoutes } from './routes/operations.ts';
 import { FleetMonitor, type MonitoredVersion } from '../monitor/fleet.ts';
 import type { MonitorExchange } from '../monitor/exchange/types.ts';
+import { registerDashboardRoutes } from '../dashboard/routes.ts';
+import type { HistoryStore } from '../dashboard/history.ts';
 
 export interface ServerConfig extends LoadGuardConfig {
   /** The model repository: one folder per service. */
@@ -60,6 +62,8 @@ export interface SharedStores {
   monitorExchange?: MonitorExchange;
   /** How often this replica publishes its monitor windows and the leader evaluates (default 2 s). */
   monitorPublishIntervalMs?: number;
+  /** The dashboard's per-minute history; default embedded (`<dataDir>/history.sqlite`, memory without a data dir). */
+  history?: HistoryStore;
 }
 
 export const DEFAULT_CONFIG: Omit<ServerConfig, 'repository'> = {
@@ -212,6 +216,7 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
   registerMonitoringRoutes(app, context);
   registerFeatureRoutes(app, context);
   registerOperationsRoutes(app, context);
+  const dashboard = registerDashboardRoutes(app, context, shared.history);
   app.get('/metrics', PROBE_ROUTE, async (_request, reply) => {
     const body = await metrics.registry.metrics();
     return reply.header('content-type', metrics.registry.contentType).send(body);
@@ -273,6 +278,8 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
         clearInterval(evaluationTimer);
         await app.close();
         await guard.close();
+        // After the last decision: the minute in progress reaches the history too.
+        await dashboard.close().catch((err) => app.log.error({ err }, 'dashboard history'));
         // After the last request: the final export holds every decision this replica answered.
         await fleet?.close();
         await shared.monitorExchange?.close();

@@ -1,6 +1,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { openEmbeddedFeatureStore } from '../../features/embedded.ts';
 import { openDecisionLog } from '../../log/index.ts';
 import { createServer, DEFAULT_CONFIG, type FeatureStoreFactory } from '../../server/app.ts';
@@ -89,6 +90,11 @@ export function registerServe(program: Command): void {
         opts.decisionLog && isPostgresUrl(opts.decisionLog)
           ? await (await import('../../monitor/exchange/postgres.ts')).openPostgresMonitorExchange({ url: opts.decisionLog, onError: (err: Error) => reportOperations(err) })
           : undefined;
+      // The dashboard's per-minute history beside the other shared stores (embedded: <data-dir>/history.sqlite).
+      const history =
+        opts.decisionLog && isPostgresUrl(opts.decisionLog)
+          ? await (await import('../../dashboard/history-postgres.ts')).openPostgresHistoryStore({ url: opts.decisionLog, replica: `${hostname()}:${process.pid}`, onError: (err: Error) => reportOperations(err) })
+          : undefined;
       const server = await createServer(
         {
           repository,
@@ -111,7 +117,7 @@ export function registerServe(program: Command): void {
         log,
         openFeatureStore,
         // Shared mode: kill switch, safe mode, acknowledgements and loads obeyed by every replica.
-        { operations, monitorExchange },
+        { operations, monitorExchange, history },
       );
       reportOperations = (err) => server.app.log.warn({ err: err.message }, 'operations store');
       let stopping = false;
