@@ -176,6 +176,8 @@ export class DashboardCollector {
 
   /** Live figures for a service over the last minute of samples. */
   live(service: string): LiveFigures {
+    // Outcomes as of now, not as of the last sample: the monitor's count is read without waiting.
+    this.observeOutcomes(this.now());
     const newest = this.samples[this.samples.length - 1];
     const oldest = this.samples[0];
     const seen = this.outcomesSeen.get(service);
