@@ -151,6 +151,15 @@ export class DecisionComparison {
     return i;
   }
 
+  /** Flips so far (a live canary's budget reads it at every decision; report() builds everything). */
+  get flipCount(): number {
+    return this.flips;
+  }
+
+  get meanAbsoluteScoreDifference(): number {
+    return this.scored === 0 ? 0 : this.diffAbsSum / this.scored;
+  }
+
   add(d: ComparedDecision): void {
     const { champion, candidate } = d;
     const from = champion.action ?? REFUSED;
