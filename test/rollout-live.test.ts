@@ -10,7 +10,7 @@ import { cpSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { canaryBucket } from '../src/rollout/live.ts';
-import { lendingClubRows, startServer, type RunningServer } from './helpers/server.ts';
+import { lendingClubExamples, startServer, type RunningServer } from './helpers/server.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -101,8 +101,11 @@ describe('canary split', () => {
 
 describe('live rollout on a real server', { timeout: 600_000 }, () => {
   let rows: Record<string, unknown>[];
+  let labels: string[];
   before(async () => {
-    rows = await lendingClubRows(400);
+    const examples = await lendingClubExamples(400);
+    rows = examples.map((e) => e.features);
+    labels = examples.map((e) => e.label);
   });
 
   it('a shadow never changes a response: byte-identical with and without it (id and timings aside); its decisions are compared live and logged linked to the champion', async () => {
@@ -159,6 +162,15 @@ describe('live rollout on a real server', { timeout: 600_000 }, () => {
       assert.equal(champ.json.model.version, '1');
       assert.deepEqual(shadowed.json.request, champ.json.request);
       assert.notEqual(shadowed.json.score, champ.json.score);
+
+      // Outcomes arriving later join the live comparison: both models' AUC on the same decisions.
+      const outcomes = await server.write('/v1/services/credit/outcomes', sample.map((_, i) => ({ id: `shadowed-${i}`, label: labels[i] })));
+      assert.equal(outcomes.status, 200, await outcomes.clone().text());
+      const judged = await eventually('the outcomes joined the comparison', () => call(server, 'GET', '/v1/services/credit/rollout').then((r) => r.json.challengers[0].comparison.outcomes), (o) => o?.labelled === 300);
+      assert.equal(judged.positives, labels.slice(0, 300).filter((l) => l === 'bad').length);
+      assert.ok(judged.champion.auc > 0.55 && judged.candidate.auc > 0.55, `AUC ${judged.champion.auc} / ${judged.candidate.auc}`);
+      assert.notEqual(judged.champion.auc, judged.candidate.auc);
+      assert.ok(judged.aucDifference !== null);
 
       const metrics = await (await fetch(`${server.url}/metrics`)).text();
       assert.match(metrics, /rtml_rollout_compared_total\{service="credit",version="2",mode="shadow"\} 300/);

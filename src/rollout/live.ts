@@ -57,8 +57,17 @@ export interface ChallengerReport extends ChallengerSpec {
   comparison: ComparisonReport;
 }
 
+/**
+ * Compared decisions kept per challenger until their outcome arrives (the oldest dropped
+ * first): two sides each, so about 20 MB at most; outcomes that come later than this many
+ * decisions are not counted live (`rtml replay` counts every one).
+ */
+export const MAX_AWAITING_OUTCOMES = 50_000;
+
 export class LiveChallenger {
   private readonly comparison: DecisionComparison;
+  /** Scored pairs by the champion's decision id, awaiting their outcome. */
+  private readonly awaiting = new Map<string, { champion: DecidedSide; challenger: DecidedSide }>();
   compared = 0;
   errors = 0;
   logged = 0;
@@ -74,9 +83,22 @@ export class LiveChallenger {
     this.comparison = new DecisionComparison(setup);
   }
 
-  add(champion: DecidedSide, challenger: DecidedSide, row: RawRow, challengerModelMs: number | null): void {
+  /** A decision both sides took; `id` is the decision's (its outcome will name it). */
+  add(id: string, champion: DecidedSide, challenger: DecidedSide, row: RawRow, challengerModelMs: number | null): void {
     this.compared++;
     this.comparison.add({ champion, candidate: challenger, row, ...(challengerModelMs !== null ? { candidateModelMs: challengerModelMs } : {}) });
+    if (champion.score === null || challenger.score === null) return;
+    this.awaiting.set(id, { champion, challenger });
+    if (this.awaiting.size > MAX_AWAITING_OUTCOMES) this.awaiting.delete(this.awaiting.keys().next().value!);
+  }
+
+  /** An outcome arrived for decision `id` (1: the positive class): counted once when the pair is still held. */
+  outcome(id: string, label: 0 | 1): boolean {
+    const pair = this.awaiting.get(id);
+    if (!pair) return false;
+    this.awaiting.delete(id);
+    this.comparison.addOutcome(label, pair.champion, pair.challenger);
+    return true;
   }
 
   get flipRate(): number {

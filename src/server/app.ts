@@ -240,6 +240,7 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
       for (const item of items) {
         const version = repository.get(item.service)?.versions.get(item.modelVersion ?? '');
         version?.monitor?.observeOutcome(item);
+        rollouts.observeOutcome(item);
       }
       if (items.length < 5000) return;
     }

@@ -19,7 +19,8 @@ import { Counter, Histogram, type Registry } from 'prom-client';
 import { scrapedGauge } from './metrics.ts';
 import type { RawRow } from '../bundle/encoding.ts';
 import { hasModel } from '../bundle/load.ts';
-import type { DecisionLog } from '../log/types.ts';
+import type { DecisionLog, LabelledDecision } from '../log/types.ts';
+import { positiveLabel } from '../pipeline/outcomes.ts';
 import type { ChallengerSpec, OperationsStore, RolloutState } from '../ops/types.ts';
 import type { DecisionResponse } from '../pipeline/decide.ts';
 import type { DecidedSide } from '../rollout/compare.ts';
@@ -132,6 +133,16 @@ export class RolloutHost {
     };
   }
 
+  /** An outcome joined to a decision: the challengers that compared it count it (AUC, log loss, bad rate per action, side by side). */
+  observeOutcome(item: LabelledDecision): void {
+    const live = this.live.get(item.service);
+    if (!live || live.challengers.length === 0) return;
+    const positive = positiveLabel(live.champion.bundle);
+    if (positive === null) return;
+    const label = item.label === positive ? 1 : 0;
+    for (const challenger of live.challengers) challenger.outcome(item.id, label);
+  }
+
   close(): void {
     clearInterval(this.timer);
   }
@@ -175,7 +186,7 @@ export class RolloutHost {
       if (champion) {
         try {
           const side = await redecide(champion, row, forced);
-          challenger.add(side, answered, row, null);
+          challenger.add(response.id, side, answered, row, null);
           this.metrics.compared.inc({ service: service.name, version: version.version, mode: 'canary' });
           const over = challenger.overBudget(this.operations.current().service(service.name).rollout?.maxFlipRate ?? null);
           if (over) void this.rollBack(service.name, challenger, over);
@@ -197,7 +208,7 @@ export class RolloutHost {
         this.metrics.errors.inc(labels);
         continue;
       }
-      challenger.add(answered, side, row, side.modelMs);
+      challenger.add(response.id, answered, side, row, side.modelMs);
       this.metrics.compared.inc(labels);
       if (side.modelMs !== null) this.metrics.modelSeconds.observe(labels, side.modelMs / 1000);
       try {
