@@ -6,7 +6,7 @@
  * an automatic rollback under concurrent traffic fail no request; all of it is recorded.
  */
 import assert from 'node:assert/strict';
-import { cpSync, mkdirSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { canaryBucket } from '../src/rollout/live.ts';
@@ -23,6 +23,14 @@ function repositoryWith(...versions: string[]): string {
   const repo = tempDir('rtml-rollout-repo-');
   for (const v of versions) addVersion(repo, v);
   return repo;
+}
+
+/** Version `as` of credit: a copy of version `from` whose rtml.yaml says `as` (a challenger with the champion's model and reference profile, so monitored). */
+function addCopy(repo: string, from: string, as: string): void {
+  const dir = join(repo, 'credit', as);
+  cpSync(join(ROOT, SOURCES[from]), dir, { recursive: true, filter: (src) => !/\.(csv|py)$/.test(src) });
+  const manifest = join(dir, 'rtml.yaml');
+  writeFileSync(manifest, readFileSync(manifest, 'utf8').replace(/^version: .*$/m, `version: "${as}"`));
 }
 
 function addVersion(repo: string, version: string): void {
@@ -324,6 +332,38 @@ describe('live rollout on a real server', { timeout: 600_000 }, () => {
       const anonymous = await fetch(`${server.url}/v1/services/credit/rollout/promote`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ version: '1' }) });
       assert.equal(anonymous.status, 401);
       assert.equal((await call(server, 'GET', '/v1/services/credit/operations')).json.history.length, 0, 'nothing refused was recorded');
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('a canary whose monitors raise a critical alert rolls back by itself, failing no request', async () => {
+    const repo = repositoryWith('1');
+    const server = await start(repo);
+    try {
+      await call(server, 'PUT', '/v1/services/credit/rollout', { challengers: [], by: 'alice', reason: 'pin 1' }).then((r) => assert.equal(r.status, 200));
+      addCopy(repo, '1', '2');
+      assert.equal((await call(server, 'POST', '/v2/repository/models/credit/load', {})).status, 200);
+      // Version 2 decides exactly as 1 (no flips), on every key; then emp_length goes missing in every request.
+      const set = await call(server, 'PUT', '/v1/services/credit/rollout', { challengers: [{ version: '2', mode: 'canary', share: 1, key: 'addr_state' }], max_flip_rate: 0.05, reason: 'a monitored canary', by: 'alice' });
+      assert.equal(set.status, 200, JSON.stringify(set.json));
+      const statuses: number[] = [];
+      let state: any = null;
+      for (let i = 0; i < 6000 && state === null; i++) {
+        const row = i < 300 ? rows[i % rows.length] : { ...rows[i % rows.length], emp_length: null };
+        const r = await server.post('/v1/services/credit/decisions', row);
+        statuses.push(r.status);
+        await r.arrayBuffer();
+        if (i % 100 === 99) {
+          const now = (await call(server, 'GET', '/v1/services/credit/rollout')).json;
+          if (now.rollout.challengers.length === 0) state = now;
+        }
+      }
+      assert.ok(state, 'the canary was not rolled back after 6,000 drifted decisions');
+      assert.equal(state.rollout.by, 'rtml (automatic rollback)');
+      assert.match(state.rollout.reason, /automatic rollback of 2: critical alert on the canary: .*emp_length/);
+      assert.deepEqual(statuses.filter((s) => s !== 200), []);
+      assert.equal((await decide(server, rows[0])).json.model.version, '1');
     } finally {
       await server.stop();
     }
