@@ -18,6 +18,7 @@ import { registerIngest } from './commands/ingest.ts';
 import { registerServe } from './commands/serve.ts';
 import { registerReplay } from './commands/replay.ts';
 import { registerGate } from './commands/gate.ts';
+import { registerRollout } from './commands/rollout.ts';
 
 /** In the order `rtml --help` lists them. */
 const COMMANDS: ReadonlyArray<(program: Command) => void> = [
@@ -33,6 +34,7 @@ const COMMANDS: ReadonlyArray<(program: Command) => void> = [
   registerServe,
   registerReplay,
   registerGate,
+  registerRollout,
 ];
 
 export function buildProgram(): Command {

@@ -3,7 +3,8 @@ import type { AlertAcknowledgement } from '../monitor/alerts.ts';
 
 /**
  * Operations: what operators set on a running service (kill switch, safe-mode override,
- * alert acknowledgements, loads and unloads) and every replica must obey. `OperationsStore` is
+ * alert acknowledgements, loads and unloads, the rollout of its versions) and every replica
+ * must obey. `OperationsStore` is
  * the front door; the embedded adapter (./embedded.ts: in-process, one SQLite file under the
  * data dir) serves one process, the PostgreSQL adapter (./postgres.ts) a fleet.
  *
@@ -44,6 +45,34 @@ export interface LoadState {
   by: string;
 }
 
+/** A challenger: `shadow` decides unseen on a sampled share of requests; `canary` decides for the share of keys whose hash falls in it. */
+export interface ChallengerSpec {
+  version: string;
+  mode: 'shadow' | 'canary';
+  /** 0 < share <= 1: of requests (shadow), of key values (canary). */
+  share: number;
+  /** Canary: the request field whose value is hashed (one value always meets the same version); null for a shadow. */
+  key: string | null;
+}
+
+/**
+ * Which of a service's versions decides (the champion) and which are measured against it.
+ * Set by an operator (or by an automatic rollback); a service never rolled out serves its
+ * highest version with no challenger.
+ */
+export interface RolloutState {
+  /** The version that decides; null: the highest loaded. */
+  champion: string | null;
+  /** The champion before the last promotion, for a rollback of it. */
+  previous: string | null;
+  challengers: ChallengerSpec[];
+  /** A canary rolls back by itself once its live flip rate exceeds this (null: no budget). */
+  maxFlipRate: number | null;
+  reason: string | null;
+  since: string;
+  by: string;
+}
+
 /** One service's operations as this process last knew them. */
 export interface ServiceOperations {
   readonly killSwitch: KillSwitchState;
@@ -52,6 +81,8 @@ export interface ServiceOperations {
   readonly acknowledgements: readonly Acknowledgement[];
   /** Null: no operator loaded or unloaded it (it follows the repository on disk). */
   readonly load: LoadState | null;
+  /** Null: never rolled out (the highest version decides, no challenger). */
+  readonly rollout: RolloutState | null;
 }
 
 /** A synchronous view of the latest known state. */
@@ -62,14 +93,15 @@ export interface OperationsView {
   services(): string[];
 }
 
-export type OperationKind = 'kill_switch' | 'safe_mode' | 'acknowledge' | 'load';
+export type OperationKind = 'kill_switch' | 'safe_mode' | 'acknowledge' | 'load' | 'rollout';
 
 /** One applied change, as subscribers receive it. */
 export type OperationChange =
   | { kind: 'kill_switch'; service: string; local: boolean; value: KillSwitchState }
   | { kind: 'safe_mode'; service: string; local: boolean; value: SafeModeOverride }
   | { kind: 'acknowledge'; service: string; local: boolean; value: Acknowledgement }
-  | { kind: 'load'; service: string; local: boolean; value: LoadState };
+  | { kind: 'load'; service: string; local: boolean; value: LoadState }
+  | { kind: 'rollout'; service: string; local: boolean; value: RolloutState };
 
 /** An audit record: who did what, when, why. */
 export interface AuditEntry {
@@ -82,7 +114,7 @@ export interface AuditEntry {
   /** The reason or note given, if any. */
   reason: string | null;
   /** The state written. */
-  value: KillSwitchState | SafeModeOverride | Acknowledgement | LoadState;
+  value: KillSwitchState | SafeModeOverride | Acknowledgement | LoadState | RolloutState;
 }
 
 export interface OperationsStatus {
@@ -102,6 +134,7 @@ export interface OperationsStore {
   setSafeMode(service: string, input: { mode: SafeModeMode; reason: string | null; by: string }): Promise<SafeModeOverride>;
   acknowledge(service: string, input: { alertId: string; alertKey: string | null; by: string; note: string }): Promise<Acknowledgement>;
   setLoaded(service: string, input: { loaded: boolean; by: string }): Promise<LoadState>;
+  setRollout(service: string, input: Omit<RolloutState, 'since'>): Promise<RolloutState>;
   /** The service's audit trail, newest first. */
   history(service: string, options?: { limit?: number }): Promise<AuditEntry[]>;
   status(): OperationsStatus;
@@ -111,10 +144,12 @@ export interface OperationsStore {
 /** Acknowledgements kept per service in the view (as many as an alert manager's history). */
 export const MAX_ACKNOWLEDGEMENTS = 200;
 export const DEFAULT_HISTORY_LIMIT = 100;
+/** Challengers a rollout may measure at once: each one decides again on the requests it sees. */
+export const MAX_CHALLENGERS = 4;
 
 export const DEFAULT_KILL_SWITCH: KillSwitchState = Object.freeze({ enabled: false, reason: null, since: null, by: null });
 export const DEFAULT_SAFE_MODE: SafeModeOverride = Object.freeze({ mode: 'auto', reason: null, since: null, by: null });
-const DEFAULT_SERVICE: ServiceOperations = Object.freeze({ killSwitch: DEFAULT_KILL_SWITCH, safeMode: DEFAULT_SAFE_MODE, acknowledgements: Object.freeze([]), load: null });
+const DEFAULT_SERVICE: ServiceOperations = Object.freeze({ killSwitch: DEFAULT_KILL_SWITCH, safeMode: DEFAULT_SAFE_MODE, acknowledgements: Object.freeze([]), load: null, rollout: null });
 
 /** The shared store could not take a write (or answer a read that must be fresh): retry shortly. */
 export class OperationsUnavailableError extends Error {
@@ -136,7 +171,7 @@ export function isOperationsUnavailable(err: unknown): err is OperationsUnavaila
  * and order-safe; listeners hear only changes that took effect.
  */
 export class OperationsState implements OperationsView {
-  private readonly byService = new Map<string, { ops: ServiceOperations; seq: Record<'kill_switch' | 'safe_mode' | 'load', number>; acks: Map<string, Acknowledgement> }>();
+  private readonly byService = new Map<string, { ops: ServiceOperations; seq: Record<'kill_switch' | 'safe_mode' | 'load' | 'rollout', number>; acks: Map<string, Acknowledgement> }>();
   private readonly listeners = new Set<(change: OperationChange) => void>();
 
   constructor(private readonly onListenerError: (err: unknown) => void = () => {}) {}
@@ -158,7 +193,7 @@ export class OperationsState implements OperationsView {
   apply(seq: number, change: OperationChange): boolean {
     let entry = this.byService.get(change.service);
     if (!entry) {
-      entry = { ops: DEFAULT_SERVICE, seq: { kill_switch: 0, safe_mode: 0, load: 0 }, acks: new Map() };
+      entry = { ops: DEFAULT_SERVICE, seq: { kill_switch: 0, safe_mode: 0, load: 0, rollout: 0 }, acks: new Map() };
       this.byService.set(change.service, entry);
     }
     if (change.kind === 'acknowledge') {
@@ -173,7 +208,7 @@ export class OperationsState implements OperationsView {
     } else {
       if (seq <= entry.seq[change.kind]) return false;
       entry.seq[change.kind] = seq;
-      const field = change.kind === 'kill_switch' ? 'killSwitch' : change.kind === 'safe_mode' ? 'safeMode' : 'load';
+      const field = change.kind === 'kill_switch' ? 'killSwitch' : change.kind === 'safe_mode' ? 'safeMode' : change.kind === 'rollout' ? 'rollout' : 'load';
       entry.ops = { ...entry.ops, [field]: Object.freeze({ ...change.value }) };
     }
     for (const listener of this.listeners) {
@@ -197,6 +232,15 @@ const VALUE_SCHEMAS = {
   safe_mode: z.object({ mode: z.enum(['auto', 'on', 'off']), reason, since: when.nullable(), by: by.nullable() }),
   acknowledge: z.object({ alertId: z.string().min(1).max(200), alertKey: z.string().max(500).nullable(), by, note: z.string().max(2000), at: when }),
   load: z.object({ loaded: z.boolean(), at: when, by }),
+  rollout: z.object({
+    champion: z.string().min(1).max(200).nullable(),
+    previous: z.string().min(1).max(200).nullable(),
+    challengers: z.array(z.object({ version: z.string().min(1).max(200), mode: z.enum(['shadow', 'canary']), share: z.number().gt(0).lte(1), key: z.string().min(1).max(200).nullable() })).max(MAX_CHALLENGERS),
+    maxFlipRate: z.number().min(0).max(1).nullable(),
+    reason,
+    since: when,
+    by,
+  }),
 } as const;
 
 export function isOperationKind(kind: string): kind is OperationKind {
@@ -226,6 +270,7 @@ export function auditEntryOf(row: { seq: number | string; service: string; kind:
 /** When a change was made (the time `changeFor` stamped on it). */
 export function atOf(change: OperationChange): string {
   if (change.kind === 'acknowledge' || change.kind === 'load') return change.value.at;
+  if (change.kind === 'rollout') return change.value.since;
   return change.value.since ?? new Date().toISOString();
 }
 
@@ -239,7 +284,8 @@ export type OperationInput =
   | { kind: 'kill_switch'; input: Parameters<OperationsStore['setKillSwitch']>[1] }
   | { kind: 'safe_mode'; input: Parameters<OperationsStore['setSafeMode']>[1] }
   | { kind: 'acknowledge'; input: Parameters<OperationsStore['acknowledge']>[1] }
-  | { kind: 'load'; input: Parameters<OperationsStore['setLoaded']>[1] };
+  | { kind: 'load'; input: Parameters<OperationsStore['setLoaded']>[1] }
+  | { kind: 'rollout'; input: Parameters<OperationsStore['setRollout']>[1] };
 
 export function changeFor(service: string, write: OperationInput, at: string): OperationChange {
   switch (write.kind) {
@@ -257,15 +303,20 @@ export function changeFor(service: string, write: OperationInput, at: string): O
     }
     case 'load':
       return { kind: 'load', service, local: true, value: { loaded: write.input.loaded, at, by: write.input.by } };
+    case 'rollout': {
+      const i = write.input;
+      return { kind: 'rollout', service, local: true, value: { champion: i.champion, previous: i.previous, challengers: i.challengers.map((c) => ({ ...c })), maxFlipRate: i.maxFlipRate, reason: i.reason, since: at, by: i.by } };
+    }
   }
 }
 
-/** The four writes of the interface, each through one function that writes a change. */
-export function writesThrough(write: (service: string, change: OperationInput) => Promise<OperationChange>): Pick<OperationsStore, 'setKillSwitch' | 'setSafeMode' | 'acknowledge' | 'setLoaded'> {
+/** The writes of the interface, each through one function that writes a change. */
+export function writesThrough(write: (service: string, change: OperationInput) => Promise<OperationChange>): Pick<OperationsStore, 'setKillSwitch' | 'setSafeMode' | 'acknowledge' | 'setLoaded' | 'setRollout'> {
   return {
     setKillSwitch: async (service, input) => (await write(service, { kind: 'kill_switch', input })).value as KillSwitchState,
     setSafeMode: async (service, input) => (await write(service, { kind: 'safe_mode', input })).value as SafeModeOverride,
     acknowledge: async (service, input) => (await write(service, { kind: 'acknowledge', input })).value as Acknowledgement,
     setLoaded: async (service, input) => (await write(service, { kind: 'load', input })).value as LoadState,
+    setRollout: async (service, input) => (await write(service, { kind: 'rollout', input })).value as RolloutState,
   };
 }

@@ -88,6 +88,11 @@ export interface DecisionContext {
   readonly safeMode?: boolean;
   /** Where sourced features are looked up; null when the server has no store. */
   readonly featureStore?: FeatureStore | null;
+  /**
+   * A request field that is not a feature but picks the version deciding it (a canary's key,
+   * such as `customer_id`): neither warned about nor refused, and kept in the log with the request.
+   */
+  readonly routingKey?: string | null;
   /** Called once per answered decision, for metrics and monitors. */
   readonly observe?: (response: DecisionResponse, stage: Decision['stage'] | 'none', seen: SeenDecision) => void;
 }
@@ -138,7 +143,8 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
   if (typeof id !== 'string' || !ID_PATTERN.test(id)) {
     throw new RequestRejected([{ field: 'id', rule: 'format', message: 'id must be 1-128 letters, digits, or . _ : -' }]);
   }
-  const unknown = Object.keys(body).filter((k) => k !== 'id' && !target.featureNames.has(k));
+  const routingKey = ctx.routingKey ?? 'id';
+  const unknown = Object.keys(body).filter((k) => k !== 'id' && k !== routingKey && !target.featureNames.has(k));
   let request = body;
   if (unknown.length > 0) {
     // A field that is not a feature, next to the feature it looks like, is a typo that would

@@ -151,6 +151,15 @@ export class DecisionComparison {
     return i;
   }
 
+  /** Flips so far (a live canary's budget reads it at every decision; report() builds everything). */
+  get flipCount(): number {
+    return this.flips;
+  }
+
+  get meanAbsoluteScoreDifference(): number {
+    return this.scored === 0 ? 0 : this.diffAbsSum / this.scored;
+  }
+
   add(d: ComparedDecision): void {
     const { champion, candidate } = d;
     const from = champion.action ?? REFUSED;
@@ -201,7 +210,7 @@ export class DecisionComparison {
       this.latencyMax = Math.max(this.latencyMax, d.candidateModelMs);
     }
 
-    if (d.label !== undefined && champion.score !== null && candidate.score !== null) this.addOutcome(d.label, champion, candidate);
+    if (d.label !== undefined) this.addOutcome(d.label, champion, candidate);
   }
 
   private code(code: string): { gained: number; lost: number } {
@@ -210,7 +219,13 @@ export class DecisionComparison {
     return c;
   }
 
-  private addOutcome(label: 0 | 1, champion: DecidedSide, candidate: DecidedSide): void {
+  /**
+   * An outcome for a decision pair: with `add` (replay, where the outcome is already known), or
+   * later, once it arrives (a live shadow: the pair was added when decided). Pairs without both
+   * scores are left out of the outcome figures.
+   */
+  addOutcome(label: 0 | 1, champion: DecidedSide, candidate: DecidedSide): void {
+    if (champion.score === null || candidate.score === null) return;
     if (this.labelled === this.labels.length) {
       this.labels = grow(this.labels, new Uint8Array(this.labels.length * 2));
       this.championScores = grow(this.championScores, new Float64Array(this.labels.length));

@@ -7,6 +7,8 @@
  */
 import type { RawRow } from '../bundle/encoding.ts';
 import type { ModelBundle } from '../bundle/load.ts';
+import type { OutputValue } from '../bundle/outputs.ts';
+import type { Decision } from '../decision/index.ts';
 import type { ScannedDecision } from '../log/types.ts';
 import { explainDecision, rowOf } from '../pipeline/explain.ts';
 import { decideAfterModel, namedOutputs, type ModelResult } from '../pipeline/policy.ts';
@@ -18,7 +20,11 @@ export interface Redecided extends DecidedSide {
   modelMs: number | null;
   /** Why the row was refused (the bundle's schema), when it was. */
   refused: string | null;
+  /** What a log record of this decision holds besides the side: the encoded inputs (null when the model did not run), named outputs, reasons in full. */
+  detail: { inputs: Float32Array | null; outputs: Record<string, OutputValue> | null; reasons: Decision['reasons'] };
 }
+
+const NO_DETAIL: Redecided['detail'] = Object.freeze({ inputs: null, outputs: null, reasons: [] });
 
 /** A bundle ready to decide rows again: its scorer built once. */
 export interface Decider {
@@ -60,10 +66,10 @@ export async function redecide(decider: Decider, features: RawRow, forced: strin
   const encoded = scorer.encode([features]);
   const row = encoded.rows[0];
   if (!row.ok) {
-    return { action: null, score: null, reasons: [], fallback: null, modelMs: null, refused: row.errors.map((e) => `${e.field ?? ''}: ${e.rule}`).join('; ') };
+    return { action: null, score: null, reasons: [], fallback: null, modelMs: null, refused: row.errors.map((e) => `${e.field ?? ''}: ${e.rule}`).join('; '), detail: NO_DETAIL };
   }
   const pre = policy?.preDecide(features) ?? null;
-  if (pre) return { action: pre.action, score: null, reasons: pre.reasons.map((r) => r.code), fallback: null, modelMs: null, refused: null };
+  if (pre) return { action: pre.action, score: null, reasons: pre.reasons.map((r) => r.code), fallback: null, modelMs: null, refused: null, detail: { inputs: null, outputs: null, reasons: pre.reasons } };
 
   const started = performance.now();
   let result: ModelResult;
@@ -80,7 +86,7 @@ export async function redecide(decider: Decider, features: RawRow, forced: strin
   if (forced !== null && result.ok) result = { ok: false, cause: forced };
   if (!policy) {
     const cause = !result.ok ? result.cause : Number.isFinite(result.score) ? null : 'guard: score is not a finite number';
-    return { action: null, score, reasons: [], fallback: cause, modelMs, refused: null };
+    return { action: null, score, reasons: [], fallback: cause, modelMs, refused: null, detail: { inputs: encoded.inputs, outputs: result.ok ? result.outputs : null, reasons: [] } };
   }
   const verdict = decideAfterModel(policy, features, result);
   let reasons = verdict.decision.reasons;
@@ -89,5 +95,5 @@ export async function redecide(decider: Decider, features: RawRow, forced: strin
     const explained = explainDecision(policy, explainer, verdict.decision, features, () => rowOf(explainer!.explain(encoded.inputs, 1, raw!), 0, explainer!.features.length));
     if (explained) reasons = explained.reasons;
   }
-  return { action: verdict.decision.action, score, reasons: reasons.map((r) => r.code), fallback: verdict.fallbackCause, modelMs, refused: null };
+  return { action: verdict.decision.action, score, reasons: reasons.map((r) => r.code), fallback: verdict.fallbackCause, modelMs, refused: null, detail: { inputs: encoded.inputs, outputs: result.ok ? result.outputs : null, reasons } };
 }

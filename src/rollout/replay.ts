@@ -34,7 +34,7 @@ export interface ReplayReport {
 }
 
 /** What the comparison is broken down by: the candidate's actions, its policy's band edges, its categorical features. */
-export function comparisonSetup(bundle: ModelBundle): ComparisonSetup {
+export function comparisonSetup(bundle: Pick<ModelBundle, 'policy' | 'encoding'>): ComparisonSetup {
   const policy = bundle.policy;
   return {
     actions: policy?.actions ?? [],

@@ -23,6 +23,8 @@ import { isOperationsUnavailable, type OperationsStore } from '../ops/types.ts';
 import { openEmbeddedOperationsStore } from '../ops/embedded.ts';
 import { obeyOperations, operationsMetrics } from './operations.ts';
 import { registerOperationsRoutes } from './routes/operations.ts';
+import { RolloutHost } from './rollout.ts';
+import { registerRolloutRoutes } from './routes/rollout.ts';
 import { FleetMonitor, type MonitoredVersion } from '../monitor/fleet.ts';
 import type { MonitorExchange } from '../monitor/exchange/types.ts';
 import { registerDashboardRoutes } from '../dashboard/routes.ts';
@@ -95,6 +97,8 @@ export interface ServerContext {
   readonly auth: Readonly<Record<Role, AuthCheck>>;
   /** Shutting down: readiness answers 503. */
   readonly draining: boolean;
+  /** Each service's rollout: who decides a request (champion or canary), shadows, live comparisons. */
+  readonly rollouts: RolloutHost;
 }
 
 
@@ -182,6 +186,7 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
   });
 
   const stopObeying = obeyOperations(repository, operations, app.log);
+  const rollouts = new RolloutHost(repository, operations, log, app.log, metrics.registry);
   operationsMetrics(metrics.registry, operations);
   const { loaded, failed } = await repository.loadAll();
   app.log.info({ repository: config.repository, loaded, failed }, 'repository loaded');
@@ -210,12 +215,14 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
     get draining() {
       return guard.draining;
     },
+    rollouts,
   };
   registerDecisionRoutes(app, context);
   registerOipRoutes(app, context);
   registerMonitoringRoutes(app, context);
   registerFeatureRoutes(app, context);
   registerOperationsRoutes(app, context);
+  registerRolloutRoutes(app, context);
   const dashboard = registerDashboardRoutes(app, context, shared.history);
   app.get('/metrics', PROBE_ROUTE, async (_request, reply) => {
     const body = await metrics.registry.metrics();
@@ -233,6 +240,7 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
       for (const item of items) {
         const version = repository.get(item.service)?.versions.get(item.modelVersion ?? '');
         version?.monitor?.observeOutcome(item);
+        rollouts.observeOutcome(item);
       }
       if (items.length < 5000) return;
     }
@@ -278,6 +286,7 @@ export async function createServer(config: ServerConfig, log: DecisionLog, openF
         clearInterval(evaluationTimer);
         await app.close();
         await guard.close();
+        rollouts.close();
         // After the last decision: the minute in progress reaches the history too.
         await dashboard.close().catch((err) => app.log.error({ err }, 'dashboard history'));
         // After the last request: the final export holds every decision this replica answered.

@@ -210,6 +210,20 @@ class StageHistogram {
   }
 }
 
+/** A gauge read at each scrape: its values are reset, then `fill` sets the current ones (so a series that ended disappears). */
+export function scrapedGauge(registry: Registry, name: string, help: string, labelNames: readonly string[], fill: (g: Gauge) => void): Gauge {
+  return new Gauge({
+    name,
+    help,
+    labelNames,
+    registers: [registry],
+    collect() {
+      this.reset();
+      fill(this);
+    },
+  });
+}
+
 const VERDICT_VALUE: Record<Verdict, number> = { insufficient_data: -1, ok: 0, warning: 1, critical: 2 };
 
 /** The monitors' last evaluation as gauges: what /v1/services/{name}/monitoring shows, for Prometheus. */
@@ -217,15 +231,8 @@ function registerMonitoringGauges(registry: Registry, repository: ModelRepositor
   const states = (): MonitorState[] =>
     repository.list().flatMap((s) => [...s.versions.values()].map((v) => v.monitor?.state()).filter((m): m is MonitorState => m !== undefined));
   const gauge = (name: string, help: string, labelNames: string[], fill: (g: Gauge, state: MonitorState) => void) =>
-    new Gauge({
-      name,
-      help,
-      labelNames,
-      registers: [registry],
-      collect() {
-        this.reset();
-        for (const state of states()) fill(this, state);
-      },
+    scrapedGauge(registry, name, help, labelNames, (g) => {
+      for (const state of states()) fill(g, state);
     });
   const count = (state: MonitorState) => state.windows.count ?? Object.values(state.windows)[0];
   gauge('rtml_feature_psi', 'PSI of each feature against the reference, over the last N decisions', ['service', 'version', 'feature'], (g, st) => {

@@ -2,6 +2,8 @@
  * How a server obeys the operations store (src/ops/types.ts), whichever replica took the
  * admin call:
  *  - the kill switch is read by the decision route from `current()` at each request;
+ *  - a rollout's champion becomes the service's default version (its challengers are read by
+ *    ./rollout.ts at each request);
  *  - the safe-mode override is applied to every version's monitor (`setSafeMode`), at once
  *    and whenever a version loads later;
  *  - acknowledgements are applied to every version's alert manager, which keeps one for an
@@ -17,6 +19,7 @@ import type { ModelRepository, RepositoryLogger, Service } from './repository.ts
 /** Hooks the repository to the store and applies its changes; call before the repository loads. Returns an unsubscribe. */
 export function obeyOperations(repository: ModelRepository, store: OperationsStore, logger: RepositoryLogger): () => void {
   repository.unloadedByOperator = (name) => store.current().service(name).load?.loaded === false;
+  repository.championOf = (name) => store.current().service(name).rollout?.champion ?? null;
   const applyTo = (service: Service) => {
     const ops = store.current().service(service.name);
     for (const version of service.versions.values()) {
@@ -40,6 +43,11 @@ export function obeyOperations(repository: ModelRepository, store: OperationsSto
         return;
       case 'acknowledge':
         for (const version of service?.versions.values() ?? []) version.monitor?.alerts.applyAcknowledgement(change.value);
+        return;
+      case 'rollout':
+        // The champion decides from the next request on; requests under way finish on the version they hold.
+        repository.applyChampion(change.service);
+        if (!change.local) logger.warn({ service: change.service, rollout: change.value }, 'rollout changed (through another replica)');
         return;
       case 'load':
         // This replica's own loads and unloads are done by the route that recorded them.

@@ -43,7 +43,7 @@ export interface Service {
   readonly dir: string;
   /** Replaced as a whole on reload; never mutated in place. */
   versions: ReadonlyMap<string, ServiceVersion>;
-  /** The version served when a request names none: the highest. */
+  /** The version served when a request names none: the rollout's champion, else the highest. */
   defaultVersion: ServiceVersion;
   /** Files and mtimes the loaded versions came from, to notice changes. */
   signature: string;
@@ -95,6 +95,8 @@ export class ModelRepository {
   beforeServe: ((name: string, bundles: Bundle[]) => Promise<void>) | null = null;
   /** Runs once a service's new versions serve (the server applies the operators' safe mode and acknowledgements to their monitors). */
   afterServe: ((service: Service) => void) | null = null;
+  /** The version an operator made champion (the rollout), when there is one; else the highest serves. */
+  championOf: (name: string) => string | null = () => null;
   /** Services an operator unloaded: neither `loadAll` nor the watcher loads them (an explicit `load` does). */
   unloadedByOperator: (name: string) => boolean = () => false;
 
@@ -183,25 +185,38 @@ export class ModelRepository {
       throw this.fail(name, err instanceof BundleError ? err.message : (err as Error).message);
     }
 
-    const highest = [...versions.keys()].sort(compareVersions).at(-1)!;
+    const chosen = defaultOf(versions, this.championOf(name));
     const previous = this.services.get(name);
     let service: Service;
     if (previous) {
       const retired = previous.versions;
       // The swap: one assignment each; requests that already hold a version keep it.
       previous.versions = versions;
-      previous.defaultVersion = versions.get(highest)!;
+      previous.defaultVersion = versions.get(chosen)!;
       previous.signature = signature;
       service = previous;
       retire(retired, versions);
     } else {
-      service = { name, dir, versions, defaultVersion: versions.get(highest)!, signature };
+      service = { name, dir, versions, defaultVersion: versions.get(chosen)!, signature };
       this.services.set(name, service);
     }
     this.failures.delete(name);
     this.afterServe?.(service);
-    this.logger.info({ service: name, versions: [...versions.keys()], default: highest }, previous ? 'service reloaded' : 'service loaded');
+    this.logger.info({ service: name, versions: [...versions.keys()], default: chosen }, previous ? 'service reloaded' : 'service loaded');
     return service;
+  }
+
+  /**
+   * Makes the rollout's champion (or, without one, the highest version) the default: one
+   * assignment, so a request decides on the old champion or the new, never fails between.
+   */
+  applyChampion(name: string): void {
+    const service = this.services.get(name);
+    if (!service) return;
+    const chosen = service.versions.get(defaultOf(service.versions, this.championOf(name)))!;
+    if (chosen === service.defaultVersion) return;
+    service.defaultVersion = chosen;
+    this.logger.info({ service: name, default: chosen.version }, 'champion changed');
   }
 
   /** Stops serving a service. Returns false if it was not loaded. */
@@ -347,6 +362,12 @@ async function loadVersion(dir: string, sinks: readonly AlertSink[]): Promise<Se
     stats: { inferenceCount: 0, executionCount: 0, lastInference: 0, success: { count: 0, ns: 0 }, fail: { count: 0, ns: 0 } },
     monitor,
   };
+}
+
+/** The champion when it is loaded, else the highest version: a replica without the champion's folder serves what it has. */
+function defaultOf(versions: ReadonlyMap<string, ServiceVersion>, champion: string | null): string {
+  if (champion !== null && versions.has(champion)) return champion;
+  return [...versions.keys()].sort(compareVersions).at(-1)!;
 }
 
 /** Bundle folders of a service: itself, or its version subfolders. */

@@ -139,6 +139,43 @@ export function operationsConformance(name: string, options: OperationsConforman
       });
     });
 
+    it('records a rollout (champion, challengers, budget) with who, when and why; it survives a reopen', async () => {
+      const service = fresh('rollout');
+      let store = await options.open();
+      try {
+        assert.equal(store.current().service(service).rollout, null, 'never rolled out');
+        const canary = await store.setRollout(service, {
+          champion: '1',
+          previous: null,
+          challengers: [
+            { version: '2', mode: 'canary', share: 0.1, key: 'customer_id' },
+            { version: '3', mode: 'shadow', share: 1, key: null },
+          ],
+          maxFlipRate: 0.15,
+          reason: 'v2 canary at 10%',
+          by: 'alice',
+        });
+        assert.equal(canary.by, 'alice');
+        assert.ok(Number.isFinite(Date.parse(canary.since)));
+        assert.deepEqual(store.current().service(service).rollout, canary);
+        const promoted = await store.setRollout(service, { champion: '2', previous: '1', challengers: [], maxFlipRate: null, reason: 'gates passed', by: 'bob' });
+        assert.deepEqual(store.current().service(service).rollout, promoted);
+        store = await options.reopen(store);
+        assert.deepEqual(store.current().service(service).rollout, promoted);
+        const history = await store.history(service);
+        assert.deepEqual(
+          history.map((h) => [h.kind, h.by, h.reason]),
+          [
+            ['rollout', 'bob', 'gates passed'],
+            ['rollout', 'alice', 'v2 canary at 10%'],
+          ],
+        );
+        assert.deepEqual(history[1].value, canary);
+      } finally {
+        await store.close();
+      }
+    });
+
     it('survives a reopen: kill switch, override, acknowledgements, load state and the audit trail', async () => {
       const service = fresh('reopen');
       let store = await options.open();

@@ -7,7 +7,7 @@ import { z } from 'zod';
 import type { RawRow } from '../../bundle/encoding.ts';
 import { describeContributions } from '../../models/index.ts';
 import { DuplicateDecisionError, isLogUnavailable } from '../../log/types.ts';
-import { decide, ModelUnavailable, RequestRejected, type DecisionContext } from '../../pipeline/decide.ts';
+import { decide, ModelUnavailable, RequestRejected, type DecisionContext, type SeenDecision } from '../../pipeline/decide.ts';
 import { parseOutcome } from '../../pipeline/outcomes.ts';
 import type { Outcome } from '../../log/types.ts';
 import type { ServerContext } from '../app.ts';
@@ -98,7 +98,9 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
       metrics.observeError(name, 400, 'body');
       return reply.code(400).send({ error: 'the body must be a JSON object of feature values', errors: [] });
     }
-    const target = service.defaultVersion;
+    // The champion, unless a canary's key picks the challenger; null without a rollout.
+    const plan = ctx.rollouts.plan(service, body as RawRow);
+    const target = plan?.target ?? service.defaultVersion;
     if (tooManyFields(body, target.featureNames.size)) {
       metrics.observeError(name, 400, 'body');
       return reply.code(400).send({ error: `the body has more than ${fieldLimit(target.featureNames.size)} fields; ${name} takes ${target.featureNames.size}`, errors: [] });
@@ -113,7 +115,10 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
         ? `safe_mode: ${monitor!.safeModeReason ?? 'on'}`
         : null;
     try {
-      return await decide(target, body as RawRow, {
+      // With followers (shadows, the champion beside a canary), the features the decision used are kept for them.
+      let seen: SeenDecision | null = null;
+      const observe = observerOf(target);
+      const response = await decide(target, body as RawRow, {
         log,
         deadline: performance.now() + config.deadlineMs,
         forcedFallback,
@@ -121,8 +126,11 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
         // In safe mode the model still scores, unseen, so the monitors can tell when it recovers.
         shadowScore: safeMode && !killSwitch.enabled,
         safeMode,
-        observe: observerOf(target),
+        routingKey: plan?.routingKey ?? null,
+        observe: plan ? (r, stage, s) => ((seen = s), observe(r, stage, s)) : observe,
       });
+      if (plan && seen) ctx.rollouts.follow(service, plan, { response, row: (seen as SeenDecision).row, score: (seen as SeenDecision).score });
+      return response;
     } catch (err) {
       if (err instanceof RequestRejected) {
         metrics.observeError(name, 400, 'validation');
