@@ -362,9 +362,9 @@ function summary(results: CaseResult[]): string {
 
 // ---------------------------------------------------------------------------------------------
 
-/** `npm run bench -- --only models,shap,log,monitor,http,batch,startup,features,overload,fleet,replay` runs a subset; all of them by default. */
+/** `npm run bench -- --only models,shap,log,monitor,http,batch,startup,features,overload,fleet,replay,shadow` runs a subset; all of them by default. */
 const onlyAt = process.argv.indexOf('--only');
-const only = new Set((process.argv.find((a) => a.startsWith('--only='))?.slice(7) ?? (onlyAt > 0 ? process.argv[onlyAt + 1] : undefined) ?? 'models,shap,log,monitor,http,batch,startup,features,overload,fleet,replay').split(','));
+const only = new Set((process.argv.find((a) => a.startsWith('--only='))?.slice(7) ?? (onlyAt > 0 ? process.argv[onlyAt + 1] : undefined) ?? 'models,shap,log,monitor,http,batch,startup,features,overload,fleet,replay,shadow').split(','));
 
 async function main(): Promise<void> {
   mkdirSync(MODELS, { recursive: true });
@@ -450,6 +450,12 @@ async function main(): Promise<void> {
     const { benchFleet, formatFleetBench } = await import('./fleet.ts');
     fleetText = formatFleetBench(await benchFleet());
   }
+  let shadowText = '';
+  if (only.has('shadow')) {
+    log('shadow: the decision path with and without a shadow challenger (bench/shadow.ts, its own process)');
+    const shadow = spawnSync(process.execPath, ['--import', 'tsx', join(dirname(fileURLToPath(import.meta.url)), 'shadow.ts')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    shadowText = shadow.status === 0 ? shadow.stdout.trimEnd() : `bench/shadow.ts failed (exit ${shadow.status})`;
+  }
   let replayText = '';
   if (only.has('replay')) {
     const { benchReplay, formatReplayBench } = await import('./replay.ts');
@@ -480,6 +486,7 @@ async function main(): Promise<void> {
   if (featuresText) console.log(`\n== real-time features: ingestion, lookups, and the latency they add to a decision\n${featuresText}`);
   if (overloadText) console.log(`\n== overload: 3x saturation over 2,000 connections; every answer 200 or 503 + Retry-After, health answered\n${overloadText}`);
   if (fleetText) console.log(`\n== processes and logs: decisions/s with 1 process and 2 workers, SQLite log vs PostgreSQL log (wrk, saturation)\n${fleetText}`);
+  if (shadowText) console.log(`\n== shadow: what a shadow challenger costs the decision path (issue 11)\n${shadowText}`);
   if (replayText) console.log(`\n== replay: a candidate re-deciding a million logged decisions (fresh processes; ratio to reading the log alone)\n${replayText}`);
   console.log(`\n== targets (issue 14): ratios from this run; load average ${load0[0].toFixed(2)} at start, ${load1[0].toFixed(2)} at end\n${formatTargets(figures)}`);
   console.log(`\nwall time ${wallS.toFixed(0)} s; results in ${rel(join(MODELS, 'results.json'))}`);
