@@ -33,7 +33,7 @@ function invalidRecord(r: DecisionRecordToAppend, msg: string): never {
  * Validates a record's shape (cheaply: the types already say most of it) and serializes it as
  * one JSON text of the row tuple ({@link recordTuple}): one stringify per record, its JSON
  * columns embedded as values, not as JSON strings. A Float32Array input vector goes as its
- * length (`floatInputs: 'length'`: the SQLite writer gets the floats as binary, `rowsFromBatch`)
+ * length (`floatInputs: 'length'`: the SQLite writer gets the floats as binary, `insertBatch`)
  * or as its values, NaN as null (`'values'`).
  */
 export function recordTupleText(r: DecisionRecordToAppend, floatInputs: 'length' | 'values'): string {

@@ -169,7 +169,7 @@ export type Row = [
  * Float64Array of the scores, and a Float32Array of the input vectors given as Float32Array
  * (binary, not decimal text: turning ~20 floats into shortest decimal strings would be most of
  * a record's serialization on the main thread). The arrays are transferred, the string copied
- * once. The writer cuts the string back into columns with {@link rowsFromBatch}: substrings, no
+ * once. The writer cuts the string back into columns with {@link insertBatch}: substrings, no
  * JSON parse and stringify again (what the previous format, one JSON text of row tuples, cost it),
  * and binds each row straight from its columns ({@link insertBatch}: no array per row).
  */
