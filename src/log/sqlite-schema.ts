@@ -11,7 +11,7 @@ import type { DecisionRecordToAppend } from './types.ts';
 
 export const DECISION_LOG_FILE = 'decisions.sqlite';
 /** The schema this code writes; a file with a newer one is refused, an older one migrated. */
-export const SQLITE_SCHEMA_VERSION = 6;
+export const SQLITE_SCHEMA_VERSION = 7;
 
 /**
  * Version 1 (besides the meta table, which `src/store/sqlite.ts` creates). `seq` (the rowid) is
@@ -69,7 +69,7 @@ CREATE UNIQUE INDEX outcomes_service_id ON outcomes (service, id);
  *  - decisions_service_time: query by service (newest first, time range), count by service,
  *    labelled windows;
  *  - decisions_time: query without a service (the rowid `seq` in every index entry serves the
- *    `time DESC, seq DESC` order).
+ *    `time DESC, seq DESC` order); dropped by version 7.
  * No data changes: an rtml that knows only version 2 refuses a version 3 file, but reads and
  * writes it correctly if its schema_version is set back to 2 by hand.
  */
@@ -110,6 +110,17 @@ ALTER TABLE decisions ADD COLUMN inputs_f32 BLOB;
 `;
 
 /**
+ * Version 7: `decisions_time` is dropped. Only `query` without a service used it, and nothing
+ * in rtml queries across services (the server, the dashboard, replay and the monitors all read
+ * one service's decisions); it cost a B-tree insert per append in the writer (bench/log.ts: the
+ * writer's CPU per decision 8.6 -> 7.7 µs). A query without a service now reads each service's
+ * newest rows through `decisions_service_time` and merges them (sqlite.ts). No data changes.
+ */
+const DROP_TIME_INDEX_V7 = `
+DROP INDEX IF EXISTS decisions_time;
+`;
+
+/**
  * The log's schema for `openSqliteStore`: a new log is created at version 1 and migrated like
  * an old one, so that a fresh file and a migrated one cannot differ. Its `kind` has been written
  * since the first version and is checked on open (a feature store's file is not a log).
@@ -119,7 +130,7 @@ export const DECISION_LOG_SCHEMA: SqliteStoreSchema = {
   checkKind: true,
   createV1: SCHEMA_V1,
   /** From version N to N+1, by N. */
-  migrations: { 1: OUTCOMES_V2, 2: DROP_UNUSED_INDEXES_V3, 3: FEATURES_V4, 4: EXPLANATION_V5, 5: INPUTS_F32_V6 },
+  migrations: { 1: OUTCOMES_V2, 2: DROP_UNUSED_INDEXES_V3, 3: FEATURES_V4, 4: EXPLANATION_V5, 5: INPUTS_F32_V6, 6: DROP_TIME_INDEX_V7 },
   version: SQLITE_SCHEMA_VERSION,
 };
 
@@ -158,8 +169,9 @@ export type Row = [
  * Float64Array of the scores, and a Float32Array of the input vectors given as Float32Array
  * (binary, not decimal text: turning ~20 floats into shortest decimal strings would be most of
  * a record's serialization on the main thread). The arrays are transferred, the string copied
- * once. The writer cuts the string back into columns with {@link rowsFromBatch}: substrings, no
- * JSON parse and stringify again (what the previous format, one JSON text of row tuples, cost it).
+ * once. The writer cuts the string back into columns with {@link insertBatch}: substrings, no
+ * JSON parse and stringify again (what the previous format, one JSON text of row tuples, cost it),
+ * and binds each row straight from its columns ({@link insertBatch}: no array per row).
  */
 export interface RowBatch {
   count: number;
@@ -288,30 +300,32 @@ export class RowBatchBuilder {
   }
 }
 
-/** The writer's side: a batch's rows, in {@link COLUMNS} order. */
-export function rowsFromBatch(batch: RowBatch): Row[] {
+/** How the writer inserts one row: the bound statement's run, its parameters in {@link COLUMNS} order; true if the row was inserted (false: a duplicate). */
+export type InsertRow = (...row: Row) => boolean;
+
+/**
+ * The writer's side: inserts a batch's rows with `insert`, each row's columns passed as
+ * separate arguments (bound straight from the call's arguments: no array per row to build and
+ * read back element by element); calls `duplicate` with the index in the batch of each row
+ * that was not inserted. Returns about how many bytes the rows hold.
+ */
+export function insertBatch(batch: RowBatch, insert: InsertRow, duplicate: (i: number) => void): number {
   const { text, layout, scores, floats } = batch;
-  const rows: Row[] = new Array(batch.count);
   let pos = 0;
   let floatAt = 0;
-  const next = (slot: number): string | null => {
-    const n = layout[slot];
-    if (n < 0) return null;
-    const value = text.slice(pos, pos + n);
-    pos += n;
-    return value;
-  };
+  // A column's text (null: -1), cut from the batch's string where the previous one ended.
+  let n = 0;
   for (let i = 0, at = 0; i < batch.count; i++, at += LAYOUT_STRIDE) {
-    const service = next(at + LAYOUT.service)!;
-    const id = next(at + LAYOUT.id)!;
-    const time = next(at + LAYOUT.time)!;
-    const decision = next(at + LAYOUT.decision)!;
-    const modelName = next(at + LAYOUT.modelName);
-    const modelVersion = next(at + LAYOUT.modelVersion);
-    const policyVersion = next(at + LAYOUT.policyVersion);
-    const fallbackCause = next(at + LAYOUT.fallbackCause);
-    const request = next(at + LAYOUT.request)!;
-    const inputs = next(at + LAYOUT.inputs);
+    const service = text.slice(pos, (pos += layout[at + LAYOUT.service]));
+    const id = text.slice(pos, (pos += layout[at + LAYOUT.id]));
+    const time = text.slice(pos, (pos += layout[at + LAYOUT.time]));
+    const decision = text.slice(pos, (pos += layout[at + LAYOUT.decision]));
+    const modelName = (n = layout[at + LAYOUT.modelName]) < 0 ? null : text.slice(pos, (pos += n));
+    const modelVersion = (n = layout[at + LAYOUT.modelVersion]) < 0 ? null : text.slice(pos, (pos += n));
+    const policyVersion = (n = layout[at + LAYOUT.policyVersion]) < 0 ? null : text.slice(pos, (pos += n));
+    const fallbackCause = (n = layout[at + LAYOUT.fallbackCause]) < 0 ? null : text.slice(pos, (pos += n));
+    const request = text.slice(pos, (pos += layout[at + LAYOUT.request]));
+    const inputs = (n = layout[at + LAYOUT.inputs]) < 0 ? null : text.slice(pos, (pos += n));
     const floatCount = layout[at + LAYOUT.floatInputs];
     let inputsF32: Buffer | null = null;
     if (floatCount >= 0) {
@@ -319,14 +333,14 @@ export function rowsFromBatch(batch: RowBatch): Row[] {
       inputsF32 = Buffer.from(floats!.buffer, floats!.byteOffset + 4 * floatAt, 4 * floatCount);
       floatAt += floatCount;
     }
-    const outputs = next(at + LAYOUT.outputs);
-    const reasons = next(at + LAYOUT.reasons)!;
-    const timingsMs = next(at + LAYOUT.timingsMs)!;
-    const features = next(at + LAYOUT.features);
-    const explanation = next(at + LAYOUT.explanation);
+    const outputs = (n = layout[at + LAYOUT.outputs]) < 0 ? null : text.slice(pos, (pos += n));
+    const reasons = text.slice(pos, (pos += layout[at + LAYOUT.reasons]));
+    const timingsMs = text.slice(pos, (pos += layout[at + LAYOUT.timingsMs]));
+    const features = (n = layout[at + LAYOUT.features]) < 0 ? null : text.slice(pos, (pos += n));
+    const explanation = (n = layout[at + LAYOUT.explanation]) < 0 ? null : text.slice(pos, (pos += n));
     const safeMode = layout[at + LAYOUT.safeMode];
     const score = scores[i];
-    rows[i] = [
+    const inserted = insert(
       service,
       id,
       time,
@@ -346,9 +360,10 @@ export function rowsFromBatch(batch: RowBatch): Row[] {
       features,
       explanation,
       inputsF32,
-    ];
+    );
+    if (!inserted) duplicate(i);
   }
-  return rows;
+  return text.length + 4 * floatAt + 8 * batch.count;
 }
 
 /** An inputs_f32 BLOB back as the numbers JSON gave before version 6: NaN as null. */

@@ -36,8 +36,9 @@ import {
   DECISION_EXISTS,
   INSERT_DECISION,
   PUT_OUTCOME,
-  rowsFromBatch,
+  insertBatch,
   type FromWriter,
+  type InsertRow,
   type OutcomeRow,
   type Row,
   type ToWriter,
@@ -67,7 +68,8 @@ const db = openWalDatabase(config.path, { synchronous: config.synchronous, walAu
 // dropped, and the writer gives up once none is left or after BUSY_TIMEOUT_MS in all.
 db.pragma(`busy_timeout = ${LOCK_WAIT_MS}`);
 
-const insert = db.prepare<[Row]>(INSERT_DECISION); // an array binds the anonymous parameters in order
+const insert = db.prepare<Row>(INSERT_DECISION); // the arguments bind the anonymous parameters in order
+const insertRow: InsertRow = (...row) => insert.run(...row).changes === 1;
 const decisionExists = db.prepare<[string, string], number>(DECISION_EXISTS).pluck();
 const putOutcome = db.prepare<[string, string, string, string]>(PUT_OUTCOME);
 
@@ -81,26 +83,26 @@ let claimed = 0;
 
 /**
  * Inserts the batches it can claim in one transaction; returns the indexes (across all batches)
- * of duplicates, and the batches skipped because their appends timed out.
+ * of duplicates, the batches skipped because their appends timed out, and about how many bytes
+ * it wrote.
  */
-const writeRows = db.transaction((received: RowsMessage[], batches: Row[][]): { duplicates: number[]; skipped: number[] } => {
+const writeRows = db.transaction((received: RowsMessage[]): { duplicates: number[]; skipped: number[]; bytes: number } => {
   const duplicates: number[] = [];
   const skipped: number[] = [];
+  let bytes = 0;
   let i = 0;
-  batches.forEach((rows, j) => {
-    const claim = received[j].claim;
+  const duplicate = (k: number) => duplicates.push(i + k);
+  for (let j = 0; j < received.length; j++) {
+    const { claim, batch } = received[j];
     if (claim !== null && Atomics.compareExchange(claim, 0, CLAIM.PENDING, CLAIM.WRITING) !== CLAIM.PENDING) {
       skipped.push(j);
-      i += rows.length;
-      return;
+    } else {
+      claimed++;
+      bytes += insertBatch(batch, insertRow, duplicate);
     }
-    claimed++;
-    for (const row of rows) {
-      if (insert.run(row).changes === 0) duplicates.push(i);
-      i++;
-    }
-  });
-  return { duplicates, skipped };
+    i += batch.count;
+  }
+  return { duplicates, skipped, bytes };
 });
 
 const writeOutcomes = db.transaction((service: string, outcomes: OutcomeRow[]) => {
@@ -182,14 +184,6 @@ function startCheckpointer(): Worker | null {
   }
 }
 
-function rowBytes(rows: Row[]): number {
-  let n = 0;
-  for (const row of rows) {
-    for (const v of row) n += typeof v === 'string' ? v.length : 8;
-  }
-  return n;
-}
-
 /** Writes one transaction from `first` and the rows batches queued behind it; returns the next message it took but did not write. */
 function writeFrom(first: Extract<ToWriter, { kind: 'rows' }>): ToWriter | null {
   const received = [first];
@@ -211,17 +205,16 @@ function writeFrom(first: Extract<ToWriter, { kind: 'rows' }>): ToWriter | null 
     send({ kind: 'committed', jobs: received.length, records, duplicates: [], skipped: received.map((_, j) => j) });
     return next;
   }
-  let result: { duplicates: number[]; skipped: number[] };
+  let result: { duplicates: number[]; skipped: number[]; bytes: number };
   try {
-    const batches = received.map((m) => (abandoned(m) ? [] : rowsFromBatch(m.batch)));
     result = whileLocked(
       () => {
         claimed = 0;
-        return writeRows.immediate(received, batches);
+        return writeRows.immediate(received);
       },
       () => claimed === 0 && !received.every(abandoned),
     );
-    for (const rows of batches) walBytes += rowBytes(rows);
+    walBytes += result.bytes;
   } catch (err) {
     send({ kind: 'failed', jobs: received.length, records, error: errorMessage(err), code: errorCode(err) });
     return next;
