@@ -8,9 +8,9 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadBundle } from '../src/bundle/load.ts';
-import { parsePerturbation, simulate } from '../src/monitor/simulate.ts';
+import { parsePerturbation } from '../src/monitor/simulate.ts';
 import { launchBrowser, openPage, VIEWPORTS } from '../test/helpers/browser.ts';
-import { startServer, WRITE_TOKEN } from '../test/helpers/server.ts';
+import { simulateLendingClub, startServer } from '../test/helpers/server.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const OUT = join(ROOT, 'docs/screenshots');
@@ -23,20 +23,13 @@ const server = await startServer({ env: { RTML_ADMIN_TOKEN: ADMIN_TOKEN } });
 const browser = await launchBrowser();
 try {
   const traffic = (seconds: number, idPrefix: string, perturb?: string) =>
-    simulate({
-      url: server.url,
-      bundle,
-      input: join(ROOT, 'examples/credit/lending_club.csv'),
+    simulateLendingClub(server.url, bundle, {
       rate: RATE,
-      concurrency: 8,
       limit: RATE * seconds,
       perturbations: perturb ? [parsePerturbation(perturb)] : [],
-      perturbAfter: 0,
       label: 'Class',
       outcomeDelay: 50,
-      watchEvery: 0,
       idPrefix,
-      token: WRITE_TOKEN,
     });
   console.log('clean traffic for 70 s…');
   await traffic(70, 'clean');

@@ -14,12 +14,11 @@ import { after, before, describe, it } from 'node:test';
 import type { Browser } from 'playwright-core';
 import { loadBundle, type Bundle } from '../src/bundle/load.ts';
 import { minuteAggregate } from '../src/dashboard/history.ts';
-import { parsePerturbation, simulate, type SimulateOptions } from '../src/monitor/simulate.ts';
+import { parsePerturbation, type SimulateOptions } from '../src/monitor/simulate.ts';
 import { launchBrowser, openPage, VIEWPORTS, type WatchedPage } from './helpers/browser.ts';
-import { startServer, WRITE_TOKEN, type RunningServer } from './helpers/server.ts';
+import { simulateLendingClub, startServer, type RunningServer } from './helpers/server.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
-const DATA = join(ROOT, 'examples/credit/lending_club.csv');
 const ADMIN_TOKEN = 'dashboard-admin-token-0123456789';
 const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
 /** A condition on a loaded machine may take a few polls (every 2 s): generous, never slept through. */
@@ -31,22 +30,7 @@ let bundle: Bundle;
 let browser: Browser;
 let server: RunningServer;
 
-const run = (options: Partial<SimulateOptions>) =>
-  simulate({
-    url: server.url,
-    bundle,
-    input: DATA,
-    rate: 0,
-    concurrency: 8,
-    limit: 1000,
-    perturbations: [],
-    perturbAfter: 0,
-    outcomeDelay: 0,
-    watchEvery: 0,
-    idPrefix: 'dash',
-    token: WRITE_TOKEN,
-    ...options,
-  });
+const run = (options: Partial<SimulateOptions>) => simulateLendingClub(server.url, bundle, { idPrefix: 'dash', ...options });
 
 async function activeAlerts(): Promise<{ id: string; key: string; acknowledged: { by: string; note: string } | null }[]> {
   const state = await (await fetch(`${server.url}/v1/services/credit/monitoring`)).json();

@@ -10,13 +10,13 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loadBundle, type Bundle } from '../src/bundle/load.ts';
-import { parsePerturbation, simulate, type SimulateOptions } from '../src/monitor/simulate.ts';
+import { parsePerturbation, type SimulateOptions } from '../src/monitor/simulate.ts';
 import { parse } from 'csv-parse/sync';
 import { exportLogged } from '../src/batch/features.ts';
 import { textRowConverter } from '../src/decision/index.ts';
 import { openSqliteDecisionLog } from '../src/log/sqlite.ts';
 import { ModelRepository } from '../src/server/repository.ts';
-import { creditRepository, startServer, WRITE_TOKEN, type RunningServer } from './helpers/server.ts';
+import { creditRepository, simulateLendingClub, startServer, type RunningServer } from './helpers/server.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -25,21 +25,7 @@ const golden = JSON.parse(readFileSync(join(ROOT, 'test/fixtures/monitoring/gold
 
 let bundle: Bundle;
 const run = (server: RunningServer, options: Partial<SimulateOptions>) =>
-  simulate({
-    url: server.url,
-    bundle,
-    input: DATA,
-    rate: 0,
-    concurrency: 8,
-    limit: 1000,
-    perturbations: [],
-    perturbAfter: 0,
-    outcomeDelay: 0,
-    watchEvery: 25,
-    idPrefix: `t${Math.random().toString(36).slice(2, 8)}`,
-    token: WRITE_TOKEN,
-    ...options,
-  });
+  simulateLendingClub(server.url, bundle, { watchEvery: 25, idPrefix: `t${Math.random().toString(36).slice(2, 8)}`, ...options });
 
 /** A copy of the credit repository whose safe mode releases after `seconds` of calm. */
 function repositoryReleasingAfter(seconds: number): string {

@@ -3,6 +3,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { cpSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import type { Bundle } from '../../src/bundle/load.ts';
+import { simulate, type SimulateOptions } from '../../src/monitor/simulate.ts';
 import { tempDir } from './tmp.ts';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
@@ -103,4 +105,26 @@ export async function lendingClubExamples(limit = Infinity): Promise<{ features:
   const { readFileSync } = await import('node:fs');
   const rows = parse(readFileSync(join(ROOT, 'examples/credit/lending_club.csv')), { columns: true, cast: true, to: limit === Infinity ? undefined : limit }) as Record<string, unknown>[];
   return rows.map(({ Class: label, ...features }) => ({ features, label: String(label) }));
+}
+
+/**
+ * `rtml simulate` against a test server: the credit example's lending_club loans as fast as
+ * they go, 8 at a time, outcomes posted at once, with the writer's token; `options` override.
+ */
+export function simulateLendingClub(url: string, bundle: Bundle, options: Partial<SimulateOptions> = {}) {
+  return simulate({
+    url,
+    bundle,
+    input: join(ROOT, 'examples/credit/lending_club.csv'),
+    rate: 0,
+    concurrency: 8,
+    limit: 1000,
+    perturbations: [],
+    perturbAfter: 0,
+    outcomeDelay: 0,
+    watchEvery: 0,
+    idPrefix: 'sim',
+    token: WRITE_TOKEN,
+    ...options,
+  });
 }
