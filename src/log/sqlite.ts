@@ -171,11 +171,15 @@ type StoredRow = StoredDecisionRow<number> & { inputs_f32: Buffer | null };
 /** A `scan` row, with version 6's float vector. */
 type ScannedSqliteRow = ScannedRow<number> & { inputs_f32: Buffer | null };
 
-/** A stored row as its record: the float vector, when there is one, is its `inputs`. */
-function fromSqliteRow(row: StoredRow): DecisionRecord {
-  const record = fromStoredRow(row);
-  if (row.inputs_f32 !== null) record.inputs = floatsFromBlob(row.inputs_f32);
+/** A record read back with version 6's float vector, when the row has one, as its `inputs`. */
+function withFloatInputs<R extends DecisionRecord>(record: R, inputsF32: Buffer | null): R {
+  if (inputsF32 !== null) record.inputs = floatsFromBlob(inputsF32);
   return record;
+}
+
+/** A stored row as its record. */
+function fromSqliteRow(row: StoredRow): DecisionRecord {
+  return withFloatInputs(fromStoredRow(row), row.inputs_f32);
 }
 
 /** A message sent to the writer whose answer is awaited; jobs are answered in the order sent. */
@@ -655,11 +659,7 @@ export function openSqliteDecisionLog(dataDir: string, options: SqliteDecisionLo
       );
       const rows = scanStatement.all(service, from.time, from.seq, lower, until, limit);
       return {
-        items: rows.map((row) => {
-          const record = fromScannedRow(row);
-          if (row.inputs_f32 !== null) record.inputs = floatsFromBlob(row.inputs_f32);
-          return record;
-        }),
+        items: rows.map((row) => withFloatInputs(fromScannedRow(row), row.inputs_f32)),
         cursor: scanCursor(rows, range.after),
       };
     },
