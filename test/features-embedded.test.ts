@@ -42,7 +42,8 @@ function open(dataDir: string, streams: EmbeddedFeatureStoreOptions['streams'], 
 // kill -9: the writer child and what it writes.
 
 const WRITER_STREAMS = { pay: { latenessMs: HOUR, retentionMs: 30 * DAY + HOUR } };
-const WRITER_BASE = T0 - DAY;
+// The child writer must use the parent's base: T0 follows the clock's minute, and the child may start in the next one.
+const WRITER_BASE = process.env.RTML_FEATURE_WRITER_BASE ? Number(process.env.RTML_FEATURE_WRITER_BASE) : T0 - DAY;
 
 /** The n-th event the writer ingests: a pure function of n, so the parent can rebuild it from the id. */
 function writerEvent(n: number): StreamEvent {
@@ -84,7 +85,7 @@ const SELF = fileURLToPath(import.meta.url);
 
 /** Runs this file as the writer child (see `runWriter`) and SIGKILLs it after `killAfter` acknowledged events. */
 function killWriterAfter(dir: string, synchronous: 'normal' | 'full', killAfter: number): Promise<Kill9Run> {
-  return killAfterAcks(spawnTsx(SELF, [], { RTML_FEATURE_WRITER: dir, RTML_FEATURE_SYNC: synchronous }), killAfter, 30_000);
+  return killAfterAcks(spawnTsx(SELF, [], { RTML_FEATURE_WRITER: dir, RTML_FEATURE_SYNC: synchronous, RTML_FEATURE_WRITER_BASE: String(WRITER_BASE) }), killAfter, 30_000);
 }
 
 // ------------------------------------------------------------------------------------------
