@@ -195,12 +195,16 @@ export interface HttpBenchResult {
     paced: { runs: LoadRun[]; median: Summary };
     autocannonRate: { runs: LoadRun[]; median: Summary };
     normalPaced: { rate: number; runs: LoadRun[]; median: Summary } | null;
+    /** The bare route, paced at the same rate and interleaved with rtml's runs: what this client and machine add to any server's p99. */
+    bare: { runs: LoadRun[]; median: Summary };
     /** Server-side stage timings (timings_ms) of rtml full's paced answers, ms. */
     stages: Record<string, StageStats>;
     /** Client-observed latency minus the pipeline's `total`: HTTP, fastify, JSON, queueing, client. */
     outsidePipeline: StageStats;
   };
   decisionLog: { target: string; rows: number; answered2xx: number; ok: boolean }[];
+  /** What the throughput targets leave rtml per decision on this machine (see cpuBudget). */
+  budget: { throughput: CpuBudget; overFastapi: CpuBudget | null };
   /** CPU profiles of rtml under saturation (log-sync full, then normal) when a target was missed or asked for. */
   profiles: ProfileSummary[];
   targets: {
@@ -211,6 +215,31 @@ export interface HttpBenchResult {
   /** Anything unexpected: non-2xx, socket errors, fallbacks, log row mismatches. */
   problems: string[];
   wallS: number;
+}
+
+/**
+ * The server CPU a throughput target leaves per decision: the load generator runs on the same
+ * cores, so at `rate` it takes its own measured µs per request, and the server gets the rest of
+ * the machine's cores. If rtml needs more per decision than that, the target cannot be met on
+ * this machine without making rtml cheaper by the difference; if even the bare route's own cost
+ * is above it, no server doing rtml's work plus the bare route's could meet it here.
+ */
+export interface CpuBudget {
+  /** Requests/s the target asks for. */
+  rate: number;
+  cores: number;
+  /** The load generator's CPU per request (rtml full's saturation runs), µs. */
+  clientUsPerReq: number;
+  /** Server µs per decision the rest of the cores allow at `rate`. */
+  serverUsPerDecision: number;
+  /** What rtml full spends now (saturation median), and the bare route (parse JSON, answer). */
+  rtmlUsPerDecision: number;
+  bareUsPerReq: number;
+}
+
+function cpuBudget(rate: number, cores: number, rtml: Summary, bare: Summary): CpuBudget {
+  const clientUsPerReq = (rtml.clientCores * 1e6) / Math.max(1, rtml.rps);
+  return { rate, cores, clientUsPerReq, serverUsPerDecision: (cores * 1e6) / rate - clientUsPerReq, rtmlUsPerDecision: rtml.serverCpuUsPerReq, bareUsPerReq: bare.serverCpuUsPerReq };
 }
 
 const DEFAULTS: HttpBenchOptions = {
@@ -638,7 +667,7 @@ class RawConnection {
  * CPU the server would not get on a 2-core machine. Up to `maxSockets` keep-alive connections;
  * a request due while all are busy waits in a FIFO queue, and that wait is counted.
  */
-class PacedClient {
+export class PacedClient {
   private readonly idle: RawConnection[] = [];
   private readonly all = new Set<RawConnection>();
   private readonly queue: (() => void)[] = [];
@@ -695,7 +724,7 @@ class PacedClient {
   }
 }
 
-interface PacedSpec {
+export interface PacedSpec {
   client: PacedClient;
   path: string;
   rows: string[];
@@ -714,7 +743,7 @@ let pacedRunNo = 0;
  * due (the loop wakes about every millisecond). Latency counts from the due time, so time a
  * request waits for a connection or for a stalled server is counted (no coordinated omission).
  */
-async function runPaced(spec: PacedSpec): Promise<LoadRun> {
+export async function runPaced(spec: PacedSpec): Promise<LoadRun> {
   const server = spec.client.server;
   const tag = `hp${process.pid}x${++pacedRunNo}`;
   const total = Math.max(1, Math.round(spec.rate * spec.durationS));
@@ -1017,15 +1046,22 @@ export async function benchHttp(options: Partial<HttpBenchOptions> = {}): Promis
     const stages = { outside: [] as number[], byStage: {} as Record<string, number[]> };
     const pacedFull = new PacedClient(full, opts.connections);
     const pacedNormal = new PacedClient(normal, opts.connections);
+    const pacedBare = new PacedClient(bare, opts.connections);
     const paced: LoadRun[] = [];
+    const bareAtRate: LoadRun[] = [];
     const cannonRate: LoadRun[] = [];
     // Open the paced client's sockets and settle the server at the new rate (not measured).
     await runPaced({ client: pacedFull, path: DECISIONS_PATH, rows, rate, durationS: 1, target: 'rtml log-sync=full', inspect: false });
+    await runPaced({ client: pacedBare, path: BARE_PATH, rows, rate, durationS: 1, target: 'bare fastify', inspect: false });
     for (let rep = 0; rep < opts.reps; rep++) {
       const p = await runPaced({ client: pacedFull, path: DECISIONS_PATH, rows, rate, durationS: opts.halfLoadDurationS, target: 'rtml log-sync=full', inspect: true, stages });
       noteProblems(p, problems);
       paced.push(p);
       log(`rep ${rep + 1}/${opts.reps} paced @${rate}/s     got ${p.rps.toFixed(0)}/s  p50 ${p.latency.p50.toFixed(2)}  p99 ${p.latency.p99.toFixed(2)}  p99.9 ${p.latency.p999.toFixed(2)} ms`);
+      const b = await runPaced({ client: pacedBare, path: BARE_PATH, rows, rate, durationS: opts.halfLoadDurationS, target: 'bare fastify', inspect: false });
+      noteProblems(b, problems);
+      bareAtRate.push(b);
+      log(`rep ${rep + 1}/${opts.reps} bare paced @${rate}/s got ${b.rps.toFixed(0)}/s  p50 ${b.latency.p50.toFixed(2)}  p99 ${b.latency.p99.toFixed(2)}  p99.9 ${b.latency.p999.toFixed(2)} ms`);
       const a = await runCannon({ server: full, path: DECISIONS_PATH, rows, connections: opts.connections, durationS: opts.halfLoadDurationS, overallRate: rate, kind: 'autocannon-rate', target: 'rtml log-sync=full' });
       noteProblems(a, problems);
       cannonRate.push(a);
@@ -1037,6 +1073,7 @@ export async function benchHttp(options: Partial<HttpBenchOptions> = {}): Promis
     const normalRun = await runPaced({ client: pacedNormal, path: DECISIONS_PATH, rows, rate: rateNormal, durationS: opts.halfLoadDurationS, target: 'rtml log-sync=normal', inspect: true });
     pacedFull.close();
     pacedNormal.close();
+    pacedBare.close();
     noteProblems(normalRun, problems);
     log(`paced @${rateNormal}/s rtml log-sync=normal  p50 ${normalRun.latency.p50.toFixed(2)}  p99 ${normalRun.latency.p99.toFixed(2)}  p99.9 ${normalRun.latency.p999.toFixed(2)} ms`);
 
@@ -1104,10 +1141,15 @@ export async function benchHttp(options: Partial<HttpBenchOptions> = {}): Promis
         paced: { runs: paced, median: pacedSummary },
         autocannonRate: { runs: cannonRate, median: summarize(cannonRate) },
         normalPaced: { rate: rateNormal, runs: [normalRun], median: summarize([normalRun]) },
+        bare: { runs: bareAtRate, median: summarize(bareAtRate) },
         stages: stageStats,
         outsidePipeline: { p50: pct(outside, 50), p99: pct(outside, 99) },
       },
       decisionLog,
+      budget: {
+        throughput: cpuBudget(TARGET_THROUGHPUT_RATIO * summarize(runs.bare).rps, cpus().length, satFull, summarize(runs.bare)),
+        overFastapi: fastapi && runs.fastapi.length > 0 ? cpuBudget(TARGET_OVER_FASTAPI * summarize(runs.fastapi).rps, cpus().length, satFull, summarize(runs.bare)) : null,
+      },
       profiles,
       targets: targetsResult,
       problems,
@@ -1162,10 +1204,15 @@ export function formatHttpBench(r: HttpBenchResult): string {
   lines.push(row('rtml full, paced open loop', h.paced.median));
   lines.push(row('rtml full, autocannon rate', h.autocannonRate.median));
   if (h.normalPaced) lines.push(row(`rtml normal, paced @${f0(h.normalPaced.rate)}`, h.normalPaced.median));
+  lines.push(row('bare fastify, paced', h.bare.median));
   lines.push(`  paced p99 per rep: ${h.paced.runs.map((x) => f2(x.latency.p99)).join(', ')} ms (from due time); from actual send: p50 ${f2(median(h.paced.runs.map((x) => x.serviceLatency!.p50)))} p99 ${f2(median(h.paced.runs.map((x) => x.serviceLatency!.p99)))} ms`);
   lines.push(`  autocannon overallRate sends each connection's per-second quota back to back, then idles: bursts at full concurrency, so its latency is near saturation latency`);
   const st = Object.entries(h.stages).map(([k, v]) => `${k} ${f2(v.p50)}/${f2(v.p99)}`).join(', ');
   lines.push(`  server stages p50/p99 ms (timings_ms): ${st}; outside the pipeline (HTTP, fastify, JSON, client) ${f2(h.outsidePipeline.p50)}/${f2(h.outsidePipeline.p99)}`);
+  lines.push('');
+  for (const [what, b] of [['0.4x bare', r.budget.throughput], ['10x FastAPI', r.budget.overFastapi]] as const) {
+    if (b) lines.push(budgetLine(what, b));
+  }
   lines.push('');
   lines.push(`Decision log rows vs 2xx answers: ${r.decisionLog.map((d) => `${d.target} ${d.rows} rows >= ${d.answered2xx} answers ${d.ok ? 'ok' : 'MISMATCH'}`).join('; ')}`);
   lines.push('');
@@ -1181,6 +1228,14 @@ export function formatHttpBench(r: HttpBenchResult): string {
   }
   endReport(lines, r.problems, r.wallS);
   return lines.join('\n');
+}
+
+/** What a throughput target leaves rtml per decision, in one line. */
+export function budgetLine(what: string, b: CpuBudget): string {
+  return (
+    `CPU budget for ${what} (${f0(b.rate)}/s): the load generator takes ${f0(b.clientUsPerReq)} µs/request, so the server may spend ${f0(b.serverUsPerDecision)} µs/decision on ${b.cores} cores; ` +
+    `rtml spends ${f0(b.rtmlUsPerDecision)} (${f2(b.rtmlUsPerDecision / Math.max(1, b.serverUsPerDecision))}x), the bare route alone ${f0(b.bareUsPerReq)}`
+  );
 }
 
 /** A report's last lines: anything unexpected, and the wall time. */

@@ -4,7 +4,7 @@
  * part of the bench fills in its own figures (`--only` runs some: the others say so).
  */
 import type { BatchBench } from './batch.ts';
-import type { HttpBenchResult } from './http.ts';
+import { budgetLine, type HttpBenchResult } from './http.ts';
 import type { LogBenchVariant } from './log.ts';
 import type { MonitorBench } from './monitor.ts';
 
@@ -54,7 +54,7 @@ export function targetRows(figures: TargetFigures): Row[] {
         : { target: fastapi, figure: `${f0(s.rtmlFull.median.rps)}/s`, baseline: '-', ratio: '-', verdict: 'not measured (the FastAPI peer did not start: see the HTTP problems)' },
     );
     const t = h.targets.halfLoadP99Ms;
-    rows.push({ target: p99, figure: `${f2(t.value)} ms @${f0(h.halfLoad.rate)}/s`, baseline: `target ${t.target} ms`, ratio: `${f2(t.value / t.target)}x of target`, verdict: met(t.pass) });
+    rows.push({ target: p99, figure: `${f2(t.value)} ms @${f0(h.halfLoad.rate)}/s`, baseline: `target ${t.target} ms; bare ${f2(h.halfLoad.bare.median.p99)} ms`, ratio: `${f2(t.value / t.target)}x of target`, verdict: met(t.pass) });
   } else {
     rows.push(notMeasured(decisions, 'http', figures), notMeasured(fastapi, 'http', figures), notMeasured(p99, 'http', figures));
   }
@@ -77,10 +77,28 @@ export function targetRows(figures: TargetFigures): Row[] {
   return rows;
 }
 
+/** Under the table: for each throughput target missed, the CPU it leaves rtml per decision on this machine. */
+function budgetNotes(figures: TargetFigures): string[] {
+  const h = figures.http;
+  if (!h) return [];
+  const notes: string[] = [];
+  if (!h.targets.throughputRatio.pass) notes.push(budgetLine('0.4x bare', h.budget.throughput));
+  if (h.budget.overFastapi && !h.targets.overFastapi.pass) notes.push(budgetLine('10x FastAPI', h.budget.overFastapi));
+  if (!h.targets.halfLoadP99Ms.pass) {
+    const stages = h.halfLoad.stages;
+    notes.push(
+      `p99 at half load: the bare route paced at the same rate has p99 ${f2(h.halfLoad.bare.median.p99)} ms with this client; rtml's server stages p99: log ${f2(stages.log?.p99 ?? NaN)} ms, ` +
+        `pipeline total ${f2(stages.total?.p99 ?? NaN)} ms; outside the pipeline ${f2(h.halfLoad.outsidePipeline.p99)} ms`,
+    );
+  }
+  return notes;
+}
+
 export function formatTargets(figures: TargetFigures): string {
   const head: Row = { target: 'target (issue 14)', figure: 'rtml', baseline: 'baseline', ratio: 'ratio', verdict: '' };
   const rows = [head, ...targetRows(figures)];
   const keys = ['target', 'figure', 'baseline', 'ratio', 'verdict'] as const;
   const widths = keys.map((k) => Math.max(...rows.map((r) => r[k].length)));
-  return rows.map((r) => keys.map((k, i) => (i === 0 || i === 4 ? r[k].padEnd(widths[i]) : r[k].padStart(widths[i]))).join('  ').trimEnd()).join('\n');
+  const table = rows.map((r) => keys.map((k, i) => (i === 0 || i === 4 ? r[k].padEnd(widths[i]) : r[k].padStart(widths[i]))).join('  ').trimEnd());
+  return [...table, ...budgetNotes(figures).map((n) => `- ${n}`)].join('\n');
 }
