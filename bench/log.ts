@@ -69,6 +69,52 @@ export interface LogBenchVariant extends LogBenchResult {
 /** The CPU target of issue 14 for the log: µs per decision, every thread, synchronous FULL. */
 export const LOG_CPU_TARGET_US = 20;
 
+/**
+ * What a commit costs and what a record costs, apart: a least-squares line through the SQLite
+ * FULL variants' points (1 / records per commit, CPU per append), whose slope is the CPU of one
+ * commit (BEGIN, page writes, the fsync's kernel time, the messages and wake-ups around it) and
+ * whose intercept is the CPU of one record. From them, the least CPU per decision possible at a
+ * rate when every decision must be answered within a latency budget: a commit can then gather
+ * at most the decisions arriving within that budget.
+ */
+export interface CommitCost {
+  perCommitUs: number;
+  perRecordUs: number;
+  /** Variants fitted, and the fit's R². */
+  points: number;
+  r2: number;
+}
+
+export function commitCostFit(variants: readonly LogBenchVariant[]): CommitCost | null {
+  const points = variants
+    .filter((v) => !v.name.startsWith('postgres') && (v.options.synchronous ?? 'full') === 'full' && v.meanBatch >= 1)
+    .map((v) => ({ x: 1 / v.meanBatch, y: v.cpuUsPerAppend }));
+  if (points.length < 3) return null;
+  const n = points.length;
+  const mx = points.reduce((a, p) => a + p.x, 0) / n;
+  const my = points.reduce((a, p) => a + p.y, 0) / n;
+  const sxx = points.reduce((a, p) => a + (p.x - mx) ** 2, 0);
+  const sxy = points.reduce((a, p) => a + (p.x - mx) * (p.y - my), 0);
+  const syy = points.reduce((a, p) => a + (p.y - my) ** 2, 0);
+  if (sxx === 0) return null;
+  const slope = sxy / sxx;
+  return { perCommitUs: slope, perRecordUs: my - slope * mx, points: n, r2: syy === 0 ? 1 : (sxy * sxy) / (sxx * syy) };
+}
+
+/** The least log CPU per decision at `rate`/s if no decision may wait more than `budgetMs` for its commit. */
+export function logCpuFloorUs(cost: CommitCost, rate: number, budgetMs: number): number {
+  return cost.perRecordUs + cost.perCommitUs / Math.max(1, (rate * budgetMs) / 1000);
+}
+
+/** The fit and the floor it implies at a paced variant's rate, in words. */
+export function commitCostLine(cost: CommitCost, rate: number, budgetMs: number): string {
+  return (
+    `SQLite FULL, fitted over ${cost.points} variants (R² ${cost.r2.toFixed(2)}): ${cost.perCommitUs.toFixed(0)} µs per commit + ${cost.perRecordUs.toFixed(1)} µs per record; ` +
+    `at ${rate.toLocaleString('en-US')}/s with every decision committed within ${budgetMs} ms (at most ${Math.round((rate * budgetMs) / 1000)} records a commit), ` +
+    `the log needs at least ${logCpuFloorUs(cost, rate, budgetMs).toFixed(1)} µs per decision`
+  );
+}
+
 /** CPU time by thread: the main thread, the log's writer and checkpointer threads (they name themselves), and the rest (V8's GC helpers, libuv's pool). */
 interface ThreadCpu {
   main: number;
@@ -421,13 +467,16 @@ export function formatLogBench(variants: LogBenchVariant[]): string {
   const widths = head.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
   const line = (r: string[]) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ');
   const target = variants.find((v) => v.name === LOG_BENCH_VARIANTS[0].name);
+  const cost = commitCostFit(variants);
+  const paced = LOG_BENCH_VARIANTS.find((v) => v.rate && (v.options.synchronous ?? 'full') === 'full');
+  const fit = cost && paced?.rate ? [commitCostLine(cost, paced.rate, 5)] : [];
   const verdict = target
     ? [
         `\nlog CPU per decision, every thread, ${target.name}: ${target.cpuUsPerAppend.toFixed(1)} µs = ${(target.cpuUsPerAppend / LOG_CPU_TARGET_US).toFixed(2)}x the ${LOG_CPU_TARGET_US} µs target ` +
           '(the bench loop building each record on the main thread included)',
       ]
     : [];
-  return [line(head), ...rows.map(line), ...verdict].join('\n');
+  return [line(head), ...rows.map(line), ...verdict, ...fit].join('\n');
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

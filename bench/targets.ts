@@ -5,7 +5,7 @@
  */
 import type { BatchBench } from './batch.ts';
 import { budgetLine, type HttpBenchResult } from './http.ts';
-import type { LogBenchVariant } from './log.ts';
+import { commitCostFit, commitCostLine, type LogBenchVariant } from './log.ts';
 import type { MonitorBench } from './monitor.ts';
 
 export interface TargetFigures {
@@ -79,9 +79,12 @@ export function targetRows(figures: TargetFigures): Row[] {
 
 /** Under the table: for each throughput target missed, the CPU it leaves rtml per decision on this machine. */
 function budgetNotes(figures: TargetFigures): string[] {
-  const h = figures.http;
-  if (!h) return [];
   const notes: string[] = [];
+  const v = figures.log?.find((x) => x.name === LOG_TARGET_VARIANT);
+  const cost = figures.log ? commitCostFit(figures.log) : null;
+  if (v?.rate && cost && v.cpuUsPerAppend > TARGET_LOG_CPU_US) notes.push(`log CPU: ${commitCostLine(cost, v.rate, 5)}`);
+  const h = figures.http;
+  if (!h) return notes;
   if (!h.targets.throughputRatio.pass) notes.push(budgetLine('0.4x bare', h.budget.throughput));
   if (h.budget.overFastapi && !h.targets.overFastapi.pass) notes.push(budgetLine('10x FastAPI', h.budget.overFastapi));
   if (!h.targets.halfLoadP99Ms.pass) {
