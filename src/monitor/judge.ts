@@ -321,8 +321,10 @@ export interface JudgeJob {
 }
 
 /**
- * The count window's alert candidates, and every window's report serialized (v8): the main
- * thread deserializes them only when the state is read.
+ * The count window's alert candidates, and the reports of the windows judged for this job
+ * (the count window's, the time windows' when refreshed) serialized (v8): the main thread keeps
+ * the latest of each window and deserializes them only when the state is read. Sending only
+ * these keeps the copies (and the garbage they make on the main thread) to one report per job.
  */
 export type JudgeResult = { id: number; candidates: AlertCandidate[]; reports: Record<string, Uint8Array> } | { id: number; error: string };
 

@@ -189,6 +189,8 @@ export class ServiceMonitor {
   /** Inline evaluations so far: a worker's report older than the latest inline one is dropped. */
   private inlineSerial = 0;
   private waiting: (() => void)[] = [];
+  /** The worker's latest report of each window, serialized (it sends only those it recomputed). */
+  private readonly judgedReports = new Map<string, Uint8Array>();
 
   constructor(options: ServiceMonitorOptions) {
     const { bundle, reference, config } = options;
@@ -453,10 +455,12 @@ export class ServiceMonitor {
       return;
     }
     // An inline evaluation since the job was posted saw newer windows: keep its verdict.
+    for (const name in result.reports) this.judgedReports.set(name, result.reports[name]);
     if (job.inlineSerial === this.inlineSerial && !this.fleet) {
-      const reports = result.reports;
+      // The reports as of this job: each window's latest (never changed in place, so later jobs leave these alone).
+      const reports = [...this.judgedReports];
       const decay = this.candidates(undefined, '');
-      this.concluded([...result.candidates, ...decay], () => Object.fromEntries(Object.entries(reports).map(([name, report]) => [name, deserialize(report) as WindowReport])), job.now);
+      this.concluded([...result.candidates, ...decay], () => Object.fromEntries(reports.map(([name, report]) => [name, deserialize(report) as WindowReport])), job.now);
     }
     if (this.sinceEvaluation >= this.config.evaluate_every && !this.evaluationScheduled) this.scheduleEvaluation();
     this.wake();
