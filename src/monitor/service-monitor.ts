@@ -129,6 +129,18 @@ export interface FleetView {
 /** How often traffic-triggered evaluations recompute the time windows' reports (see `evaluate`). */
 export const TIME_WINDOW_REFRESH_MS = 1000;
 
+/**
+ * The shortest interval between two evaluation jobs posted to the worker (evaluateOffThread),
+ * by the monitor's clock. A job costs the event loop about 0.1-0.2 ms (copying the new rows and
+ * blocks, the message round trip, the reply and its garbage), so at more than `evaluate_every`
+ * decisions per interval jobs go out once per interval instead of every `evaluate_every`
+ * decisions; a timer posts the held-back job when the interval ends, traffic or not. The bound:
+ * the count window's verdict (alerts, safe mode) comes at most this much later than an
+ * evaluation every `evaluate_every` decisions would bring it (plus the worker's own time, as
+ * before). Slower traffic is judged every `evaluate_every` decisions, exactly as inline.
+ */
+export const MIN_JOB_INTERVAL_MS = 250;
+
 export interface ServiceMonitorOptions {
   bundle: Bundle;
   reference: ReferenceProfile;
@@ -185,6 +197,9 @@ export class ServiceMonitor {
   private judgeWorker: Worker | null = null;
   private job: { id: number; now: number; inlineSerial: number } | null = null;
   private jobs = 0;
+  /** When the last job was posted (the monitor's clock), and the timer that posts a job held back by MIN_JOB_INTERVAL_MS. */
+  private lastJobAt = -Infinity;
+  private jobTimer: ReturnType<typeof setTimeout> | null = null;
   private rawSent = 0;
   /** Inline evaluations so far: a worker's report older than the latest inline one is dropped. */
   private inlineSerial = 0;
@@ -242,6 +257,10 @@ export class ServiceMonitor {
     const worker = this.judgeWorker;
     this.judgeWorker = null;
     this.job = null;
+    if (this.jobTimer) {
+      clearTimeout(this.jobTimer);
+      this.jobTimer = null;
+    }
     this.wake();
     if (worker) void worker.terminate();
   }
@@ -313,7 +332,7 @@ export class ServiceMonitor {
         if (status !== 'present') this.windows.count(`feature_${status}:${feature}`, now);
       }
     }
-    this.tick();
+    this.tick(now);
   }
 
   /**
@@ -400,10 +419,34 @@ export class ServiceMonitor {
     this.clearSince = null;
   }
 
-  private tick(): void {
+  private tick(now: number): void {
     if (this.fleet) return; // the fleet's leader evaluates
     if (++this.sinceEvaluation < this.config.evaluate_every || this.evaluationScheduled) return;
+    this.evaluationDue(now);
+  }
+
+  /**
+   * `evaluate_every` decisions (or more) wait to be judged: inline, on the next turn of the event
+   * loop; in the worker, likewise unless a job went out less than MIN_JOB_INTERVAL_MS ago, in which
+   * case a timer posts the job when the interval ends (or traffic does, by the monitor's clock,
+   * whichever comes first).
+   */
+  private evaluationDue(now: number): void {
     if (this.job) return; // the worker is busy: its answer schedules the next job
+    if (this.judgeWorker) {
+      const wait = this.lastJobAt + MIN_JOB_INTERVAL_MS - now;
+      if (wait > 0) {
+        this.jobTimer ??= setTimeout(() => {
+          this.jobTimer = null;
+          if (!this.evaluationScheduled && this.sinceEvaluation >= this.config.evaluate_every) this.evaluationDue(Infinity);
+        }, wait).unref();
+        return;
+      }
+    }
+    if (this.jobTimer) {
+      clearTimeout(this.jobTimer);
+      this.jobTimer = null;
+    }
     this.scheduleEvaluation();
   }
 
@@ -429,6 +472,7 @@ export class ServiceMonitor {
     const cw = this.windows.countWindow!;
     this.sinceEvaluation = 0;
     const now = this.now();
+    this.lastJobAt = now;
     const seen = cw.observed;
     let rows = seen - this.rawSent;
     const resetRaw = rows < 0 || rows > cw.size;
@@ -454,15 +498,15 @@ export class ServiceMonitor {
       this.evaluate({ fromTraffic: true });
       return;
     }
-    // An inline evaluation since the job was posted saw newer windows: keep its verdict.
     for (const name in result.reports) this.judgedReports.set(name, result.reports[name]);
+    // An inline evaluation since the job was posted saw newer windows: keep its verdict.
     if (job.inlineSerial === this.inlineSerial && !this.fleet) {
       // The reports as of this job: each window's latest (never changed in place, so later jobs leave these alone).
       const reports = [...this.judgedReports];
       const decay = this.candidates(undefined, '');
       this.concluded([...result.candidates, ...decay], () => Object.fromEntries(reports.map(([name, report]) => [name, deserialize(report) as WindowReport])), job.now);
     }
-    if (this.sinceEvaluation >= this.config.evaluate_every && !this.evaluationScheduled) this.scheduleEvaluation();
+    if (this.sinceEvaluation >= this.config.evaluate_every && !this.evaluationScheduled) this.evaluationDue(this.now());
     this.wake();
   }
 
