@@ -1070,6 +1070,13 @@ export class TimeWindow {
     else this.late++;
   }
 
+  /** Adds a histogram of `operations` observations, counts and contributions, all at time `now`. */
+  add(h: ProfileHistogram, now: number, operations: number): void {
+    const b = this.bucketAt(now);
+    if (b) b.merge(h);
+    else this.late += operations;
+  }
+
   count(key: string, now: number, by = 1): void {
     const b = this.bucketAt(now);
     if (b) b.count(key, by);
@@ -1161,24 +1168,67 @@ export interface WindowSource {
 export class MonitorWindows implements WindowSource {
   readonly layout: ProfileLayout;
   readonly countWindow: CountWindow | null;
-  readonly timeWindows: readonly TimeWindow[];
+  private readonly times: readonly TimeWindow[];
   private readonly enc: EncodedObservation;
+  /**
+   * What the time windows have not been given yet: the observations, counts and contributions
+   * since `stagedPeriods` last changed, all in the same bucket of every time window, kept as one
+   * histogram (one `apply` per decision instead of one per time window). It is added to each
+   * window's bucket when time moves to another bucket of any of them, or before anything reads
+   * the time windows (`timeWindows`, `snapshot`, `reset`).
+   */
+  private readonly staged: ProfileHistogram;
+  /** Per time window, the period of the staged operations; `stagedAt`: the time of one of them. */
+  private readonly stagedPeriods: Float64Array;
+  private stagedAt = NaN;
+  private stagedOperations = 0;
 
   constructor(spec: ProfileSpec | ProfileLayout, options: MonitorWindowOptions = {}) {
     this.layout = spec instanceof ProfileLayout ? spec : new ProfileLayout(spec, { maxCounterKeys: options.maxCounterKeys });
     const count = options.count === undefined ? { size: 10_000, blocks: 10 } : options.count;
     this.countWindow = count ? new CountWindow(this.layout, count.size, count.blocks, count.keepRaw ?? true) : null;
     const names = new Set<string>([COUNT_WINDOW]);
-    this.timeWindows = (options.time ?? DEFAULT_TIME_WINDOWS).map((w) => {
+    this.times = (options.time ?? DEFAULT_TIME_WINDOWS).map((w) => {
       if (names.has(w.name)) throw new RangeError(`duplicate window name ${w.name}`);
       names.add(w.name);
       return new TimeWindow(this.layout, w.name, w.durationMs, w.buckets ?? 60);
     });
     this.enc = new EncodedObservation(this.layout);
+    this.staged = new ProfileHistogram(this.layout);
+    this.stagedPeriods = new Float64Array(this.times.length).fill(NaN);
+  }
+
+  /** The time windows, up to date. */
+  get timeWindows(): readonly TimeWindow[] {
+    this.flushStaged();
+    return this.times;
   }
 
   get windowNames(): string[] {
-    return [...(this.countWindow ? [COUNT_WINDOW] : []), ...this.timeWindows.map((w) => w.name)];
+    return [...(this.countWindow ? [COUNT_WINDOW] : []), ...this.times.map((w) => w.name)];
+  }
+
+  /** The staging histogram for an operation at `now`, after handing the staged ones over if `now` is in another bucket. */
+  private stage(now: number): ProfileHistogram {
+    const times = this.times;
+    const periods = this.stagedPeriods;
+    for (let i = 0; i < times.length; i++) {
+      if (Math.floor(now / times[i].width) === periods[i]) continue;
+      this.flushStaged();
+      for (let j = 0; j < times.length; j++) periods[j] = Math.floor(now / times[j].width);
+      this.stagedAt = now;
+      break;
+    }
+    this.stagedOperations++;
+    return this.staged;
+  }
+
+  /** Adds the staged operations to every time window. */
+  private flushStaged(): void {
+    if (this.stagedOperations === 0) return;
+    for (const w of this.times) w.add(this.staged, this.stagedAt, this.stagedOperations);
+    this.staged.reset();
+    this.stagedOperations = 0;
   }
 
   /**
@@ -1188,20 +1238,19 @@ export class MonitorWindows implements WindowSource {
   observe(row: Readonly<Record<string, unknown>>, score: number | null, action: string | null, fallbackCause: string | null, now: number): void {
     const enc = this.enc.encode(row, score, action, fallbackCause);
     this.countWindow?.apply(enc, now);
-    const tw = this.timeWindows;
-    for (let i = 0; i < tw.length; i++) tw[i].apply(enc, now);
+    if (this.times.length > 0) this.stage(now).apply(enc);
   }
 
   /** Adds to a named counter in every window (rejected requests, guard failures, defaults served). */
   count(key: string, now: number, by = 1): void {
     this.countWindow?.count(key, by, now);
-    for (const w of this.timeWindows) w.count(key, now, by);
+    if (this.times.length > 0) this.stage(now).count(key, by);
   }
 
   /** Adds one explained decision's contributions (in the layout's contribution feature order) to every window. */
   observeContributions(values: ArrayLike<number>, now: number): void {
     this.countWindow?.addContributions(values, now);
-    for (const w of this.timeWindows) w.addContributions(values, now);
+    if (this.times.length > 0) this.stage(now).addContributions(values);
   }
 
   snapshot(window: string, now: number): ProfileHistogram {
@@ -1238,7 +1287,10 @@ export class MonitorWindows implements WindowSource {
 
   reset(): void {
     this.countWindow?.reset();
-    for (const w of this.timeWindows) w.reset();
+    this.staged.reset();
+    this.stagedOperations = 0;
+    this.stagedPeriods.fill(NaN);
+    for (const w of this.times) w.reset();
   }
 }
 
