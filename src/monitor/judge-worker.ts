@@ -3,7 +3,7 @@
  * window's raw values, data quality, model health, attribution) and finds the count window's
  * alert candidates, so that the statistics never run on the event loop that answers decisions.
  * Keeps a copy of the monitor's windows, fed with the blocks that changed and the raw rows
- * observed since the previous job; it sends back the reports it computed, serialized.
+ * observed since the previous job (read from the monitor's shared rings); it sends back the reports it computed, serialized.
  */
 import { serialize } from 'node:v8';
 import { parentPort, workerData } from 'node:worker_threads';
@@ -21,7 +21,8 @@ parentPort!.on('message', (job: JudgeJob) => {
   let result: JudgeResult;
   try {
     if (job.resetRaw) windows.countWindow!.resetRaw();
-    windows.countWindow!.pushRaw(job.raw);
+    if (job.raw) windows.countWindow!.pushRaw(job.raw);
+    else windows.countWindow!.pushRawRows(init.raw, job.rawFrom, job.rawTo);
     loadBlocks(windows, job.blocks);
     let alerting: WindowReport | undefined;
     const judged: Record<string, Uint8Array> = {};

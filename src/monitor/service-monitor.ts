@@ -195,7 +195,8 @@ export class ServiceMonitor {
   private fleet: FleetView | null = null;
   /** The evaluation worker (evaluateOffThread), the job it is on, and how far its raw rings follow the count window. */
   private judgeWorker: Worker | null = null;
-  private job: { id: number; now: number; inlineSerial: number } | null = null;
+  /** `shared`: the first row the worker reads from the shared rings (null: the rows were copied). */
+  private job: { id: number; now: number; inlineSerial: number; shared: number | null } | null = null;
   private jobs = 0;
   /** When the last job was posted (the monitor's clock), and the timer that posts a job held back by MIN_JOB_INTERVAL_MS. */
   private lastJobAt = -Infinity;
@@ -229,8 +230,10 @@ export class ServiceMonitor {
       score: probability ? { min: 0, max: 1 } : null,
       contributions: this.attribution !== null,
     });
-    this.windowOptions = { count: { size: config.count_window, blocks: 10 } };
-    this.windows = new MonitorWindows(spec, this.windowOptions);
+    const count = { size: config.count_window, blocks: 10 };
+    this.windowOptions = { count };
+    // The evaluation worker reads the raw values of new rows straight from the rings (no copy posted per job).
+    this.windows = new MonitorWindows(spec, { count: { ...count, sharedRaw: options.evaluateOffThread === true } });
     this.alerts = new AlertManager(bundle.name, options.sinks, { cooldownMs: config.cooldown_s * 1000, historySize: 200 });
     if (options.evaluateOffThread && this.windows.countWindow) this.startJudge();
   }
@@ -243,6 +246,7 @@ export class ServiceMonitor {
       config: this.config,
       attribution: a && { features: a.explainer.features, referenceMeanAbs: a.referenceMeanAbs, referenceShares: a.referenceShares },
       windows: this.windowOptions,
+      raw: this.windows.countWindow!.raw,
     };
     const worker = startWorker(new URL('./judge-worker.ts', import.meta.url), { workerData: init });
     worker.unref();
@@ -474,16 +478,17 @@ export class ServiceMonitor {
     const now = this.now();
     this.lastJobAt = now;
     const seen = cw.observed;
-    let rows = seen - this.rawSent;
-    const resetRaw = rows < 0 || rows > cw.size;
-    if (resetRaw) rows = Math.min(seen, cw.size);
-    const raw = cw.recentRaw(rows);
+    const resetRaw = this.rawSent < 0 || this.rawSent > seen || seen - this.rawSent > cw.size;
+    const rawFrom = resetRaw ? Math.max(0, seen - cw.size) : this.rawSent;
+    // Up to half a window of rows, the worker reads them from the shared rings: N/2 more rows
+    // would have to be observed before it does to overwrite them (checked in `judged`).
+    const raw = seen - rawFrom > cw.size >> 1 ? cw.recentRaw(seen - rawFrom) : null;
     this.rawSent = seen;
     const refresh = this.last === null || now - this.timeWindowsAt >= TIME_WINDOW_REFRESH_MS;
     if (refresh) this.timeWindowsAt = now;
     const blocks = changedBlocks(this.windows, refresh);
-    const job: JudgeJob = { id: ++this.jobs, now, resetRaw, raw, blocks, refresh };
-    this.job = { id: job.id, now, inlineSerial: this.inlineSerial };
+    const job: JudgeJob = { id: ++this.jobs, now, resetRaw, raw, rawFrom, rawTo: seen, blocks, refresh };
+    this.job = { id: job.id, now, inlineSerial: this.inlineSerial, shared: raw === null ? rawFrom : null };
     // Copied, not transferred: transferring a few small buffers costs more than copying them.
     worker.postMessage(job);
   }
@@ -496,6 +501,15 @@ export class ServiceMonitor {
     if ('error' in result) {
       this.stopJudge();
       this.evaluate({ fromTraffic: true });
+      return;
+    }
+    const cw = this.windows.countWindow!;
+    if (job.shared !== null && (cw.observed > job.shared + cw.size || cw.observed < this.rawSent)) {
+      // The rows the worker was to read may have been overwritten before it did (N/2 rows
+      // observed meanwhile): its rings and this verdict are suspect. The next job copies them afresh.
+      this.rawSent = -1;
+      if (!this.evaluationScheduled) this.evaluationDue(this.now());
+      this.wake();
       return;
     }
     for (const name in result.reports) this.judgedReports.set(name, result.reports[name]);
