@@ -18,7 +18,9 @@
  *   - inline: the evaluations run on the main thread (how every monitor ran before issue 14,
  *     and still how `evaluate()` runs when called directly);
  *   - worker: `evaluateOffThread`, as the server runs it: the main thread records and posts the
- *     windows every `evaluate_every` decisions; a worker thread runs the statistics.
+ *     windows every `evaluate_every` decisions, at most once per MIN_JOB_INTERVAL_MS of the
+ *     monitor's clock (here every 125-150 decisions: see the evaluations printed); a worker
+ *     thread runs the statistics.
  * Target: at most 3 µs per decision on the main thread (issue 14).
  */
 import { existsSync, readFileSync } from 'node:fs';

@@ -110,8 +110,11 @@ export class AlertManager {
     return [...this.activeByKey.values()].map((a) => ({ ...a }));
   }
 
-  history(): Alert[] {
-    return this.past.map((a) => ({ ...a })).reverse();
+  /** Resolved alerts, newest first: the newest `limit` of them (copies only those). */
+  history(limit = Infinity): Alert[] {
+    const out: Alert[] = [];
+    for (let i = this.past.length - 1; i >= 0 && out.length < limit; i--) out.push({ ...this.past[i] });
+    return out;
   }
 
   hasCritical(): boolean {

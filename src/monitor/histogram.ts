@@ -695,7 +695,11 @@ function takeChanged(changed: Uint8Array, histograms: readonly ProfileHistogram[
 export class CountWindow {
   readonly blocks: readonly ProfileHistogram[];
   readonly blockSize: number;
-  /** Last `size` raw values per numeric column (NaN where missing), by column index; empty without raw values. */
+  /**
+   * Last `size` raw values per numeric column (NaN where missing), by column index; empty without
+   * raw values. Row r (counted from the last reset) is at r % size. On SharedArrayBuffers when
+   * `sharedRaw`, so that another thread can read them (`pushRawRows`).
+   */
   readonly raw: readonly Float64Array[];
   private current = 0;
   private fill = 0;
@@ -724,13 +728,15 @@ export class CountWindow {
     readonly size: number,
     blocks: number,
     keepRaw = true,
+    sharedRaw = false,
   ) {
     if (!(Number.isInteger(size) && size >= 1) || !(Number.isInteger(blocks) && blocks >= 1 && blocks <= size)) {
       throw new RangeError(`count window: size ${size} and blocks ${blocks} must be integers with 1 <= blocks <= size`);
     }
     this.blockSize = Math.ceil(size / blocks);
     this.blocks = Array.from({ length: blocks + 1 }, () => new ProfileHistogram(layout));
-    this.raw = layout.columns.map((c) => (keepRaw && c.numeric ? new Float64Array(size).fill(NaN) : new Float64Array(0)));
+    const ring = () => (sharedRaw ? new Float64Array(new SharedArrayBuffer(size * Float64Array.BYTES_PER_ELEMENT)) : new Float64Array(size));
+    this.raw = layout.columns.map((c) => (keepRaw && c.numeric ? ring().fill(NaN) : new Float64Array(0)));
     this.sorted = layout.columns.map(() => null);
     this.blockFirstRow = new Float64Array(blocks + 1);
     this.blockFirstAt = new Float64Array(blocks + 1).fill(NaN);
@@ -765,21 +771,26 @@ export class CountWindow {
   apply(enc: EncodedObservation, now = NaN): void {
     this.head(now).apply(enc);
     this.fill++;
-    this.seen++;
-    const pos = this.rawPos;
     const numeric = this.layout.numericColumns;
     const full = this.rawCount === this.size;
-    for (let j = 0; j < numeric.length; j++) {
-      const c = numeric[j];
-      const ring = this.raw[c];
-      if (ring.length === 0) continue;
-      const value = enc.values[c];
-      const sorted = this.sorted[c];
-      if (sorted !== null && !sorted.note(full ? ring[pos] : NaN, value)) this.sorted[c] = null;
-      ring[pos] = value;
-    }
-    this.rawPos = pos + 1 === this.size ? 0 : pos + 1;
+    for (let j = 0; j < numeric.length; j++) this.writeRaw(numeric[j], full, enc.values[numeric[j]]);
+    this.nextRawRow();
+  }
+
+  /** Writes a numeric column's value of the row being added at the ring's position, noting it for the sorted copy. */
+  private writeRaw(c: number, full: boolean, value: number): void {
+    const ring = this.raw[c];
+    if (ring.length === 0) return;
+    const pos = this.rawPos;
+    const sorted = this.sorted[c];
+    if (sorted !== null && !sorted.note(full ? ring[pos] : NaN, value)) this.sorted[c] = null;
+    ring[pos] = value;
+  }
+
+  private nextRawRow(): void {
+    this.rawPos = this.rawPos + 1 === this.size ? 0 : this.rawPos + 1;
     if (this.rawCount < this.size) this.rawCount++;
+    this.seen++;
   }
 
   count(key: string, by = 1, now = NaN): void {
@@ -826,19 +837,25 @@ export class CountWindow {
     const numeric = this.layout.numericColumns;
     const width = numeric.length;
     for (let at = 0; at + width <= rows.length && width > 0; at += width) {
-      const pos = this.rawPos;
       const full = this.rawCount === this.size;
-      for (let j = 0; j < width; j++) {
-        const c = numeric[j];
-        const ring = this.raw[c];
-        if (ring.length === 0) continue;
-        const sorted = this.sorted[c];
-        if (sorted !== null && !sorted.note(full ? ring[pos] : NaN, rows[at + j])) this.sorted[c] = null;
-        ring[pos] = rows[at + j];
-      }
-      this.rawPos = pos + 1 === this.size ? 0 : pos + 1;
-      if (this.rawCount < this.size) this.rawCount++;
-      this.seen++;
+      for (let j = 0; j < width; j++) this.writeRaw(numeric[j], full, rows[at + j]);
+      this.nextRawRow();
+    }
+  }
+
+  /**
+   * Adds rows `from` to `to` (exclusive; row numbers of `source`, as `observed` counts them) of
+   * another count window's raw rings of the same size and layout (the monitor's, shared with its
+   * evaluation worker): raw values only, not their histograms, for the KS tests. The caller makes
+   * sure those rows are still in `source` (fewer than `size` rows observed after `from`).
+   */
+  pushRawRows(source: readonly Float64Array[], from: number, to: number): void {
+    const numeric = this.layout.numericColumns;
+    for (let row = from; row < to; row++) {
+      const at = row % this.size;
+      const full = this.rawCount === this.size;
+      for (let j = 0; j < numeric.length; j++) this.writeRaw(numeric[j], full, source[numeric[j]][at]);
+      this.nextRawRow();
     }
   }
 
@@ -1070,6 +1087,13 @@ export class TimeWindow {
     else this.late++;
   }
 
+  /** Adds a histogram of `operations` observations, counts and contributions, all at time `now`. */
+  add(h: ProfileHistogram, now: number, operations: number): void {
+    const b = this.bucketAt(now);
+    if (b) b.merge(h);
+    else this.late += operations;
+  }
+
   count(key: string, now: number, by = 1): void {
     const b = this.bucketAt(now);
     if (b) b.count(key, by);
@@ -1124,8 +1148,11 @@ export interface TimeWindowSpec {
 }
 
 export interface MonitorWindowOptions {
-  /** The count window: last `size` observations in `blocks` blocks (default 10,000 in 10); false for none. */
-  count?: { size: number; blocks: number; keepRaw?: boolean } | false;
+  /**
+   * The count window: last `size` observations in `blocks` blocks (default 10,000 in 10); false
+   * for none. `sharedRaw`: its raw-value rings on SharedArrayBuffers (see CountWindow.raw).
+   */
+  count?: { size: number; blocks: number; keepRaw?: boolean; sharedRaw?: boolean } | false;
   /** Default: 5m, 1h, 1d with 60 buckets each (5 s, 1 min, 24 min). */
   time?: readonly TimeWindowSpec[];
   /** Distinct counter / fallback keys per histogram (default 256). */
@@ -1161,24 +1188,67 @@ export interface WindowSource {
 export class MonitorWindows implements WindowSource {
   readonly layout: ProfileLayout;
   readonly countWindow: CountWindow | null;
-  readonly timeWindows: readonly TimeWindow[];
+  private readonly times: readonly TimeWindow[];
   private readonly enc: EncodedObservation;
+  /**
+   * What the time windows have not been given yet: the observations, counts and contributions
+   * since `stagedPeriods` last changed, all in the same bucket of every time window, kept as one
+   * histogram (one `apply` per decision instead of one per time window). It is added to each
+   * window's bucket when time moves to another bucket of any of them, or before anything reads
+   * the time windows (`timeWindows`, `snapshot`, `reset`).
+   */
+  private readonly staged: ProfileHistogram;
+  /** Per time window, the period of the staged operations; `stagedAt`: the time of one of them. */
+  private readonly stagedPeriods: Float64Array;
+  private stagedAt = NaN;
+  private stagedOperations = 0;
 
   constructor(spec: ProfileSpec | ProfileLayout, options: MonitorWindowOptions = {}) {
     this.layout = spec instanceof ProfileLayout ? spec : new ProfileLayout(spec, { maxCounterKeys: options.maxCounterKeys });
     const count = options.count === undefined ? { size: 10_000, blocks: 10 } : options.count;
-    this.countWindow = count ? new CountWindow(this.layout, count.size, count.blocks, count.keepRaw ?? true) : null;
+    this.countWindow = count ? new CountWindow(this.layout, count.size, count.blocks, count.keepRaw ?? true, count.sharedRaw ?? false) : null;
     const names = new Set<string>([COUNT_WINDOW]);
-    this.timeWindows = (options.time ?? DEFAULT_TIME_WINDOWS).map((w) => {
+    this.times = (options.time ?? DEFAULT_TIME_WINDOWS).map((w) => {
       if (names.has(w.name)) throw new RangeError(`duplicate window name ${w.name}`);
       names.add(w.name);
       return new TimeWindow(this.layout, w.name, w.durationMs, w.buckets ?? 60);
     });
     this.enc = new EncodedObservation(this.layout);
+    this.staged = new ProfileHistogram(this.layout);
+    this.stagedPeriods = new Float64Array(this.times.length).fill(NaN);
+  }
+
+  /** The time windows, up to date. */
+  get timeWindows(): readonly TimeWindow[] {
+    this.flushStaged();
+    return this.times;
   }
 
   get windowNames(): string[] {
-    return [...(this.countWindow ? [COUNT_WINDOW] : []), ...this.timeWindows.map((w) => w.name)];
+    return [...(this.countWindow ? [COUNT_WINDOW] : []), ...this.times.map((w) => w.name)];
+  }
+
+  /** The staging histogram for an operation at `now`, after handing the staged ones over if `now` is in another bucket. */
+  private stage(now: number): ProfileHistogram {
+    const times = this.times;
+    const periods = this.stagedPeriods;
+    for (let i = 0; i < times.length; i++) {
+      if (Math.floor(now / times[i].width) === periods[i]) continue;
+      this.flushStaged();
+      for (let j = 0; j < times.length; j++) periods[j] = Math.floor(now / times[j].width);
+      this.stagedAt = now;
+      break;
+    }
+    this.stagedOperations++;
+    return this.staged;
+  }
+
+  /** Adds the staged operations to every time window. */
+  private flushStaged(): void {
+    if (this.stagedOperations === 0) return;
+    for (const w of this.times) w.add(this.staged, this.stagedAt, this.stagedOperations);
+    this.staged.reset();
+    this.stagedOperations = 0;
   }
 
   /**
@@ -1188,20 +1258,19 @@ export class MonitorWindows implements WindowSource {
   observe(row: Readonly<Record<string, unknown>>, score: number | null, action: string | null, fallbackCause: string | null, now: number): void {
     const enc = this.enc.encode(row, score, action, fallbackCause);
     this.countWindow?.apply(enc, now);
-    const tw = this.timeWindows;
-    for (let i = 0; i < tw.length; i++) tw[i].apply(enc, now);
+    if (this.times.length > 0) this.stage(now).apply(enc);
   }
 
   /** Adds to a named counter in every window (rejected requests, guard failures, defaults served). */
   count(key: string, now: number, by = 1): void {
     this.countWindow?.count(key, by, now);
-    for (const w of this.timeWindows) w.count(key, now, by);
+    if (this.times.length > 0) this.stage(now).count(key, by);
   }
 
   /** Adds one explained decision's contributions (in the layout's contribution feature order) to every window. */
   observeContributions(values: ArrayLike<number>, now: number): void {
     this.countWindow?.addContributions(values, now);
-    for (const w of this.timeWindows) w.addContributions(values, now);
+    if (this.times.length > 0) this.stage(now).addContributions(values);
   }
 
   snapshot(window: string, now: number): ProfileHistogram {
@@ -1238,7 +1307,10 @@ export class MonitorWindows implements WindowSource {
 
   reset(): void {
     this.countWindow?.reset();
-    for (const w of this.timeWindows) w.reset();
+    this.staged.reset();
+    this.stagedOperations = 0;
+    this.stagedPeriods.fill(NaN);
+    for (const w of this.times) w.reset();
   }
 }
 

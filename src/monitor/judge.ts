@@ -292,6 +292,8 @@ export interface JudgeWorkerInit {
   attribution: AttributionReference | null;
   /** The monitor's windows, which the worker keeps a copy of. */
   windows: MonitorWindowOptions;
+  /** The monitor's count-window raw-value rings (CountWindow.raw), on SharedArrayBuffers: the worker copies new rows from them. */
+  raw: readonly Float64Array[];
 }
 
 /** A count-window block or a time-window bucket changed since the last job (its cells copied). */
@@ -306,23 +308,29 @@ export interface PostedBlock {
 }
 
 /**
- * One evaluation: the raw rows observed since the last job (see CountWindow.recentRaw), the
- * blocks and buckets that changed, then the windows to judge at `now`.
+ * One evaluation: the raw rows observed since the last job, the blocks and buckets that changed,
+ * then the windows to judge at `now`. The rows are read from the monitor's shared rings (rows
+ * `rawFrom` to `rawTo`, see CountWindow.pushRawRows) when they are few enough to stay there
+ * until the worker reads them, else copied into `raw` (see CountWindow.recentRaw).
  */
 export interface JudgeJob {
   id: number;
   now: number;
   /** The worker's rings start again from these rows (the monitor's were reset, or more than N rows passed). */
   resetRaw: boolean;
-  raw: Float64Array;
+  raw: Float64Array | null;
+  rawFrom: number;
+  rawTo: number;
   blocks: PostedBlock[];
   /** The time windows' reports are due too (else the worker sends its last ones). */
   refresh: boolean;
 }
 
 /**
- * The count window's alert candidates, and every window's report serialized (v8): the main
- * thread deserializes them only when the state is read.
+ * The count window's alert candidates, and the reports of the windows judged for this job
+ * (the count window's, the time windows' when refreshed) serialized (v8): the main thread keeps
+ * the latest of each window and deserializes them only when the state is read. Sending only
+ * these keeps the copies (and the garbage they make on the main thread) to one report per job.
  */
 export type JudgeResult = { id: number; candidates: AlertCandidate[]; reports: Record<string, Uint8Array> } | { id: number; error: string };
 

@@ -129,6 +129,18 @@ export interface FleetView {
 /** How often traffic-triggered evaluations recompute the time windows' reports (see `evaluate`). */
 export const TIME_WINDOW_REFRESH_MS = 1000;
 
+/**
+ * The shortest interval between two evaluation jobs posted to the worker (evaluateOffThread),
+ * by the monitor's clock. A job costs the event loop about 0.1-0.2 ms (copying the new rows and
+ * blocks, the message round trip, the reply and its garbage), so at more than `evaluate_every`
+ * decisions per interval jobs go out once per interval instead of every `evaluate_every`
+ * decisions; a timer posts the held-back job when the interval ends, traffic or not. The bound:
+ * the count window's verdict (alerts, safe mode) comes at most this much later than an
+ * evaluation every `evaluate_every` decisions would bring it (plus the worker's own time, as
+ * before). Slower traffic is judged every `evaluate_every` decisions, exactly as inline.
+ */
+export const MIN_JOB_INTERVAL_MS = Number(process.env.JOBMS ?? 250);
+
 export interface ServiceMonitorOptions {
   bundle: Bundle;
   reference: ReferenceProfile;
@@ -183,12 +195,18 @@ export class ServiceMonitor {
   private fleet: FleetView | null = null;
   /** The evaluation worker (evaluateOffThread), the job it is on, and how far its raw rings follow the count window. */
   private judgeWorker: Worker | null = null;
-  private job: { id: number; now: number; inlineSerial: number } | null = null;
+  /** `shared`: the first row the worker reads from the shared rings (null: the rows were copied). */
+  private job: { id: number; now: number; inlineSerial: number; shared: number | null } | null = null;
   private jobs = 0;
+  /** When the last job was posted (the monitor's clock), and the timer that posts a job held back by MIN_JOB_INTERVAL_MS. */
+  private lastJobAt = -Infinity;
+  private jobTimer: ReturnType<typeof setTimeout> | null = null;
   private rawSent = 0;
   /** Inline evaluations so far: a worker's report older than the latest inline one is dropped. */
   private inlineSerial = 0;
   private waiting: (() => void)[] = [];
+  /** The worker's latest report of each window, serialized (it sends only those it recomputed). */
+  private readonly judgedReports = new Map<string, Uint8Array>();
 
   constructor(options: ServiceMonitorOptions) {
     const { bundle, reference, config } = options;
@@ -212,8 +230,10 @@ export class ServiceMonitor {
       score: probability ? { min: 0, max: 1 } : null,
       contributions: this.attribution !== null,
     });
-    this.windowOptions = { count: { size: config.count_window, blocks: 10 } };
-    this.windows = new MonitorWindows(spec, this.windowOptions);
+    const count = { size: config.count_window, blocks: 10 };
+    this.windowOptions = { count };
+    // The evaluation worker reads the raw values of new rows straight from the rings (no copy posted per job).
+    this.windows = new MonitorWindows(spec, { count: { ...count, sharedRaw: options.evaluateOffThread === true } });
     this.alerts = new AlertManager(bundle.name, options.sinks, { cooldownMs: config.cooldown_s * 1000, historySize: 200 });
     if (options.evaluateOffThread && this.windows.countWindow) this.startJudge();
   }
@@ -226,6 +246,7 @@ export class ServiceMonitor {
       config: this.config,
       attribution: a && { features: a.explainer.features, referenceMeanAbs: a.referenceMeanAbs, referenceShares: a.referenceShares },
       windows: this.windowOptions,
+      raw: this.windows.countWindow!.raw,
     };
     const worker = startWorker(new URL('./judge-worker.ts', import.meta.url), { workerData: init });
     worker.unref();
@@ -240,6 +261,10 @@ export class ServiceMonitor {
     const worker = this.judgeWorker;
     this.judgeWorker = null;
     this.job = null;
+    if (this.jobTimer) {
+      clearTimeout(this.jobTimer);
+      this.jobTimer = null;
+    }
     this.wake();
     if (worker) void worker.terminate();
   }
@@ -311,7 +336,7 @@ export class ServiceMonitor {
         if (status !== 'present') this.windows.count(`feature_${status}:${feature}`, now);
       }
     }
-    this.tick();
+    this.tick(now);
   }
 
   /**
@@ -398,10 +423,34 @@ export class ServiceMonitor {
     this.clearSince = null;
   }
 
-  private tick(): void {
+  private tick(now: number): void {
     if (this.fleet) return; // the fleet's leader evaluates
     if (++this.sinceEvaluation < this.config.evaluate_every || this.evaluationScheduled) return;
+    this.evaluationDue(now);
+  }
+
+  /**
+   * `evaluate_every` decisions (or more) wait to be judged: inline, on the next turn of the event
+   * loop; in the worker, likewise unless a job went out less than MIN_JOB_INTERVAL_MS ago, in which
+   * case a timer posts the job when the interval ends (or traffic does, by the monitor's clock,
+   * whichever comes first).
+   */
+  private evaluationDue(now: number): void {
     if (this.job) return; // the worker is busy: its answer schedules the next job
+    if (this.judgeWorker) {
+      const wait = this.lastJobAt + MIN_JOB_INTERVAL_MS - now;
+      if (wait > 0) {
+        this.jobTimer ??= setTimeout(() => {
+          this.jobTimer = null;
+          if (!this.evaluationScheduled && this.sinceEvaluation >= this.config.evaluate_every) this.evaluationDue(Infinity);
+        }, wait).unref();
+        return;
+      }
+    }
+    if (this.jobTimer) {
+      clearTimeout(this.jobTimer);
+      this.jobTimer = null;
+    }
     this.scheduleEvaluation();
   }
 
@@ -427,17 +476,19 @@ export class ServiceMonitor {
     const cw = this.windows.countWindow!;
     this.sinceEvaluation = 0;
     const now = this.now();
+    this.lastJobAt = now;
     const seen = cw.observed;
-    let rows = seen - this.rawSent;
-    const resetRaw = rows < 0 || rows > cw.size;
-    if (resetRaw) rows = Math.min(seen, cw.size);
-    const raw = cw.recentRaw(rows);
+    const resetRaw = this.rawSent < 0 || this.rawSent > seen || seen - this.rawSent > cw.size;
+    const rawFrom = resetRaw ? Math.max(0, seen - cw.size) : this.rawSent;
+    // Up to half a window of rows, the worker reads them from the shared rings: N/2 more rows
+    // would have to be observed before it does to overwrite them (checked in `judged`).
+    const raw = seen - rawFrom > cw.size >> 1 ? cw.recentRaw(seen - rawFrom) : null;
     this.rawSent = seen;
     const refresh = this.last === null || now - this.timeWindowsAt >= TIME_WINDOW_REFRESH_MS;
     if (refresh) this.timeWindowsAt = now;
     const blocks = changedBlocks(this.windows, refresh);
-    const job: JudgeJob = { id: ++this.jobs, now, resetRaw, raw, blocks, refresh };
-    this.job = { id: job.id, now, inlineSerial: this.inlineSerial };
+    const job: JudgeJob = { id: ++this.jobs, now, resetRaw, raw, rawFrom, rawTo: seen, blocks, refresh };
+    this.job = { id: job.id, now, inlineSerial: this.inlineSerial, shared: raw === null ? rawFrom : null };
     // Copied, not transferred: transferring a few small buffers costs more than copying them.
     worker.postMessage(job);
   }
@@ -452,13 +503,24 @@ export class ServiceMonitor {
       this.evaluate({ fromTraffic: true });
       return;
     }
+    const cw = this.windows.countWindow!;
+    if (job.shared !== null && (cw.observed > job.shared + cw.size || cw.observed < this.rawSent)) {
+      // The rows the worker was to read may have been overwritten before it did (N/2 rows
+      // observed meanwhile): its rings and this verdict are suspect. The next job copies them afresh.
+      this.rawSent = -1;
+      if (!this.evaluationScheduled) this.evaluationDue(this.now());
+      this.wake();
+      return;
+    }
+    for (const name in result.reports) this.judgedReports.set(name, result.reports[name]);
     // An inline evaluation since the job was posted saw newer windows: keep its verdict.
     if (job.inlineSerial === this.inlineSerial && !this.fleet) {
-      const reports = result.reports;
+      // The reports as of this job: each window's latest (never changed in place, so later jobs leave these alone).
+      const reports = [...this.judgedReports];
       const decay = this.candidates(undefined, '');
-      this.concluded([...result.candidates, ...decay], () => Object.fromEntries(Object.entries(reports).map(([name, report]) => [name, deserialize(report) as WindowReport])), job.now);
+      this.concluded([...result.candidates, ...decay], () => Object.fromEntries(reports.map(([name, report]) => [name, deserialize(report) as WindowReport])), job.now);
     }
-    if (this.sinceEvaluation >= this.config.evaluate_every && !this.evaluationScheduled) this.scheduleEvaluation();
+    if (this.sinceEvaluation >= this.config.evaluate_every && !this.evaluationScheduled) this.evaluationDue(this.now());
     this.wake();
   }
 
@@ -540,21 +602,20 @@ export class ServiceMonitor {
     this.updateSafeMode(now);
 
     const decay = this.decayState();
+    let read = typeof windows === 'function' ? null : windows;
     const state: MonitorState = {
       service: this.bundle.name,
       version: this.bundle.version,
       evaluated_at: new Date(now).toISOString(),
       reference: { created: this.reference.created, data: this.reference.data },
-      windows: typeof windows === 'function' ? {} : windows,
-      alerts: { active: this.alerts.active(), history: this.alerts.history().slice(0, 50) },
+      // The worker's reports are only deserialized when someone reads them (most evaluations are never read).
+      get windows() {
+        return (read ??= (windows as () => Record<string, WindowReport>)());
+      },
+      alerts: { active: this.alerts.active(), history: this.alerts.history(50) },
       safe_mode: { ...this.safe, on_critical: this.config.on_critical, release_after_s: this.config.release_after_s },
       decay,
     };
-    // The worker's reports are only deserialized when someone reads them (most evaluations are never read).
-    if (typeof windows === 'function') {
-      let read: Record<string, WindowReport> | null = null;
-      Object.defineProperty(state, 'windows', { enumerable: true, configurable: true, get: () => (read ??= windows()) });
-    }
     this.last = state;
     return state;
   }
