@@ -139,7 +139,7 @@ export const TIME_WINDOW_REFRESH_MS = 1000;
  * evaluation every `evaluate_every` decisions would bring it (plus the worker's own time, as
  * before). Slower traffic is judged every `evaluate_every` decisions, exactly as inline.
  */
-export const MIN_JOB_INTERVAL_MS = Number(process.env.JOBMS ?? 250);
+export const MIN_JOB_INTERVAL_MS = 250;
 
 export interface ServiceMonitorOptions {
   bundle: Bundle;
