@@ -93,6 +93,8 @@ export interface DecisionContext {
    * such as `customer_id`): neither warned about nor refused, and kept in the log with the request.
    */
   readonly routingKey?: string | null;
+  /** The body's JSON text as it arrived, when `body` was parsed from it (the log stores it if the request is logged unchanged). */
+  readonly requestText?: string | null;
   /** Called once per answered decision, for metrics and monitors. */
   readonly observe?: (response: DecisionResponse, stage: Decision['stage'] | 'none', seen: SeenDecision) => void;
 }
@@ -276,6 +278,8 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
     model: response.model,
     policyVersion: policy?.version ?? null,
     request,
+    // The body's own text, when the logged request is the body itself (no field dropped).
+    ...(request === body && ctx.requestText ? { requestText: ctx.requestText } : {}),
     inputs,
     outputs,
     score,
