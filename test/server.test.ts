@@ -105,6 +105,15 @@ describe('decision API', () => {
     assert.equal((await fetch(`${server.url}/v1/services/credit/decisions/logged-1`)).status, 401);
   });
 
+  it('logs the request as it was sent (its own text, spacing and all, when every field is kept) and without the fields it dropped', async () => {
+    const logged = async (id: string) => (await (await fetch(`${server.url}/v1/services/credit/decisions/${id}`, { headers: admin })).json()).request;
+    const pretty = { id: 'logged-pretty', ...rows[5] };
+    assert.equal((await server.post('/v1/services/credit/decisions', `${JSON.stringify(pretty, null, 2)}\n`)).status, 200);
+    assert.deepEqual(await logged('logged-pretty'), pretty);
+    assert.equal((await server.post('/v1/services/credit/decisions', { id: 'logged-unknown', ...rows[6], annual_income: 5 })).status, 200);
+    assert.deepEqual(await logged('logged-unknown'), { id: 'logged-unknown', ...rows[6] });
+  });
+
   it('describes what is loaded', async () => {
     const list = await (await fetch(`${server.url}/v1/services`)).json();
     assert.deepEqual(list.services.map((s: { name: string }) => s.name), ['credit']);

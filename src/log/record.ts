@@ -37,7 +37,12 @@ function invalidRecord(r: DecisionRecordToAppend, msg: string): never {
  * or as its values, NaN as null (`'values'`).
  */
 export function recordTupleText(r: DecisionRecordToAppend, floatInputs: 'length' | 'values'): string {
-  return stringifyRecord(r, recordTuple(r, floatInputs));
+  const t = recordTuple(r, floatInputs);
+  if (r.requestText === undefined) return stringifyRecord(r, t);
+  // The request's own text spliced in (`request` stays null in the tuple): no stringify of it.
+  const head = stringifyRecord(r, t.slice(0, 11));
+  const tail = stringifyRecord(r, t.slice(12));
+  return `${head.slice(0, -1)},${r.requestText},${tail.slice(1)}`;
 }
 
 /**
@@ -46,7 +51,7 @@ export function recordTupleText(r: DecisionRecordToAppend, floatInputs: 'length'
  */
 export function recordObjectText(r: DecisionRecordToAppend): string {
   const t = recordTuple(r, 'values');
-  return stringifyRecord(r, {
+  const text = stringifyRecord(r, {
     service: t[0],
     id: t[1],
     time: t[2],
@@ -66,6 +71,11 @@ export function recordObjectText(r: DecisionRecordToAppend): string {
     features: t[16],
     explanation: t[17],
   });
+  if (r.requestText === undefined) return text;
+  // The request's own text spliced in for its null (recordTuple): the first `,"request":null,` is
+  // the key's, as no JSON string value before it can hold an unescaped quote.
+  const at = text.indexOf(',"request":null,') + ',"request":'.length;
+  return `${text.slice(0, at)}${r.requestText}${text.slice(at + 'null'.length)}`;
 }
 
 /** The calendar day (`YYYY-MM-DD`) of the last time that passed the full check of {@link isDecisionTime}. */
@@ -114,6 +124,7 @@ export function validateRecord(r: DecisionRecordToAppend): void {
   if (!isObject(r.timingsMs)) invalidRecord(r, 'timingsMs must be an object');
   if (r.features !== undefined && !isObject(r.features)) invalidRecord(r, 'features must be an object when present');
   if (r.explanation !== undefined && !isObject(r.explanation)) invalidRecord(r, 'explanation must be an object when present');
+  if (r.requestText !== undefined && (typeof r.requestText !== 'string' || r.requestText.charCodeAt(0) !== 123)) invalidRecord(r, 'requestText must be the JSON text of an object when present');
 }
 
 /** Validates a record and returns its row tuple, in COLUMNS order, JSON columns as values (score ±Infinity as a string, flags as 0/1). */
@@ -132,7 +143,7 @@ function recordTuple(r: DecisionRecordToAppend, floatInputs: 'length' | 'values'
     r.fallback.used ? 1 : 0,
     r.fallback.cause,
     r.safeMode === undefined ? null : r.safeMode ? 1 : 0,
-    r.request, // undefined becomes null, stored as 'null' as before
+    r.requestText === undefined ? r.request : null, // undefined becomes null, stored as 'null' as before; requestText is spliced in
     r.inputs instanceof Float32Array ? (floatInputs === 'length' ? r.inputs.length : Array.from(r.inputs)) : r.inputs, // JSON turns NaN into null
     r.outputs,
     r.reasons,

@@ -224,7 +224,8 @@ export class RowBatchBuilder {
   add(r: DecisionRecordToAppend): void {
     validateRecord(r);
     // Every JSON column first: if one cannot be serialized, nothing has been added yet.
-    const request = jsonColumn('request', r.request);
+    // The request's text as it arrived when it is exactly the request (validated above): no stringify.
+    const request = r.requestText ?? jsonColumn('request', r.request);
     const inputs = r.inputs === null || r.inputs instanceof Float32Array ? null : jsonColumn('inputs', r.inputs);
     const outputs = r.outputs === null ? null : jsonColumn('outputs', r.outputs);
     const reasons = jsonColumn('reasons', r.reasons);

@@ -13,7 +13,15 @@ import type { ModelReason, Reason } from '../decision/index.ts';
  * Float32Array (NaN for missing), which the log stores as the same array of numbers and nulls
  * (a log may convert it off the request path; it reads back as an array).
  */
-export type DecisionRecordToAppend = Omit<DecisionRecord, 'inputs'> & { inputs: DecisionRecord['inputs'] | Float32Array };
+export type DecisionRecordToAppend = Omit<DecisionRecord, 'inputs'> & {
+  inputs: DecisionRecord['inputs'] | Float32Array;
+  /**
+   * The request's JSON text as it arrived, an object (`{` first), when it parses to exactly
+   * `request` (JSON.parse already accepted it): the log stores it as is instead of serializing
+   * `request` again. Absent when the request was changed (fields that are not features dropped).
+   */
+  requestText?: string;
+};
 
 export interface DecisionRecord {
   /** Caller-supplied or generated; unique per service. */

@@ -93,6 +93,8 @@ export interface DecisionContext {
    * such as `customer_id`): neither warned about nor refused, and kept in the log with the request.
    */
   readonly routingKey?: string | null;
+  /** The body's JSON text as it arrived, when `body` was parsed from it (the log stores it if the request is logged unchanged). */
+  readonly requestText?: string | null;
   /** Called once per answered decision, for metrics and monitors. */
   readonly observe?: (response: DecisionResponse, stage: Decision['stage'] | 'none', seen: SeenDecision) => void;
 }
@@ -144,9 +146,11 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
     throw new RequestRejected([{ field: 'id', rule: 'format', message: 'id must be 1-128 letters, digits, or . _ : -' }]);
   }
   const routingKey = ctx.routingKey ?? 'id';
-  const unknown = Object.keys(body).filter((k) => k !== 'id' && k !== routingKey && !target.featureNames.has(k));
+  // A loop rather than Object.keys(body).filter(...): no array and no closure per request unless a field is unknown.
+  let unknown: string[] | null = null;
+  for (const k in body) if (k !== 'id' && k !== routingKey && !target.featureNames.has(k)) (unknown ??= []).push(k);
   let request = body;
-  if (unknown.length > 0) {
+  if (unknown !== null) {
     // A field that is not a feature, next to the feature it looks like, is a typo that would
     // otherwise score on a missing value: refused whatever unknown_fields says.
     const misses = nearMisses(
@@ -259,7 +263,7 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
     fallback: { used: fallbackCause !== null, cause: fallbackCause },
     timings_ms: timings,
   };
-  if (unknown.length > 0 && bundle.manifest.unknown_fields === 'report') response.warnings = unknownErrors(unknown, bundle.name);
+  if (unknown !== null && bundle.manifest.unknown_fields === 'report') response.warnings = unknownErrors(unknown, bundle.name);
   if (featureStatus) response.features = featureStatus;
   if (trusted) response.outputs = outputs!;
   if (explained) response.explanation = explained.explanation;
@@ -268,7 +272,8 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
     throw new ModelUnavailable(fallbackCause);
   }
 
-  // 7. Log, durably, before answering.
+  // 7. Log, durably, before answering. Optional fields left undefined are absent to the log (no
+  // spread objects per request).
   const record: DecisionRecordToAppend = {
     id,
     time: new Date().toISOString(),
@@ -276,16 +281,18 @@ export async function decide(target: DecisionTarget, body: RawRow, ctx: Decision
     model: response.model,
     policyVersion: policy?.version ?? null,
     request,
+    // The body's own text, when the logged request is the body itself (no field dropped).
+    requestText: request === body ? (ctx.requestText ?? undefined) : undefined,
     inputs,
     outputs,
     score,
     decision: response.decision ?? '',
     reasons: response.reasons,
-    ...(explained ? { explanation: explained.logged } : {}),
+    explanation: explained?.logged,
     fallback: response.fallback,
     timingsMs: timings,
-    ...(ctx.safeMode ? { safeMode: true } : {}),
-    ...(featureStatus ? { features: servedFeatures(featureStatus, features) } : {}),
+    safeMode: ctx.safeMode ? true : undefined,
+    features: featureStatus ? servedFeatures(featureStatus, features) : undefined,
   };
   await ctx.log.append(record);
   clock.lap('log');

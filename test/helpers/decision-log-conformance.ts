@@ -99,6 +99,30 @@ export function decisionLogConformance(name: string, newStore: () => Promise<Con
     });
 
 
+    it("stores the request's own JSON text when the record carries it (requestText): it reads back as the request", async () => {
+      const store = await newStore();
+      const log = await store.open();
+      // As a body arrives: spacing, escapes, duplicate keys (the last wins, as in JSON.parse), numbers written any way.
+      const text = '{ "id": "raw-1",\n  "name": "Zo\\u00eb \\"Z\\" \\u0000 山田", "amount": 1.50, "big": 1E2, "dup": 1, "dup": 2,\t"nested": {"a": [1, null, true]} }  ';
+      const request = JSON.parse(text) as Record<string, unknown>;
+      const spliced = record('raw-1', { request, explanation: { model_decided: true, method: 'm', bias: -0.5, contributions: { a: 0.25 } }, features: { card: { status: 'present', value: 'c-1' } } });
+      // Without a NUL (PostgreSQL takes those records apart another way), and a record without requestText beside them.
+      const plain = record('plain-1', { request: { b: 2, c: 'é' } });
+      const stringified = record('stringified-1', { request: { d: [1] } });
+      await Promise.all([log.append({ ...spliced, requestText: text }), log.append({ ...plain, requestText: '{"b": 2.0, "c": "\\u00e9"}' }), log.append(stringified)]);
+      const got = await log.get('credit', 'raw-1');
+      assert.deepEqual(got, spliced);
+      assert.ok(!('requestText' in got!));
+      assert.deepEqual(await log.get('credit', 'plain-1'), plain);
+      assert.deepEqual(await log.get('credit', 'stringified-1'), stringified);
+      const [scanned] = (await log.scan('credit', {})).items.filter((r) => r.id === 'raw-1');
+      assert.deepEqual(scanned.request, request);
+      await log.close();
+      const again = await store.open();
+      assert.deepEqual(await again.get('credit', 'raw-1'), spliced);
+      await again.close();
+    });
+
     it('queries newest first, by service and time range, bounded by limit; counts per service', async () => {
       const log = await (await newStore()).open();
       const appends: Promise<void>[] = [];
@@ -171,11 +195,13 @@ export function decisionLogConformance(name: string, newStore: () => Promise<Con
         log.append(record('', {})),
         log.append(record('bad-json', { request: circular })),
         log.append(record('ok-2')),
+        log.append({ ...record('bad-request-text'), requestText: '[1]' }),
       ]);
-      assert.deepEqual(errs.map((e) => e === null), [true, false, false, false, false, true]);
+      assert.deepEqual(errs.map((e) => e === null), [true, false, false, false, false, true, false]);
       for (const e of errs.filter(Boolean)) assert.equal((e as DecisionLogError).code, 'INVALID_DECISION');
       assert.match((errs[1] as Error).message, /time must be ISO 8601 UTC with milliseconds/);
       assert.match((errs[4] as Error).message, /request is not serializable as JSON/);
+      assert.match((errs[6] as Error).message, /requestText must be the JSON text of an object/);
       assert.equal(await log.count(), 2);
       await log.close();
     });

@@ -127,6 +127,7 @@ export function registerDecisionRoutes(app: FastifyInstance, ctx: ServerContext)
         shadowScore: safeMode && !killSwitch.enabled,
         safeMode,
         routingKey: plan?.routingKey ?? null,
+        requestText: request.bodyText,
         observe: plan ? (r, stage, s) => ((seen = s), observe(r, stage, s)) : observe,
       });
       if (plan && seen) ctx.rollouts.follow(service, plan, { response, row: (seen as SeenDecision).row, score: (seen as SeenDecision).score });
