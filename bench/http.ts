@@ -132,6 +132,8 @@ export interface LoadRun {
   serverCpuUsPerReq: number;
   /** Server process CPU use over the run, in cores (1.0 = one core busy). */
   serverCores: number;
+  /** The server's main thread (its event loop: one core at most) per 2xx answer, µs; NaN where /proc has no threads. */
+  mainThreadUsPerReq: number;
   /** This (client) process's CPU use over the run, in cores. */
   clientCores: number;
   /** Paced runs against rtml: answers whose `fallback.used` was true, or without a decision. */
@@ -145,6 +147,7 @@ export interface Summary {
   p99: number;
   p999: number;
   serverCpuUsPerReq: number;
+  mainThreadUsPerReq: number;
   /** Cores the server process and the load generator used (medians). */
   serverCores: number;
   clientCores: number;
@@ -235,11 +238,23 @@ export interface CpuBudget {
   /** What rtml full spends now (saturation median), and the bare route (parse JSON, answer). */
   rtmlUsPerDecision: number;
   bareUsPerReq: number;
+  /** What rtml's main thread spends per decision, and what one core allows it at `rate` (its event loop runs on one core at a time). */
+  rtmlMainThreadUsPerDecision: number;
+  mainThreadUsLimit: number;
 }
 
 function cpuBudget(rate: number, cores: number, rtml: Summary, bare: Summary): CpuBudget {
   const clientUsPerReq = (rtml.clientCores * 1e6) / Math.max(1, rtml.rps);
-  return { rate, cores, clientUsPerReq, serverUsPerDecision: (cores * 1e6) / rate - clientUsPerReq, rtmlUsPerDecision: rtml.serverCpuUsPerReq, bareUsPerReq: bare.serverCpuUsPerReq };
+  return {
+    rate,
+    cores,
+    clientUsPerReq,
+    serverUsPerDecision: (cores * 1e6) / rate - clientUsPerReq,
+    rtmlUsPerDecision: rtml.serverCpuUsPerReq,
+    bareUsPerReq: bare.serverCpuUsPerReq,
+    rtmlMainThreadUsPerDecision: rtml.mainThreadUsPerReq,
+    mainThreadUsLimit: 1e6 / rate,
+  };
 }
 
 const DEFAULTS: HttpBenchOptions = {
@@ -286,6 +301,7 @@ function summarize(runs: LoadRun[]): Summary {
     p99: median(runs.map((r) => r.latency.p99)),
     p999: median(runs.map((r) => r.latency.p999)),
     serverCpuUsPerReq: median(runs.map((r) => r.serverCpuUsPerReq)),
+    mainThreadUsPerReq: median(runs.map((r) => r.mainThreadUsPerReq)),
     serverCores: median(runs.map((r) => r.serverCores)),
     clientCores: median(runs.map((r) => r.clientCores)),
     non2xx: runs.reduce((a, r) => a + r.non2xx, 0),
@@ -308,11 +324,11 @@ function ticksPerSecond(): number {
   return clkTck;
 }
 
-/** User + system CPU seconds of a process (Linux /proc), NaN elsewhere. */
-export function processCpuS(pid: number | undefined): number {
+/** User + system CPU seconds of a process (Linux /proc), NaN elsewhere; `mainThread`: of its main thread only. */
+export function processCpuS(pid: number | undefined, mainThread = false): number {
   if (pid === undefined) return NaN;
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(mainThread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
     return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond();
@@ -553,6 +569,7 @@ export function runCannon(spec: CannonSpec): Promise<LoadRun> {
   const latencies: number[] = [];
   return new Promise((done, fail) => {
     const cpu0 = processCpuS(spec.server.child.pid);
+    const main0 = processCpuS(spec.server.child.pid, true);
     const self0 = selfCpuS();
     const t0 = performance.now();
     const instance = autocannon(
@@ -571,6 +588,7 @@ export function runCannon(spec: CannonSpec): Promise<LoadRun> {
         if (err) return fail(err);
         const wall = (performance.now() - t0) / 1000;
         const cpu = processCpuS(spec.server.child.pid) - cpu0;
+        const main = processCpuS(spec.server.child.pid, true) - main0;
         const self = selfCpuS() - self0;
         const statusCodes: Record<string, number> = {};
         for (const [code, v] of Object.entries(result.statusCodeStats ?? {})) statusCodes[code] = (v as { count?: number }).count ?? 0;
@@ -591,6 +609,7 @@ export function runCannon(spec: CannonSpec): Promise<LoadRun> {
           latency: latencyStats(latencies),
           serverCpuUsPerReq: (cpu * 1e6) / Math.max(1, ok),
           serverCores: cpu / wall,
+          mainThreadUsPerReq: (main * 1e6) / Math.max(1, ok),
           clientCores: self / wall,
         });
       },
@@ -792,6 +811,7 @@ export async function runPaced(spec: PacedSpec): Promise<LoadRun> {
   };
 
   const cpu0 = processCpuS(server.child.pid);
+  const main0 = processCpuS(server.child.pid, true);
   const self0 = selfCpuS();
   const t0 = performance.now() + 2;
   await new Promise<void>((scheduleDone) => {
@@ -811,6 +831,7 @@ export async function runPaced(spec: PacedSpec): Promise<LoadRun> {
   clearTimeout(giveUp);
   const wall = (performance.now() - t0) / 1000;
   const cpu = processCpuS(server.child.pid) - cpu0;
+  const main = processCpuS(server.child.pid, true) - main0;
   const self = selfCpuS() - self0;
   server.answered2xx += ok;
   const lost = total - answered;
@@ -829,6 +850,7 @@ export async function runPaced(spec: PacedSpec): Promise<LoadRun> {
     serviceLatency: latencyStats(service),
     serverCpuUsPerReq: (cpu * 1e6) / Math.max(1, ok),
     serverCores: cpu / wall,
+    mainThreadUsPerReq: (main * 1e6) / Math.max(1, ok),
     clientCores: self / wall,
     ...(spec.inspect ? { fallbacks, badBodies } : {}),
   };
@@ -1175,13 +1197,13 @@ export function formatHttpBench(r: HttpBenchResult): string {
   const c = r.config;
   const lines: string[] = [];
   const row = (label: string, s: Summary) =>
-    `  ${label.padEnd(26)} ${f0(s.rps).padStart(8)} ${f2(s.p50).padStart(8)} ${f2(s.p99).padStart(8)} ${f2(s.p999).padStart(8)} ${f0(s.serverCpuUsPerReq).padStart(10)} ${f2(s.serverCores).padStart(6)} ${f2(s.clientCores).padStart(6)} ${String(s.non2xx).padStart(7)} ${String(s.errors).padStart(6)}`;
-  const head = `  ${''.padEnd(26)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'p99.9 ms'.padStart(8)} ${'µs CPU/rq'.padStart(10)} ${'server'.padStart(6)} ${'client'.padStart(6)} ${'non-2xx'.padStart(7)} ${'errors'.padStart(6)}`;
+    `  ${label.padEnd(26)} ${f0(s.rps).padStart(8)} ${f2(s.p50).padStart(8)} ${f2(s.p99).padStart(8)} ${f2(s.p999).padStart(8)} ${f0(s.serverCpuUsPerReq).padStart(10)} ${f0(s.mainThreadUsPerReq).padStart(7)} ${f2(s.serverCores).padStart(6)} ${f2(s.clientCores).padStart(6)} ${String(s.non2xx).padStart(7)} ${String(s.errors).padStart(6)}`;
+  const head = `  ${''.padEnd(26)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'p99.9 ms'.padStart(8)} ${'µs CPU/rq'.padStart(10)} ${'main µs'.padStart(7)} ${'server'.padStart(6)} ${'client'.padStart(6)} ${'non-2xx'.padStart(7)} ${'errors'.padStart(6)}`;
   lines.push(`HTTP benchmark: 127.0.0.1, ${r.machine.cpus} × ${r.machine.model}, Node ${r.machine.node}; load average ${r.machine.loadavgBefore.map((v) => v.toFixed(2)).join(' ')} before, ${r.machine.loadavgAfter.map((v) => v.toFixed(2)).join(' ')} after`);
   lines.push(`client (autocannon) in the bench process, each server in its own process, all on the same cores; medians of ${c.reps}`);
   lines.push(`bodies: ${r.rowsUsed} distinct lending_club rows (${r.rowsRejected} rejected by the preflight), unique id per request`);
   lines.push('');
-  lines.push(`Saturation: ${c.connections} connections, ${c.durationS} s after ${c.warmupS} s warm-up; server CPU per answer from /proc; server/client: cores used`);
+  lines.push(`Saturation: ${c.connections} connections, ${c.durationS} s after ${c.warmupS} s warm-up; server CPU per answer from /proc (all threads; main µs: its main thread, the event loop); server/client: cores used`);
   lines.push(head);
   lines.push(row('bare fastify POST /bare', r.saturation.bare.median));
   lines.push(row('rtml  --log-sync full', r.saturation.rtmlFull.median));
@@ -1234,7 +1256,8 @@ export function formatHttpBench(r: HttpBenchResult): string {
 export function budgetLine(what: string, b: CpuBudget): string {
   return (
     `CPU budget for ${what} (${f0(b.rate)}/s): the load generator takes ${f0(b.clientUsPerReq)} µs/request, so the server may spend ${f0(b.serverUsPerDecision)} µs/decision on ${b.cores} cores; ` +
-    `rtml spends ${f0(b.rtmlUsPerDecision)} (${f2(b.rtmlUsPerDecision / Math.max(1, b.serverUsPerDecision))}x), the bare route alone ${f0(b.bareUsPerReq)}`
+    `rtml spends ${f0(b.rtmlUsPerDecision)} (${f2(b.rtmlUsPerDecision / Math.max(1, b.serverUsPerDecision))}x), the bare route alone ${f0(b.bareUsPerReq)}; ` +
+    `rtml's main thread, one core at most, may spend ${f0(b.mainThreadUsLimit)} µs/decision and spends ${f0(b.rtmlMainThreadUsPerDecision)} (${f2(b.rtmlMainThreadUsPerDecision / b.mainThreadUsLimit)}x)`
   );
 }
 
