@@ -357,9 +357,7 @@ describe('three servers sharing a PostgreSQL monitor exchange', () => {
     for (let k = 0; k < 3; k++) {
       const exchange = await openPostgresMonitorExchange({ url: postgres.url, replica: `server-${k}` });
       const log = openSqliteDecisionLog(tempDir('rtml-fleet-log-'));
-      // No load shedding: three servers start in this one process, each blocking the others'
-      // event loops while it loads, and their first decisions must not be refused as overload.
-      servers.push(await createServer({ ...DEFAULT_CONFIG, repository, watchIntervalMs: 0, logLevel: 'silent', maxEventLoopDelayMs: 0 }, log, null, { monitorExchange: exchange, monitorPublishIntervalMs: 300 }));
+      servers.push(await createServer({ ...DEFAULT_CONFIG, repository, watchIntervalMs: 0, logLevel: 'silent' }, log, null, { monitorExchange: exchange, monitorPublishIntervalMs: 300 }));
     }
   });
   after(async () => {
