@@ -437,7 +437,7 @@ async function main(): Promise<void> {
   let httpText = '';
   if (only.has('http')) {
     const { benchHttp, formatHttpBench } = await import('./http.ts');
-    figures.http = await benchHttp({ profile: 'never' });
+    figures.http = await benchHttp() // profiles rtml (V8, main thread) when a target is missed: where the time goes;
     httpText = formatHttpBench(figures.http);
   }
   let overloadText = '';
