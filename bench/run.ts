@@ -437,7 +437,8 @@ async function main(): Promise<void> {
   let httpText = '';
   if (only.has('http')) {
     const { benchHttp, formatHttpBench } = await import('./http.ts');
-    figures.http = await benchHttp() // profiles rtml (V8, main thread) when a target is missed: where the time goes;
+    // Profiles rtml (V8, main thread) when a target is missed: where the time goes.
+    figures.http = await benchHttp();
     httpText = formatHttpBench(figures.http);
   }
   let overloadText = '';
