@@ -195,6 +195,14 @@ describe('shared operations: two replicas, one PostgreSQL', () => {
       // An alert id B does not hold (the replica evaluating the fleet's alerts holds it): recorded for the fleet, 202.
       const foreign = await post(b, '/v1/services/credit/alerts/leader-alert-1/acknowledge', { by: 'oncall' });
       assert.equal(foreign.statusCode, 202, foreign.body);
+      // An id no replica could read back is refused, not recorded for the fleet: empty (400, by
+      // the route), or longer than any alert id (414, by the router's parameter limit).
+      const empty = await post(b, '/v1/services/credit/alerts//acknowledge', { by: 'oncall' });
+      assert.equal(empty.statusCode, 400, empty.body);
+      assert.match(empty.json().error, /alert id must be 1-200 characters/);
+      assert.equal((await post(b, `/v1/services/credit/alerts/${'x'.repeat(201)}/acknowledge`, { by: 'oncall' })).statusCode, 414);
+      const acks = (await b.server.app.inject({ url: '/v1/services/credit/operations', headers: admin })).json().acknowledgements as { alertId: string }[];
+      assert.deepEqual(acks.map((x) => x.alertId).filter((x) => x === '' || x.length > 200), []);
       await within('A knows of it', 2000, async () => a.server.repository.get('credit') !== undefined && (await a.server.app.inject({ url: '/v1/services/credit/operations', headers: admin })).json().acknowledgements.some((x: { alertId: string }) => x.alertId === 'leader-alert-1'));
     } finally {
       await a.server.close();

@@ -287,7 +287,23 @@ export type OperationInput =
   | { kind: 'load'; input: Parameters<OperationsStore['setLoaded']>[1] }
   | { kind: 'rollout'; input: Parameters<OperationsStore['setRollout']>[1] };
 
+/**
+ * The change a write makes, checked against the schema its readers apply (VALUE_SCHEMAS): a value
+ * no store could read back (an empty alert id, an over-long name) is refused here, before it is
+ * written, instead of being stored where every replica reading the feed would skip it and none
+ * could open the store again.
+ */
 export function changeFor(service: string, write: OperationInput, at: string): OperationChange {
+  const change = unvalidatedChange(service, write, at);
+  const checked = VALUE_SCHEMAS[change.kind].safeParse(change.value);
+  if (!checked.success) {
+    const problems = checked.error.issues.map((i) => `${i.path.join('.') || 'value'}: ${i.message}`).join('; ');
+    throw new TypeError(`operations store: refusing to write a ${change.kind} change it could not read back (${problems})`);
+  }
+  return change;
+}
+
+function unvalidatedChange(service: string, write: OperationInput, at: string): OperationChange {
   switch (write.kind) {
     case 'kill_switch': {
       const i = write.input;

@@ -92,6 +92,22 @@ export function operationsConformance(name: string, options: OperationsConforman
       });
     });
 
+    it('refuses a change it could not read back (an empty or over-long alert id), writes nothing, and still opens', async () => {
+      const service = fresh('unreadable');
+      let store = await options.open();
+      try {
+        await assert.rejects(store.acknowledge(service, { alertId: '', alertKey: null, by: 'alice', note: '' }), /could not read back \(alertId/);
+        await assert.rejects(store.acknowledge(service, { alertId: 'x'.repeat(201), alertKey: null, by: 'alice', note: '' }), /could not read back \(alertId/);
+        await assert.rejects(store.setKillSwitch(service, { enabled: true, reason: null, by: '' }), /could not read back \(by/);
+        store = await options.reopen(store);
+        assert.deepEqual(store.current().service(service).acknowledgements, []);
+        assert.equal(store.current().service(service).killSwitch.enabled, false);
+        assert.equal((await store.history(service)).length, 0);
+      } finally {
+        await store.close();
+      }
+    });
+
     it('tells subscribers of each change that took effect, its own writes marked local; unsubscribe stops it', async () => {
       await using(await options.open(), async (store) => {
         const service = fresh('sub');

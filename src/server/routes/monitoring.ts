@@ -120,6 +120,8 @@ export function registerMonitoringRoutes(app: FastifyInstance, ctx: ServerContex
     const { name, id } = z.object({ name: z.string(), id: z.string() }).parse(request.params);
     const found = monitored(name, reply);
     if (!found) return reply;
+    // The operations store keeps alert ids of 1-200 characters (any replica must read them back).
+    if (id.length < 1 || id.length > 200) return reply.code(400).send({ error: `the alert id must be 1-200 characters, got ${id.length}` });
     const body = z.object({ by: z.string().min(1).max(200), note: z.string().max(2000).default('') }).strict().safeParse(request.body ?? {});
     if (!body.success) return reply.code(400).send({ error: 'expected {"by": string, "note"?: string}' });
     const held = found.monitor.alerts.active().find((a) => a.id === id);
