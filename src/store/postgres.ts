@@ -50,6 +50,11 @@ export function openPool(url: string, options: PoolOptions = {}, onError: (err: 
     keepAlive: true,
   });
   pool.on('error', onError);
+  // A client checked out of the pool has no error listener of the pool's: when its connection
+  // ends unexpectedly (PostgreSQL killed or restarted mid-transaction) pg rejects its queries,
+  // which the caller handles, and also emits 'error' on it, which without a listener would be
+  // thrown at the process and kill the server. The queries' rejections are the report.
+  pool.on('connect', (client) => client.on('error', () => {}));
   return pool;
 }
 
