@@ -5,7 +5,7 @@
  */
 import type { BatchBench } from './batch.ts';
 import { budgetLine, type HttpBenchResult } from './http.ts';
-import { commitCostFit, commitCostLine, type LogBenchVariant } from './log.ts';
+import { commitCostFit, commitCostLine, LOG_CPU_TARGET_US as TARGET_LOG_CPU_US, type LogBenchVariant } from './log.ts';
 import type { MonitorBench } from './monitor.ts';
 
 export interface TargetFigures {
@@ -17,7 +17,6 @@ export interface TargetFigures {
   missing: Record<string, string>;
 }
 
-export const TARGET_LOG_CPU_US = 20;
 export const TARGET_MONITOR_US = 3;
 export const TARGET_BATCH_RATIO = 1;
 /** The log variant whose CPU per decision the target reads: a server's open-loop traffic, synchronous FULL. */
